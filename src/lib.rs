@@ -1,0 +1,22 @@
+//! batchlab: what continuous batching buys over static batching in LLM inference, from first principles.
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`units`] | `Nanos`, the integer time of the core |
+//! | [`model`] | architecture specs, catalog, HF `config.json`, parameter/FLOP/byte accounting |
+//! | [`workload`] | scenario schema and validation, sweeps, request generation |
+//! | [`sched`] | the `Scheduler` trait, the policies, the KV block manager |
+//! | [`sim`] | event queue, `ServingLoop`, clocks, cost models, hardware presets |
+//! | [`metrics`] | request/step records → summary statistics |
+//! | [`report`] | Parquet/CSV/JSON writers, markdown tables |
+//! | [`cli`] | argument parsing → validated config → library calls |
+//!
+//! The scheduler and the serving loop do not know whether time is simulated or real: the simulator is the loop
+//! driven by a virtual clock and a cost model.
+
+pub mod metrics;
+pub mod model;
+pub mod report;
+pub mod sim;
+pub mod units;
+pub mod workload;

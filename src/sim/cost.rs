@@ -1,0 +1,65 @@
+//! Cost models: a step's shape → its duration.
+
+use crate::model::StepShape;
+use crate::units::Nanos;
+
+/// Predicts how long one engine step takes. Implementations must be pure functions of the shape: the simulator's
+/// determinism rests on it.
+pub trait CostModel: Send + Sync {
+    fn step_time(&self, shape: &StepShape) -> Nanos;
+    /// One line for `explain` and report headers.
+    fn describe(&self) -> String;
+}
+
+/// `base + per_token·tokens + per_seq·seqs + per_kv_token·kv_tokens_read`, with user-given coefficients: for
+/// what-if studies and for replaying published results.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LinearCost {
+    pub base: f64,
+    pub per_token: f64,
+    pub per_seq: f64,
+    pub per_kv_token: f64,
+}
+
+impl LinearCost {
+    /// Coefficients in the scenario's units: ms, µs per token, ms per sequence, ns per KV token read.
+    pub fn from_units(base_ms: f64, per_token_us: f64, per_seq_ms: f64, per_kv_token_ns: f64) -> LinearCost {
+        LinearCost { base: base_ms * 1e6, per_token: per_token_us * 1e3, per_seq: per_seq_ms * 1e6, per_kv_token: per_kv_token_ns }
+    }
+}
+
+impl CostModel for LinearCost {
+    fn step_time(&self, s: &StepShape) -> Nanos {
+        let ns = self.base
+            + self.per_token * s.tokens as f64
+            + self.per_seq * s.seqs() as f64
+            + self.per_kv_token * s.kv_read_tokens as f64;
+        Nanos(ns.round().max(0.0) as u64)
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "linear: {:.3} ms + {:.3} µs/token + {:.3} ms/seq + {:.3} ns/KV token",
+            self.base / 1e6,
+            self.per_token / 1e3,
+            self.per_seq / 1e6,
+            self.per_kv_token
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn linear_cost_adds_its_terms() {
+        let c = LinearCost::from_units(19.2, 1.4, 0.19, 2.0);
+        let mut s = StepShape::default();
+        s.add_prefill(0, 100, 0, true);
+        s.add_decode(50, false);
+        // 19.2 ms + 101 × 1.4 µs + 2 × 0.19 ms + (100 + 50) × 2 ns
+        let expected = 19_200_000.0 + 101.0 * 1_400.0 + 2.0 * 190_000.0 + 150.0 * 2.0;
+        assert_eq!(c.step_time(&s), Nanos(expected as u64));
+    }
+}

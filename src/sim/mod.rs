@@ -1,0 +1,5 @@
+//! The discrete-event serving loop, clocks and cost models.
+
+pub mod cost;
+
+pub use cost::{CostModel, LinearCost};
