@@ -132,7 +132,15 @@ impl Distribution {
                 let mut sorted: Vec<f64> = self.exact.iter().map(|&v| v as f64).collect();
                 sorted.sort_by(f64::total_cmp);
                 let p = |q: f64| Some(percentile_sorted(&sorted, q) * ms);
-                Stats { count: self.count, mean, p50: p(50.0), p90: p(90.0), p95: p(95.0), p99: p(99.0), max }
+                Stats {
+                    count: self.count,
+                    mean,
+                    p50: p(50.0),
+                    p90: p(90.0),
+                    p95: p(95.0),
+                    p99: p(99.0),
+                    max,
+                }
             }
             Some(h) => {
                 let mut h = h.clone();
@@ -140,7 +148,15 @@ impl Distribution {
                     h.saturating_record_n(self.run_value.max(1), self.run_len);
                 }
                 let p = |q: f64| Some(h.value_at_quantile(q / 100.0).min(self.max) as f64 * ms);
-                Stats { count: self.count, mean, p50: p(50.0), p90: p(90.0), p95: p(95.0), p99: p(99.0), max }
+                Stats {
+                    count: self.count,
+                    mean,
+                    p50: p(50.0),
+                    p90: p(90.0),
+                    p95: p(95.0),
+                    p99: p(99.0),
+                    max,
+                }
             }
         }
     }

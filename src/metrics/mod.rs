@@ -145,7 +145,9 @@ impl Slo {
 
     pub fn met_by(&self, r: &RequestRecord) -> bool {
         let ttft_ok = self.ttft.is_none_or(|slo| r.ttft().is_some_and(|t| t <= slo));
-        let tpot_ok = self.tpot.is_none_or(|slo| r.tpot_ns().is_none_or(|t| t <= slo.0 as f64));
+        let tpot_ok = self
+            .tpot
+            .is_none_or(|slo| r.tpot_ns().is_none_or(|t| t <= slo.0 as f64));
         let e2e_ok = self.e2e.is_none_or(|slo| r.e2e().is_some_and(|t| t <= slo));
         r.is_complete() && ttft_ok && tpot_ok && e2e_ok
     }
@@ -185,8 +187,18 @@ impl Recorder {
     }
 
     pub fn on_arrival(&mut self, id: u32, arrival: Nanos, prompt_len: u32, output_len: u32) {
-        assert_eq!(id as usize, self.requests.len(), "request ids must be dense and in arrival order");
-        self.requests.push(RequestRecord { id, arrival, prompt_len, output_len, ..Default::default() });
+        assert_eq!(
+            id as usize,
+            self.requests.len(),
+            "request ids must be dense and in arrival order"
+        );
+        self.requests.push(RequestRecord {
+            id,
+            arrival,
+            prompt_len,
+            output_len,
+            ..Default::default()
+        });
     }
 
     /// A token of request `id` became visible at `time`. Returns true when it was the request's last.
@@ -201,7 +213,11 @@ impl Recorder {
             r.first_token = Some(time);
         }
         if let Some(tokens) = &mut self.tokens {
-            tokens.push(TokenRecord { request: id, index: r.tokens, time });
+            tokens.push(TokenRecord {
+                request: id,
+                index: r.tokens,
+                time,
+            });
         }
         r.tokens += 1;
         r.last_token = Some(time);
@@ -235,7 +251,12 @@ impl Recorder {
 
     pub fn finish(self, memory: MemoryModel, slo: Slo) -> RunMetrics {
         let summary = Summary::compute(&self, memory, slo);
-        RunMetrics { summary, requests: self.requests, steps: self.steps, tokens: self.tokens }
+        RunMetrics {
+            summary,
+            requests: self.requests,
+            steps: self.steps,
+            tokens: self.tokens,
+        }
     }
 }
 
@@ -350,8 +371,16 @@ impl Summary {
             tpot_ms: Stats::from_values(&mut tpot, 1e-6),
             e2e_ms: e2e.stats_ns_to_ms(),
             steps: rec.step_count,
-            busy_fraction: if makespan > 0.0 { rec.busy.as_secs() / makespan } else { 0.0 },
-            mean_batch_size: if rec.step_count > 0 { rec.batch_sum as f64 / rec.step_count as f64 } else { 0.0 },
+            busy_fraction: if makespan > 0.0 {
+                rec.busy.as_secs() / makespan
+            } else {
+                0.0
+            },
+            mean_batch_size: if rec.step_count > 0 {
+                rec.batch_sum as f64 / rec.step_count as f64
+            } else {
+                0.0
+            },
             max_running: rec.max_running,
             max_queue_depth: rec.max_queue,
             preemptions: reqs.iter().map(|r| u64::from(r.preemptions)).sum(),
@@ -376,11 +405,17 @@ impl Summary {
             ("output_tok_per_s".into(), Cell::Float(self.output_tok_per_s)),
             ("request_per_s".into(), Cell::Float(self.request_per_s)),
             ("total_tok_per_s".into(), Cell::Float(self.total_tok_per_s)),
-            ("goodput_req_per_s".into(), self.goodput_req_per_s.map_or(Cell::Null, Cell::Float)),
+            (
+                "goodput_req_per_s".into(),
+                self.goodput_req_per_s.map_or(Cell::Null, Cell::Float),
+            ),
         ];
-        for (name, stats) in
-            [("ttft", &self.ttft_ms), ("itl", &self.itl_ms), ("tpot", &self.tpot_ms), ("e2e", &self.e2e_ms)]
-        {
+        for (name, stats) in [
+            ("ttft", &self.ttft_ms),
+            ("itl", &self.itl_ms),
+            ("tpot", &self.tpot_ms),
+            ("e2e", &self.e2e_ms),
+        ] {
             for (stat, value) in stats.named() {
                 out.push((format!("{name}_{stat}_ms"), value.map_or(Cell::Null, Cell::Float)));
             }
@@ -392,8 +427,14 @@ impl Summary {
             ("max_running".into(), Cell::Int(i64::from(self.max_running))),
             ("max_queue_depth".into(), Cell::Int(i64::from(self.max_queue_depth))),
             ("preemptions".into(), Cell::Int(self.preemptions as i64)),
-            ("kv_per_request_max_mib".into(), Cell::Float(self.kv_per_request_max_mib)),
-            ("kv_per_request_mean_mib".into(), Cell::Float(self.kv_per_request_mean_mib)),
+            (
+                "kv_per_request_max_mib".into(),
+                Cell::Float(self.kv_per_request_max_mib),
+            ),
+            (
+                "kv_per_request_mean_mib".into(),
+                Cell::Float(self.kv_per_request_mean_mib),
+            ),
             ("peak_kv_mib".into(), Cell::Float(self.peak_kv_mib)),
             ("kv_capacity_mib".into(), Cell::Float(self.kv_capacity_mib)),
             ("weights_mib".into(), Cell::Float(self.weights_mib)),

@@ -14,10 +14,46 @@ struct Entry {
 }
 
 const ENTRIES: [Entry; 4] = [
-    Entry { name: "qwen2.5-0.5b", hidden: 896, intermediate: 4864, layers: 24, heads: 14, kv_heads: 2, vocab: 151936, tied: true },
-    Entry { name: "qwen2.5-1.5b", hidden: 1536, intermediate: 8960, layers: 28, heads: 12, kv_heads: 2, vocab: 151936, tied: true },
-    Entry { name: "qwen2.5-3b", hidden: 2048, intermediate: 11008, layers: 36, heads: 16, kv_heads: 2, vocab: 151936, tied: true },
-    Entry { name: "qwen2.5-7b", hidden: 3584, intermediate: 18944, layers: 28, heads: 28, kv_heads: 4, vocab: 152064, tied: false },
+    Entry {
+        name: "qwen2.5-0.5b",
+        hidden: 896,
+        intermediate: 4864,
+        layers: 24,
+        heads: 14,
+        kv_heads: 2,
+        vocab: 151936,
+        tied: true,
+    },
+    Entry {
+        name: "qwen2.5-1.5b",
+        hidden: 1536,
+        intermediate: 8960,
+        layers: 28,
+        heads: 12,
+        kv_heads: 2,
+        vocab: 151936,
+        tied: true,
+    },
+    Entry {
+        name: "qwen2.5-3b",
+        hidden: 2048,
+        intermediate: 11008,
+        layers: 36,
+        heads: 16,
+        kv_heads: 2,
+        vocab: 151936,
+        tied: true,
+    },
+    Entry {
+        name: "qwen2.5-7b",
+        hidden: 3584,
+        intermediate: 18944,
+        layers: 28,
+        heads: 28,
+        kv_heads: 4,
+        vocab: 152064,
+        tied: false,
+    },
 ];
 
 /// Names of the built-in models, in catalog order.
@@ -57,14 +93,26 @@ mod tests {
     #[test]
     fn kv_bytes_per_token_match_the_architecture() {
         // 2 (K, V) × layers × kv_heads × head_dim × 2 bytes
-        assert_eq!(by_name("qwen2.5-0.5b").unwrap().kv_bytes_per_token(), 2 * 24 * 2 * 64 * 2);
-        assert_eq!(by_name("qwen2.5-1.5b").unwrap().kv_bytes_per_token(), 2 * 28 * 2 * 128 * 2);
-        assert_eq!(by_name("qwen2.5-7b").unwrap().kv_bytes_per_token(), 2 * 28 * 4 * 128 * 2);
+        assert_eq!(
+            by_name("qwen2.5-0.5b").unwrap().kv_bytes_per_token(),
+            2 * 24 * 2 * 64 * 2
+        );
+        assert_eq!(
+            by_name("qwen2.5-1.5b").unwrap().kv_bytes_per_token(),
+            2 * 28 * 2 * 128 * 2
+        );
+        assert_eq!(
+            by_name("qwen2.5-7b").unwrap().kv_bytes_per_token(),
+            2 * 28 * 4 * 128 * 2
+        );
     }
 
     #[test]
     fn unknown_model_lists_the_valid_ones() {
         let msg = by_name("llama-9000").unwrap_err().to_string();
-        assert!(msg.contains("llama-9000") && msg.contains("qwen2.5-0.5b") && msg.contains("qwen2.5-7b"), "{msg}");
+        assert!(
+            msg.contains("llama-9000") && msg.contains("qwen2.5-0.5b") && msg.contains("qwen2.5-7b"),
+            "{msg}"
+        );
     }
 }

@@ -24,7 +24,12 @@ pub struct LinearCost {
 impl LinearCost {
     /// Coefficients in the scenario's units: ms, µs per token, ms per sequence, ns per KV token read.
     pub fn from_units(base_ms: f64, per_token_us: f64, per_seq_ms: f64, per_kv_token_ns: f64) -> LinearCost {
-        LinearCost { base: base_ms * 1e6, per_token: per_token_us * 1e3, per_seq: per_seq_ms * 1e6, per_kv_token: per_kv_token_ns }
+        LinearCost {
+            base: base_ms * 1e6,
+            per_token: per_token_us * 1e3,
+            per_seq: per_seq_ms * 1e6,
+            per_kv_token: per_kv_token_ns,
+        }
     }
 }
 
