@@ -17,6 +17,7 @@
 pub mod metrics;
 pub mod model;
 pub mod report;
+pub mod sched;
 pub mod sim;
 pub mod units;
 pub mod workload;

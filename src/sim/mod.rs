@@ -1,5 +1,11 @@
 //! The discrete-event serving loop, clocks and cost models.
 
 pub mod cost;
+pub mod event;
+pub mod serving;
 
 pub use cost::{CostModel, LinearCost};
+pub use serving::{Clock, Executor, SimExecutor, VirtualClock, serve};
+
+#[cfg(test)]
+mod policy_tests;
