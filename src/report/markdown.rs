@@ -100,11 +100,15 @@ fn format_value(value: Option<f64>, format: Format) -> String {
     }
 }
 
+/// Text safe inside a table cell: a `|` would end the cell early and a line break the row.
+fn escape(text: &str) -> String {
+    text.replace('|', "\\|").replace(['\n', '\r'], " ")
+}
+
 fn format_label(cell: Option<&Cell>) -> String {
     match cell {
         None | Some(Cell::Null) => MISSING.to_owned(),
-        // A `|` would end the cell early.
-        Some(Cell::Str(s)) => s.replace('|', "\\|"),
+        Some(Cell::Str(s)) => escape(s),
         Some(Cell::Int(i)) => i.to_string(),
         Some(Cell::Float(f)) => f.to_string(),
         Some(Cell::Bool(b)) => b.to_string(),
@@ -123,7 +127,7 @@ pub fn markdown_table(runs: &[RunReport]) -> String {
     let mut headers: Vec<String> = vec!["run".to_owned()];
     let mut right: Vec<bool> = vec![false];
     for &label in &labels {
-        headers.push(label.replace('|', "\\|"));
+        headers.push(escape(label));
         let mut cells = runs
             .iter()
             .filter_map(|r| r.labels.iter().find(|(name, _)| name == label).map(|(_, c)| c));
@@ -138,7 +142,7 @@ pub fn markdown_table(runs: &[RunReport]) -> String {
     let rows: Vec<Vec<String>> = runs
         .iter()
         .map(|run| {
-            let mut row = vec![run.name.replace('|', "\\|")];
+            let mut row = vec![escape(&run.name)];
             for &label in &labels {
                 row.push(format_label(
                     run.labels.iter().find(|(name, _)| name == label).map(|(_, c)| c),
@@ -210,5 +214,11 @@ mod tests {
         assert_eq!(format_value(None, Format::Mib), "-");
         assert_eq!(format_value(Some(2.345), Format::Fixed(1)), "2.3");
         assert_eq!(format_value(Some(12.0), Format::Count), "12");
+    }
+
+    #[test]
+    fn text_cannot_break_the_table() {
+        assert_eq!(escape("a|b\nc"), "a\\|b c");
+        assert_eq!(format_label(Some(&Cell::Str("x|y".into()))), "x\\|y");
     }
 }
