@@ -2,6 +2,7 @@
 
 pub mod cost;
 pub mod event;
+pub mod run;
 pub mod serving;
 
 pub use cost::{CostModel, LinearCost};

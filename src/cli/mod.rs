@@ -1,0 +1,97 @@
+//! Command-line interface: clap parsing → validated configuration → library calls → output and exit code.
+//! The only module besides `report` that prints.
+
+mod commands;
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// What continuous batching buys over static batching in LLM inference — latency, throughput, GPU memory and
+/// KV-cache growth — for a given model, GPU and workload, from first principles.
+///
+/// Start with `batchlab simulate scenarios/quickstart.toml`: it serves 16 requests under the static, continuous
+/// and grouped policies on a simulated H100 and prints what each one costs. `batchlab explain` shows what a
+/// scenario would run without running it.
+#[derive(Debug, Parser)]
+#[command(name = "batchlab", version, propagate_version = true, max_term_width = 110)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Simulate every run of a scenario and write metrics (summary.csv/.parquet/.json, per-run requests and
+    /// steps tables) to the output folder; print a summary table.
+    Simulate(SimulateArgs),
+    /// Show the runs a scenario resolves to (sweep expanded, overrides applied) and what each would use,
+    /// without running them.
+    Explain(ScenarioArgs),
+    /// List the built-in models with their size and KV-cache cost per token.
+    Models,
+    /// List the GPU presets of the analytic cost model (datasheet figures).
+    Gpus,
+    /// Measure the simulator's own speed: simulate a scenario (by default one million Poisson requests on
+    /// qwen2.5-7b, continuous batching with chunked prefill, analytic H100) on one thread and report simulated
+    /// requests per second of wall time and peak memory.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ScenarioArgs {
+    /// The scenario file (TOML). See README.md, "Scenario format", for every key.
+    pub scenario: PathBuf,
+    /// Override any key of the scenario: a dotted path and a TOML value (a plain string when the value is not
+    /// TOML). Repeatable. Examples: --set model.name=qwen2.5-1.5b  --set workload.output_len=[16,32]
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+    /// Override the scenario's seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    #[command(flatten)]
+    pub scenario: ScenarioArgs,
+    /// Output folder [default: out/<scenario name>].
+    #[arg(long, short)]
+    pub out: Option<PathBuf>,
+    /// Run a sweep's runs one after another instead of in parallel (results are identical either way).
+    #[arg(long)]
+    pub serial: bool,
+    /// Do not print the summary table.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Scenario to benchmark [default: the built-in one-million-request scenario, scenarios/bench-1m.toml].
+    pub scenario: Option<PathBuf>,
+    /// Override the number of requests.
+    #[arg(long)]
+    pub requests: Option<u64>,
+    /// Override any key of the scenario (as for `simulate`).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    match commands::run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BATCHLAB_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).without_time().try_init();
+}
