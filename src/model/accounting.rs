@@ -77,7 +77,7 @@ impl StepOps {
 const LOGIT_BYTES: f64 = 4.0;
 /// Bytes of one sampled token id (i32).
 const TOKEN_ID_BYTES: f64 = 4.0;
-/// Cuda/cuBLAS library workspaces an engine reserves beside its own buffers.
+/// CUDA/cuBLAS library workspaces an engine reserves beside its own buffers.
 const LIBRARY_WORKSPACE_BYTES: u64 = 64 << 20;
 
 impl ModelSpec {
