@@ -1,5 +1,6 @@
 //! The discrete-event serving loop, clocks and cost models.
 
 pub mod cost;
+pub mod hardware;
 
 pub use cost::{CostModel, LinearCost};
