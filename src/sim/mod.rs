@@ -1,7 +1,9 @@
 //! The discrete-event serving loop, clocks and cost models.
 
+pub mod analytic;
 pub mod cost;
 pub mod event;
+pub mod hardware;
 pub mod run;
 pub mod serving;
 
