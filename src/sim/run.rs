@@ -255,7 +255,7 @@ pub fn labels(spec: &RunSpec, p: &PreparedRun) -> Vec<(String, Cell)> {
         ("policy".to_string(), Cell::Str(p.policy.as_str().to_string())),
         ("max_batch_size".to_string(), Cell::Int(i64::from(p.limits.max_batch_size))),
         ("cost".to_string(), Cell::Str(format!("{:?}", s.cost.kind).to_lowercase())),
-        ("gpu".to_string(), Cell::Str(p.gpu.name.clone())),
+        ("gpu".to_string(), Cell::Str(p.gpu.name.to_string())),
     ]);
     out
 }

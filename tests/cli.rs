@@ -1,0 +1,201 @@
+//! End-to-end tests of the built `batchlab` binary.
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn batchlab(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_batchlab"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("the binary runs")
+}
+
+fn ok(args: &[&str]) -> Output {
+    let out = batchlab(args);
+    assert!(out.status.success(), "batchlab {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+fn fails(args: &[&str]) -> String {
+    let out = batchlab(args);
+    assert!(!out.status.success(), "batchlab {args:?} should fail");
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!stderr.contains("panicked"), "a panic is not an error message:\n{stderr}");
+    assert!(!stderr.contains("RUST_BACKTRACE"), "{stderr}");
+    stderr
+}
+
+fn summary(dir: &Path) -> Vec<BTreeMap<String, Value>> {
+    let text = std::fs::read_to_string(dir.join("summary.json")).expect("summary.json");
+    serde_json::from_str(&text).expect("summary.json parses")
+}
+
+/// Every file under `dir`, relative path → bytes.
+fn files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.insert(path.strip_prefix(dir).unwrap().to_path_buf(), std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    out
+}
+
+fn scenario_file(dir: &Path, text: &str) -> String {
+    let path = dir.join("s.toml");
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+const SMALL: &str = r#"
+name = "small"
+seed = 3
+[model]
+name = "qwen2.5-0.5b"
+[cost]
+kind = "analytic"
+[scheduler]
+policy = "continuous"
+max_batch_size = 4
+[workload]
+requests = 12
+arrival = "poisson"
+rate = 20.0
+prompt_len = { dist = "lognormal", mean = 100, sigma = 0.5 }
+output_len = { dist = "uniform", min = 4, max = 40 }
+[sweep]
+"scheduler.policy" = ["static", "continuous", "grouped"]
+"#;
+
+#[test]
+fn quickstart_runs_and_prints_a_table() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out_dir = tmp.path().join("q");
+    let out = ok(&["simulate", "scenarios/quickstart.toml", "--out", out_dir.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for policy in ["static", "continuous", "grouped"] {
+        assert!(stdout.contains(policy), "{stdout}");
+    }
+    let rows = summary(&out_dir);
+    assert_eq!(rows.len(), 3);
+    assert!(rows.iter().all(|r| r["completed"] == 16 && r["output_tokens"] == 384));
+    for name in ["summary.csv", "summary.parquet", "runs/r0/requests.parquet", "runs/r0/steps.parquet"] {
+        let name = name.replace("r0", rows[0]["run"].as_str().unwrap());
+        assert!(out_dir.join(&name).is_file(), "{name} missing");
+    }
+    // Continuous batching beats static batching on this workload; grouped loses to both.
+    let tput: Vec<f64> = rows.iter().map(|r| r["output_tok_per_s"].as_f64().unwrap()).collect();
+    let by_policy: BTreeMap<&str, f64> =
+        rows.iter().map(|r| r["policy"].as_str().unwrap()).zip(tput.iter().copied()).collect();
+    assert!(by_policy["continuous"] > by_policy["static"], "{by_policy:?}");
+    assert!(by_policy["grouped"] < by_policy["static"], "{by_policy:?}");
+}
+
+#[test]
+fn same_seed_gives_byte_identical_outputs_serial_or_parallel() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = scenario_file(tmp.path(), SMALL);
+    let (a, b, c) = (tmp.path().join("a"), tmp.path().join("b"), tmp.path().join("c"));
+    ok(&["simulate", &s, "--quiet", "--out", a.to_str().unwrap()]);
+    ok(&["simulate", &s, "--quiet", "--serial", "--out", b.to_str().unwrap()]);
+    let (fa, fb) = (files(&a), files(&b));
+    assert!(fa.len() >= 3 + 3 * 3, "{:?}", fa.keys());
+    assert_eq!(fa.keys().collect::<Vec<_>>(), fb.keys().collect::<Vec<_>>());
+    for (path, bytes) in &fa {
+        assert!(bytes == &fb[path], "{} differs between a parallel and a serial run", path.display());
+    }
+    // Another seed draws other arrivals.
+    ok(&["simulate", &s, "--quiet", "--seed", "4", "--out", c.to_str().unwrap()]);
+    let (sa, sc) = (summary(&a), summary(&c));
+    assert_ne!(sa[0]["makespan_s"], sc[0]["makespan_s"]);
+    assert_eq!(sc[0]["seed"], 4);
+}
+
+#[test]
+fn seed_matrix_static_kv_per_request_is_exact() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("m");
+    ok(&["simulate", "scenarios/seed-matrix.toml", "--quiet", "--out", out.to_str().unwrap()]);
+    let rows = summary(&out);
+    assert_eq!(rows.len(), 162);
+    let expected: BTreeMap<(&str, i64), f64> = [
+        (("qwen2.5-0.5b", 64), 1.11328125),
+        (("qwen2.5-0.5b", 256), 3.36328125),
+        (("qwen2.5-0.5b", 512), 6.36328125),
+        (("qwen2.5-1.5b", 64), 2.59765625),
+        (("qwen2.5-1.5b", 256), 7.84765625),
+        (("qwen2.5-1.5b", 512), 14.84765625),
+    ]
+    .into_iter()
+    .collect();
+    let mut seen = 0;
+    for r in rows.iter().filter(|r| r["policy"] == "static") {
+        let key = (r["model"].as_str().unwrap(), r["workload.prompt_len"].as_i64().unwrap());
+        assert_eq!(r["kv_per_request_max_mib"].as_f64().unwrap(), expected[&key], "{key:?}");
+        assert_eq!(r["completed"], r["requests"]);
+        seen += 1;
+    }
+    assert_eq!(seen, 54);
+}
+
+#[test]
+fn explain_lists_runs_without_writing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = scenario_file(tmp.path(), SMALL);
+    let out = ok(&["explain", &s]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("3 run(s)") && stdout.contains("scheduler.policy=\"grouped\""), "{stdout}");
+    assert!(!tmp.path().join("out").exists());
+}
+
+#[test]
+fn models_and_gpus_list_the_catalogs() {
+    let models = String::from_utf8_lossy(&ok(&["models"]).stdout).to_string();
+    assert!(models.contains("qwen2.5-7b") && models.contains("494.0M"), "{models}");
+    let gpus = String::from_utf8_lossy(&ok(&["gpus"]).stdout).to_string();
+    assert!(gpus.contains("h100-sxm") && gpus.contains("rtx-pro-4000-blackwell"), "{gpus}");
+}
+
+#[test]
+fn bad_input_fails_clearly_and_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out_dir = tmp.path().join("out");
+    let out = out_dir.to_str().unwrap();
+    let case = |text: &str, extra: &[&str]| -> String {
+        let s = scenario_file(tmp.path(), text);
+        let mut args = vec!["simulate", s.as_str(), "--out", out];
+        args.extend_from_slice(extra);
+        let err = fails(&args);
+        assert!(!out_dir.join("summary.json").exists(), "output written despite: {err}");
+        err
+    };
+    let err = case("name = \"x\"\n[model\nname = 1\n", &[]);
+    assert!(err.contains("s.toml:2:"), "{err}");
+    let err = case(&SMALL.replace("max_batch_size = 4", "max_batch_size = 4\nmax_batch = 3"), &[]);
+    assert!(err.contains("max_batch") && err.contains("max_batch_size"), "{err}");
+    let err = case(SMALL, &["--set", "model.name=llama-9000"]);
+    assert!(err.contains("llama-9000") && err.contains("qwen2.5-0.5b"), "{err}");
+    let err = case(SMALL, &["--set", "scheduler.policy=fifo"]);
+    assert!(err.contains("fifo") && err.contains("continuous"), "{err}");
+    let err = case(SMALL, &["--set", "workload.rate=-2"]);
+    assert!(err.contains("workload.rate"), "{err}");
+    let err = case(SMALL, &["--set", "scheduler.max_batch_size=0"]);
+    assert!(err.contains("max_batch_size"), "{err}");
+    // Prompt + output beyond the model's context (32768 tokens).
+    let err = case(SMALL, &["--set", "workload.prompt_len=32000", "--set", "workload.output_len=1000"]);
+    assert!(err.contains("context"), "{err}");
+    // A cache too small for one request.
+    let err = case(SMALL, &["--set", "memory.kv_capacity_tokens=50", "--set", "workload.prompt_len=100"]);
+    assert!(err.contains("KV"), "{err}");
+    let err = fails(&["simulate", "does/not/exist.toml"]);
+    assert!(err.contains("does/not/exist.toml"), "{err}");
+}
