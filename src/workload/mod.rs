@@ -1,8 +1,13 @@
 //! Scenario files (schema, validation, `--set` overrides, sweeps) and request generation.
 
+mod generate;
+mod load;
 pub mod scenario;
+mod trace;
+mod validate;
 
 pub use scenario::*;
+pub use validate::validate;
 
 use crate::units::Nanos;
 use std::path::{Path, PathBuf};
@@ -49,16 +54,27 @@ pub struct RunSpec {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
+    /// A complete message: `file:line:column: …` where the position is known.
     #[error("{0}")]
     Invalid(String),
+    #[error("cannot read {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Reads a scenario file, applies `--set key=value` overrides and `--seed`, expands the sweep, validates every run.
-pub fn load_runs(_path: &Path, _sets: &[String], _seed: Option<u64>) -> Result<Vec<RunSpec>, ScenarioError> {
-    todo!("workload work item")
+///
+/// `--set` values are TOML values when they parse as one, plain strings otherwise; `--set sweep.<key>=[…]` adds or
+/// replaces a sweep axis, and a `--set` (or `--seed`) of a key that is a sweep axis pins it, removing the axis.
+/// Runs are the cartesian product of the axes in `[sweep]` order, the first axis varying slowest.
+pub fn load_runs(path: &Path, sets: &[String], seed: Option<u64>) -> Result<Vec<RunSpec>, ScenarioError> {
+    load::load_runs(path, sets, seed)
 }
 
-/// Draws the requests of a run (deterministic in `scenario.seed`).
-pub fn generate(_scenario: &Scenario, _base_dir: &Path) -> Result<Workload, ScenarioError> {
-    todo!("workload work item")
+/// Draws the requests of a run (deterministic in `scenario.seed`); relative trace paths are taken from `base_dir`.
+pub fn generate(scenario: &Scenario, base_dir: &Path) -> Result<Workload, ScenarioError> {
+    generate::generate(scenario, base_dir)
 }

@@ -213,15 +213,17 @@ fn default_true() -> bool {
 pub enum ArrivalKind {
     /// Every request at t = 0.
     Burst,
-    /// Exponential inter-arrival gaps at `rate` requests/s.
+    /// Exponential inter-arrival gaps at `rate` requests/s; the first request arrives after the first gap.
     Poisson,
-    /// Gamma inter-arrival gaps with mean 1/`rate` and coefficient of variation `cv`.
+    /// Gamma inter-arrival gaps with mean 1/`rate` and coefficient of variation `cv` (shape 1/cv², scale cv²/rate);
+    /// the first request arrives after the first gap. cv = 1 is Poisson, cv > 1 burstier.
     Gamma,
-    /// One request every 1/`rate` s.
+    /// Request i at i/`rate` s (the first at 0).
     Constant,
     /// `clients` closed-loop clients: each sends its next request `think_ms` after its previous one completes.
     Closed,
-    /// Arrival, prompt and output lengths from the `trace` file (CSV or JSONL).
+    /// Arrival, prompt and output lengths from the `trace` file: CSV with the header `arrival_s,prompt_len,output_len`
+    /// or JSON Lines objects with those keys; sorted by arrival.
     Trace,
 }
 
@@ -240,21 +242,69 @@ pub struct WorkloadSection {
     pub clients: Option<u32>,
     #[serde(default)]
     pub think_ms: f64,
+    /// The trace file of `arrival = "trace"`; a relative path is taken from the scenario file's folder.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace: Option<PathBuf>,
+    /// Required, except with a trace, where a given spec replaces the trace's lengths (the arrivals stay).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt_len: Option<LengthSpec>,
+    /// As `prompt_len`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_len: Option<LengthSpec>,
 }
 
 /// A length distribution: an integer (fixed), a list (cycled by request index), or a table with `dist`.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+///
+/// Deserialized by hand rather than with `#[serde(untagged)]`: untagged enums swallow the inner error ("data did
+/// not match any variant"), while users need to hear "missing field `sigma`" or "unknown variant `lognorm`".
+#[derive(Clone, Debug, Serialize, PartialEq)]
 #[serde(untagged)]
 pub enum LengthSpec {
     Fixed(u32),
     Cycle(Vec<u32>),
     Dist(LengthDist),
+}
+
+impl<'de> Deserialize<'de> for LengthSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(LengthSpecVisitor)
+    }
+}
+
+struct LengthSpecVisitor;
+
+impl LengthSpecVisitor {
+    fn length<E: serde::de::Error>(self, v: i128) -> Result<u32, E> {
+        u32::try_from(v).map_err(|_| E::invalid_value(serde::de::Unexpected::Other(&v.to_string()), &self))
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for LengthSpecVisitor {
+    type Value = LengthSpec;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a length: an integer, a list of integers (cycled), or a table with `dist`")
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<LengthSpec, E> {
+        self.length(v.into()).map(LengthSpec::Fixed)
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<LengthSpec, E> {
+        self.length(v.into()).map(LengthSpec::Fixed)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<LengthSpec, A::Error> {
+        let mut lengths = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(length) = seq.next_element::<u32>()? {
+            lengths.push(length);
+        }
+        Ok(LengthSpec::Cycle(lengths))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<LengthSpec, A::Error> {
+        LengthDist::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(LengthSpec::Dist)
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
