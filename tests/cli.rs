@@ -15,7 +15,11 @@ fn batchlab(args: &[&str]) -> Output {
 
 fn ok(args: &[&str]) -> Output {
     let out = batchlab(args);
-    assert!(out.status.success(), "batchlab {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "batchlab {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out
 }
 
@@ -23,7 +27,10 @@ fn fails(args: &[&str]) -> String {
     let out = batchlab(args);
     assert!(!out.status.success(), "batchlab {args:?} should fail");
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(!stderr.contains("panicked"), "a panic is not an error message:\n{stderr}");
+    assert!(
+        !stderr.contains("panicked"),
+        "a panic is not an error message:\n{stderr}"
+    );
     assert!(!stderr.contains("RUST_BACKTRACE"), "{stderr}");
     stderr
 }
@@ -43,7 +50,10 @@ fn files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
             if path.is_dir() {
                 stack.push(path);
             } else {
-                out.insert(path.strip_prefix(dir).unwrap().to_path_buf(), std::fs::read(&path).unwrap());
+                out.insert(
+                    path.strip_prefix(dir).unwrap().to_path_buf(),
+                    std::fs::read(&path).unwrap(),
+                );
             }
         }
     }
@@ -80,7 +90,12 @@ output_len = { dist = "uniform", min = 4, max = 40 }
 fn quickstart_runs_and_prints_a_table() {
     let tmp = tempfile::tempdir().unwrap();
     let out_dir = tmp.path().join("q");
-    let out = ok(&["simulate", "scenarios/quickstart.toml", "--out", out_dir.to_str().unwrap()]);
+    let out = ok(&[
+        "simulate",
+        "scenarios/quickstart.toml",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     for policy in ["static", "continuous", "grouped"] {
         assert!(stdout.contains(policy), "{stdout}");
@@ -88,14 +103,22 @@ fn quickstart_runs_and_prints_a_table() {
     let rows = summary(&out_dir);
     assert_eq!(rows.len(), 3);
     assert!(rows.iter().all(|r| r["completed"] == 16 && r["output_tokens"] == 384));
-    for name in ["summary.csv", "summary.parquet", "runs/r0/requests.parquet", "runs/r0/steps.parquet"] {
+    for name in [
+        "summary.csv",
+        "summary.parquet",
+        "runs/r0/requests.parquet",
+        "runs/r0/steps.parquet",
+    ] {
         let name = name.replace("r0", rows[0]["run"].as_str().unwrap());
         assert!(out_dir.join(&name).is_file(), "{name} missing");
     }
     // Continuous batching beats static batching on this workload; grouped loses to both.
     let tput: Vec<f64> = rows.iter().map(|r| r["output_tok_per_s"].as_f64().unwrap()).collect();
-    let by_policy: BTreeMap<&str, f64> =
-        rows.iter().map(|r| r["policy"].as_str().unwrap()).zip(tput.iter().copied()).collect();
+    let by_policy: BTreeMap<&str, f64> = rows
+        .iter()
+        .map(|r| r["policy"].as_str().unwrap())
+        .zip(tput.iter().copied())
+        .collect();
     assert!(by_policy["continuous"] > by_policy["static"], "{by_policy:?}");
     assert!(by_policy["grouped"] < by_policy["static"], "{by_policy:?}");
 }
@@ -111,7 +134,11 @@ fn same_seed_gives_byte_identical_outputs_serial_or_parallel() {
     assert!(fa.len() >= 3 + 3 * 3, "{:?}", fa.keys());
     assert_eq!(fa.keys().collect::<Vec<_>>(), fb.keys().collect::<Vec<_>>());
     for (path, bytes) in &fa {
-        assert!(bytes == &fb[path], "{} differs between a parallel and a serial run", path.display());
+        assert!(
+            bytes == &fb[path],
+            "{} differs between a parallel and a serial run",
+            path.display()
+        );
     }
     // Another seed draws other arrivals.
     ok(&["simulate", &s, "--quiet", "--seed", "4", "--out", c.to_str().unwrap()]);
@@ -124,7 +151,13 @@ fn same_seed_gives_byte_identical_outputs_serial_or_parallel() {
 fn seed_matrix_static_kv_per_request_is_exact() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("m");
-    ok(&["simulate", "scenarios/seed-matrix.toml", "--quiet", "--out", out.to_str().unwrap()]);
+    ok(&[
+        "simulate",
+        "scenarios/seed-matrix.toml",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     let rows = summary(&out);
     assert_eq!(rows.len(), 162);
     let expected: BTreeMap<(&str, i64), f64> = [
@@ -153,7 +186,10 @@ fn explain_lists_runs_without_writing() {
     let s = scenario_file(tmp.path(), SMALL);
     let out = ok(&["explain", &s]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("3 run(s)") && stdout.contains("scheduler.policy=\"grouped\""), "{stdout}");
+    assert!(
+        stdout.contains("3 run(s)") && stdout.contains("scheduler.policy=\"grouped\""),
+        "{stdout}"
+    );
     assert!(!tmp.path().join("out").exists());
 }
 
@@ -162,7 +198,10 @@ fn models_and_gpus_list_the_catalogs() {
     let models = String::from_utf8_lossy(&ok(&["models"]).stdout).to_string();
     assert!(models.contains("qwen2.5-7b") && models.contains("494.0M"), "{models}");
     let gpus = String::from_utf8_lossy(&ok(&["gpus"]).stdout).to_string();
-    assert!(gpus.contains("h100-sxm") && gpus.contains("rtx-pro-4000-blackwell"), "{gpus}");
+    assert!(
+        gpus.contains("h100-sxm") && gpus.contains("rtx-pro-4000-blackwell"),
+        "{gpus}"
+    );
 }
 
 #[test]
@@ -180,7 +219,10 @@ fn bad_input_fails_clearly_and_writes_nothing() {
     };
     let err = case("name = \"x\"\n[model\nname = 1\n", &[]);
     assert!(err.contains("s.toml:2:"), "{err}");
-    let err = case(&SMALL.replace("max_batch_size = 4", "max_batch_size = 4\nmax_batch = 3"), &[]);
+    let err = case(
+        &SMALL.replace("max_batch_size = 4", "max_batch_size = 4\nmax_batch = 3"),
+        &[],
+    );
     assert!(err.contains("max_batch") && err.contains("max_batch_size"), "{err}");
     let err = case(SMALL, &["--set", "model.name=llama-9000"]);
     assert!(err.contains("llama-9000") && err.contains("qwen2.5-0.5b"), "{err}");
@@ -191,10 +233,26 @@ fn bad_input_fails_clearly_and_writes_nothing() {
     let err = case(SMALL, &["--set", "scheduler.max_batch_size=0"]);
     assert!(err.contains("max_batch_size"), "{err}");
     // Prompt + output beyond the model's context (32768 tokens).
-    let err = case(SMALL, &["--set", "workload.prompt_len=32000", "--set", "workload.output_len=1000"]);
+    let err = case(
+        SMALL,
+        &[
+            "--set",
+            "workload.prompt_len=32000",
+            "--set",
+            "workload.output_len=1000",
+        ],
+    );
     assert!(err.contains("context"), "{err}");
     // A cache too small for one request.
-    let err = case(SMALL, &["--set", "memory.kv_capacity_tokens=50", "--set", "workload.prompt_len=100"]);
+    let err = case(
+        SMALL,
+        &[
+            "--set",
+            "memory.kv_capacity_tokens=50",
+            "--set",
+            "workload.prompt_len=100",
+        ],
+    );
     assert!(err.contains("KV"), "{err}");
     let err = fails(&["simulate", "does/not/exist.toml"]);
     assert!(err.contains("does/not/exist.toml"), "{err}");

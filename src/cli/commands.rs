@@ -57,7 +57,10 @@ fn load(args: &ScenarioArgs) -> Result<Vec<RunSpec>, CliError> {
 
 /// Resolves and checks every run before any is served, so bad input fails before work is done or output written.
 fn prepare_all(runs: &[RunSpec]) -> Result<Vec<PreparedRun>, CliError> {
-    runs.par_iter().map(run::prepare).collect::<Result<Vec<_>, _>>().map_err(input)
+    runs.par_iter()
+        .map(run::prepare)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(input)
 }
 
 fn progress(len: usize, what: &str) -> ProgressBar {
@@ -66,7 +69,11 @@ fn progress(len: usize, what: &str) -> ProgressBar {
     }
     let pb = ProgressBar::new(len as u64);
     let template = format!("{{elapsed_precise}} [{{bar:40}}] {{pos}}/{{len}} {what} (eta {{eta}})");
-    pb.set_style(ProgressStyle::with_template(&template).expect("valid template").progress_chars("=> "));
+    pb.set_style(
+        ProgressStyle::with_template(&template)
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
     pb
 }
 
@@ -77,7 +84,11 @@ fn simulate(args: SimulateArgs) -> Result<(), CliError> {
     let serve = |(spec, p): (&RunSpec, &PreparedRun)| {
         let options = RecordOptions::from_scenario(&spec.scenario);
         let result = run::serve_prepared(p, options)
-            .map(|metrics| RunReport { name: spec.name.clone(), labels: run::labels(spec, p), metrics })
+            .map(|metrics| RunReport {
+                name: spec.name.clone(),
+                labels: run::labels(spec, p),
+                metrics,
+            })
             .map_err(|e| anyhow::anyhow!("{}: {e}", run::describe_run(spec)));
         pb.inc(1);
         result
@@ -88,7 +99,9 @@ fn simulate(args: SimulateArgs) -> Result<(), CliError> {
         runs.par_iter().zip(&prepared).map(serve).collect::<Result<_, _>>()?
     };
     pb.finish_and_clear();
-    let out = args.out.unwrap_or_else(|| PathBuf::from("out").join(folder_name(&runs[0].scenario.name)));
+    let out = args
+        .out
+        .unwrap_or_else(|| PathBuf::from("out").join(folder_name(&runs[0].scenario.name)));
     report::write_results(&out, &reports).map_err(|e| anyhow::anyhow!(e))?;
     if !args.quiet {
         println!("{}", report::markdown_table(&reports));
@@ -99,8 +112,21 @@ fn simulate(args: SimulateArgs) -> Result<(), CliError> {
 
 /// A scenario name made safe as a folder name.
 fn folder_name(name: &str) -> String {
-    let s: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect();
-    if s.is_empty() || s.starts_with('.') { format!("scenario{s}") } else { s }
+    let s: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if s.is_empty() || s.starts_with('.') {
+        format!("scenario{s}")
+    } else {
+        s
+    }
 }
 
 fn explain(args: ScenarioArgs) -> Result<(), CliError> {
@@ -116,16 +142,26 @@ fn explain(args: ScenarioArgs) -> Result<(), CliError> {
         let axes: Vec<String> = spec.axes.iter().map(|(k, v)| format!("{k}={v}")).collect();
         println!("\n{}  {}", spec.name, axes.join("  "));
         println!("  model     {}", describe_model(&p.model));
-        println!("  gpu       {} ({} GiB, {} GB/s, {} TFLOP/s fp16)", p.gpu.name, p.gpu.memory_gib, p.gpu.mem_bandwidth_gbps, p.gpu.fp16_tflops);
+        println!(
+            "  gpu       {} ({} GiB, {} GB/s, {} TFLOP/s fp16)",
+            p.gpu.name, p.gpu.memory_gib, p.gpu.mem_bandwidth_gbps, p.gpu.fp16_tflops
+        );
         println!("  cost      {}", p.cost.describe());
         let l = &p.limits;
         let policy = match p.policy {
             workload::PolicyKind::Continuous => format!(
                 "continuous, max {} seqs, {} tokens/step, chunked prefill {}, mixed steps {}, preemption {}",
-                l.max_batch_size, l.max_batch_tokens, on_off(l.chunked_prefill), on_off(l.mix_prefill_decode), on_off(l.preemption)
+                l.max_batch_size,
+                l.max_batch_tokens,
+                on_off(l.chunked_prefill),
+                on_off(l.mix_prefill_decode),
+                on_off(l.preemption)
             ),
             workload::PolicyKind::Static => {
-                format!("static, batches of {}, max wait {} ms", l.max_batch_size, s.scheduler.max_wait_ms)
+                format!(
+                    "static, batches of {}, max wait {} ms",
+                    l.max_batch_size, s.scheduler.max_wait_ms
+                )
             }
             workload::PolicyKind::Grouped => format!("grouped, {} slots", l.max_batch_size),
         };
@@ -174,7 +210,9 @@ fn describe_model(m: &ModelSpec) -> String {
 }
 
 fn models() {
-    println!("| model | params | weights GiB | KV B/token | layers | hidden | intermediate | heads | kv heads | vocab | tied |");
+    println!(
+        "| model | params | weights GiB | KV B/token | layers | hidden | intermediate | heads | kv heads | vocab | tied |"
+    );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     for name in model::CATALOG {
         let m = model::by_name(name).expect("catalog entries resolve");
@@ -193,7 +231,9 @@ fn models() {
             if m.tied_embeddings { "yes" } else { "no" }
         );
     }
-    println!("\nAny Hugging Face config.json of the Qwen2/Llama family works too: [model] config = \"path/config.json\".");
+    println!(
+        "\nAny Hugging Face config.json of the Qwen2/Llama family works too: [model] config = \"path/config.json\"."
+    );
 }
 
 fn gpus() {
@@ -217,7 +257,12 @@ fn bench(args: BenchArgs) -> Result<(), CliError> {
     }
     let runs = match &args.scenario {
         Some(path) => workload::load_runs(path, &sets, None),
-        None => workload::load_runs_str(BENCH_SCENARIO, std::path::Path::new("scenarios/bench-1m.toml"), &sets, None),
+        None => workload::load_runs_str(
+            BENCH_SCENARIO,
+            std::path::Path::new("scenarios/bench-1m.toml"),
+            &sets,
+            None,
+        ),
     }
     .map_err(input)?;
     for spec in &runs {
@@ -229,10 +274,19 @@ fn bench(args: BenchArgs) -> Result<(), CliError> {
         let total = started.elapsed();
         let s = &metrics.summary;
         let n = s.requests as f64;
-        println!("bench {} ({} requests, {} steps)", run::describe_run(spec), s.requests, s.steps);
+        println!(
+            "bench {} ({} requests, {} steps)",
+            run::describe_run(spec),
+            s.requests,
+            s.steps
+        );
         println!("  generate + check   {:>9.3} s", prepared_at.as_secs_f64());
         println!("  simulate + summary {:>9.3} s", (total - prepared_at).as_secs_f64());
-        println!("  total              {:>9.3} s  → {:.0} simulated requests/s of wall time", total.as_secs_f64(), n / total.as_secs_f64());
+        println!(
+            "  total              {:>9.3} s  → {:.0} simulated requests/s of wall time",
+            total.as_secs_f64(),
+            n / total.as_secs_f64()
+        );
         match peak_rss_mib() {
             Some(mib) => println!("  peak memory (RSS)  {mib:>9.1} MiB"),
             None => println!("  peak memory (RSS)  unavailable on this platform"),

@@ -1,7 +1,9 @@
 //! One run of a scenario, end to end: resolve the model, the GPU and the cost model, size the KV cache, draw the
 //! workload, check that every request can ever be served, then serve it under the policy and collect metrics.
 
-use super::analytic::{AnalyticCost, DEFAULT_BANDWIDTH_EFFICIENCY, DEFAULT_COMPUTE_EFFICIENCY, DEFAULT_STEP_OVERHEAD_US};
+use super::analytic::{
+    AnalyticCost, DEFAULT_BANDWIDTH_EFFICIENCY, DEFAULT_COMPUTE_EFFICIENCY, DEFAULT_STEP_OVERHEAD_US,
+};
 use super::hardware::GpuSpec;
 use super::serving::{LoopError, StepObserver, serve};
 use super::{CostModel, LinearCost, SimExecutor, VirtualClock};
@@ -32,11 +34,17 @@ pub struct RecordOptions {
 
 impl RecordOptions {
     pub fn from_scenario(s: &Scenario) -> RecordOptions {
-        RecordOptions { steps: s.output.steps, token_trace_limit: s.output.token_trace_limit }
+        RecordOptions {
+            steps: s.output.steps,
+            token_trace_limit: s.output.token_trace_limit,
+        }
     }
 
     /// Summary only: for benchmarks of the simulator itself.
-    pub const SUMMARY_ONLY: RecordOptions = RecordOptions { steps: false, token_trace_limit: 0 };
+    pub const SUMMARY_ONLY: RecordOptions = RecordOptions {
+        steps: false,
+        token_trace_limit: 0,
+    };
 }
 
 /// A run ready to serve: everything resolved and checked.
@@ -85,9 +93,11 @@ pub fn build_cost_model(s: &Scenario, model: &ModelSpec, gpu: &GpuSpec) -> Resul
             c.step_overhead_us.unwrap_or(DEFAULT_STEP_OVERHEAD_US),
         )),
         CostKind::Calibrated => {
-            return Err("cost.kind = \"calibrated\" needs a profile from `batchlab calibrate`, which this build \
+            return Err(
+                "cost.kind = \"calibrated\" needs a profile from `batchlab calibrate`, which this build \
                         cannot read yet; use \"analytic\" or \"linear\""
-                .to_string());
+                    .to_string(),
+            );
         }
     })
 }
@@ -159,8 +169,22 @@ pub fn prepare(spec: &RunSpec) -> Result<PreparedRun, SimError> {
         tpot: s.slo.tpot_ms.map(Nanos::from_ms),
         e2e: s.slo.e2e_ms.map(Nanos::from_ms),
     };
-    let memory = MemoryModel { weight_bytes, workspace_bytes, kv_bytes_per_slot: kv_bytes, kv_capacity_slots };
-    Ok(PreparedRun { model, gpu, cost, limits, memory, workload, slo, policy: sched.policy })
+    let memory = MemoryModel {
+        weight_bytes,
+        workspace_bytes,
+        kv_bytes_per_slot: kv_bytes,
+        kv_capacity_slots,
+    };
+    Ok(PreparedRun {
+        model,
+        gpu,
+        cost,
+        limits,
+        memory,
+        workload,
+        slo,
+        policy: sched.policy,
+    })
 }
 
 /// A request that can never be served is an error before anything runs, not a stall halfway through.
@@ -192,8 +216,11 @@ fn check_every_request_fits(
         }
         if policy == PolicyKind::Continuous && !limits.chunked_prefill {
             // Recomputing a preempted request prefills its prompt and every token it emitted but the last.
-            let prefill =
-                if limits.preemption { final_kv_tokens(r.prompt_len, r.output_len) } else { u64::from(r.prompt_len) };
+            let prefill = if limits.preemption {
+                final_kv_tokens(r.prompt_len, r.output_len)
+            } else {
+                u64::from(r.prompt_len)
+            };
             if prefill > u64::from(limits.max_batch_tokens) {
                 return Err(format!(
                     "request {} may need a {prefill}-token prefill but scheduler.max_batch_tokens = {} and \
@@ -207,13 +234,13 @@ fn check_every_request_fits(
 }
 
 /// Serves a prepared run under its policy.
-pub fn serve_prepared(
-    p: &PreparedRun,
-    options: RecordOptions,
-) -> Result<crate::metrics::RunMetrics, LoopError> {
+pub fn serve_prepared(p: &PreparedRun, options: RecordOptions) -> Result<crate::metrics::RunMetrics, LoopError> {
     let output_tokens: u64 = p.workload.requests.iter().map(|r| u64::from(r.output_len)).sum();
-    let mut recorder =
-        Recorder::new(p.workload.requests.len(), options.steps, output_tokens <= options.token_trace_limit);
+    let mut recorder = Recorder::new(
+        p.workload.requests.len(),
+        options.steps,
+        output_tokens <= options.token_trace_limit,
+    );
     let mut executor = SimExecutor { cost: p.cost.as_ref() };
     let mut clock = VirtualClock::default();
     fn go<S: Scheduler>(
@@ -226,11 +253,27 @@ pub fn serve_prepared(
         serve(&mut s, e, c, &p.workload, r, &mut () as &mut dyn StepObserver<S>)
     }
     match p.policy {
-        PolicyKind::Static => go(StaticScheduler::new(p.limits), p, &mut executor, &mut clock, &mut recorder)?,
-        PolicyKind::Continuous => {
-            go(ContinuousScheduler::new(p.limits), p, &mut executor, &mut clock, &mut recorder)?
-        }
-        PolicyKind::Grouped => go(GroupedScheduler::new(p.limits), p, &mut executor, &mut clock, &mut recorder)?,
+        PolicyKind::Static => go(
+            StaticScheduler::new(p.limits),
+            p,
+            &mut executor,
+            &mut clock,
+            &mut recorder,
+        )?,
+        PolicyKind::Continuous => go(
+            ContinuousScheduler::new(p.limits),
+            p,
+            &mut executor,
+            &mut clock,
+            &mut recorder,
+        )?,
+        PolicyKind::Grouped => go(
+            GroupedScheduler::new(p.limits),
+            p,
+            &mut executor,
+            &mut clock,
+            &mut recorder,
+        )?,
     }
     Ok(recorder.finish(p.memory, p.slo))
 }
@@ -238,23 +281,38 @@ pub fn serve_prepared(
 /// Simulates one run and labels its results for the output tables.
 pub fn simulate(spec: &RunSpec, options: RecordOptions) -> Result<RunReport, SimError> {
     let prepared = prepare(spec)?;
-    let metrics =
-        serve_prepared(&prepared, options).map_err(|source| SimError::Loop { run: describe_run(spec), source })?;
-    Ok(RunReport { name: spec.name.clone(), labels: labels(spec, &prepared), metrics })
+    let metrics = serve_prepared(&prepared, options).map_err(|source| SimError::Loop {
+        run: describe_run(spec),
+        source,
+    })?;
+    Ok(RunReport {
+        name: spec.name.clone(),
+        labels: labels(spec, &prepared),
+        metrics,
+    })
 }
 
 /// The columns that identify a run: seed, each sweep axis, then what it ran.
 pub fn labels(spec: &RunSpec, p: &PreparedRun) -> Vec<(String, Cell)> {
     let s = &spec.scenario;
-    let mut out = vec![("scenario".to_string(), Cell::Str(s.name.clone())), ("seed".to_string(), Cell::Int(s.seed as i64))];
+    let mut out = vec![
+        ("scenario".to_string(), Cell::Str(s.name.clone())),
+        ("seed".to_string(), Cell::Int(s.seed as i64)),
+    ];
     for (key, value) in &spec.axes {
         out.push((key.clone(), toml_cell(value)));
     }
     out.extend([
         ("model".to_string(), Cell::Str(p.model.name.clone())),
         ("policy".to_string(), Cell::Str(p.policy.as_str().to_string())),
-        ("max_batch_size".to_string(), Cell::Int(i64::from(p.limits.max_batch_size))),
-        ("cost".to_string(), Cell::Str(format!("{:?}", s.cost.kind).to_lowercase())),
+        (
+            "max_batch_size".to_string(),
+            Cell::Int(i64::from(p.limits.max_batch_size)),
+        ),
+        (
+            "cost".to_string(),
+            Cell::Str(format!("{:?}", s.cost.kind).to_lowercase()),
+        ),
         ("gpu".to_string(), Cell::Str(p.gpu.name.to_string())),
     ]);
     out

@@ -84,8 +84,17 @@ pub(super) fn load_runs(path: &Path, sets: &[String], seed: Option<u64>) -> Resu
         path: path.to_path_buf(),
         source,
     })?;
-    let source = Source { path, text: &text };
-    let parsed = DeTable::parse(&text).map_err(|e| source.error(e.span().as_ref(), sets, None, e.message()))?;
+    load_runs_str(&text, path, sets, seed)
+}
+
+pub(super) fn load_runs_str(
+    text: &str,
+    path: &Path,
+    sets: &[String],
+    seed: Option<u64>,
+) -> Result<Vec<RunSpec>, ScenarioError> {
+    let source = Source { path, text };
+    let parsed = DeTable::parse(text).map_err(|e| source.error(e.span().as_ref(), sets, None, e.message()))?;
     let root_span = parsed.span();
     let mut root = parsed.into_inner();
 

@@ -74,6 +74,17 @@ pub fn load_runs(path: &Path, sets: &[String], seed: Option<u64>) -> Result<Vec<
     load::load_runs(path, sets, seed)
 }
 
+/// As [`load_runs`], for scenario text that is not read from a file (an embedded scenario); `path` names it in
+/// errors and relative paths are taken from its folder.
+pub fn load_runs_str(
+    text: &str,
+    path: &Path,
+    sets: &[String],
+    seed: Option<u64>,
+) -> Result<Vec<RunSpec>, ScenarioError> {
+    load::load_runs_str(text, path, sets, seed)
+}
+
 /// Draws the requests of a run (deterministic in `scenario.seed`); relative trace paths are taken from `base_dir`.
 pub fn generate(scenario: &Scenario, base_dir: &Path) -> Result<Workload, ScenarioError> {
     generate::generate(scenario, base_dir)

@@ -56,7 +56,7 @@ pub struct ModelSection {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct HardwareSection {
-    /// Preset name, see `batchlab gpus` / `sim::analytic::GPU_PRESETS`.
+    /// Preset name, see `batchlab gpus` / `sim::hardware::GPU_PRESETS`.
     #[serde(default = "default_gpu")]
     pub gpu: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
