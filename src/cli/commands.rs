@@ -104,6 +104,13 @@ fn simulate(args: SimulateArgs) -> Result<(), CliError> {
         .unwrap_or_else(|| PathBuf::from("out").join(folder_name(&runs[0].scenario.name)));
     report::write_results(&out, &reports).map_err(|e| anyhow::anyhow!(e))?;
     if !args.quiet {
+        let shared: Vec<String> = report::shared_labels(&reports)
+            .into_iter()
+            .map(|(k, v)| format!("{k} = {v}"))
+            .collect();
+        if !shared.is_empty() {
+            println!("{}\n", shared.join(" · "));
+        }
         println!("{}", report::markdown_table(&reports));
     }
     eprintln!("{} run(s) written to {}", reports.len(), out.display());

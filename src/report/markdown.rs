@@ -74,7 +74,8 @@ const METRICS: [Metric; 11] = [
     },
     Metric {
         header: "peak mem MiB",
-        format: Format::Mib,
+        // Weights and workspace dwarf the exact KV fractions here: one decimal reads better.
+        format: Format::Fixed(1),
         value: |s| Some(s.peak_memory_mib),
     },
 ];
@@ -105,6 +106,26 @@ fn escape(text: &str) -> String {
     text.replace('|', "\\|").replace(['\n', '\r'], " ")
 }
 
+/// The labels every run shares (name, formatted value), when there are several runs: what the markdown table leaves
+/// out, for a line above it.
+pub fn shared_labels(runs: &[RunReport]) -> Vec<(String, String)> {
+    let Some((first, rest)) = runs.split_first() else {
+        return Vec::new();
+    };
+    if rest.is_empty() {
+        return Vec::new();
+    }
+    first
+        .labels
+        .iter()
+        .filter(|(name, cell)| {
+            rest.iter()
+                .all(|r| r.labels.iter().any(|(n, c)| n == name && c == cell))
+        })
+        .map(|(name, cell)| (name.clone(), format_label(Some(cell))))
+        .collect()
+}
+
 fn format_label(cell: Option<&Cell>) -> String {
     match cell {
         None | Some(Cell::Null) => MISSING.to_owned(),
@@ -115,14 +136,30 @@ fn format_label(cell: Option<&Cell>) -> String {
     }
 }
 
-/// A GitHub markdown table of the key summary columns, one row per run in the given order: `run`, the labels (in
-/// order of first appearance), then throughput, latency and memory. Numeric columns are right-aligned, and cells are
+/// A GitHub markdown table of the key summary columns, one row per run in the given order: `run`, the labels that
+/// tell the runs apart (in order of first appearance; see [`shared_labels`] for the rest), then throughput, latency
+/// and memory. Numeric columns are right-aligned, and cells are
 /// padded so the raw text lines up in a terminal too.
 pub fn markdown_table(runs: &[RunReport]) -> String {
-    let labels: IndexSet<&str> = runs
+    let all_labels: IndexSet<&str> = runs
         .iter()
         .flat_map(|r| r.labels.iter().map(|(name, _)| name.as_str()))
         .collect();
+    let label_of = |run: &'_ RunReport, label: &str| -> String {
+        format_label(run.labels.iter().find(|(name, _)| name == label).map(|(_, c)| c))
+    };
+    // With several runs, a label that is the same in every run (listed by `shared_labels` instead), or repeats an
+    // earlier column value for value (a sweep axis `scheduler.policy` and the `policy` column), says nothing about
+    // the rows: leave it out.
+    let mut columns: Vec<(&str, Vec<String>)> = Vec::new();
+    for &label in &all_labels {
+        let values: Vec<String> = runs.iter().map(|r| label_of(r, label)).collect();
+        let constant = runs.len() > 1 && values.iter().all(|v| v == &values[0]);
+        if !constant && !columns.iter().any(|(_, kept)| kept == &values) {
+            columns.push((label, values));
+        }
+    }
+    let labels: Vec<&str> = columns.iter().map(|(label, _)| *label).collect();
 
     let mut headers: Vec<String> = vec!["run".to_owned()];
     let mut right: Vec<bool> = vec![false];
@@ -144,9 +181,7 @@ pub fn markdown_table(runs: &[RunReport]) -> String {
         .map(|run| {
             let mut row = vec![escape(&run.name)];
             for &label in &labels {
-                row.push(format_label(
-                    run.labels.iter().find(|(name, _)| name == label).map(|(_, c)| c),
-                ));
+                row.push(label_of(run, label));
             }
             for metric in &METRICS {
                 row.push(format_value((metric.value)(&run.metrics.summary), metric.format));

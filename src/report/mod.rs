@@ -18,7 +18,7 @@ mod markdown;
 mod records;
 mod table;
 
-pub use markdown::markdown_table;
+pub use markdown::{markdown_table, shared_labels};
 
 use crate::metrics::RunReport;
 use polars::prelude::{

@@ -437,3 +437,29 @@ fn markdown_table_has_one_aligned_line_per_run() {
         "{table}"
     );
 }
+
+#[test]
+fn markdown_leaves_shared_and_repeated_labels_out_of_the_table() {
+    let mut runs = two_runs();
+    for run in &mut runs {
+        let policy = run.labels[0].1.clone();
+        run.labels.insert(0, ("scenario".into(), Cell::Str("s".into())));
+        run.labels.insert(1, ("scheduler.policy".into(), policy));
+    }
+    let table = markdown_table(&runs);
+    let header = table.lines().next().unwrap();
+    assert!(!header.contains("scenario"), "{header}");
+    assert!(
+        header.contains("scheduler.policy") && !header.contains("| policy"),
+        "{header}"
+    );
+    assert!(header.contains("max_batch_size"), "{header}");
+    assert_eq!(
+        crate::report::shared_labels(&runs),
+        [("scenario".to_string(), "s".to_string())]
+    );
+    // A single run keeps every label: nothing else says what it ran.
+    let one = markdown_table(&runs[..1]);
+    assert!(one.lines().next().unwrap().contains("scenario"));
+    assert!(crate::report::shared_labels(&runs[..1]).is_empty());
+}

@@ -361,8 +361,27 @@ fn set_path<'i>(root: &mut DeTable<'i>, key: &str, value: Spanned<DeValue<'i>>, 
             None => unreachable!("inserted above"),
         }
     }
-    table.insert(Spanned::new(span.clone(), Cow::Owned(last.to_string())), value);
+    merge(table, Spanned::new(span.clone(), Cow::Owned(last.to_string())), value);
     Ok(())
+}
+
+/// Sets `key` in `table`; a table value merged into an existing table key by key, so one sweep value such as
+/// `scheduler = [{ chunked_prefill = false, max_batch_tokens = 16640 }, …]` sets several keys together and
+/// leaves the section's other keys alone.
+fn merge<'i>(table: &mut DeTable<'i>, key: Spanned<Cow<'i, str>>, value: Spanned<DeValue<'i>>) {
+    if let (Some(DeValue::Table(existing)), DeValue::Table(_)) = (
+        table.get_mut(key.get_ref().as_ref()).map(Spanned::get_mut),
+        value.get_ref(),
+    ) {
+        let DeValue::Table(new) = value.into_inner() else {
+            unreachable!("matched a table above")
+        };
+        for (k, v) in new {
+            merge(existing, k, v);
+        }
+        return;
+    }
+    table.insert(key, value);
 }
 
 /// The span of `dotted.key` in the document, or of its deepest existing ancestor table (a missing required key is
