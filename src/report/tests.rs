@@ -427,7 +427,7 @@ fn markdown_table_has_one_aligned_line_per_run() {
             "2.50",
             "12.00",
             "1.11328125",
-            "1054.25"
+            "1054.2"
         ]
     );
     assert_eq!(cells(lines[3])[..5], ["continuous-8", "continuous", "8", "1", "true"]);
