@@ -727,6 +727,21 @@ output_len = [16, 32]
     }
 
     #[test]
+    fn a_table_sweep_value_sets_several_keys_and_keeps_the_rest() {
+        let text = format!(
+            "{BASE}\n[sweep]\nscheduler = [{{ chunked_prefill = false, max_batch_tokens = 4096 }}, {{ max_batch_tokens = 512 }}]\n"
+        );
+        let runs = load(&text, &[]).unwrap();
+        assert_eq!(runs.len(), 2);
+        let (a, b) = (&runs[0].scenario.scheduler, &runs[1].scenario.scheduler);
+        assert_eq!((a.chunked_prefill, a.max_batch_tokens), (false, 4096));
+        assert_eq!((b.chunked_prefill, b.max_batch_tokens), (true, 512));
+        // Keys the value does not name keep their values from the file.
+        assert_eq!((a.policy, a.max_batch_size), (b.policy, b.max_batch_size));
+        assert_eq!(runs[0].axes[0].0, "scheduler");
+    }
+
+    #[test]
     fn base_dir_is_the_scenario_folder() {
         let (dir, path) = file(BASE);
         let runs = load_runs(&path, &[], None).unwrap();
