@@ -26,15 +26,22 @@ impl Stats {
         }
         values.sort_by(f64::total_cmp);
         let mean = values.iter().sum::<f64>() / values.len() as f64;
-        let p = |q: f64| Some(percentile_sorted(values, q) * scale);
+        let max = values[values.len() - 1];
+        Stats::from_percentiles(values.len() as u64, mean * scale, max * scale, |q| {
+            percentile_sorted(values, q) * scale
+        })
+    }
+
+    /// Stats from a sample's count, mean, max and percentile function (q in [0, 100]).
+    fn from_percentiles(count: u64, mean: f64, max: f64, p: impl Fn(f64) -> f64) -> Stats {
         Stats {
-            count: values.len() as u64,
-            mean: Some(mean * scale),
-            p50: p(50.0),
-            p90: p(90.0),
-            p95: p(95.0),
-            p99: p(99.0),
-            max: Some(values[values.len() - 1] * scale),
+            count,
+            mean: Some(mean),
+            p50: Some(p(50.0)),
+            p90: Some(p(90.0)),
+            p95: Some(p(95.0)),
+            p99: Some(p(99.0)),
+            max: Some(max),
         }
     }
 
@@ -125,38 +132,22 @@ impl Distribution {
             return Stats::default();
         }
         let ms = 1e-6;
-        let mean = Some(self.sum as f64 / self.count as f64 * ms);
-        let max = Some(self.max as f64 * ms);
+        let mean = self.sum as f64 / self.count as f64 * ms;
+        let max = self.max as f64 * ms;
         match &self.hist {
             None => {
                 let mut sorted: Vec<f64> = self.exact.iter().map(|&v| v as f64).collect();
                 sorted.sort_by(f64::total_cmp);
-                let p = |q: f64| Some(percentile_sorted(&sorted, q) * ms);
-                Stats {
-                    count: self.count,
-                    mean,
-                    p50: p(50.0),
-                    p90: p(90.0),
-                    p95: p(95.0),
-                    p99: p(99.0),
-                    max,
-                }
+                Stats::from_percentiles(self.count, mean, max, |q| percentile_sorted(&sorted, q) * ms)
             }
             Some(h) => {
                 let mut h = h.clone();
                 if self.run_len > 0 {
                     h.saturating_record_n(self.run_value.max(1), self.run_len);
                 }
-                let p = |q: f64| Some(h.value_at_quantile(q / 100.0).min(self.max) as f64 * ms);
-                Stats {
-                    count: self.count,
-                    mean,
-                    p50: p(50.0),
-                    p90: p(90.0),
-                    p95: p(95.0),
-                    p99: p(99.0),
-                    max,
-                }
+                Stats::from_percentiles(self.count, mean, max, |q| {
+                    h.value_at_quantile(q / 100.0).min(self.max) as f64 * ms
+                })
             }
         }
     }

@@ -39,6 +39,29 @@ fn burst(n: u32) -> Workload {
     }
 }
 
+/// `n` requests of one shape, one every `gap_ms` from t = 0.
+fn evenly(n: u32, prompt_len: u32, output_len: u32, gap_ms: f64) -> Workload {
+    let requests = (0..n)
+        .map(|id| Request {
+            id,
+            arrival: Nanos::from_ms(gap_ms * f64::from(id)),
+            prompt_len,
+            output_len,
+        })
+        .collect();
+    Workload {
+        requests,
+        closed_loop: None,
+    }
+}
+
+/// 4 blocks of 4 tokens.
+fn tiny_cache(mut l: SchedulerLimits) -> SchedulerLimits {
+    l.block_size = 4;
+    l.kv_capacity_slots = 16;
+    l
+}
+
 fn every_step_20ms() -> LinearCost {
     LinearCost::from_units(20.0, 0.0, 0.0, 0.0)
 }
@@ -168,18 +191,7 @@ fn static_waits_for_a_full_batch_or_the_deadline() {
     // Open loop, one request every 10 ms, batches of 4, max_wait 35 ms, 2 steps a batch. Batch 1 is full when
     // request 3 arrives at 30 ms: launched at once, first tokens at 50. Requests 4 (40 ms) and 5 (50 ms) wait for
     // the batch in flight to end at 70; then the oldest has waited 30 < 35 ms, so the batch launches at 75.
-    let requests = (0..6u32)
-        .map(|id| Request {
-            id,
-            arrival: Nanos::from_ms(10.0 * f64::from(id)),
-            prompt_len: 8,
-            output_len: 2,
-        })
-        .collect();
-    let w = Workload {
-        requests,
-        closed_loop: None,
-    };
+    let w = evenly(6, 8, 2, 10.0);
     let mut l = limits(4);
     l.max_wait = Nanos::from_ms(35.0);
     let m = run(StaticScheduler::new(l), &w, &every_step_20ms());
@@ -190,20 +202,11 @@ fn static_waits_for_a_full_batch_or_the_deadline() {
 
 #[test]
 fn static_deadline_launches_a_partial_batch() {
-    let requests = vec![Request {
-        id: 0,
-        arrival: Nanos::from_ms(5.0),
-        prompt_len: 8,
-        output_len: 1,
-    }];
-    let w = Workload {
-        requests,
-        closed_loop: None,
-    };
+    let w = evenly(1, 8, 1, 0.0);
     let mut l = limits(4);
     l.max_wait = Nanos::from_ms(25.0);
     let m = run(StaticScheduler::new(l), &w, &every_step_20ms());
-    assert_eq!(m.steps[0].start, Nanos::from_ms(30.0));
+    assert_eq!(m.steps[0].start, Nanos::from_ms(25.0));
     assert_eq!(ttfts_ms(&m), [45.0]);
 }
 
@@ -211,22 +214,8 @@ fn static_deadline_launches_a_partial_batch() {
 fn continuous_preempts_the_newest_and_recomputes() {
     // 4 blocks of 4 tokens = 16 slots. Two requests of prompt 4 and 8 outputs: each ends at 4 + 7 = 11 tokens =
     // 3 blocks, so both cannot finish together: the newer one is evicted and recomputed.
-    let requests = (0..2u32)
-        .map(|id| Request {
-            id,
-            arrival: Nanos::ZERO,
-            prompt_len: 4,
-            output_len: 8,
-        })
-        .collect();
-    let w = Workload {
-        requests,
-        closed_loop: None,
-    };
-    let mut l = limits(8);
-    l.block_size = 4;
-    l.kv_capacity_slots = 16;
-    let m = run(ContinuousScheduler::new(l), &w, &every_step_20ms());
+    let w = evenly(2, 4, 8, 0.0);
+    let m = run(ContinuousScheduler::new(tiny_cache(limits(8))), &w, &every_step_20ms());
     assert!(m.requests.iter().all(|r| r.is_complete()));
     assert_eq!(m.requests[0].preemptions, 0);
     assert!(m.requests[1].preemptions >= 1);
@@ -238,21 +227,8 @@ fn continuous_preempts_the_newest_and_recomputes() {
 
 #[test]
 fn continuous_without_preemption_reserves_whole_requests() {
-    let requests = (0..2u32)
-        .map(|id| Request {
-            id,
-            arrival: Nanos::ZERO,
-            prompt_len: 4,
-            output_len: 8,
-        })
-        .collect();
-    let w = Workload {
-        requests,
-        closed_loop: None,
-    };
-    let mut l = limits(8);
-    l.block_size = 4;
-    l.kv_capacity_slots = 16;
+    let w = evenly(2, 4, 8, 0.0);
+    let mut l = tiny_cache(limits(8));
     l.preemption = false;
     let m = run(ContinuousScheduler::new(l), &w, &every_step_20ms());
     assert_eq!(m.summary.preemptions, 0);
@@ -262,16 +238,7 @@ fn continuous_without_preemption_reserves_whole_requests() {
 
 #[test]
 fn chunked_prefill_splits_prompts_to_the_token_budget() {
-    let requests = vec![Request {
-        id: 0,
-        arrival: Nanos::ZERO,
-        prompt_len: 100,
-        output_len: 2,
-    }];
-    let w = Workload {
-        requests,
-        closed_loop: None,
-    };
+    let w = evenly(1, 100, 2, 0.0);
     let mut l = limits(8);
     l.max_batch_tokens = 32;
     let m = run(ContinuousScheduler::new(l), &w, &every_step_20ms());
@@ -283,21 +250,11 @@ fn chunked_prefill_splits_prompts_to_the_token_budget() {
 #[test]
 fn closed_loop_clients_send_after_completion() {
     // 2 clients, 4 requests of one output token each: each step serves both clients' requests.
-    let requests = (0..4u32)
-        .map(|id| Request {
-            id,
-            arrival: Nanos::ZERO,
-            prompt_len: 8,
-            output_len: 1,
-        })
-        .collect();
-    let w = Workload {
-        requests,
-        closed_loop: Some(ClosedLoop {
-            clients: 2,
-            think: Nanos::from_ms(5.0),
-        }),
-    };
+    let mut w = evenly(4, 8, 1, 0.0);
+    w.closed_loop = Some(ClosedLoop {
+        clients: 2,
+        think: Nanos::from_ms(5.0),
+    });
     let m = run(ContinuousScheduler::new(limits(8)), &w, &every_step_20ms());
     let arrivals: Vec<f64> = m.requests.iter().map(|r| r.arrival.as_ms()).collect();
     assert_eq!(arrivals, [0.0, 0.0, 25.0, 25.0]);

@@ -1111,12 +1111,18 @@ output_len = [16, 32]
                 .collect::<Vec<_>>(),
             [false, true]
         );
-        // Unchunked, the longest prompt must fit one step's token budget.
+        // Unchunked, the longest prompt must fit one step's token budget; chunked, the budget is small enough to
+        // split every prompt.
         for run in &long {
-            let Some(LengthSpec::Dist(LengthDist::Uniform { max, .. })) = run.scenario.workload.prompt_len else {
+            let Some(LengthSpec::Dist(LengthDist::Uniform { min, max })) = run.scenario.workload.prompt_len else {
                 panic!("long-context prompts are uniform")
             };
-            assert!(max <= run.scenario.scheduler.max_batch_tokens);
+            let budget = run.scenario.scheduler.max_batch_tokens;
+            if run.scenario.scheduler.chunked_prefill {
+                assert!(budget < min);
+            } else {
+                assert!(max <= budget);
+            }
         }
     }
 
