@@ -78,6 +78,12 @@ pub struct StepShape {
     pub kv_read_tokens: u64,
     /// Longest context in the step.
     pub max_context: u64,
+    /// Of `attn_pairs`, those of prefill chunks.
+    pub prefill_attn_pairs: u64,
+    /// Σ of the decode sequences' contexts (their share of `attn_pairs` and `kv_read_tokens`).
+    pub decode_context_sum: u64,
+    /// Longest decode context: split-K decode attention waits for it.
+    pub decode_max_context: u64,
 }
 
 impl StepShape {
@@ -92,7 +98,9 @@ impl StepShape {
         self.padding_tokens += padding;
         self.prefill_seqs += 1;
         self.sampled_seqs += u64::from(samples);
-        self.attn_pairs += len * offset + len * (len + 1) / 2;
+        let pairs = len * offset + len * (len + 1) / 2;
+        self.attn_pairs += pairs;
+        self.prefill_attn_pairs += pairs;
         self.kv_read_tokens += offset + len;
         self.max_context = self.max_context.max(offset + len);
     }
@@ -107,5 +115,7 @@ impl StepShape {
         self.attn_pairs += context;
         self.kv_read_tokens += context;
         self.max_context = self.max_context.max(context);
+        self.decode_context_sum += context;
+        self.decode_max_context = self.decode_max_context.max(context);
     }
 }

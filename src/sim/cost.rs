@@ -1,12 +1,20 @@
 //! Cost models: a step's shape → its duration.
 
 use crate::model::StepShape;
+use crate::sched::StepPlan;
 use crate::units::Nanos;
 
-/// Predicts how long one engine step takes. Implementations must be pure functions of the shape: the simulator's
+/// Predicts how long one engine step takes. Implementations must be pure functions of the step: the simulator's
 /// determinism rests on it.
 pub trait CostModel: Send + Sync {
+    /// The step's duration from its aggregate shape.
     fn step_time(&self, shape: &StepShape) -> Nanos;
+    /// The step's duration with its plan at hand, for models that need each sequence's chunk and context (the
+    /// calibrated model composes per-chunk attention times); by default the aggregate shape is enough.
+    fn plan_time(&self, plan: &StepPlan, shape: &StepShape) -> Nanos {
+        let _ = plan;
+        self.step_time(shape)
+    }
     /// One line for `explain` and report headers.
     fn describe(&self) -> String;
 }

@@ -1,6 +1,7 @@
 //! The discrete-event serving loop, clocks and cost models.
 
 pub mod analytic;
+pub mod calibrated;
 pub mod cost;
 pub mod event;
 pub mod hardware;

@@ -4,9 +4,11 @@
 use super::analytic::{
     AnalyticCost, DEFAULT_BANDWIDTH_EFFICIENCY, DEFAULT_COMPUTE_EFFICIENCY, DEFAULT_STEP_OVERHEAD_US,
 };
+use super::calibrated::CalibratedCost;
 use super::hardware::GpuSpec;
 use super::serving::{LoopError, StepObserver, serve};
 use super::{CostModel, LinearCost, SimExecutor, VirtualClock};
+use crate::calib::Profile;
 use crate::metrics::{Cell, MemoryModel, Recorder, RunReport, Slo};
 use crate::model::{self, ModelSpec};
 use crate::sched::{
@@ -76,7 +78,12 @@ pub fn resolve_model(scenario: &Scenario, base_dir: &std::path::Path) -> Result<
     }
 }
 
-pub fn build_cost_model(s: &Scenario, model: &ModelSpec, gpu: &GpuSpec) -> Result<Box<dyn CostModel>, String> {
+pub fn build_cost_model(
+    s: &Scenario,
+    base_dir: &std::path::Path,
+    model: &ModelSpec,
+    gpu: &GpuSpec,
+) -> Result<Box<dyn CostModel>, String> {
     let c = &s.cost;
     Ok(match c.kind {
         CostKind::Linear => Box::new(LinearCost::from_units(
@@ -93,11 +100,16 @@ pub fn build_cost_model(s: &Scenario, model: &ModelSpec, gpu: &GpuSpec) -> Resul
             c.step_overhead_us.unwrap_or(DEFAULT_STEP_OVERHEAD_US),
         )),
         CostKind::Calibrated => {
-            return Err(
-                "cost.kind = \"calibrated\" needs a profile from `batchlab calibrate`, which this build \
-                        cannot read yet; use \"analytic\" or \"linear\""
-                    .to_string(),
-            );
+            let rel = c
+                .profile
+                .as_ref()
+                .ok_or("cost.profile is required for kind = \"calibrated\"")?;
+            let path = base_dir.join(rel);
+            let profile = Profile::load(&path).map_err(|e| e.to_string())?;
+            for m in profile.mismatches(model) {
+                tracing::warn!("profile {} does not match the scenario's model: {m}", path.display());
+            }
+            Box::new(CalibratedCost::new(&profile, model, &rel.display().to_string())?)
         }
     })
 }
@@ -109,7 +121,7 @@ pub fn prepare(spec: &RunSpec) -> Result<PreparedRun, SimError> {
     let s = &spec.scenario;
     let model = resolve_model(s, &spec.base_dir).map_err(invalid)?;
     let gpu = GpuSpec::resolve(&s.hardware).map_err(|e| invalid(e.to_string()))?;
-    let cost = build_cost_model(s, &model, &gpu).map_err(invalid)?;
+    let cost = build_cost_model(s, &spec.base_dir, &model, &gpu).map_err(invalid)?;
     let workload = workload::generate(s, &spec.base_dir).map_err(|e| invalid(e.to_string()))?;
     if workload.requests.is_empty() {
         return Err(invalid("the workload has no requests".into()));

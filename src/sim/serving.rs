@@ -55,8 +55,8 @@ pub struct SimExecutor<'a> {
 }
 
 impl Executor for SimExecutor<'_> {
-    fn execute(&mut self, _plan: &StepPlan, shape: &StepShape) -> Result<Nanos, ExecError> {
-        Ok(self.cost.step_time(shape))
+    fn execute(&mut self, plan: &StepPlan, shape: &StepShape) -> Result<Nanos, ExecError> {
+        Ok(self.cost.plan_time(plan, shape))
     }
 }
 

@@ -1,0 +1,158 @@
+//! Piecewise-linear interpolation over measured grids. Between grid points a kernel's time is close to linear in
+//! its size once the grid is dense where tile and wave effects live (small token counts), so straight lines between
+//! neighbours are both simple and accurate; beyond the grid the last segment is extended (throughput-bound regime),
+//! below it the first point holds (launch-bound regime).
+
+use serde::{Deserialize, Serialize};
+
+/// y(x) measured at increasing x.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Curve {
+    pub x: Vec<f64>,
+    pub y: Vec<f64>,
+}
+
+impl Curve {
+    /// Panics unless `x` is non-empty, strictly increasing and as long as `y`.
+    pub fn new(x: Vec<f64>, y: Vec<f64>) -> Curve {
+        let c = Curve { x, y };
+        c.check().expect("valid curve");
+        c
+    }
+
+    pub fn check(&self) -> Result<(), String> {
+        if self.x.is_empty() || self.x.len() != self.y.len() {
+            return Err(format!("{} x values and {} y values", self.x.len(), self.y.len()));
+        }
+        if self
+            .x
+            .windows(2)
+            .any(|w| w[0].partial_cmp(&w[1]) != Some(std::cmp::Ordering::Less))
+        {
+            return Err("x values must increase strictly".into());
+        }
+        if self.y.iter().any(|y| !y.is_finite()) {
+            return Err("y values must be finite".into());
+        }
+        Ok(())
+    }
+
+    pub fn at(&self, x: f64) -> f64 {
+        lerp(&self.x, &self.y, x)
+    }
+}
+
+/// Piecewise-linear y(v) through (xs, ys), xs strictly increasing and non-empty: the first value below the grid,
+/// the last segment extended (never below its end) above it. Allocation-free: cost models call it per step.
+pub fn lerp(xs: &[f64], ys: &[f64], v: f64) -> f64 {
+    let n = xs.len();
+    if n == 1 || v <= xs[0] {
+        return ys[0];
+    }
+    // The segment holding v, or the last one for extrapolation.
+    let i = xs.partition_point(|&x| x < v).clamp(1, n - 1);
+    let (x0, x1, y0, y1) = (xs[i - 1], xs[i], ys[i - 1], ys[i]);
+    let y = y0 + (y1 - y0) * (v - x0) / (x1 - x0);
+    // Extrapolating a segment that falls must not predict less than its end.
+    if v > x1 { y.max(y1) } else { y }
+}
+
+/// z(x, y) measured on the grid x × y, row-major (`z[i * y.len() + j]` at `x[i]`, `y[j]`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Surface {
+    pub x: Vec<f64>,
+    pub y: Vec<f64>,
+    pub z: Vec<f64>,
+}
+
+impl Surface {
+    pub fn check(&self) -> Result<(), String> {
+        if self.z.len() != self.x.len() * self.y.len() {
+            return Err(format!(
+                "{} values for a {}×{} grid",
+                self.z.len(),
+                self.x.len(),
+                self.y.len()
+            ));
+        }
+        Curve {
+            x: self.x.clone(),
+            y: vec![0.0; self.x.len()],
+        }
+        .check()?;
+        Curve {
+            x: self.y.clone(),
+            y: vec![0.0; self.y.len()],
+        }
+        .check()?;
+        if self.z.iter().any(|z| !z.is_finite()) {
+            return Err("values must be finite".into());
+        }
+        Ok(())
+    }
+
+    /// Along y within each of the two x rows around `x`, then along x, with the same edge rules as [`lerp`].
+    pub fn at(&self, x: f64, y: f64) -> f64 {
+        let ny = self.y.len();
+        let row = |i: usize| lerp(&self.y, &self.z[i * ny..(i + 1) * ny], y);
+        let n = self.x.len();
+        if n == 1 || x <= self.x[0] {
+            return row(0);
+        }
+        let i = self.x.partition_point(|&v| v < x).clamp(1, n - 1);
+        lerp(&[self.x[i - 1], self.x[i]], &[row(i - 1), row(i)], x)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn curve_interpolates_and_extends() {
+        let c = Curve::new(vec![1.0, 2.0, 4.0], vec![10.0, 12.0, 20.0]);
+        assert_eq!(c.at(0.5), 10.0);
+        assert_eq!(c.at(1.0), 10.0);
+        assert_eq!(c.at(1.5), 11.0);
+        assert_eq!(c.at(3.0), 16.0);
+        assert_eq!(c.at(4.0), 20.0);
+        assert_eq!(c.at(8.0), 36.0);
+        let falling = Curve::new(vec![1.0, 2.0], vec![5.0, 4.0]);
+        assert_eq!(falling.at(10.0), 4.0);
+        assert_eq!(Curve::new(vec![3.0], vec![7.0]).at(100.0), 7.0);
+    }
+
+    #[test]
+    fn invalid_curves_are_rejected() {
+        assert!(
+            Curve {
+                x: vec![1.0, 1.0],
+                y: vec![1.0, 2.0]
+            }
+            .check()
+            .is_err()
+        );
+        assert!(Curve { x: vec![], y: vec![] }.check().is_err());
+        assert!(
+            Curve {
+                x: vec![1.0],
+                y: vec![f64::NAN]
+            }
+            .check()
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn surface_is_bilinear_inside_the_grid() {
+        // z = x + 10·y is reproduced exactly.
+        let (x, y) = (vec![1.0, 2.0, 4.0], vec![0.0, 1.0]);
+        let z: Vec<f64> = x.iter().flat_map(|&a| y.iter().map(move |&b| a + 10.0 * b)).collect();
+        let s = Surface { x, y, z };
+        s.check().unwrap();
+        assert_eq!(s.at(3.0, 0.5), 8.0);
+        assert_eq!(s.at(1.0, 1.0), 11.0);
+        assert_eq!(s.at(8.0, 0.0), 8.0);
+        assert_eq!(s.at(0.0, 0.0), 1.0);
+    }
+}

@@ -1,0 +1,7 @@
+//! Calibration: the profile format (versioned serde types) and interpolation over its measured grids (pure), and
+//! the measurement driver behind `batchlab calibrate`.
+
+pub mod interp;
+pub mod profile;
+
+pub use profile::{PROFILE_FORMAT, Profile, ProfileError};

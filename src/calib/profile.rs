@@ -1,0 +1,230 @@
+//! The calibration profile: what `batchlab calibrate` measured on one GPU for one model, versioned JSON.
+//!
+//! Every time is of one kernel launch for one layer, in microseconds, the median of repeated CUDA-event timings.
+//! `spread` beside each table is the relative spread of those repeats ((p90 − p10) / median) per grid point: two
+//! calibrations of the same card agree when their medians differ by less than it.
+
+use super::interp::{Curve, Surface};
+use crate::model::ModelSpec;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// Bumped whenever a field changes meaning; older profiles are refused, not misread.
+pub const PROFILE_FORMAT: u32 = 1;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    pub format: u32,
+    pub fingerprint: Fingerprint,
+    /// One table per weight shape of the model (qkv, o, gate_up, down, lm_head): time by token count (rows).
+    pub gemm: Vec<GemmTable>,
+    /// Elementwise and small ops by row count: add_rmsnorm, silu_mul, kv_append_rope, embedding, argmax.
+    pub ops: Vec<OpTable>,
+    /// Prefill attention of one sequence: x = chunk tokens, y = tokens already cached before the chunk.
+    pub attention_prefill: SurfaceTable,
+    /// Decode attention: x = batch size, y = context length (every sequence the same).
+    pub attention_decode: SurfaceTable,
+    /// Decode attention over batches of mixed context lengths, to measure (not assume) what heterogeneity costs.
+    pub decode_mixed: Vec<MixedDecode>,
+    /// Host and launch time of one step beyond its kernels (measured on the engine; 0 until it is).
+    pub step_overhead_us: f64,
+    pub run: CalibrationRun,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fingerprint {
+    pub gpu_name: String,
+    pub compute_capability: String,
+    pub sm_count: u32,
+    pub memory_bytes: u64,
+    pub driver_version: String,
+    pub cuda_version: String,
+    /// Measured device-to-device copy bandwidth, GB/s (read + write bytes per second).
+    pub copy_bandwidth_gbps: f64,
+    /// Measured cuBLAS fp16 GEMM throughput on a large square product, TFLOP/s.
+    pub gemm_tflops: f64,
+    pub kernel_source_hash: String,
+    pub model: ModelSpec,
+    pub block_size: u32,
+    pub batchlab_version: String,
+    /// UTC, ISO 8601.
+    pub date: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GemmTable {
+    pub name: String,
+    /// Output features (weight rows).
+    pub n: u32,
+    /// Input features.
+    pub k: u32,
+    pub ours_us: Curve,
+    pub cublas_us: Curve,
+    pub ours_spread: Vec<f64>,
+    pub cublas_spread: Vec<f64>,
+}
+
+impl GemmTable {
+    /// The engine uses the faster kernel per shape.
+    pub fn best_us(&self, tokens: f64) -> f64 {
+        self.ours_us.at(tokens).min(self.cublas_us.at(tokens))
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpTable {
+    pub name: String,
+    pub us: Curve,
+    pub spread: Vec<f64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SurfaceTable {
+    pub us: Surface,
+    pub spread: Vec<f64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MixedDecode {
+    pub contexts: Vec<u32>,
+    pub us: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CalibrationRun {
+    pub seconds: f64,
+    pub warmup: u32,
+    pub repeats: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    #[error("cannot read profile {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("profile {path} is not a batchlab profile: {source}")]
+    Json { path: String, source: serde_json::Error },
+    #[error("profile {path} has format {found}; this batchlab reads format {PROFILE_FORMAT}: calibrate again")]
+    Format { path: String, found: u32 },
+    #[error("profile {path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+impl Profile {
+    pub fn load(path: &Path) -> Result<Profile, ProfileError> {
+        let p = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ProfileError::Io {
+            path: p.clone(),
+            source,
+        })?;
+        // Read the format first, so a future profile is refused with the reason, not with a field error.
+        #[derive(Deserialize)]
+        struct Version {
+            format: u32,
+        }
+        let v: Version = serde_json::from_str(&text).map_err(|source| ProfileError::Json {
+            path: p.clone(),
+            source,
+        })?;
+        if v.format != PROFILE_FORMAT {
+            return Err(ProfileError::Format {
+                path: p,
+                found: v.format,
+            });
+        }
+        let profile: Profile = serde_json::from_str(&text).map_err(|source| ProfileError::Json {
+            path: p.clone(),
+            source,
+        })?;
+        profile
+            .check()
+            .map_err(|message| ProfileError::Invalid { path: p, message })?;
+        Ok(profile)
+    }
+
+    /// Pretty JSON with a trailing newline (profiles are committed and diffed).
+    pub fn to_json(&self) -> String {
+        let mut s = serde_json::to_string_pretty(self).expect("profiles serialize");
+        s.push('\n');
+        s
+    }
+
+    pub fn check(&self) -> Result<(), String> {
+        for g in &self.gemm {
+            g.ours_us.check().map_err(|e| format!("gemm {}: ours: {e}", g.name))?;
+            g.cublas_us
+                .check()
+                .map_err(|e| format!("gemm {}: cublas: {e}", g.name))?;
+        }
+        for o in &self.ops {
+            o.us.check().map_err(|e| format!("op {}: {e}", o.name))?;
+        }
+        self.attention_prefill
+            .us
+            .check()
+            .map_err(|e| format!("attention_prefill: {e}"))?;
+        self.attention_decode
+            .us
+            .check()
+            .map_err(|e| format!("attention_decode: {e}"))?;
+        for name in GEMMS {
+            self.gemm_table(name)?;
+        }
+        for name in OPS {
+            self.op_table(name)?;
+        }
+        Ok(())
+    }
+
+    pub fn gemm_table(&self, name: &str) -> Result<&GemmTable, String> {
+        self.gemm
+            .iter()
+            .find(|g| g.name == name)
+            .ok_or_else(|| format!("no gemm table `{name}`"))
+    }
+
+    pub fn op_table(&self, name: &str) -> Result<&OpTable, String> {
+        self.ops
+            .iter()
+            .find(|o| o.name == name)
+            .ok_or_else(|| format!("no op table `{name}`"))
+    }
+
+    /// Differences between what the profile was measured for and `model`, one sentence each.
+    pub fn mismatches(&self, model: &ModelSpec) -> Vec<String> {
+        let m = &self.fingerprint.model;
+        let mut out = Vec::new();
+        let mut differ = |what: &str, a: String, b: String| {
+            if a != b {
+                out.push(format!("{what}: profile measured {a}, scenario asks for {b}"));
+            }
+        };
+        differ("model", m.name.clone(), model.name.clone());
+        differ("hidden size", m.hidden.to_string(), model.hidden.to_string());
+        differ(
+            "intermediate size",
+            m.intermediate.to_string(),
+            model.intermediate.to_string(),
+        );
+        differ("layers", m.layers.to_string(), model.layers.to_string());
+        differ(
+            "heads",
+            format!("{}/{}", m.heads, m.kv_heads),
+            format!("{}/{}", model.heads, model.kv_heads),
+        );
+        differ("head dim", m.head_dim.to_string(), model.head_dim.to_string());
+        differ("vocabulary", m.vocab.to_string(), model.vocab.to_string());
+        out
+    }
+}
+
+/// The weight shapes every profile has, in the order of a layer (lm_head last).
+pub const GEMMS: [&str; 5] = ["qkv", "o", "gate_up", "down", "lm_head"];
+/// The row-indexed ops every profile has.
+pub const OPS: [&str; 5] = ["add_rmsnorm", "silu_mul", "kv_append_rope", "embedding", "argmax"];

@@ -1,0 +1,347 @@
+//! The calibrated cost model: a step's time composed from the per-op tables `batchlab calibrate` measured.
+//!
+//! Per layer: two RMSNorms (residual fused), the QKV, O, gate/up and down GEMMs (the faster of our kernel and
+//! cuBLAS at that token count, as the engine picks), KV append with RoPE, SiLU·mul, and attention — prefill chunks
+//! in one launch, so the launch floor is paid once and each chunk adds what it costs beyond it; decode from the
+//! batch × context table at the mean context, times the measured cost of mixed lengths. Then the embedding, the
+//! final norm, lm_head and argmax over the sampled rows, and the step's measured host overhead.
+
+use super::CostModel;
+use crate::calib::interp::{Curve, Surface};
+use crate::calib::profile::{GemmTable, Profile};
+use crate::model::{ModelSpec, StepShape};
+use crate::sched::StepPlan;
+use crate::units::Nanos;
+
+pub struct CalibratedCost {
+    layers: f64,
+    qkv: GemmTable,
+    o: GemmTable,
+    gate_up: GemmTable,
+    down: GemmTable,
+    lm_head: GemmTable,
+    norm: Curve,
+    silu_mul: Curve,
+    kv_append: Curve,
+    embedding: Curve,
+    argmax: Curve,
+    prefill: Surface,
+    decode: Surface,
+    /// Measured / uniform-predicted decode time as a function of max context / mean context.
+    heterogeneity: Option<Curve>,
+    overhead_us: f64,
+    describe: String,
+}
+
+impl CalibratedCost {
+    /// Fails when the profile lacks a table; mismatches with `model` are the caller's to report.
+    pub fn new(profile: &Profile, model: &ModelSpec, source: &str) -> Result<CalibratedCost, String> {
+        profile.check()?;
+        let gemm = |name: &str| profile.gemm_table(name).cloned();
+        let op = |name: &str| profile.op_table(name).map(|t| t.us.clone());
+        let decode = profile.attention_decode.us.clone();
+        let f = &profile.fingerprint;
+        Ok(CalibratedCost {
+            layers: f64::from(model.layers),
+            qkv: gemm("qkv")?,
+            o: gemm("o")?,
+            gate_up: gemm("gate_up")?,
+            down: gemm("down")?,
+            lm_head: gemm("lm_head")?,
+            norm: op("add_rmsnorm")?,
+            silu_mul: op("silu_mul")?,
+            kv_append: op("kv_append_rope")?,
+            embedding: op("embedding")?,
+            argmax: op("argmax")?,
+            prefill: profile.attention_prefill.us.clone(),
+            heterogeneity: heterogeneity_curve(profile, &decode),
+            decode,
+            overhead_us: profile.step_overhead_us,
+            describe: format!(
+                "calibrated: {} ({} on {}, {})",
+                source, f.model.name, f.gpu_name, f.date
+            ),
+        })
+    }
+
+    /// Everything but attention, in µs.
+    fn dense_us(&self, s: &StepShape) -> f64 {
+        let t = s.tokens as f64;
+        if s.tokens == 0 {
+            return self.overhead_us;
+        }
+        let per_layer = 2.0 * self.norm.at(t)
+            + self.qkv.best_us(t)
+            + self.kv_append.at(t)
+            + self.o.best_us(t)
+            + self.gate_up.best_us(t)
+            + self.silu_mul.at(t)
+            + self.down.best_us(t);
+        let mut us = self.layers * per_layer + self.embedding.at(t) + self.overhead_us;
+        if s.sampled_seqs > 0 {
+            let rows = s.sampled_seqs as f64;
+            us += self.norm.at(rows) + self.lm_head.best_us(rows) + self.argmax.at(rows);
+        }
+        us
+    }
+
+    fn decode_us(&self, s: &StepShape) -> f64 {
+        if s.decode_seqs == 0 {
+            return 0.0;
+        }
+        let batch = s.decode_seqs as f64;
+        let mean = s.decode_context_sum as f64 / batch;
+        let uniform = self.decode.at(batch, mean);
+        match &self.heterogeneity {
+            Some(h) => uniform * h.at(s.decode_max_context as f64 / mean),
+            None => uniform,
+        }
+    }
+
+    /// The launch floor of a prefill attention launch: its smallest measured point.
+    fn prefill_floor_us(&self) -> f64 {
+        self.prefill.z[0]
+    }
+}
+
+/// Ratios measured/predicted of the mixed-length decode points, by imbalance (max / mean context), averaged where
+/// imbalances coincide; uniform batches (imbalance 1) have ratio 1 by construction.
+fn heterogeneity_curve(profile: &Profile, decode: &Surface) -> Option<Curve> {
+    let mut points: Vec<(f64, f64)> = vec![(1.0, 1.0)];
+    for m in &profile.decode_mixed {
+        if m.contexts.is_empty() {
+            continue;
+        }
+        let batch = m.contexts.len() as f64;
+        let mean = m.contexts.iter().map(|&c| f64::from(c)).sum::<f64>() / batch;
+        let max = f64::from(*m.contexts.iter().max().expect("non-empty"));
+        let predicted = decode.at(batch, mean);
+        if predicted > 0.0 {
+            points.push((max / mean, m.us / predicted));
+        }
+    }
+    if points.len() == 1 {
+        return None;
+    }
+    points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut x: Vec<f64> = Vec::new();
+    let mut y: Vec<f64> = Vec::new();
+    let mut n: Vec<f64> = Vec::new();
+    for (u, r) in points {
+        if x.last().is_some_and(|&last| (u - last).abs() < 1e-9) {
+            let i = x.len() - 1;
+            y[i] = (y[i] * n[i] + r) / (n[i] + 1.0);
+            n[i] += 1.0;
+        } else {
+            x.push(u);
+            y.push(r);
+            n.push(1.0);
+        }
+    }
+    Some(Curve { x, y })
+}
+
+fn to_nanos(us: f64) -> Nanos {
+    Nanos::from_us(us)
+}
+
+impl CostModel for CalibratedCost {
+    /// Without the plan, the step's prefill chunks are taken as one chunk of all their tokens at the offset that
+    /// gives the same attention work.
+    fn step_time(&self, s: &StepShape) -> Nanos {
+        let mut attention = self.decode_us(s);
+        if s.prefill_seqs > 0 {
+            let p = s.prefill_tokens as f64;
+            let offset = ((s.prefill_attn_pairs as f64 - p * (p + 1.0) / 2.0) / p).max(0.0);
+            attention += self.prefill.at(p, offset);
+        }
+        to_nanos(self.dense_us(s) + self.layers * attention)
+    }
+
+    fn plan_time(&self, plan: &StepPlan, s: &StepShape) -> Nanos {
+        let mut attention = self.decode_us(s);
+        if !plan.prefills.is_empty() {
+            let floor = self.prefill_floor_us();
+            attention += floor;
+            for c in &plan.prefills {
+                attention += (self.prefill.at(f64::from(c.len), f64::from(c.offset)) - floor).max(0.0);
+            }
+        }
+        to_nanos(self.dense_us(s) + self.layers * attention)
+    }
+
+    fn describe(&self) -> String {
+        self.describe.clone()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::calib::profile::{
+        CalibrationRun, Fingerprint, GEMMS, MixedDecode, OPS, OpTable, PROFILE_FORMAT, SurfaceTable,
+    };
+    use crate::model::by_name;
+    use crate::sched::PrefillChunk;
+
+    fn line(x: &[f64], a: f64, b: f64) -> Curve {
+        Curve {
+            x: x.to_vec(),
+            y: x.iter().map(|v| a + b * v).collect(),
+        }
+    }
+
+    /// A profile whose tables are simple known functions: GEMMs 5 + 0.01·t µs (cuBLAS 10% slower), ops
+    /// 2 + 0.001·t, prefill attention 3 + 0.002·chunk·(offset + chunk), decode 4 + 0.0005·batch·context.
+    pub(crate) fn synthetic_profile(model: &ModelSpec) -> Profile {
+        let tokens = [1.0, 16.0, 64.0, 256.0, 1024.0, 8192.0];
+        let gemm = GEMMS
+            .iter()
+            .map(|name| GemmTable {
+                name: name.to_string(),
+                n: 1,
+                k: 1,
+                ours_us: line(&tokens, 5.0, 0.01),
+                cublas_us: line(&tokens, 5.5, 0.011),
+                ours_spread: vec![0.01; tokens.len()],
+                cublas_spread: vec![0.01; tokens.len()],
+            })
+            .collect();
+        let ops = OPS
+            .iter()
+            .map(|name| OpTable {
+                name: name.to_string(),
+                us: line(&tokens, 2.0, 0.001),
+                spread: vec![0.01; 6],
+            })
+            .collect();
+        let surface = |x: Vec<f64>, y: Vec<f64>, f: &dyn Fn(f64, f64) -> f64| {
+            let z = x
+                .iter()
+                .flat_map(|&a| y.iter().map(move |&b| (a, b)))
+                .map(|(a, b)| f(a, b))
+                .collect();
+            let n = x.len() * y.len();
+            SurfaceTable {
+                us: Surface { x, y, z },
+                spread: vec![0.01; n],
+            }
+        };
+        Profile {
+            format: PROFILE_FORMAT,
+            fingerprint: Fingerprint {
+                gpu_name: "Synthetic GPU".into(),
+                compute_capability: "9.0".into(),
+                sm_count: 132,
+                memory_bytes: 80 << 30,
+                driver_version: "580".into(),
+                cuda_version: "13.0".into(),
+                copy_bandwidth_gbps: 3000.0,
+                gemm_tflops: 700.0,
+                kernel_source_hash: "0".into(),
+                model: model.clone(),
+                block_size: 16,
+                batchlab_version: "test".into(),
+                date: "2026-11-27T00:00:00Z".into(),
+            },
+            gemm,
+            ops,
+            attention_prefill: surface(vec![1.0, 64.0, 512.0], vec![0.0, 512.0, 4096.0], &|c, o| {
+                3.0 + 0.002 * c * (o + c)
+            }),
+            attention_decode: surface(vec![1.0, 8.0, 64.0], vec![16.0, 1024.0, 8192.0], &|b, ctx| {
+                4.0 + 0.0005 * b * ctx
+            }),
+            decode_mixed: vec![],
+            step_overhead_us: 30.0,
+            run: CalibrationRun {
+                seconds: 1.0,
+                warmup: 3,
+                repeats: 10,
+            },
+        }
+    }
+
+    #[test]
+    fn decode_step_composes_the_tables() {
+        let model = by_name("qwen2.5-0.5b").unwrap();
+        let c = CalibratedCost::new(&synthetic_profile(&model), &model, "synthetic").unwrap();
+        let mut s = StepShape::default();
+        for _ in 0..8 {
+            s.add_decode(1024, false);
+        }
+        // Per layer: 2 norms + 4 GEMMs (ours, faster) + KV append + SiLU·mul at 8 rows, and decode attention at
+        // batch 8, context 1024. Then embedding (8 rows), final norm + lm_head + argmax (8 rows), overhead.
+        let op = 2.0 + 0.001 * 8.0;
+        let gemm = 5.0 + 0.01 * 8.0;
+        let attention = 4.0 + 0.0005 * 8.0 * 1024.0;
+        let layer = 2.0 * op + 4.0 * gemm + op + op + attention;
+        let expected = 24.0 * layer + op + (op + gemm + op) + 30.0;
+        assert_eq!(c.step_time(&s), Nanos::from_us(expected));
+        assert_eq!(c.plan_time(&StepPlan::default(), &s), Nanos::from_us(expected));
+    }
+
+    #[test]
+    fn prefill_chunks_share_one_launch_floor() {
+        let model = by_name("qwen2.5-0.5b").unwrap();
+        let c = CalibratedCost::new(&synthetic_profile(&model), &model, "synthetic").unwrap();
+        let mut plan = StepPlan::default();
+        for (offset, len) in [(0u32, 64u32), (512, 64)] {
+            plan.prefills.push(PrefillChunk {
+                id: 0,
+                offset,
+                len,
+                padding: 0,
+                samples: true,
+            });
+        }
+        let shape = plan.shape();
+        let floor = 3.0 + 0.002 * 1.0 * 1.0;
+        let t = |chunk: f64, offset: f64| 3.0 + 0.002 * chunk * (offset + chunk);
+        let attention = floor + (t(64.0, 0.0) - floor) + (t(64.0, 512.0) - floor);
+        let without = c.dense_us(&shape);
+        assert_eq!(c.plan_time(&plan, &shape), Nanos::from_us(without + 24.0 * attention));
+    }
+
+    #[test]
+    fn measured_heterogeneity_scales_mixed_decode_batches() {
+        let model = by_name("qwen2.5-0.5b").unwrap();
+        let mut p = synthetic_profile(&model);
+        // A batch of 8 with contexts 16 … 1024 + a long one: mean 1024, max 4096 → imbalance 4, measured 1.5× the
+        // uniform prediction.
+        let contexts = vec![16, 16, 16, 32, 2016, 16, 1984, 4096];
+        let uniform = 4.0 + 0.0005 * 8.0 * 1024.0;
+        p.decode_mixed.push(MixedDecode {
+            contexts: contexts.clone(),
+            us: 1.5 * uniform,
+        });
+        let c = CalibratedCost::new(&p, &model, "synthetic").unwrap();
+        let mut s = StepShape::default();
+        for &ctx in &contexts {
+            s.add_decode(u64::from(ctx), false);
+        }
+        assert!((c.decode_us(&s) - 1.5 * uniform).abs() < 1e-9);
+        // Halfway in imbalance (2.5 between 1 and 4), halfway in ratio.
+        let mut s2 = StepShape::default();
+        for ctx in [2560u64, 832, 832, 832, 832, 832, 832, 640] {
+            s2.add_decode(ctx, false);
+        }
+        assert!((c.decode_us(&s2) - 1.25 * uniform).abs() < 1e-6, "{}", c.decode_us(&s2));
+    }
+
+    #[test]
+    fn profiles_round_trip_and_old_formats_are_refused() {
+        let model = by_name("qwen2.5-1.5b").unwrap();
+        let p = synthetic_profile(&model);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.json");
+        std::fs::write(&path, p.to_json()).unwrap();
+        assert_eq!(Profile::load(&path).unwrap(), p);
+        std::fs::write(&path, p.to_json().replacen("\"format\": 1", "\"format\": 99", 1)).unwrap();
+        let err = Profile::load(&path).unwrap_err().to_string();
+        assert!(err.contains("format 99") && err.contains("calibrate again"), "{err}");
+        assert!(p.mismatches(&model).is_empty());
+        let other = by_name("qwen2.5-0.5b").unwrap();
+        assert!(p.mismatches(&other).iter().any(|m| m.contains("layers")));
+    }
+}
