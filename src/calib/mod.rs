@@ -1,6 +1,7 @@
 //! Calibration: the profile format (versioned serde types) and interpolation over its measured grids (pure), and
 //! the measurement driver behind `batchlab calibrate`.
 
+pub mod compare;
 pub mod interp;
 pub mod profile;
 

@@ -1,0 +1,215 @@
+//! Judging profiles: how well one predicts points it never measured (an offset grid), and whether two calibrations
+//! of the same card agree within their measured spread.
+
+use super::interp::{Curve, Surface};
+use super::profile::Profile;
+use crate::metrics::percentile_sorted;
+
+/// Relative prediction errors of one op over the points of the other grid.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OpErrors {
+    pub op: String,
+    /// |predicted − measured| / measured, one per point.
+    pub errors: Vec<f64>,
+}
+
+impl OpErrors {
+    pub fn median(&self) -> f64 {
+        self.quantile(50.0)
+    }
+
+    pub fn p95(&self) -> f64 {
+        self.quantile(95.0)
+    }
+
+    pub fn max(&self) -> f64 {
+        self.errors.iter().copied().fold(0.0, f64::max)
+    }
+
+    fn quantile(&self, q: f64) -> f64 {
+        let mut e = self.errors.clone();
+        if e.is_empty() {
+            return f64::NAN;
+        }
+        e.sort_by(f64::total_cmp);
+        percentile_sorted(&e, q)
+    }
+}
+
+fn rel(predicted: f64, measured: f64) -> f64 {
+    (predicted - measured).abs() / measured
+}
+
+fn curve_errors(op: String, model: &Curve, measured: &Curve) -> OpErrors {
+    let errors = measured
+        .x
+        .iter()
+        .zip(&measured.y)
+        .map(|(&x, &y)| rel(model.at(x), y))
+        .collect();
+    OpErrors { op, errors }
+}
+
+fn surface_errors(op: &str, model: &Surface, measured: &Surface) -> OpErrors {
+    let ny = measured.y.len();
+    let errors = measured
+        .z
+        .iter()
+        .enumerate()
+        .map(|(i, &z)| rel(model.at(measured.x[i / ny], measured.y[i % ny]), z))
+        .collect();
+    OpErrors {
+        op: op.to_string(),
+        errors,
+    }
+}
+
+/// Per op, how far `profile`'s interpolation is from what `offset` measured at its own points. Both must be of the
+/// same model and card; `offset` is usually measured on [`super::driver::Grid::offset`].
+pub fn out_of_sample(profile: &Profile, offset: &Profile) -> Result<Vec<OpErrors>, String> {
+    let mut out = Vec::new();
+    for m in &offset.gemm {
+        let p = profile.gemm_table(&m.name)?;
+        out.push(curve_errors(format!("gemm {} (ours)", m.name), &p.ours_us, &m.ours_us));
+        out.push(curve_errors(
+            format!("gemm {} (cuBLAS)", m.name),
+            &p.cublas_us,
+            &m.cublas_us,
+        ));
+    }
+    for m in &offset.ops {
+        out.push(curve_errors(m.name.clone(), &profile.op_table(&m.name)?.us, &m.us));
+    }
+    out.push(surface_errors(
+        "attention prefill",
+        &profile.attention_prefill.us,
+        &offset.attention_prefill.us,
+    ));
+    out.push(surface_errors(
+        "attention decode",
+        &profile.attention_decode.us,
+        &offset.attention_decode.us,
+    ));
+    Ok(out)
+}
+
+/// How two calibrations of the same grid agree: per table, the share of points whose medians differ by no more
+/// than the larger of their two measured spreads, and the largest relative difference.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Agreement {
+    pub op: String,
+    pub points: usize,
+    pub within_spread: usize,
+    pub max_rel_diff: f64,
+}
+
+fn agree(op: String, a: &[f64], sa: &[f64], b: &[f64], sb: &[f64]) -> Agreement {
+    let mut within = 0;
+    let mut max_rel: f64 = 0.0;
+    for i in 0..a.len().min(b.len()) {
+        let d = rel(b[i], a[i]);
+        max_rel = max_rel.max(d);
+        let tolerance = sa.get(i).copied().unwrap_or(0.0).max(sb.get(i).copied().unwrap_or(0.0));
+        if d <= tolerance {
+            within += 1;
+        }
+    }
+    Agreement {
+        op,
+        points: a.len().min(b.len()),
+        within_spread: within,
+        max_rel_diff: max_rel,
+    }
+}
+
+pub fn agreement(a: &Profile, b: &Profile) -> Result<Vec<Agreement>, String> {
+    let mut out = Vec::new();
+    for ga in &a.gemm {
+        let gb = b.gemm_table(&ga.name)?;
+        if ga.ours_us.x != gb.ours_us.x {
+            return Err(format!("gemm {}: the two profiles measured different grids", ga.name));
+        }
+        out.push(agree(
+            format!("gemm {} (ours)", ga.name),
+            &ga.ours_us.y,
+            &ga.ours_spread,
+            &gb.ours_us.y,
+            &gb.ours_spread,
+        ));
+        out.push(agree(
+            format!("gemm {} (cuBLAS)", ga.name),
+            &ga.cublas_us.y,
+            &ga.cublas_spread,
+            &gb.cublas_us.y,
+            &gb.cublas_spread,
+        ));
+    }
+    for oa in &a.ops {
+        let ob = b.op_table(&oa.name)?;
+        out.push(agree(oa.name.clone(), &oa.us.y, &oa.spread, &ob.us.y, &ob.spread));
+    }
+    let (pa, pb) = (&a.attention_prefill, &b.attention_prefill);
+    out.push(agree(
+        "attention prefill".into(),
+        &pa.us.z,
+        &pa.spread,
+        &pb.us.z,
+        &pb.spread,
+    ));
+    let (da, db) = (&a.attention_decode, &b.attention_decode);
+    out.push(agree(
+        "attention decode".into(),
+        &da.us.z,
+        &da.spread,
+        &db.us.z,
+        &db.spread,
+    ));
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::by_name;
+    use crate::sim::calibrated::tests::synthetic_profile;
+
+    #[test]
+    fn a_profile_predicts_its_own_linear_tables_exactly() {
+        let model = by_name("qwen2.5-0.5b").unwrap();
+        let p = synthetic_profile(&model);
+        // Measure "offset" points on the same straight lines: interpolation must be exact.
+        let mut offset = p.clone();
+        for g in &mut offset.gemm {
+            g.ours_us = Curve {
+                x: vec![5.0, 300.0],
+                y: vec![5.0 + 0.05, 5.0 + 3.0],
+            };
+            g.cublas_us = Curve {
+                x: vec![7.0],
+                y: vec![5.5 + 0.077],
+            };
+        }
+        let errors = out_of_sample(&p, &offset).unwrap();
+        let qkv = errors.iter().find(|e| e.op == "gemm qkv (ours)").unwrap();
+        assert!(qkv.max() < 1e-12, "{qkv:?}");
+        assert!(errors.iter().all(|e| e.median() < 1e-9), "{errors:?}");
+    }
+
+    #[test]
+    fn agreement_counts_points_within_spread() {
+        let model = by_name("qwen2.5-0.5b").unwrap();
+        let a = synthetic_profile(&model);
+        let mut b = a.clone();
+        // 0.5% off everywhere (spread 1%): all agree; then one point 5% off.
+        for g in &mut b.gemm {
+            g.ours_us.y.iter_mut().for_each(|y| *y *= 1.005);
+        }
+        b.ops[0].us.y[2] *= 1.05;
+        let r = agreement(&a, &b).unwrap();
+        let qkv = r.iter().find(|x| x.op == "gemm qkv (ours)").unwrap();
+        assert_eq!(qkv.within_spread, qkv.points);
+        let norm = r.iter().find(|x| x.op == "add_rmsnorm").unwrap();
+        assert_eq!(norm.within_spread, norm.points - 1);
+        assert!((norm.max_rel_diff - 0.05).abs() < 1e-9);
+    }
+}
