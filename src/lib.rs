@@ -14,6 +14,7 @@
 //! The scheduler and the serving loop do not know whether time is simulated or real: the simulator is the loop
 //! driven by a virtual clock and a cost model.
 
+pub mod gpu;
 pub mod metrics;
 pub mod model;
 pub mod report;

@@ -1,0 +1,149 @@
+// Tensor-core GEMM: y[M, N] = x[M, K] . W[N, K]^T (+ bias[N]); fp16 in, f32 accumulate, fp16 out.
+//
+// Both operands are K-contiguous (activations row-major, weights as stored by PyTorch's Linear), which is exactly
+// mma.sync's row.col form. Tiles of BM x BN x 32 stream through STAGES shared-memory buffers with cp.async;
+// fragments come from ldmatrix; each warp owns a WM x WN piece of the tile. K must be a multiple of 8 (16-byte
+// rows for cp.async); M and N are arbitrary (out-of-range rows are zero-filled and never stored).
+#include "common.cuh"
+
+#define GEMM_BK 32
+#define GEMM_SK (GEMM_BK + 8)  // row stride in halves: 80 bytes puts ldmatrix's 8 rows on distinct banks
+
+__device__ __forceinline__ void cp_async16(u32 saddr, const void* gptr, bool valid) {
+    const int n = valid ? 16 : 0;  // 0 bytes read: the 16 bytes are zero-filled
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(saddr), "l"(gptr), "r"(n));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+__device__ __forceinline__ void ldmatrix_x4(u32 addr, u32& r0, u32& r1, u32& r2, u32& r3) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+                 : "r"(addr));
+}
+
+__device__ __forceinline__ void mma_16816(float* c, const u32* a, u32 b0, u32 b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%0, %1, %2, %3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+template <int BM, int BN, int WM, int WN, int STAGES>
+__device__ __forceinline__ void gemm_impl(const half_t* __restrict__ x, const half_t* __restrict__ w,
+                                          const half_t* __restrict__ bias, half_t* __restrict__ y, int M, int N,
+                                          int K) {
+    constexpr int WARPS_N = BN / WN;
+    constexpr int THREADS = (BM / WM) * WARPS_N * 32;
+    constexpr int MT = WM / 16, NT = WN / 8;
+    static_assert(NT % 2 == 0, "B fragments are loaded two n-tiles at a time");
+    __shared__ __align__(16) half_t as[STAGES][BM][GEMM_SK];
+    __shared__ __align__(16) half_t bs[STAGES][BN][GEMM_SK];
+
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int wm = warp / WARPS_N, wn = warp % WARPS_N;
+    const int bm = blockIdx.y * BM, bn = blockIdx.x * BN;
+    const int ktiles = (K + GEMM_BK - 1) / GEMM_BK;
+
+    auto load_tile = [&](int stage, int kt) {
+        const int k0 = kt * GEMM_BK;
+        for (int c = tid; c < BM * (GEMM_BK / 8); c += THREADS) {
+            const int r = c / (GEMM_BK / 8), kc = (c % (GEMM_BK / 8)) * 8;
+            const bool ok = bm + r < M && k0 + kc < K;
+            const half_t* g = ok ? x + (size_t)(bm + r) * K + k0 + kc : x;
+            cp_async16(smem_addr(&as[stage][r][kc]), g, ok);
+        }
+        for (int c = tid; c < BN * (GEMM_BK / 8); c += THREADS) {
+            const int r = c / (GEMM_BK / 8), kc = (c % (GEMM_BK / 8)) * 8;
+            const bool ok = bn + r < N && k0 + kc < K;
+            const half_t* g = ok ? w + (size_t)(bn + r) * K + k0 + kc : w;
+            cp_async16(smem_addr(&bs[stage][r][kc]), g, ok);
+        }
+    };
+
+    float acc[MT][NT][4];
+#pragma unroll
+    for (int i = 0; i < MT; ++i)
+#pragma unroll
+        for (int j = 0; j < NT; ++j)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
+
+#pragma unroll
+    for (int st = 0; st < STAGES - 1; ++st) {
+        if (st < ktiles) load_tile(st, st);
+        cp_async_commit();
+    }
+    for (int kt = 0; kt < ktiles; ++kt) {
+        cp_async_wait<STAGES - 2>();
+        __syncthreads();  // tile kt has landed for everyone, and tile kt-1's buffer is free to overwrite
+        const int next = kt + STAGES - 1;
+        if (next < ktiles) load_tile(next % STAGES, next);
+        cp_async_commit();  // an empty group keeps the wait count uniform at the tail
+        const int st = kt % STAGES;
+#pragma unroll
+        for (int kk = 0; kk < GEMM_BK; kk += 16) {
+            u32 a[MT][4];
+#pragma unroll
+            for (int i = 0; i < MT; ++i) {
+                const int row = wm * WM + i * 16 + (lane % 16);
+                const int col = kk + (lane / 16) * 8;
+                ldmatrix_x4(smem_addr(&as[st][row][col]), a[i][0], a[i][1], a[i][2], a[i][3]);
+            }
+            u32 b[NT][2];
+#pragma unroll
+            for (int j = 0; j < NT; j += 2) {
+                const int row = wn * WN + j * 8 + (lane % 8) + (lane / 16) * 8;
+                const int col = kk + ((lane / 8) % 2) * 8;
+                ldmatrix_x4(smem_addr(&bs[st][row][col]), b[j][0], b[j][1], b[j + 1][0], b[j + 1][1]);
+            }
+#pragma unroll
+            for (int i = 0; i < MT; ++i)
+#pragma unroll
+                for (int j = 0; j < NT; ++j) mma_16816(acc[i][j], a[i], b[j][0], b[j][1]);
+        }
+    }
+    cp_async_wait<0>();
+
+    const bool pairs_ok = (N & 1) == 0;  // (row * N + even col) is then 4-byte aligned
+#pragma unroll
+    for (int i = 0; i < MT; ++i) {
+#pragma unroll
+        for (int j = 0; j < NT; ++j) {
+            const int col = bn + wn * WN + j * 8 + 2 * (lane % 4);
+            const float b0 = bias != nullptr && col < N ? h2f(bias[col]) : 0.0f;
+            const float b1 = bias != nullptr && col + 1 < N ? h2f(bias[col + 1]) : 0.0f;
+#pragma unroll
+            for (int hlf = 0; hlf < 2; ++hlf) {
+                const int row = bm + wm * WM + i * 16 + lane / 4 + hlf * 8;
+                if (row >= M) continue;
+                const float v0 = acc[i][j][2 * hlf] + b0, v1 = acc[i][j][2 * hlf + 1] + b1;
+                half_t* yp = y + (size_t)row * N + col;
+                if (pairs_ok && col + 1 < N) {
+                    *reinterpret_cast<u32*>(yp) = pack2(v0, v1);
+                } else {
+                    if (col < N) yp[0] = f2h(v0);
+                    if (col + 1 < N) yp[1] = f2h(v1);
+                }
+            }
+        }
+    }
+}
+
+// Large tiles for prefill-sized M; 8 warps of 64 x 32.
+extern "C" __global__ void __launch_bounds__(256) gemm_128x128_f16(const half_t* x, const half_t* w,
+                                                                   const half_t* bias, half_t* y, int M, int N,
+                                                                   int K) {
+    gemm_impl<128, 128, 64, 32, 2>(x, w, bias, y, M, N, K);
+}
+
+// Small tiles for decode-sized M, or when large tiles would leave SMs idle; 4 warps of 32 x 32.
+extern "C" __global__ void __launch_bounds__(128) gemm_64x64_f16(const half_t* x, const half_t* w,
+                                                                 const half_t* bias, half_t* y, int M, int N,
+                                                                 int K) {
+    gemm_impl<64, 64, 32, 32, 3>(x, w, bias, y, M, N, K);
+}
