@@ -1,8 +1,9 @@
 // Attention over the paged KV cache (layout in kv.cu), GQA, fp16 storage, f32 arithmetic.
 //
 // decode:  one new query token per sequence attends to its whole context. The context is split into partitions of
-//          DEC_PART tokens, one block per (kv head, sequence, partition), so long contexts fill the GPU even at small
-//          batch; attn_decode_reduce_* merges the partitions when there is more than one.
+//          at most DEC_PART tokens (the host picks the size), one block per (kv head, sequence, partition), so long
+//          contexts fill the GPU even at small batch; attn_decode_reduce_* merges the partitions when there is more
+//          than one.
 // prefill: a chunk of new tokens per sequence (already appended to the cache) attends causally to the sequence's
 //          existing context and to itself; flash-style online softmax over tiles of PF_BK cached tokens.
 //
@@ -39,7 +40,7 @@ template <int D>
 __device__ __forceinline__ void attn_decode_impl(const half_t* __restrict__ q, Paged pc,
                                                  const int* __restrict__ context_lens, half_t* __restrict__ out,
                                                  float* __restrict__ part_out, float* __restrict__ part_ml,
-                                                 int q_heads, int num_parts, float scale) {
+                                                 int q_heads, int num_parts, int part_size, float scale) {
     constexpr int LPT = D / 8;     // lanes per token: each loads 8 dims (16 bytes) of a key
     constexpr int TPW = 32 / LPT;  // tokens a warp scores at once
     constexpr int VPL = D / 32;    // dims of V each lane accumulates
@@ -51,8 +52,8 @@ __device__ __forceinline__ void attn_decode_impl(const half_t* __restrict__ q, P
     const int group = q_heads / pc.kv_heads;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int ctx = max(0, min(context_lens[s], pc.max_blocks_per_seq * pc.block_size));
-    const int start = part * DEC_PART;
-    const int n = min(start + DEC_PART, ctx) - start;  // tokens in this partition; may be <= 0
+    const int start = part * part_size;  // part_size <= DEC_PART, checked by the host
+    const int n = min(start + part_size, ctx) - start;  // tokens in this partition; may be <= 0
     const int* bt = pc.block_tables + (size_t)s * pc.max_blocks_per_seq;
 
     // Phase 1: scores of this kv head's `group` query heads against the partition's keys.
@@ -70,34 +71,42 @@ __device__ __forceinline__ void attn_decode_impl(const half_t* __restrict__ q, P
             for (int j = 0; j < 8; ++j) qr[g][j] = 0.0f;
         }
     }
-    for (int base = warp * TPW; base < n; base += DEC_WARPS * TPW) {
-        const int tl = base + tok;
-        float dots[MAX_GROUP];
+    // Each warp issues the loads of U1 steps before using any of them: several loads in flight per warp is what
+    // keeps HBM busy (one at a time leaves the kernel latency-bound).
+    constexpr int U1 = 4;
+    constexpr int STEP = DEC_WARPS * TPW;
+    for (int base = warp * TPW; base < n; base += STEP * U1) {
+        uint4 kx[U1];
+        bool ok[U1];
 #pragma unroll
-        for (int g = 0; g < MAX_GROUP; ++g) dots[g] = 0.0f;
-        long long off = -1;
-        if (tl < n) {
-            off = kv_offset<D>(pc, bt, start + tl, kvh);
-            if (off >= 0) {
-                const uint4 v = *reinterpret_cast<const uint4*>(pc.k_cache + off + sub * 8);
-                const float k[8] = {lo_f(v.x), hi_f(v.x), lo_f(v.y), hi_f(v.y),
-                                    lo_f(v.z), hi_f(v.z), lo_f(v.w), hi_f(v.w)};
-#pragma unroll
-                for (int g = 0; g < MAX_GROUP; ++g) {
-#pragma unroll
-                    for (int j = 0; j < 8; ++j) dots[g] += qr[g][j] * k[j];
+        for (int u = 0; u < U1; ++u) {
+            const int tl = base + u * STEP + tok;
+            ok[u] = false;
+            kx[u] = make_uint4(0, 0, 0, 0);
+            if (tl < n) {
+                const long long off = kv_offset<D>(pc, bt, start + tl, kvh);
+                if (off >= 0) {
+                    kx[u] = *reinterpret_cast<const uint4*>(pc.k_cache + off + sub * 8);
+                    ok[u] = true;
                 }
             }
         }
 #pragma unroll
-        for (int g = 0; g < MAX_GROUP; ++g) {
+        for (int u = 0; u < U1; ++u) {
+            const int tl = base + u * STEP + tok;
+            const float k[8] = {lo_f(kx[u].x), hi_f(kx[u].x), lo_f(kx[u].y), hi_f(kx[u].y),
+                                lo_f(kx[u].z), hi_f(kx[u].z), lo_f(kx[u].w), hi_f(kx[u].w)};
 #pragma unroll
-            for (int o = LPT / 2; o > 0; o >>= 1) dots[g] += __shfl_xor_sync(FULL_MASK, dots[g], o);
-        }
-        if (tl < n && sub == 0) {
+            for (int g = 0; g < MAX_GROUP; ++g) {
+                if (g < group) {  // uniform across the block: the shuffles below stay convergent
+                    float dot = 0.0f;
 #pragma unroll
-            for (int g = 0; g < MAX_GROUP; ++g)
-                if (g < group) logits[g][tl] = off >= 0 ? dots[g] : NEG_BIG;
+                    for (int j = 0; j < 8; ++j) dot += qr[g][j] * k[j];
+#pragma unroll
+                    for (int o = LPT / 2; o > 0; o >>= 1) dot += __shfl_xor_sync(FULL_MASK, dot, o);
+                    if (tl < n && sub == 0) logits[g][tl] = ok[u] ? dot : NEG_BIG;
+                }
+            }
         }
     }
     __syncthreads();
@@ -128,23 +137,41 @@ __device__ __forceinline__ void attn_decode_impl(const half_t* __restrict__ q, P
 #pragma unroll
         for (int j = 0; j < VPL; ++j) acc[g][j] = 0.0f;
     }
-    for (int tl = warp; tl < n; tl += DEC_WARPS) {
-        const long long off = kv_offset<D>(pc, bt, start + tl, kvh);
-        if (off < 0) continue;
-        float v[VPL];
-        if constexpr (VPL == 4) {
-            const uint2 r = *reinterpret_cast<const uint2*>(pc.v_cache + off + lane * VPL);
-            v[0] = lo_f(r.x); v[1] = hi_f(r.x); v[2] = lo_f(r.y); v[3] = hi_f(r.y);
-        } else {
-            const u32 r = *reinterpret_cast<const u32*>(pc.v_cache + off + lane * VPL);
-            v[0] = lo_f(r); v[1] = hi_f(r);
+    constexpr int U3 = 8;  // value rows in flight per warp
+    for (int base = warp; base < n; base += DEC_WARPS * U3) {
+        float v[U3][VPL];
+        bool ok[U3];
+#pragma unroll
+        for (int u = 0; u < U3; ++u) {
+            const int tl = base + u * DEC_WARPS;
+            ok[u] = false;
+#pragma unroll
+            for (int j = 0; j < VPL; ++j) v[u][j] = 0.0f;
+            if (tl < n) {
+                const long long off = kv_offset<D>(pc, bt, start + tl, kvh);
+                if (off >= 0) {
+                    ok[u] = true;
+                    if constexpr (VPL == 4) {
+                        const uint2 r = *reinterpret_cast<const uint2*>(pc.v_cache + off + lane * VPL);
+                        v[u][0] = lo_f(r.x); v[u][1] = hi_f(r.x); v[u][2] = lo_f(r.y); v[u][3] = hi_f(r.y);
+                    } else {
+                        const u32 r = *reinterpret_cast<const u32*>(pc.v_cache + off + lane * VPL);
+                        v[u][0] = lo_f(r); v[u][1] = hi_f(r);
+                    }
+                }
+            }
         }
 #pragma unroll
-        for (int g = 0; g < MAX_GROUP; ++g) {
-            if (g < group) {
-                const float p = logits[g][tl];
+        for (int u = 0; u < U3; ++u) {
+            if (!ok[u]) continue;
+            const int tl = base + u * DEC_WARPS;
 #pragma unroll
-                for (int j = 0; j < VPL; ++j) acc[g][j] += p * v[j];
+            for (int g = 0; g < MAX_GROUP; ++g) {
+                if (g < group) {
+                    const float p = logits[g][tl];
+#pragma unroll
+                    for (int j = 0; j < VPL; ++j) acc[g][j] += p * v[u][j];
+                }
             }
         }
     }
@@ -306,9 +333,9 @@ __device__ __forceinline__ void attn_prefill_impl(const half_t* __restrict__ q, 
     extern "C" __global__ void __launch_bounds__(DEC_THREADS) attn_decode_d##D##_f16(                             \
         const half_t* q, const half_t* k_cache, const half_t* v_cache, const int* block_tables,                   \
         const int* context_lens, half_t* out, float* part_out, float* part_ml, int q_heads, int kv_heads,         \
-        int block_size, int max_blocks_per_seq, int num_blocks, int num_parts, float scale) {                     \
+        int block_size, int max_blocks_per_seq, int num_blocks, int num_parts, int part_size, float scale) {      \
         Paged pc{k_cache, v_cache, block_tables, kv_heads, block_size, max_blocks_per_seq, num_blocks};          \
-        attn_decode_impl<D>(q, pc, context_lens, out, part_out, part_ml, q_heads, num_parts, scale);              \
+        attn_decode_impl<D>(q, pc, context_lens, out, part_out, part_ml, q_heads, num_parts, part_size, scale);   \
     }                                                                                                              \
     extern "C" __global__ void attn_decode_reduce_d##D##_f16(const float* part_out, const float* part_ml,         \
                                                              half_t* out, int q_heads, int num_parts) {           \

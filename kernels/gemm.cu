@@ -4,6 +4,10 @@
 // mma.sync's row.col form. Tiles of BM x BN x 32 stream through STAGES shared-memory buffers with cp.async;
 // fragments come from ldmatrix; each warp owns a WM x WN piece of the tile. K must be a multiple of 8 (16-byte
 // rows for cp.async); M and N are arbitrary (out-of-range rows are zero-filled and never stored).
+//
+// Split-K (for small M, where M x N tiles alone cannot fill the GPU): blockIdx.z takes k tiles
+// [z * k_tiles_per_split, (z + 1) * k_tiles_per_split) and writes f32 partial sums to partial[z][M][N];
+// gemm_splitk_reduce_f16 adds them up with the bias. Without split-K, partial is null and blocks write y.
 #include "common.cuh"
 
 #define GEMM_BK 32
@@ -35,8 +39,8 @@ __device__ __forceinline__ void mma_16816(float* c, const u32* a, u32 b0, u32 b1
 
 template <int BM, int BN, int WM, int WN, int STAGES>
 __device__ __forceinline__ void gemm_impl(const half_t* __restrict__ x, const half_t* __restrict__ w,
-                                          const half_t* __restrict__ bias, half_t* __restrict__ y, int M, int N,
-                                          int K) {
+                                          const half_t* __restrict__ bias, half_t* __restrict__ y,
+                                          float* __restrict__ partial, int M, int N, int K, int k_tiles_per_split) {
     constexpr int WARPS_N = BN / WN;
     constexpr int THREADS = (BM / WM) * WARPS_N * 32;
     constexpr int MT = WM / 16, NT = WN / 8;
@@ -47,10 +51,11 @@ __device__ __forceinline__ void gemm_impl(const half_t* __restrict__ x, const ha
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int wm = warp / WARPS_N, wn = warp % WARPS_N;
     const int bm = blockIdx.y * BM, bn = blockIdx.x * BN;
-    const int ktiles = (K + GEMM_BK - 1) / GEMM_BK;
+    const int kt_begin = blockIdx.z * k_tiles_per_split;
+    const int ktiles = min((K + GEMM_BK - 1) / GEMM_BK - kt_begin, k_tiles_per_split);  // this block's share
 
     auto load_tile = [&](int stage, int kt) {
-        const int k0 = kt * GEMM_BK;
+        const int k0 = (kt_begin + kt) * GEMM_BK;
         for (int c = tid; c < BM * (GEMM_BK / 8); c += THREADS) {
             const int r = c / (GEMM_BK / 8), kc = (c % (GEMM_BK / 8)) * 8;
             const bool ok = bm + r < M && k0 + kc < K;
@@ -109,6 +114,24 @@ __device__ __forceinline__ void gemm_impl(const half_t* __restrict__ x, const ha
     }
     cp_async_wait<0>();
 
+    if (partial != nullptr) {
+        float* part = partial + (size_t)blockIdx.z * M * N;
+#pragma unroll
+        for (int i = 0; i < MT; ++i) {
+#pragma unroll
+            for (int j = 0; j < NT; ++j) {
+                const int col = bn + wn * WN + j * 8 + 2 * (lane % 4);
+#pragma unroll
+                for (int hlf = 0; hlf < 2; ++hlf) {
+                    const int row = bm + wm * WM + i * 16 + lane / 4 + hlf * 8;
+                    if (row >= M) continue;
+                    if (col < N) part[(size_t)row * N + col] = acc[i][j][2 * hlf];
+                    if (col + 1 < N) part[(size_t)row * N + col + 1] = acc[i][j][2 * hlf + 1];
+                }
+            }
+        }
+        return;
+    }
     const bool pairs_ok = (N & 1) == 0;  // (row * N + even col) is then 4-byte aligned
 #pragma unroll
     for (int i = 0; i < MT; ++i) {
@@ -134,16 +157,27 @@ __device__ __forceinline__ void gemm_impl(const half_t* __restrict__ x, const ha
     }
 }
 
-// Large tiles for prefill-sized M; 8 warps of 64 x 32.
-extern "C" __global__ void __launch_bounds__(256) gemm_128x128_f16(const half_t* x, const half_t* w,
-                                                                   const half_t* bias, half_t* y, int M, int N,
-                                                                   int K) {
-    gemm_impl<128, 128, 64, 32, 2>(x, w, bias, y, M, N, K);
-}
+#define GEMM_KERNEL(NAME, THREADS, BM, BN, WM, WN, STAGES)                                                       \
+    extern "C" __global__ void __launch_bounds__(THREADS)                                                          \
+        NAME(const half_t* x, const half_t* w, const half_t* bias, half_t* y, float* partial, int M, int N, int K,  \
+             int k_tiles_per_split) {                                                                              \
+        gemm_impl<BM, BN, WM, WN, STAGES>(x, w, bias, y, partial, M, N, K, k_tiles_per_split);                    \
+    }
 
-// Small tiles for decode-sized M, or when large tiles would leave SMs idle; 4 warps of 32 x 32.
-extern "C" __global__ void __launch_bounds__(128) gemm_64x64_f16(const half_t* x, const half_t* w,
-                                                                 const half_t* bias, half_t* y, int M, int N,
-                                                                 int K) {
-    gemm_impl<64, 64, 32, 32, 3>(x, w, bias, y, M, N, K);
+// Large tiles for prefill-sized M; 8 warps of 64 x 32.
+GEMM_KERNEL(gemm_128x128_f16, 256, 128, 128, 64, 32, 2)
+// Medium tiles, when large ones would leave SMs idle; 4 warps of 32 x 32.
+GEMM_KERNEL(gemm_64x64_f16, 128, 64, 64, 32, 32, 3)
+// Decode-sized M (<= 16): one m16 row of tiles, 4 warps of 16 x 16, deeper pipeline for the weight stream.
+GEMM_KERNEL(gemm_16x64_f16, 128, 16, 64, 16, 16, 4)
+
+// y[m, n] = sum over splits of partial[s][m][n] (+ bias[n]); grid-stride.
+extern "C" __global__ void gemm_splitk_reduce_f16(const float* __restrict__ partial, const half_t* __restrict__ bias,
+                                                  half_t* __restrict__ y, int M, int N, int splits) {
+    const size_t total = (size_t)M * N;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+        float v = bias != nullptr ? h2f(bias[i % N]) : 0.0f;
+        for (int s = 0; s < splits; ++s) v += partial[(size_t)s * total + i];
+        y[i] = f2h(v);
+    }
 }

@@ -10,7 +10,7 @@
 
 use batchlab::gpu::reference as r;
 use batchlab::gpu::{
-    self, CompileTarget, DecodeShape, DecodeWorkspace, GemmTile, Gpu, KvAppendShape, KvCacheMut, PagedKv,
+    self, CompileTarget, DecodeShape, DecodeWorkspace, GemmPlan, GemmTile, Gpu, KvAppendShape, KvCacheMut, PagedKv,
     PagedKvLayout, PrefillShape,
 };
 use rand::seq::SliceRandom;
@@ -399,27 +399,28 @@ fn attention_decode_matches_reference() {
             let s = ctx.len();
             let q = rand_f16(&mut rng, s * qh * d, -3.0, 3.0);
             let lens: Vec<i32> = ctx.iter().map(|&c| c as i32).collect();
-            let mut out = g.nan_f16(s * qh * d).unwrap();
-            let shape = DecodeShape {
-                num_seqs: s,
-                q_heads: qh,
-                max_context_len: *ctx.iter().max().unwrap(),
-            };
             let (dq, dl) = (g.upload_f32_as_f16(&q).unwrap(), g.upload(&lens).unwrap());
-            g.attention_decode(&shape, &dq, &dc.kv(), &dl, &mut out, &mut ws)
-                .unwrap();
-            let got = g.download_f16_as_f32(&out).unwrap();
             let mut want = Vec::new();
             for (i, &c) in ctx.iter().enumerate() {
                 let (k, v) = cache.gather(i, c);
                 want.extend(r::attention(&q[i * qh * d..][..qh * d], &k, &v, c - 1, (qh, kvh, d)));
             }
-            check(
-                &format!("decode h{qh}/{kvh} d{d} ctx {ctx:?} bs{block_size}"),
-                &got,
-                &want,
-                seed,
-            );
+            // Automatic partitioning, the largest partition, and an odd one (many partitions, ragged ends).
+            for partition_size in [None, Some(256), Some(33)] {
+                let mut out = g.nan_f16(s * qh * d).unwrap();
+                let max_context_len = *ctx.iter().max().unwrap();
+                let shape = DecodeShape {
+                    num_seqs: s,
+                    q_heads: qh,
+                    max_context_len,
+                    partition_size,
+                };
+                g.attention_decode(&shape, &dq, &dc.kv(), &dl, &mut out, &mut ws)
+                    .unwrap();
+                let got = g.download_f16_as_f32(&out).unwrap();
+                let tag = format!("decode h{qh}/{kvh} d{d} ctx {ctx:?} bs{block_size} part {partition_size:?}");
+                check(&tag, &got, &want, seed);
+            }
         }
     }
 }
@@ -480,6 +481,7 @@ fn gemm_matches_reference() {
     let shapes = [
         (1, 896, 896),
         (7, 4864, 896),
+        (16, 1000, 72),
         (33, 1000, 72),
         (130, 136, 1000),
         (257, 1536, 1536),
@@ -492,11 +494,28 @@ fn gemm_matches_reference() {
         let want = r::gemm(&x, &w, bias.as_deref(), (m, n, k));
         let (dx, dw) = (g.upload_f32_as_f16(&x).unwrap(), g.upload_f32_as_f16(&w).unwrap());
         let db = bias.as_ref().map(|b| g.upload_f32_as_f16(b).unwrap());
-        for tile in [GemmTile::Small, GemmTile::Large] {
+        // The automatic plan, then every tile with and without split-K.
+        let mut plans = vec![g.gemm_plan(m, n, k)];
+        for tile in GemmTile::ALL {
+            for split_k in [1, 3] {
+                plans.push(GemmPlan { tile, split_k });
+            }
+        }
+        for plan in plans {
             let mut y = g.nan_f16(m * n).unwrap();
-            g.gemm_tiled(&dx, &dw, db.as_ref(), &mut y, (m, n, k), tile).unwrap();
-            let tag = format!("gemm {m}x{n}x{k} {tile:?} bias={}", bias.is_some());
+            g.gemm_with(&dx, &dw, db.as_ref(), &mut y, (m, n, k), plan).unwrap();
+            let tag = format!("gemm {m}x{n}x{k} {plan:?} bias={}", bias.is_some());
             check(&tag, &g.download_f16_as_f32(&y).unwrap(), &want, seed);
+        }
+        if bias.is_none() {
+            let mut y = g.nan_f16(m * n).unwrap();
+            g.gemm_cublas(&dx, &dw, &mut y, (m, n, k)).unwrap();
+            check(
+                &format!("cublas {m}x{n}x{k}"),
+                &g.download_f16_as_f32(&y).unwrap(),
+                &want,
+                seed,
+            );
         }
     }
     let mut y = g.nan_f16(4).unwrap();
@@ -539,14 +558,19 @@ fn kernel_timings_report() {
         let t = g.time(3, 10, |_| Ok(g.stream().memcpy_dtod(&a, &mut b)?)).unwrap();
         report("memcpy dtod 512 MiB".into(), t, 2.0 * 2.0 * n as f64, 0.0);
     }
-    // GEMMs rotate among 4 input sets so the weights are not all sitting in L2.
-    for (m, n, k) in [
+    // GEMMs rotate among 4 input sets so the weights are not all sitting in L2. Ours (automatic plan) vs cuBLAS.
+    let gemm_shapes = [
         (1, 4864, 896),
+        (1, 1536, 8960),
+        (8, 2048, 1536),
         (16, 1536, 1536),
         (64, 8960, 1536),
+        (64, 1536, 8960),
         (256, 1536, 8960),
+        (1024, 4608, 3584),
         (2048, 4096, 4096),
-    ] {
+    ];
+    for (m, n, k) in gemm_shapes {
         let xs: Vec<_> = (0..4)
             .map(|_| g.upload_f32_as_f16(&rand_f16(&mut rng, m * k, -1.0, 1.0)).unwrap())
             .collect();
@@ -554,15 +578,25 @@ fn kernel_timings_report() {
             .map(|_| g.upload_f32_as_f16(&rand_f16(&mut rng, n * k, -1.0, 1.0)).unwrap())
             .collect();
         let mut y = g.nan_f16(m * n).unwrap();
-        for tile in [GemmTile::Small, GemmTile::Large] {
-            let t = g
-                .time(5, 20, |i| {
-                    g.gemm_tiled(&xs[i % 4], &ws[i % 4], None, &mut y, (m, n, k), tile)
-                })
-                .unwrap();
-            let bytes = 2.0 * (m * k + n * k + m * n) as f64;
-            report(format!("gemm {m}x{n}x{k} {tile:?}"), t, bytes, 2.0 * (m * n * k) as f64);
-        }
+        let bytes = 2.0 * (m * k + n * k + m * n) as f64;
+        let flops = 2.0 * (m * n * k) as f64;
+        let plan = g.gemm_plan(m, n, k);
+        let ours = g
+            .time(5, 20, |i| {
+                g.gemm_with(&xs[i % 4], &ws[i % 4], None, &mut y, (m, n, k), plan)
+            })
+            .unwrap();
+        let theirs = g
+            .time(5, 20, |i| g.gemm_cublas(&xs[i % 4], &ws[i % 4], &mut y, (m, n, k)))
+            .unwrap();
+        let ratio = ours.median_ms / theirs.median_ms;
+        report(
+            format!("gemm {m}x{n}x{k} {:?}/{} ({ratio:.2}x cuBLAS)", plan.tile, plan.split_k),
+            ours,
+            bytes,
+            flops,
+        );
+        report(format!("cublas {m}x{n}x{k}"), theirs, bytes, flops);
     }
     let mut ws = DecodeWorkspace::new();
     for (qh, kvh, d, batch, ctx) in [
@@ -582,6 +616,7 @@ fn kernel_timings_report() {
             num_seqs: batch,
             q_heads: qh,
             max_context_len: ctx,
+            partition_size: None,
         };
         let kv = dc.kv();
         let t = g

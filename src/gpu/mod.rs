@@ -6,6 +6,8 @@
 //! | [`compile`] | NVRTC → cubin for the device's own architecture, on-disk cache, kernel source hash |
 //! | [`kernels`] | the typed kernel registry ([`KernelId`]) |
 //! | [`ops`] | safe typed wrappers, one per kernel: check shapes, then launch |
+//! | `blas.rs` | cuBLAS GEMM (the vendor baseline), handle created on first use |
+//! | `gemm.rs` | our tensor-core GEMM: tiles, split-K, the plan heuristic |
 //! | [`timing`] | CUDA-event timing with warm-up and medians |
 //! | [`reference`] | float32 CPU references of every kernel (pure Rust, used by the GPU tests) |
 //!
@@ -16,7 +18,9 @@
 //! fp16 buffers are `CudaSlice<u16>` holding `half::f16` bit patterns (cudarc's own f16 support needs a feature we
 //! do not build with); [`Gpu::upload_f16`] / [`Gpu::download_f16`] convert at the boundary.
 
+mod blas;
 pub mod compile;
+mod gemm;
 pub mod kernels;
 pub mod ops;
 pub mod reference;
@@ -30,10 +34,9 @@ use half::f16;
 use half::slice::HalfFloatSliceExt;
 
 pub use compile::{CompileTarget, kernel_source_hash};
+pub use gemm::{GemmPlan, GemmTile};
 pub use kernels::{KernelId, Kernels};
-pub use ops::{
-    DecodeShape, DecodeWorkspace, GemmTile, KvAppendShape, KvCacheMut, PagedKv, PagedKvLayout, PrefillShape,
-};
+pub use ops::{DecodeShape, DecodeWorkspace, KvAppendShape, KvCacheMut, PagedKv, PagedKvLayout, PrefillShape};
 pub use timing::Timing;
 
 /// The bit pattern of an fp16 quiet NaN, used to poison outputs in tests.
@@ -206,6 +209,9 @@ pub struct Gpu {
     info: DeviceInfo,
     target: CompileTarget,
     kernels: Kernels,
+    blas: std::sync::OnceLock<cudarc::cublas::CudaBlas>,
+    /// Split-K partial sums; grows on demand. Reuse is safe because all work is ordered on the one stream.
+    scratch: std::sync::Mutex<Option<CudaSlice<f32>>>,
 }
 
 impl std::fmt::Debug for Gpu {
@@ -246,6 +252,8 @@ impl Gpu {
                 info,
                 target,
                 kernels,
+                blas: std::sync::OnceLock::new(),
+                scratch: std::sync::Mutex::new(None),
             })
         })
     }

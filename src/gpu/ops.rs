@@ -12,7 +12,7 @@ use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 use super::kernels::KernelId;
 use super::{Gpu, GpuError};
 
-/// Context tokens one decode block covers (`DEC_PART` in kernels/attention.cu).
+/// The most context tokens one decode block covers (`DEC_PART` in kernels/attention.cu).
 pub const DECODE_PARTITION: usize = 256;
 /// Query heads per kv head the attention kernels support (`MAX_GROUP`).
 pub const MAX_GQA_GROUP: usize = 8;
@@ -131,6 +131,8 @@ pub struct DecodeShape {
     pub q_heads: usize,
     /// The longest context in the batch (bounds how many partitions are launched).
     pub max_context_len: usize,
+    /// Context tokens per partition (1..=[`DECODE_PARTITION`]); `None` picks one that fills the GPU.
+    pub partition_size: Option<usize>,
 }
 
 /// Shape of a prefill attention call over `num_seqs` chunks totalling `total_tokens` query rows.
@@ -141,15 +143,6 @@ pub struct PrefillShape {
     pub q_heads: usize,
     /// The longest chunk (bounds the grid).
     pub max_chunk_len: usize,
-}
-
-/// Which GEMM kernel: 128x128 tiles (8 warps) or 64x64 tiles (4 warps).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GemmTile {
-    /// Large tiles when they fill every SM, else small.
-    Auto,
-    Large,
-    Small,
 }
 
 /// Scratch space for decode's per-partition results; grows on demand and is reused across calls.
@@ -395,7 +388,7 @@ impl Gpu {
     }
 
     /// Decode attention: query `[num_seqs, q_heads, head_dim]` (one token per sequence) against each sequence's
-    /// `context_lens[s]` cached tokens; out has q's shape. Long contexts are split into partitions of
+    /// `context_lens[s]` cached tokens; out has q's shape. Long contexts are split into partitions of at most
     /// [`DECODE_PARTITION`] tokens and merged by a second kernel.
     pub fn attention_decode(
         &self,
@@ -425,7 +418,25 @@ impl Gpu {
         if s == 0 {
             return Ok(());
         }
-        let parts = shape.max_context_len.div_ceil(DECODE_PARTITION).max(1);
+        let part_size = match shape.partition_size {
+            Some(p) if (1..=DECODE_PARTITION).contains(&p) => p,
+            Some(p) => {
+                return Err(GpuError::shape(
+                    OP,
+                    format!("partition size {p} is not in 1..={DECODE_PARTITION}"),
+                ));
+            }
+            None => {
+                // Halve the partition (down to 64 tokens) while the grid would leave SMs without two blocks each.
+                let blocks = |p: usize| kv.layout.kv_heads * s * shape.max_context_len.div_ceil(p).max(1);
+                let mut p = DECODE_PARTITION;
+                while p > 64 && blocks(p) < 2 * self.info().sm_count as usize {
+                    p /= 2;
+                }
+                p
+            }
+        };
+        let parts = shape.max_context_len.div_ceil(part_size).max(1);
         ws.ensure(self, s * qh * parts * d, s * qh * parts * 2)?;
         let (Some(part_out), Some(part_ml)) = (ws.part_out.as_mut(), ws.part_ml.as_mut()) else {
             unreachable!("ensure() allocated both")
@@ -440,6 +451,7 @@ impl Gpu {
         let mbps = kv.max_blocks_per_seq as i32;
         let nb = kv.layout.num_blocks as i32;
         let np = i32_of(OP, "partitions", parts)?;
+        let ps = part_size as i32;
         let scale = 1.0 / (d as f32).sqrt();
         let cfg = LaunchConfig {
             grid_dim: (kv.layout.kv_heads as u32, grid_u32(OP, s)?, grid_u32(OP, parts)?),
@@ -455,7 +467,14 @@ impl Gpu {
             .arg(context_lens)
             .arg(&mut *out);
         b.arg(&mut *part_out).arg(&mut *part_ml);
-        b.arg(&qh_i).arg(&kvh).arg(&bs).arg(&mbps).arg(&nb).arg(&np).arg(&scale);
+        b.arg(&qh_i)
+            .arg(&kvh)
+            .arg(&bs)
+            .arg(&mbps)
+            .arg(&nb)
+            .arg(&np)
+            .arg(&ps)
+            .arg(&scale);
         // SAFETY: the decode kernel reads s*qh*d of q, cache rows only through block-table entries in
         // [0, num_blocks) and tokens below min(context_len, max_blocks*block_size) (checked in the kernel), s rows
         // of block tables and context_lens; it writes s*qh*d of out (one partition) or s*qh*parts*(d+2) floats of
@@ -534,77 +553,6 @@ impl Gpu {
         // SAFETY: the prefill kernel clamps the sequence offsets to [0, total_tokens], so it reads and writes only
         // rows < total_tokens of q and out (t*qh*d each, checked); it reads the cache only through block-table
         // entries in [0, num_blocks) and s+1 / s entries of cu_seqlens_q / context_lens (checked above).
-        unsafe { b.launch(cfg) }?;
-        Ok(())
-    }
-
-    /// `y[m, n] = x[m, k] . w[n, k]^T (+ bias[n])` on the tensor cores (our own mma.sync kernel); k a multiple of 8.
-    pub fn gemm(
-        &self,
-        x: &CudaSlice<u16>,
-        w: &CudaSlice<u16>,
-        bias: Option<&CudaSlice<u16>>,
-        y: &mut CudaSlice<u16>,
-        dims: (usize, usize, usize),
-    ) -> Result<(), GpuError> {
-        self.gemm_tiled(x, w, bias, y, dims, GemmTile::Auto)
-    }
-
-    /// [`Gpu::gemm`] with the tile size chosen by the caller (calibration times both).
-    pub fn gemm_tiled(
-        &self,
-        x: &CudaSlice<u16>,
-        w: &CudaSlice<u16>,
-        bias: Option<&CudaSlice<u16>>,
-        y: &mut CudaSlice<u16>,
-        (m, n, k): (usize, usize, usize),
-        tile: GemmTile,
-    ) -> Result<(), GpuError> {
-        const OP: &str = "gemm";
-        if k == 0 || !k.is_multiple_of(8) {
-            return Err(GpuError::shape(OP, format!("k = {k} must be a positive multiple of 8")));
-        }
-        need(OP, "x", x, m * k)?;
-        need(OP, "w", w, n * k)?;
-        need(OP, "y", y, m * n)?;
-        if let Some(bias) = bias {
-            need(OP, "bias", bias, n)?;
-        }
-        let (mi, ni, ki) = (i32_of(OP, "m", m)?, i32_of(OP, "n", n)?, i32_of(OP, "k", k)?);
-        i32_of(OP, "m * k", m * k)?; // row offsets are computed in 64 bits, but keep shapes sane
-        if m == 0 || n == 0 {
-            return Ok(());
-        }
-        let big = match tile {
-            // Large tiles only when they alone fill every SM; otherwise small tiles give more blocks.
-            GemmTile::Auto => m.div_ceil(128) * n.div_ceil(128) >= self.info().sm_count as usize,
-            GemmTile::Large => true,
-            GemmTile::Small => false,
-        };
-        let (id, tile, threads) = if big {
-            (KernelId::Gemm128x128F16, 128, 256)
-        } else {
-            (KernelId::Gemm64x64F16, 64, 128)
-        };
-        let cfg = LaunchConfig {
-            grid_dim: (grid_u32(OP, n.div_ceil(tile))?, grid_u32(OP, m.div_ceil(tile))?, 1),
-            block_dim: (threads, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        if cfg.grid_dim.1 > 65535 {
-            return Err(GpuError::shape(OP, format!("m = {m} is too large for one launch")));
-        }
-        let null: u64 = 0;
-        let f = self.kernels().get(id);
-        let mut b = self.stream().launch_builder(f);
-        b.arg(x).arg(w);
-        match bias {
-            Some(bias) => b.arg(bias),
-            None => b.arg(&null),
-        };
-        b.arg(y).arg(&mi).arg(&ni).arg(&ki);
-        // SAFETY: the gemm kernels read m*k of x, n*k of w, n of bias (or none, given a null pointer) and write m*n
-        // of y; every load and store is guarded by row < m / col < n / k-chunk < k; lengths checked above.
         unsafe { b.launch(cfg) }?;
         Ok(())
     }
