@@ -10,8 +10,8 @@
 
 use batchlab::gpu::reference as r;
 use batchlab::gpu::{
-    self, CompileTarget, DecodeShape, DecodeWorkspace, GemmPlan, GemmTile, Gpu, KvAppendShape, KvCacheMut, PagedKv,
-    PagedKvLayout, PrefillShape,
+    self, AttentionKernel, CompileTarget, DecodeShape, DecodeWorkspace, GemmPlan, GemmTile, Gpu, KvAppendShape,
+    KvCacheMut, PagedKv, PagedKvLayout, PrefillShape,
 };
 use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng};
@@ -318,8 +318,17 @@ impl DeviceCache {
     }
 }
 
-/// (q heads, kv heads, head dim): Qwen2.5-0.5B, -1.5B, -7B, and a group of 8 (-3B).
-const HEAD_CONFIGS: [(usize, usize, usize); 4] = [(14, 2, 64), (12, 2, 128), (28, 4, 128), (16, 2, 128)];
+/// (q heads, kv heads, head dim): Qwen2.5-0.5B, -1.5B, -7B, a group of 8 (-3B), and one of 16.
+const HEAD_CONFIGS: [(usize, usize, usize); 5] = [(14, 2, 64), (12, 2, 128), (28, 4, 128), (16, 2, 128), (32, 2, 64)];
+
+/// The attention implementations that support a GQA group of `group` query heads per kv head.
+fn attention_kernels(group: usize) -> Vec<AttentionKernel> {
+    let mut k = vec![AttentionKernel::TensorCore];
+    if group <= 8 {
+        k.push(AttentionKernel::Simt);
+    }
+    k
+}
 
 #[test]
 #[ignore = "needs a CUDA GPU: cargo test --release --test gpu_kernels -- --ignored"]
@@ -406,20 +415,24 @@ fn attention_decode_matches_reference() {
                 want.extend(r::attention(&q[i * qh * d..][..qh * d], &k, &v, c - 1, (qh, kvh, d)));
             }
             // Automatic partitioning, the largest partition, and an odd one (many partitions, ragged ends).
-            for partition_size in [None, Some(256), Some(33)] {
-                let mut out = g.nan_f16(s * qh * d).unwrap();
-                let max_context_len = *ctx.iter().max().unwrap();
-                let shape = DecodeShape {
-                    num_seqs: s,
-                    q_heads: qh,
-                    max_context_len,
-                    partition_size,
-                };
-                g.attention_decode(&shape, &dq, &dc.kv(), &dl, &mut out, &mut ws)
-                    .unwrap();
-                let got = g.download_f16_as_f32(&out).unwrap();
-                let tag = format!("decode h{qh}/{kvh} d{d} ctx {ctx:?} bs{block_size} part {partition_size:?}");
-                check(&tag, &got, &want, seed);
+            for kernel in attention_kernels(qh / kvh) {
+                for partition_size in [None, Some(256), Some(33)] {
+                    let mut out = g.nan_f16(s * qh * d).unwrap();
+                    let max_context_len = *ctx.iter().max().unwrap();
+                    let shape = DecodeShape {
+                        num_seqs: s,
+                        q_heads: qh,
+                        max_context_len,
+                        partition_size,
+                    };
+                    g.attention_decode_with(kernel, &shape, &dq, &dc.kv(), &dl, &mut out, &mut ws)
+                        .unwrap();
+                    let got = g.download_f16_as_f32(&out).unwrap();
+                    let tag = format!(
+                        "decode {kernel:?} h{qh}/{kvh} d{d} ctx {ctx:?} bs{block_size} part {partition_size:?}"
+                    );
+                    check(&tag, &got, &want, seed);
+                }
             }
         }
     }
@@ -454,21 +467,29 @@ fn attention_prefill_matches_reference() {
                 q_heads: qh,
                 max_chunk_len: seqs.iter().map(|(_, c)| *c).max().unwrap(),
             };
-            let mut out = g.nan_f16(total * qh * d).unwrap();
             let (dq, dcu, dl) = (
                 g.upload_f32_as_f16(&q).unwrap(),
                 g.upload(&cu).unwrap(),
                 g.upload(&lens).unwrap(),
             );
-            g.attention_prefill(&shape, &dq, &dc.kv(), &dcu, &dl, &mut out).unwrap();
-            let got = g.download_f16_as_f32(&out).unwrap();
             let mut want = Vec::new();
             for (i, &(prefix, chunk)) in seqs.iter().enumerate() {
                 let (k, v) = cache.gather(i, prefix + chunk);
                 let qs = &q[cu[i] as usize * qh * d..][..chunk * qh * d];
                 want.extend(r::attention(qs, &k, &v, prefix, (qh, kvh, d)));
             }
-            check(&format!("prefill h{qh}/{kvh} d{d} {seqs:?}"), &got, &want, seed);
+            for kernel in attention_kernels(qh / kvh) {
+                let mut out = g.nan_f16(total * qh * d).unwrap();
+                g.attention_prefill_with(kernel, &shape, &dq, &dc.kv(), &dcu, &dl, &mut out)
+                    .unwrap();
+                let got = g.download_f16_as_f32(&out).unwrap();
+                check(
+                    &format!("prefill {kernel:?} h{qh}/{kvh} d{d} {seqs:?}"),
+                    &got,
+                    &want,
+                    seed,
+                );
+            }
         }
     }
 }
@@ -619,19 +640,28 @@ fn kernel_timings_report() {
             partition_size: None,
         };
         let kv = dc.kv();
-        let t = g
-            .time(5, 20, |_| g.attention_decode(&shape, &q, &kv, &dl, &mut out, &mut ws))
-            .unwrap();
         let bytes = 2.0 * 2.0 * (batch * ctx * kvh * d) as f64;
         let flops = 4.0 * (batch * ctx * qh * d) as f64;
-        report(
-            format!("decode h{qh}/{kvh} d{d} batch {batch} ctx {ctx}"),
-            t,
-            bytes,
-            flops,
-        );
+        for kernel in attention_kernels(qh / kvh) {
+            let t = g
+                .time(5, 20, |_| {
+                    g.attention_decode_with(kernel, &shape, &q, &kv, &dl, &mut out, &mut ws)
+                })
+                .unwrap();
+            report(
+                format!("decode {kernel:?} h{qh}/{kvh} d{d} batch {batch} ctx {ctx}"),
+                t,
+                bytes,
+                flops,
+            );
+        }
     }
-    for (qh, kvh, d, chunk, prefix) in [(12, 2, 128, 512, 0), (12, 2, 128, 2048, 0), (14, 2, 64, 256, 1024)] {
+    for (qh, kvh, d, chunk, prefix) in [
+        (12, 2, 128, 512, 0),
+        (12, 2, 128, 2048, 0),
+        (28, 4, 128, 4096, 0),
+        (14, 2, 64, 256, 1024),
+    ] {
         let ctx = [prefix + chunk];
         let dc = DeviceCache::upload(&g, &RandomCache::new(&mut rng, &ctx, 16, kvh, d));
         let q = g
@@ -649,16 +679,16 @@ fn kernel_timings_report() {
             max_chunk_len: chunk,
         };
         let kv = dc.kv();
-        let t = g
-            .time(3, 10, |_| g.attention_prefill(&shape, &q, &kv, &cu, &dl, &mut out))
-            .unwrap();
         let pairs = (chunk * prefix + chunk * (chunk + 1) / 2) as f64;
-        report(
-            format!("prefill h{qh}/{kvh} d{d} chunk {chunk} prefix {prefix}"),
-            t,
-            0.0,
-            4.0 * pairs * (qh * d) as f64,
-        );
+        for kernel in attention_kernels(qh / kvh) {
+            let t = g
+                .time(3, 10, |_| {
+                    g.attention_prefill_with(kernel, &shape, &q, &kv, &cu, &dl, &mut out)
+                })
+                .unwrap();
+            let name = format!("prefill {kernel:?} h{qh}/{kvh} d{d} chunk {chunk} prefix {prefix}");
+            report(name, t, 0.0, 4.0 * pairs * (qh * d) as f64);
+        }
     }
     for (tokens, hidden, inter) in [(1, 1536, 8960), (256, 1536, 8960), (4096, 3584, 18944)] {
         let x = g

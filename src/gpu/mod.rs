@@ -36,7 +36,9 @@ use half::slice::HalfFloatSliceExt;
 pub use compile::{CompileTarget, kernel_source_hash};
 pub use gemm::{GemmPlan, GemmTile};
 pub use kernels::{KernelId, Kernels};
-pub use ops::{DecodeShape, DecodeWorkspace, KvAppendShape, KvCacheMut, PagedKv, PagedKvLayout, PrefillShape};
+pub use ops::{
+    AttentionKernel, DecodeShape, DecodeWorkspace, KvAppendShape, KvCacheMut, PagedKv, PagedKvLayout, PrefillShape,
+};
 pub use timing::Timing;
 
 /// The bit pattern of an fp16 quiet NaN, used to poison outputs in tests.

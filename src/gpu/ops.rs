@@ -14,8 +14,20 @@ use super::{Gpu, GpuError};
 
 /// The most context tokens one decode block covers (`DEC_PART` in kernels/attention.cu).
 pub const DECODE_PARTITION: usize = 256;
-/// Query heads per kv head the attention kernels support (`MAX_GROUP`).
-pub const MAX_GQA_GROUP: usize = 8;
+/// Query heads per kv head the attention kernels support: 16 on the tensor-core kernels (one m16 tile), 8 on the
+/// SIMT ones (`MAX_GROUP`).
+pub const MAX_GQA_GROUP: usize = 16;
+const MAX_GQA_GROUP_SIMT: usize = 8;
+
+/// Which attention implementation runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum AttentionKernel {
+    /// mma.sync, flash-attention-2 style, GQA groups packed into the m16 rows (the default).
+    #[default]
+    TensorCore,
+    /// CUDA-core FMAs: the first, simpler kernels, kept as a cross-check.
+    Simt,
+}
 /// Query rows per prefill block (`PF_ROWS`).
 const PREFILL_ROWS: usize = 32;
 
@@ -78,7 +90,7 @@ pub struct PagedKv<'a> {
 }
 
 impl PagedKv<'_> {
-    fn check(&self, op: &'static str, num_seqs: usize, q_heads: usize) -> Result<(), GpuError> {
+    fn check(&self, op: &'static str, num_seqs: usize, q_heads: usize, max_group: usize) -> Result<(), GpuError> {
         let l = &self.layout;
         l.check(op)?;
         need(op, "k cache", self.k, l.elements())?;
@@ -94,11 +106,11 @@ impl PagedKv<'_> {
         if !matches!(l.head_dim, 64 | 128) {
             return Err(GpuError::shape(op, format!("head_dim {} is not 64 or 128", l.head_dim)));
         }
-        if q_heads == 0 || !q_heads.is_multiple_of(l.kv_heads) || q_heads / l.kv_heads > MAX_GQA_GROUP {
+        if q_heads == 0 || !q_heads.is_multiple_of(l.kv_heads) || q_heads / l.kv_heads > max_group {
             return Err(GpuError::shape(
                 op,
                 format!(
-                    "{q_heads} query heads over {} kv heads: need a whole group of at most {MAX_GQA_GROUP}",
+                    "{q_heads} query heads over {} kv heads: need a whole group of at most {max_group}",
                     l.kv_heads
                 ),
             ));
@@ -399,9 +411,29 @@ impl Gpu {
         out: &mut CudaSlice<u16>,
         ws: &mut DecodeWorkspace,
     ) -> Result<(), GpuError> {
+        self.attention_decode_with(AttentionKernel::default(), shape, q, kv, context_lens, out, ws)
+    }
+
+    /// [`Gpu::attention_decode`] with a chosen implementation.
+    #[allow(clippy::too_many_arguments)] // the decode call's own arguments plus the implementation choice
+    pub fn attention_decode_with(
+        &self,
+        kernel: AttentionKernel,
+        shape: &DecodeShape,
+        q: &CudaSlice<u16>,
+        kv: &PagedKv<'_>,
+        context_lens: &CudaSlice<i32>,
+        out: &mut CudaSlice<u16>,
+        ws: &mut DecodeWorkspace,
+    ) -> Result<(), GpuError> {
         const OP: &str = "attention_decode";
         let (s, qh) = (shape.num_seqs, shape.q_heads);
-        kv.check(OP, s, qh)?;
+        let max_group = if kernel == AttentionKernel::Simt {
+            MAX_GQA_GROUP_SIMT
+        } else {
+            MAX_GQA_GROUP
+        };
+        kv.check(OP, s, qh, max_group)?;
         let d = kv.layout.head_dim;
         need(OP, "q", q, s * qh * d)?;
         need(OP, "out", out, s * qh * d)?;
@@ -441,9 +473,11 @@ impl Gpu {
         let (Some(part_out), Some(part_ml)) = (ws.part_out.as_mut(), ws.part_ml.as_mut()) else {
             unreachable!("ensure() allocated both")
         };
-        let (decode, reduce) = match d {
-            64 => (KernelId::AttnDecodeD64F16, KernelId::AttnDecodeReduceD64F16),
-            _ => (KernelId::AttnDecodeD128F16, KernelId::AttnDecodeReduceD128F16),
+        let (decode, reduce) = match (kernel, d) {
+            (AttentionKernel::Simt, 64) => (KernelId::AttnDecodeD64F16, KernelId::AttnDecodeReduceD64F16),
+            (AttentionKernel::Simt, _) => (KernelId::AttnDecodeD128F16, KernelId::AttnDecodeReduceD128F16),
+            (AttentionKernel::TensorCore, 64) => (KernelId::AttnDecodeTcD64F16, KernelId::AttnDecodeReduceD64F16),
+            (AttentionKernel::TensorCore, _) => (KernelId::AttnDecodeTcD128F16, KernelId::AttnDecodeReduceD128F16),
         };
         let qh_i = qh as i32;
         let kvh = kv.layout.kv_heads as i32;
@@ -475,7 +509,7 @@ impl Gpu {
             .arg(&np)
             .arg(&ps)
             .arg(&scale);
-        // SAFETY: the decode kernel reads s*qh*d of q, cache rows only through block-table entries in
+        // SAFETY: both decode kernels take the same arguments. They read s*qh*d of q, cache rows only through block-table entries in
         // [0, num_blocks) and tokens below min(context_len, max_blocks*block_size) (checked in the kernel), s rows
         // of block tables and context_lens; it writes s*qh*d of out (one partition) or s*qh*parts*(d+2) floats of
         // the workspace, sized by ensure() above. Lengths checked above.
@@ -508,9 +542,37 @@ impl Gpu {
         context_lens: &CudaSlice<i32>,
         out: &mut CudaSlice<u16>,
     ) -> Result<(), GpuError> {
+        self.attention_prefill_with(
+            AttentionKernel::default(),
+            shape,
+            q,
+            kv,
+            cu_seqlens_q,
+            context_lens,
+            out,
+        )
+    }
+
+    /// [`Gpu::attention_prefill`] with a chosen implementation.
+    #[allow(clippy::too_many_arguments)] // the prefill call's own arguments plus the implementation choice
+    pub fn attention_prefill_with(
+        &self,
+        kernel: AttentionKernel,
+        shape: &PrefillShape,
+        q: &CudaSlice<u16>,
+        kv: &PagedKv<'_>,
+        cu_seqlens_q: &CudaSlice<i32>,
+        context_lens: &CudaSlice<i32>,
+        out: &mut CudaSlice<u16>,
+    ) -> Result<(), GpuError> {
         const OP: &str = "attention_prefill";
         let (s, t, qh) = (shape.num_seqs, shape.total_tokens, shape.q_heads);
-        kv.check(OP, s, qh)?;
+        let max_group = if kernel == AttentionKernel::Simt {
+            MAX_GQA_GROUP_SIMT
+        } else {
+            MAX_GQA_GROUP
+        };
+        kv.check(OP, s, qh, max_group)?;
         let d = kv.layout.head_dim;
         need(OP, "q", q, t * qh * d)?;
         need(OP, "out", out, t * qh * d)?;
@@ -520,10 +582,22 @@ impl Gpu {
         if s == 0 || t == 0 || shape.max_chunk_len == 0 {
             return Ok(());
         }
-        let id = if d == 64 {
-            KernelId::AttnPrefillD64F16
-        } else {
-            KernelId::AttnPrefillD128F16
+        let (id, grid_x) = match (kernel, d) {
+            (AttentionKernel::Simt, 64) => (KernelId::AttnPrefillD64F16, shape.max_chunk_len.div_ceil(PREFILL_ROWS)),
+            (AttentionKernel::Simt, _) => (KernelId::AttnPrefillD128F16, shape.max_chunk_len.div_ceil(PREFILL_ROWS)),
+            // Rows are (token, head-of-group) pairs, 64 per block.
+            (AttentionKernel::TensorCore, 64) => (
+                KernelId::AttnPrefillTcD64F16,
+                (shape.max_chunk_len * (qh / kv.layout.kv_heads)).div_ceil(64),
+            ),
+            (AttentionKernel::TensorCore, _) => (
+                KernelId::AttnPrefillTcD128F16,
+                (shape.max_chunk_len * (qh / kv.layout.kv_heads)).div_ceil(64),
+            ),
+        };
+        let grid_yz = match kernel {
+            AttentionKernel::Simt => (qh as u32, grid_u32(OP, s)?),
+            AttentionKernel::TensorCore => (kv.layout.kv_heads as u32, grid_u32(OP, s)?),
         };
         let qh_i = qh as i32;
         let kvh = kv.layout.kv_heads as i32;
@@ -532,11 +606,7 @@ impl Gpu {
         let nb = kv.layout.num_blocks as i32;
         let scale = 1.0 / (d as f32).sqrt();
         let cfg = LaunchConfig {
-            grid_dim: (
-                grid_u32(OP, shape.max_chunk_len.div_ceil(PREFILL_ROWS))?,
-                qh as u32,
-                grid_u32(OP, s)?,
-            ),
+            grid_dim: (grid_u32(OP, grid_x)?, grid_yz.0, grid_yz.1),
             block_dim: (128, 1, 1),
             shared_mem_bytes: 0,
         };
@@ -550,7 +620,7 @@ impl Gpu {
             .arg(context_lens)
             .arg(out);
         b.arg(&ti).arg(&qh_i).arg(&kvh).arg(&bs).arg(&mbps).arg(&nb).arg(&scale);
-        // SAFETY: the prefill kernel clamps the sequence offsets to [0, total_tokens], so it reads and writes only
+        // SAFETY: both prefill kernels take the same arguments. They clamp the sequence offsets to [0, total_tokens], so it reads and writes only
         // rows < total_tokens of q and out (t*qh*d each, checked); it reads the cache only through block-table
         // entries in [0, num_blocks) and s+1 / s entries of cu_seqlens_q / context_lens (checked above).
         unsafe { b.launch(cfg) }?;
