@@ -10,10 +10,12 @@
 // gemm_splitk_reduce_f16 adds them up with the bias. Without split-K, partial is null and blocks write y.
 #include "common.cuh"
 
-#define GEMM_BK 32
-#define GEMM_SK (GEMM_BK + 8)  // row stride in halves: 80 bytes puts ldmatrix's 8 rows on distinct banks
+// Tiles live in dynamic shared memory (more than the 48 KB static limit at 4 stages); the host sets each kernel's
+// limit to STAGES * (BM + BN) * (BK + 8) * 2 bytes (src/gpu/gemm.rs). Rows are padded by 8 halves so ldmatrix's
+// 8 rows fall on distinct banks (80- and 144-byte strides).
+extern __shared__ __align__(16) half_t gemm_smem[];
 
-template <int BM, int BN, int WM, int WN, int STAGES>
+template <int BM, int BN, int BK, int WM, int WN, int STAGES>
 __device__ __forceinline__ void gemm_impl(const half_t* __restrict__ x, const half_t* __restrict__ w,
                                           const half_t* __restrict__ bias, half_t* __restrict__ y,
                                           float* __restrict__ partial, int M, int N, int K, int k_tiles_per_split) {
@@ -21,25 +23,26 @@ __device__ __forceinline__ void gemm_impl(const half_t* __restrict__ x, const ha
     constexpr int THREADS = (BM / WM) * WARPS_N * 32;
     constexpr int MT = WM / 16, NT = WN / 8;
     static_assert(NT % 2 == 0, "B fragments are loaded two n-tiles at a time");
-    __shared__ __align__(16) half_t as[STAGES][BM][GEMM_SK];
-    __shared__ __align__(16) half_t bs[STAGES][BN][GEMM_SK];
+    constexpr int SK = BK + 8;
+    half_t(*as)[BM][SK] = reinterpret_cast<half_t(*)[BM][SK]>(gemm_smem);
+    half_t(*bs)[BN][SK] = reinterpret_cast<half_t(*)[BN][SK]>(gemm_smem + STAGES * BM * SK);
 
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int wm = warp / WARPS_N, wn = warp % WARPS_N;
     const int bm = blockIdx.y * BM, bn = blockIdx.x * BN;
     const int kt_begin = blockIdx.z * k_tiles_per_split;
-    const int ktiles = min((K + GEMM_BK - 1) / GEMM_BK - kt_begin, k_tiles_per_split);  // this block's share
+    const int ktiles = min((K + BK - 1) / BK - kt_begin, k_tiles_per_split);  // this block's share
 
     auto load_tile = [&](int stage, int kt) {
-        const int k0 = (kt_begin + kt) * GEMM_BK;
-        for (int c = tid; c < BM * (GEMM_BK / 8); c += THREADS) {
-            const int r = c / (GEMM_BK / 8), kc = (c % (GEMM_BK / 8)) * 8;
+        const int k0 = (kt_begin + kt) * BK;
+        for (int c = tid; c < BM * (BK / 8); c += THREADS) {
+            const int r = c / (BK / 8), kc = (c % (BK / 8)) * 8;
             const bool ok = bm + r < M && k0 + kc < K;
             const half_t* g = ok ? x + (size_t)(bm + r) * K + k0 + kc : x;
             cp_async16(smem_addr(&as[stage][r][kc]), g, ok);
         }
-        for (int c = tid; c < BN * (GEMM_BK / 8); c += THREADS) {
-            const int r = c / (GEMM_BK / 8), kc = (c % (GEMM_BK / 8)) * 8;
+        for (int c = tid; c < BN * (BK / 8); c += THREADS) {
+            const int r = c / (BK / 8), kc = (c % (BK / 8)) * 8;
             const bool ok = bn + r < N && k0 + kc < K;
             const half_t* g = ok ? w + (size_t)(bn + r) * K + k0 + kc : w;
             cp_async16(smem_addr(&bs[stage][r][kc]), g, ok);
@@ -67,7 +70,7 @@ __device__ __forceinline__ void gemm_impl(const half_t* __restrict__ x, const ha
         cp_async_commit();  // an empty group keeps the wait count uniform at the tail
         const int st = kt % STAGES;
 #pragma unroll
-        for (int kk = 0; kk < GEMM_BK; kk += 16) {
+        for (int kk = 0; kk < BK; kk += 16) {
             u32 a[MT][4];
 #pragma unroll
             for (int i = 0; i < MT; ++i) {
@@ -133,19 +136,19 @@ __device__ __forceinline__ void gemm_impl(const half_t* __restrict__ x, const ha
     }
 }
 
-#define GEMM_KERNEL(NAME, THREADS, BM, BN, WM, WN, STAGES)                                                       \
+#define GEMM_KERNEL(NAME, THREADS, BM, BN, BK, WM, WN, STAGES)                                                       \
     extern "C" __global__ void __launch_bounds__(THREADS)                                                          \
         NAME(const half_t* x, const half_t* w, const half_t* bias, half_t* y, float* partial, int M, int N, int K,  \
              int k_tiles_per_split) {                                                                              \
-        gemm_impl<BM, BN, WM, WN, STAGES>(x, w, bias, y, partial, M, N, K, k_tiles_per_split);                    \
+        gemm_impl<BM, BN, BK, WM, WN, STAGES>(x, w, bias, y, partial, M, N, K, k_tiles_per_split);                    \
     }
 
-// Large tiles for prefill-sized M; 8 warps of 64 x 32.
-GEMM_KERNEL(gemm_128x128_f16, 256, 128, 128, 64, 32, 2)
-// Medium tiles, when large ones would leave SMs idle; 4 warps of 32 x 32.
-GEMM_KERNEL(gemm_64x64_f16, 128, 64, 64, 32, 32, 3)
-// Decode-sized M (<= 16): one m16 row of tiles, 4 warps of 16 x 16, deeper pipeline for the weight stream.
-GEMM_KERNEL(gemm_16x64_f16, 128, 16, 64, 16, 16, 4)
+// Large tiles for prefill-sized M; 8 warps of 64 x 32, k tiles of 32, 4 stages (80 KB).
+GEMM_KERNEL(gemm_128x128_f16, 256, 128, 128, 32, 64, 32, 4)
+// Medium tiles, when large ones would leave SMs idle; 4 warps of 32 x 32, k tiles of 64, 4 stages (72 KB).
+GEMM_KERNEL(gemm_64x64_f16, 128, 64, 64, 64, 32, 32, 4)
+// Decode-sized M (<= 16): one m16 row of tiles, 4 warps of 16 x 16, k tiles of 64, 4 stages (45 KB).
+GEMM_KERNEL(gemm_16x64_f16, 128, 16, 64, 64, 16, 16, 4)
 
 // y[m, n] = sum over splits of partial[s][m][n] (+ bias[n]); grid-stride.
 extern "C" __global__ void gemm_splitk_reduce_f16(const float* __restrict__ partial, const half_t* __restrict__ bias,

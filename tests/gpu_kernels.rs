@@ -585,6 +585,7 @@ fn kernel_timings_report() {
         (1, 1536, 8960),
         (8, 2048, 1536),
         (16, 1536, 1536),
+        (32, 4864, 896),
         (64, 8960, 1536),
         (64, 1536, 8960),
         (256, 1536, 8960),
@@ -618,6 +619,29 @@ fn kernel_timings_report() {
             flops,
         );
         report(format!("cublas {m}x{n}x{k}"), theirs, bytes, flops);
+        if m <= 64 {
+            // Every plan, to see how far the automatic one is from the best.
+            let mut best = (f64::INFINITY, plan);
+            for tile in GemmTile::ALL {
+                for split_k in [1, 2, 4, 8] {
+                    let p = GemmPlan { tile, split_k };
+                    let t = g
+                        .time(3, 10, |i| {
+                            g.gemm_with(&xs[i % 4], &ws[i % 4], None, &mut y, (m, n, k), p)
+                        })
+                        .unwrap();
+                    if t.median_ms < best.0 {
+                        best = (t.median_ms, p);
+                    }
+                }
+            }
+            eprintln!(
+                "    best plan {:?}/{}: {:.1} us",
+                best.1.tile,
+                best.1.split_k,
+                best.0 * 1e3
+            );
+        }
     }
     let mut ws = DecodeWorkspace::new();
     for (qh, kvh, d, batch, ctx) in [

@@ -22,13 +22,59 @@ pub enum GemmTile {
 impl GemmTile {
     pub const ALL: [GemmTile; 3] = [GemmTile::T128x128, GemmTile::T64x64, GemmTile::T16x64];
 
-    fn dims(self) -> (usize, usize, u32, KernelId) {
+    /// The kernel's compile-time shape, as instantiated in kernels/gemm.cu.
+    fn config(self) -> TileConfig {
         match self {
-            Self::T128x128 => (128, 128, 256, KernelId::Gemm128x128F16),
-            Self::T64x64 => (64, 64, 128, KernelId::Gemm64x64F16),
-            Self::T16x64 => (16, 64, 128, KernelId::Gemm16x64F16),
+            Self::T128x128 => TileConfig {
+                bm: 128,
+                bn: 128,
+                bk: 32,
+                stages: 4,
+                threads: 256,
+                id: KernelId::Gemm128x128F16,
+            },
+            Self::T64x64 => TileConfig {
+                bm: 64,
+                bn: 64,
+                bk: 64,
+                stages: 4,
+                threads: 128,
+                id: KernelId::Gemm64x64F16,
+            },
+            Self::T16x64 => TileConfig {
+                bm: 16,
+                bn: 64,
+                bk: 64,
+                stages: 4,
+                threads: 128,
+                id: KernelId::Gemm16x64F16,
+            },
         }
     }
+}
+
+struct TileConfig {
+    bm: usize,
+    bn: usize,
+    bk: usize,
+    stages: usize,
+    threads: u32,
+    id: KernelId,
+}
+
+impl TileConfig {
+    /// Dynamic shared memory: STAGES x (BM + BN) rows of BK + 8 halves.
+    fn smem_bytes(&self) -> u32 {
+        (self.stages * (self.bm + self.bn) * (self.bk + 8) * 2) as u32
+    }
+}
+
+/// The dynamic shared memory each GEMM kernel needs, for raising its limit when the module is loaded.
+pub(crate) fn gemm_smem_limits() -> impl Iterator<Item = (KernelId, u32)> {
+    GemmTile::ALL.into_iter().map(|t| {
+        let c = t.config();
+        (c.id, c.smem_bytes())
+    })
 }
 
 /// How one GEMM is launched: the tile, and into how many slices K is split (1 = no split).
@@ -38,8 +84,6 @@ pub struct GemmPlan {
     pub split_k: usize,
 }
 
-/// K per block tile (`GEMM_BK`).
-const BK: usize = 32;
 /// Fewest k tiles a split-K slice gets: below this the partial sums' traffic outweighs the gain.
 const MIN_TILES_PER_SPLIT: usize = 4;
 const MAX_SPLIT_K: usize = 16;
@@ -50,8 +94,8 @@ impl Gpu {
     pub fn gemm_plan(&self, m: usize, n: usize, k: usize) -> GemmPlan {
         let sms = self.info().sm_count as usize;
         let blocks = |t: GemmTile| {
-            let (bm, bn, _, _) = t.dims();
-            m.div_ceil(bm) * n.div_ceil(bn)
+            let c = t.config();
+            m.div_ceil(c.bm) * n.div_ceil(c.bn)
         };
         let tile = if blocks(GemmTile::T128x128) >= sms {
             GemmTile::T128x128
@@ -61,7 +105,7 @@ impl Gpu {
             GemmTile::T64x64
         };
         let base = blocks(tile).max(1);
-        let ktiles = k.div_ceil(BK);
+        let ktiles = k.div_ceil(tile.config().bk);
         let mut split_k = 1;
         if base < 2 * sms {
             split_k = (2 * sms)
@@ -115,23 +159,23 @@ impl Gpu {
         if m == 0 || n == 0 {
             return Ok(());
         }
-        let ktiles = k.div_ceil(BK);
+        let tc = plan.tile.config();
+        let ktiles = k.div_ceil(tc.bk);
         let split = plan.split_k.clamp(1, ktiles);
         let per_split = ktiles.div_ceil(split);
         let split = ktiles.div_ceil(per_split); // no empty slices
-        let (bm, bn, threads, id) = plan.tile.dims();
-        let (gx, gy) = (n.div_ceil(bn), m.div_ceil(bm));
+        let (gx, gy) = (n.div_ceil(tc.bn), m.div_ceil(tc.bm));
         if gx > u32::MAX as usize || gy > 65_535 {
             return Err(shape_err(format!("{m} x {n} is too large for one launch")));
         }
         let cfg = LaunchConfig {
             grid_dim: (gx as u32, gy as u32, split as u32),
-            block_dim: (threads, 1, 1),
-            shared_mem_bytes: 0,
+            block_dim: (tc.threads, 1, 1),
+            shared_mem_bytes: tc.smem_bytes(),
         };
         let null: u64 = 0;
         let kps = per_split as i32;
-        let f = self.kernels().get(id);
+        let f = self.kernels().get(tc.id);
         if split == 1 {
             let mut b = self.stream().launch_builder(f);
             b.arg(x).arg(w);

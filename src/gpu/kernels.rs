@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use cudarc::driver::sys::CUfunction_attribute;
 use cudarc::driver::{CudaContext, CudaFunction};
 
 use super::GpuError;
@@ -78,13 +79,20 @@ impl Kernels {
                 funcs[id as usize] = Some(module.load_function(id.name())?);
             }
         }
-        let funcs = funcs
+        let funcs: Vec<CudaFunction> = funcs
             .into_iter()
             .zip(KernelId::ALL)
             .map(|(f, id)| {
                 f.ok_or_else(|| GpuError::Nvrtc(format!("kernel {} names a file not in KERNEL_FILES", id.name())))
             })
             .collect::<Result<_, _>>()?;
+        // The GEMM kernels keep their pipeline stages in dynamic shared memory beyond the default 48 KB limit.
+        for (id, bytes) in super::gemm::gemm_smem_limits() {
+            funcs[id as usize].set_attribute(
+                CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                bytes as i32,
+            )?;
+        }
         Ok(Self { funcs })
     }
 
