@@ -147,6 +147,8 @@ __device__ __forceinline__ void gemm_impl(const half_t* __restrict__ x, const ha
 GEMM_KERNEL(gemm_128x128_f16, 256, 128, 128, 32, 64, 32, 4)
 // Medium tiles, when large ones would leave SMs idle; 4 warps of 32 x 32, k tiles of 64, 4 stages (72 KB).
 GEMM_KERNEL(gemm_64x64_f16, 128, 64, 64, 64, 32, 32, 4)
+// The same tile with 8 warps of 32 x 16: twice the warps per SM where the grid is too small to fill the GPU.
+GEMM_KERNEL(gemm_64x64w8_f16, 256, 64, 64, 64, 32, 16, 4)
 // Decode-sized M (<= 16): one m16 row of tiles, 4 warps of 16 x 16, k tiles of 64, 4 stages (45 KB).
 GEMM_KERNEL(gemm_16x64_f16, 128, 16, 64, 64, 16, 16, 4)
 

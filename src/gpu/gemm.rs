@@ -15,12 +15,19 @@ pub enum GemmTile {
     T128x128,
     /// 64 × 64, 4 warps.
     T64x64,
+    /// 64 × 64, 8 warps (more warps per SM when the grid is small).
+    T64x64W8,
     /// 16 × 64, 4 warps: decode-sized products (m ≤ 16).
     T16x64,
 }
 
 impl GemmTile {
-    pub const ALL: [GemmTile; 3] = [GemmTile::T128x128, GemmTile::T64x64, GemmTile::T16x64];
+    pub const ALL: [GemmTile; 4] = [
+        GemmTile::T128x128,
+        GemmTile::T64x64,
+        GemmTile::T64x64W8,
+        GemmTile::T16x64,
+    ];
 
     /// The kernel's compile-time shape, as instantiated in kernels/gemm.cu.
     fn config(self) -> TileConfig {
@@ -40,6 +47,14 @@ impl GemmTile {
                 stages: 4,
                 threads: 128,
                 id: KernelId::Gemm64x64F16,
+            },
+            Self::T64x64W8 => TileConfig {
+                bm: 64,
+                bn: 64,
+                bk: 64,
+                stages: 4,
+                threads: 256,
+                id: KernelId::Gemm64x64W8F16,
             },
             Self::T16x64 => TileConfig {
                 bm: 16,

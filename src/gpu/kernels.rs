@@ -47,6 +47,7 @@ kernel_ids! {
     AttnPrefillTcD128F16 => ("attention.cu", "attn_prefill_tc_d128_f16"),
     Gemm128x128F16 => ("gemm.cu", "gemm_128x128_f16"),
     Gemm64x64F16 => ("gemm.cu", "gemm_64x64_f16"),
+    Gemm64x64W8F16 => ("gemm.cu", "gemm_64x64w8_f16"),
     Gemm16x64F16 => ("gemm.cu", "gemm_16x64_f16"),
     GemmSplitkReduceF16 => ("gemm.cu", "gemm_splitk_reduce_f16"),
 }
