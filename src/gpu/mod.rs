@@ -9,7 +9,7 @@
 //! | `blas.rs` | cuBLAS GEMM (the vendor baseline), handle created on first use |
 //! | `gemm.rs` | our tensor-core GEMM: tiles, split-K, the plan heuristic |
 //! | [`timing`] | CUDA-event timing with warm-up and medians |
-//! | [`reference`] | float32 CPU references of every kernel (pure Rust, used by the GPU tests) |
+//! | [`reference`](mod@reference) | float32 CPU references of every kernel (pure Rust, used by the GPU tests) |
 //!
 //! cudarc is built with `dynamic-loading`: the crate builds and runs where no CUDA exists, but cudarc panics on the
 //! first call into a library it cannot load. Everything here therefore checks for the library first
@@ -17,6 +17,30 @@
 //!
 //! fp16 buffers are `CudaSlice<u16>` holding `half::f16` bit patterns (cudarc's own f16 support needs a feature we
 //! do not build with); [`Gpu::upload_f16`] / [`Gpu::download_f16`] convert at the boundary.
+//!
+//! ## Kernels (`kernels/*.cu`, one file per op family, fp16 storage, f32 arithmetic, no toolkit headers)
+//!
+//! | op | wrapper | notes |
+//! |---|---|---|
+//! | RMSNorm, residual add + RMSNorm | [`Gpu::rmsnorm`], [`Gpu::add_rmsnorm`] | one block per row |
+//! | SiLU·mul | [`Gpu::silu_mul`] | input is the fused gate/up output `[t, 2 * inter]` |
+//! | embedding gather | [`Gpu::embedding`] | bad ids give NaN rows |
+//! | greedy argmax | [`Gpu::argmax`] | ties go to the smaller index, like `torch.argmax` |
+//! | KV append + RoPE | [`Gpu::kv_append_rope`] | Qwen2 rotate-half RoPE on q and k of fused QKV rows |
+//! | decode attention | [`Gpu::attention_decode`] | paged, GQA, split along the context + merge kernel |
+//! | prefill attention | [`Gpu::attention_prefill`] | paged, GQA, causal, a chunk after an existing context |
+//! | GEMM `y = x Wᵀ + b` | [`Gpu::gemm`], [`Gpu::gemm_cublas`] | ours: mma.sync, 4 tiles, split-K |
+//!
+//! Attention has two implementations ([`AttentionKernel`]): tensor-core (mma.sync, flash-attention-2 style, the
+//! query heads of a GQA group packed into the 16 rows of an mma tile; the default) and SIMT (CUDA-core FMAs, kept
+//! as a cross-check).
+//!
+//! Paged KV layout, per layer: K and V each `[num_blocks, block_size, kv_heads, head_dim]` fp16; a sequence's token
+//! `t` is in slot `block_table[t / block_size] * block_size + t % block_size`; block tables are
+//! `[num_seqs, max_blocks_per_seq]` i32 (see [`PagedKvLayout`], [`PagedKv`]).
+//!
+//! Tests: `tests/gpu_kernels.rs` checks every kernel against [`reference`](mod@reference) on a GPU with
+//! `cargo test --release --test gpu_kernels -- --ignored --test-threads=1` (CI lists them as ignored).
 
 mod blas;
 pub mod compile;
