@@ -8,6 +8,8 @@
 //! | [`sched`] | the `Scheduler` trait, the policies, the KV block manager |
 //! | [`sim`] | event queue, `ServingLoop`, clocks, cost models, hardware presets |
 //! | [`metrics`] | request/step records → summary statistics |
+//! | [`calib`] | calibration profiles, interpolation, profile comparison, the measurement driver |
+//! | [`gpu`] | the only `unsafe`: CUDA context, NVRTC kernel registry, cuBLAS, events, typed kernel wrappers |
 //! | [`report`] | Parquet/CSV/JSON writers, markdown tables |
 //! | [`cli`] | argument parsing → validated config → library calls |
 //!
@@ -16,6 +18,7 @@
 
 pub mod calib;
 pub mod cli;
+pub mod gpu;
 pub mod metrics;
 pub mod model;
 pub mod report;

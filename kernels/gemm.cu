@@ -1,0 +1,164 @@
+// Tensor-core GEMM: y[M, N] = x[M, K] . W[N, K]^T (+ bias[N]); fp16 in, f32 accumulate, fp16 out.
+//
+// Both operands are K-contiguous (activations row-major, weights as stored by PyTorch's Linear), which is exactly
+// mma.sync's row.col form. Tiles of BM x BN x 32 stream through STAGES shared-memory buffers with cp.async;
+// fragments come from ldmatrix; each warp owns a WM x WN piece of the tile. K must be a multiple of 8 (16-byte
+// rows for cp.async); M and N are arbitrary (out-of-range rows are zero-filled and never stored).
+//
+// Split-K (for small M, where M x N tiles alone cannot fill the GPU): blockIdx.z takes k tiles
+// [z * k_tiles_per_split, (z + 1) * k_tiles_per_split) and writes f32 partial sums to partial[z][M][N];
+// gemm_splitk_reduce_f16 adds them up with the bias. Without split-K, partial is null and blocks write y.
+#include "common.cuh"
+
+// Tiles live in dynamic shared memory (more than the 48 KB static limit at 4 stages); the host sets each kernel's
+// limit to STAGES * (BM + BN) * (BK + 8) * 2 bytes (src/gpu/gemm.rs). Rows are padded by 8 halves so ldmatrix's
+// 8 rows fall on distinct banks (80- and 144-byte strides).
+extern __shared__ __align__(16) half_t gemm_smem[];
+
+template <int BM, int BN, int BK, int WM, int WN, int STAGES>
+__device__ __forceinline__ void gemm_impl(const half_t* __restrict__ x, const half_t* __restrict__ w,
+                                          const half_t* __restrict__ bias, half_t* __restrict__ y,
+                                          float* __restrict__ partial, int M, int N, int K, int k_tiles_per_split) {
+    constexpr int WARPS_N = BN / WN;
+    constexpr int THREADS = (BM / WM) * WARPS_N * 32;
+    constexpr int MT = WM / 16, NT = WN / 8;
+    static_assert(NT % 2 == 0, "B fragments are loaded two n-tiles at a time");
+    constexpr int SK = BK + 8;
+    half_t(*as)[BM][SK] = reinterpret_cast<half_t(*)[BM][SK]>(gemm_smem);
+    half_t(*bs)[BN][SK] = reinterpret_cast<half_t(*)[BN][SK]>(gemm_smem + STAGES * BM * SK);
+
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int wm = warp / WARPS_N, wn = warp % WARPS_N;
+    const int bm = blockIdx.y * BM, bn = blockIdx.x * BN;
+    const int kt_begin = blockIdx.z * k_tiles_per_split;
+    const int ktiles = min((K + BK - 1) / BK - kt_begin, k_tiles_per_split);  // this block's share
+
+    auto load_tile = [&](int stage, int kt) {
+        const int k0 = (kt_begin + kt) * BK;
+        for (int c = tid; c < BM * (BK / 8); c += THREADS) {
+            const int r = c / (BK / 8), kc = (c % (BK / 8)) * 8;
+            const bool ok = bm + r < M && k0 + kc < K;
+            const half_t* g = ok ? x + (size_t)(bm + r) * K + k0 + kc : x;
+            cp_async16(smem_addr(&as[stage][r][kc]), g, ok);
+        }
+        for (int c = tid; c < BN * (BK / 8); c += THREADS) {
+            const int r = c / (BK / 8), kc = (c % (BK / 8)) * 8;
+            const bool ok = bn + r < N && k0 + kc < K;
+            const half_t* g = ok ? w + (size_t)(bn + r) * K + k0 + kc : w;
+            cp_async16(smem_addr(&bs[stage][r][kc]), g, ok);
+        }
+    };
+
+    float acc[MT][NT][4];
+#pragma unroll
+    for (int i = 0; i < MT; ++i)
+#pragma unroll
+        for (int j = 0; j < NT; ++j)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
+
+#pragma unroll
+    for (int st = 0; st < STAGES - 1; ++st) {
+        if (st < ktiles) load_tile(st, st);
+        cp_async_commit();
+    }
+    for (int kt = 0; kt < ktiles; ++kt) {
+        cp_async_wait<STAGES - 2>();
+        __syncthreads();  // tile kt has landed for everyone, and tile kt-1's buffer is free to overwrite
+        const int next = kt + STAGES - 1;
+        if (next < ktiles) load_tile(next % STAGES, next);
+        cp_async_commit();  // an empty group keeps the wait count uniform at the tail
+        const int st = kt % STAGES;
+#pragma unroll
+        for (int kk = 0; kk < BK; kk += 16) {
+            u32 a[MT][4];
+#pragma unroll
+            for (int i = 0; i < MT; ++i) {
+                const int row = wm * WM + i * 16 + (lane % 16);
+                const int col = kk + (lane / 16) * 8;
+                ldmatrix_x4(smem_addr(&as[st][row][col]), a[i][0], a[i][1], a[i][2], a[i][3]);
+            }
+            u32 b[NT][2];
+#pragma unroll
+            for (int j = 0; j < NT; j += 2) {
+                const int row = wn * WN + j * 8 + (lane % 8) + (lane / 16) * 8;
+                const int col = kk + ((lane / 8) % 2) * 8;
+                ldmatrix_x4(smem_addr(&bs[st][row][col]), b[j][0], b[j][1], b[j + 1][0], b[j + 1][1]);
+            }
+#pragma unroll
+            for (int i = 0; i < MT; ++i)
+#pragma unroll
+                for (int j = 0; j < NT; ++j) mma_16816(acc[i][j], a[i], b[j][0], b[j][1]);
+        }
+    }
+    cp_async_wait<0>();
+
+    if (partial != nullptr) {
+        float* part = partial + (size_t)blockIdx.z * M * N;
+#pragma unroll
+        for (int i = 0; i < MT; ++i) {
+#pragma unroll
+            for (int j = 0; j < NT; ++j) {
+                const int col = bn + wn * WN + j * 8 + 2 * (lane % 4);
+#pragma unroll
+                for (int hlf = 0; hlf < 2; ++hlf) {
+                    const int row = bm + wm * WM + i * 16 + lane / 4 + hlf * 8;
+                    if (row >= M) continue;
+                    if (col < N) part[(size_t)row * N + col] = acc[i][j][2 * hlf];
+                    if (col + 1 < N) part[(size_t)row * N + col + 1] = acc[i][j][2 * hlf + 1];
+                }
+            }
+        }
+        return;
+    }
+    const bool pairs_ok = (N & 1) == 0;  // (row * N + even col) is then 4-byte aligned
+#pragma unroll
+    for (int i = 0; i < MT; ++i) {
+#pragma unroll
+        for (int j = 0; j < NT; ++j) {
+            const int col = bn + wn * WN + j * 8 + 2 * (lane % 4);
+            const float b0 = bias != nullptr && col < N ? h2f(bias[col]) : 0.0f;
+            const float b1 = bias != nullptr && col + 1 < N ? h2f(bias[col + 1]) : 0.0f;
+#pragma unroll
+            for (int hlf = 0; hlf < 2; ++hlf) {
+                const int row = bm + wm * WM + i * 16 + lane / 4 + hlf * 8;
+                if (row >= M) continue;
+                const float v0 = acc[i][j][2 * hlf] + b0, v1 = acc[i][j][2 * hlf + 1] + b1;
+                half_t* yp = y + (size_t)row * N + col;
+                if (pairs_ok && col + 1 < N) {
+                    *reinterpret_cast<u32*>(yp) = pack2(v0, v1);
+                } else {
+                    if (col < N) yp[0] = f2h(v0);
+                    if (col + 1 < N) yp[1] = f2h(v1);
+                }
+            }
+        }
+    }
+}
+
+#define GEMM_KERNEL(NAME, THREADS, BM, BN, BK, WM, WN, STAGES)                                                       \
+    extern "C" __global__ void __launch_bounds__(THREADS)                                                          \
+        NAME(const half_t* x, const half_t* w, const half_t* bias, half_t* y, float* partial, int M, int N, int K,  \
+             int k_tiles_per_split) {                                                                              \
+        gemm_impl<BM, BN, BK, WM, WN, STAGES>(x, w, bias, y, partial, M, N, K, k_tiles_per_split);                    \
+    }
+
+// Large tiles for prefill-sized M; 8 warps of 64 x 32, k tiles of 32, 4 stages (80 KB).
+GEMM_KERNEL(gemm_128x128_f16, 256, 128, 128, 32, 64, 32, 4)
+// Medium tiles, when large ones would leave SMs idle; 4 warps of 32 x 32, k tiles of 64, 4 stages (72 KB).
+GEMM_KERNEL(gemm_64x64_f16, 128, 64, 64, 64, 32, 32, 4)
+// The same tile with 8 warps of 32 x 16: twice the warps per SM where the grid is too small to fill the GPU.
+GEMM_KERNEL(gemm_64x64w8_f16, 256, 64, 64, 64, 32, 16, 4)
+// Decode-sized M (<= 16): one m16 row of tiles, 4 warps of 16 x 16, k tiles of 64, 4 stages (45 KB).
+GEMM_KERNEL(gemm_16x64_f16, 128, 16, 64, 64, 16, 16, 4)
+
+// y[m, n] = sum over splits of partial[s][m][n] (+ bias[n]); grid-stride.
+extern "C" __global__ void gemm_splitk_reduce_f16(const float* __restrict__ partial, const half_t* __restrict__ bias,
+                                                  half_t* __restrict__ y, int M, int N, int splits) {
+    const size_t total = (size_t)M * N;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+        float v = bias != nullptr ? h2f(bias[i % N]) : 0.0f;
+        for (int s = 0; s < splits; ++s) v += partial[(size_t)s * total + i];
+        y[i] = f2h(v);
+    }
+}

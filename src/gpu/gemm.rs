@@ -1,0 +1,251 @@
+//! Our tensor-core GEMM (kernels/gemm.cu): `y = x . W^T (+ bias)`, fp16 in/out, f32 accumulation.
+//!
+//! Three tile shapes and optional split-K; [`Gpu::gemm_plan`] picks what fills the GPU, [`Gpu::gemm_with`] lets
+//! calibration time any plan.
+
+use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+
+use super::kernels::KernelId;
+use super::{Gpu, GpuError};
+
+/// Block tile of the GEMM kernel (rows of x × rows of W per block).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GemmTile {
+    /// 128 × 128, 8 warps: prefill-sized products.
+    T128x128,
+    /// 64 × 64, 4 warps.
+    T64x64,
+    /// 64 × 64, 8 warps (more warps per SM when the grid is small).
+    T64x64W8,
+    /// 16 × 64, 4 warps: decode-sized products (m ≤ 16).
+    T16x64,
+}
+
+impl GemmTile {
+    pub const ALL: [GemmTile; 4] = [
+        GemmTile::T128x128,
+        GemmTile::T64x64,
+        GemmTile::T64x64W8,
+        GemmTile::T16x64,
+    ];
+
+    /// The kernel's compile-time shape, as instantiated in kernels/gemm.cu.
+    fn config(self) -> TileConfig {
+        match self {
+            Self::T128x128 => TileConfig {
+                bm: 128,
+                bn: 128,
+                bk: 32,
+                stages: 4,
+                threads: 256,
+                id: KernelId::Gemm128x128F16,
+            },
+            Self::T64x64 => TileConfig {
+                bm: 64,
+                bn: 64,
+                bk: 64,
+                stages: 4,
+                threads: 128,
+                id: KernelId::Gemm64x64F16,
+            },
+            Self::T64x64W8 => TileConfig {
+                bm: 64,
+                bn: 64,
+                bk: 64,
+                stages: 4,
+                threads: 256,
+                id: KernelId::Gemm64x64W8F16,
+            },
+            Self::T16x64 => TileConfig {
+                bm: 16,
+                bn: 64,
+                bk: 64,
+                stages: 4,
+                threads: 128,
+                id: KernelId::Gemm16x64F16,
+            },
+        }
+    }
+}
+
+struct TileConfig {
+    bm: usize,
+    bn: usize,
+    bk: usize,
+    stages: usize,
+    threads: u32,
+    id: KernelId,
+}
+
+impl TileConfig {
+    /// Dynamic shared memory: STAGES x (BM + BN) rows of BK + 8 halves.
+    fn smem_bytes(&self) -> u32 {
+        (self.stages * (self.bm + self.bn) * (self.bk + 8) * 2) as u32
+    }
+}
+
+/// The dynamic shared memory each GEMM kernel needs, for raising its limit when the module is loaded.
+pub(crate) fn gemm_smem_limits() -> impl Iterator<Item = (KernelId, u32)> {
+    GemmTile::ALL.into_iter().map(|t| {
+        let c = t.config();
+        (c.id, c.smem_bytes())
+    })
+}
+
+/// How one GEMM is launched: the tile, and into how many slices K is split (1 = no split).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct GemmPlan {
+    pub tile: GemmTile,
+    pub split_k: usize,
+}
+
+/// Fewest k tiles a split-K slice gets: below this the partial sums' traffic outweighs the gain.
+const MIN_TILES_PER_SPLIT: usize = 4;
+const MAX_SPLIT_K: usize = 16;
+
+impl Gpu {
+    /// The plan [`Gpu::gemm`] uses: the largest tile that still gives every SM a block, then split-K while the grid
+    /// is under two blocks per SM.
+    pub fn gemm_plan(&self, m: usize, n: usize, k: usize) -> GemmPlan {
+        let sms = self.info().sm_count as usize;
+        let blocks = |t: GemmTile| {
+            let c = t.config();
+            m.div_ceil(c.bm) * n.div_ceil(c.bn)
+        };
+        let tile = if blocks(GemmTile::T128x128) >= sms {
+            GemmTile::T128x128
+        } else if m <= 16 {
+            GemmTile::T16x64
+        } else {
+            GemmTile::T64x64
+        };
+        let base = blocks(tile).max(1);
+        let ktiles = k.div_ceil(tile.config().bk);
+        let mut split_k = 1;
+        if base < 2 * sms {
+            split_k = (2 * sms)
+                .div_ceil(base)
+                .min(ktiles / MIN_TILES_PER_SPLIT)
+                .clamp(1, MAX_SPLIT_K);
+        }
+        GemmPlan { tile, split_k }
+    }
+
+    /// `y[m, n] = x[m, k] . w[n, k]^T (+ bias[n])` on the tensor cores (our own mma.sync kernel); k a multiple of 8.
+    pub fn gemm(
+        &self,
+        x: &CudaSlice<u16>,
+        w: &CudaSlice<u16>,
+        bias: Option<&CudaSlice<u16>>,
+        y: &mut CudaSlice<u16>,
+        dims: (usize, usize, usize),
+    ) -> Result<(), GpuError> {
+        let plan = self.gemm_plan(dims.0, dims.1, dims.2);
+        self.gemm_with(x, w, bias, y, dims, plan)
+    }
+
+    /// [`Gpu::gemm`] with an explicit plan.
+    pub fn gemm_with(
+        &self,
+        x: &CudaSlice<u16>,
+        w: &CudaSlice<u16>,
+        bias: Option<&CudaSlice<u16>>,
+        y: &mut CudaSlice<u16>,
+        (m, n, k): (usize, usize, usize),
+        plan: GemmPlan,
+    ) -> Result<(), GpuError> {
+        const OP: &str = "gemm";
+        let shape_err = |d: String| GpuError::shape(OP, d);
+        if k == 0 || !k.is_multiple_of(8) {
+            return Err(shape_err(format!("k = {k} must be a positive multiple of 8")));
+        }
+        for (what, len, needed) in [("x", x.len(), m * k), ("w", w.len(), n * k), ("y", y.len(), m * n)] {
+            if len < needed {
+                return Err(shape_err(format!("{what} has {len} elements, needs {needed}")));
+            }
+        }
+        if let Some(b) = bias
+            && b.len() < n
+        {
+            return Err(shape_err(format!("bias has {} elements, needs {n}", b.len())));
+        }
+        let to_i32 = |v: usize| i32::try_from(v).map_err(|_| shape_err(format!("dimension {v} exceeds i32")));
+        let (mi, ni, ki) = (to_i32(m)?, to_i32(n)?, to_i32(k)?);
+        if m == 0 || n == 0 {
+            return Ok(());
+        }
+        let tc = plan.tile.config();
+        let ktiles = k.div_ceil(tc.bk);
+        let split = plan.split_k.clamp(1, ktiles);
+        let per_split = ktiles.div_ceil(split);
+        let split = ktiles.div_ceil(per_split); // no empty slices
+        let (gx, gy) = (n.div_ceil(tc.bn), m.div_ceil(tc.bm));
+        if gx > u32::MAX as usize || gy > 65_535 {
+            return Err(shape_err(format!("{m} x {n} is too large for one launch")));
+        }
+        let cfg = LaunchConfig {
+            grid_dim: (gx as u32, gy as u32, split as u32),
+            block_dim: (tc.threads, 1, 1),
+            shared_mem_bytes: tc.smem_bytes(),
+        };
+        let null: u64 = 0;
+        let kps = per_split as i32;
+        let f = self.kernels().get(tc.id);
+        if split == 1 {
+            let mut b = self.stream().launch_builder(f);
+            b.arg(x).arg(w);
+            match bias {
+                Some(bias) => b.arg(bias),
+                None => b.arg(&null),
+            };
+            b.arg(y).arg(&null).arg(&mi).arg(&ni).arg(&ki).arg(&kps);
+            // SAFETY: the gemm kernels read m*k of x, n*k of w, n of bias (or none: a null pointer) and write m*n of
+            // y; every load and store is guarded by row < m / col < n / k-chunk < k; lengths checked above. With a
+            // null `partial` they write y directly.
+            unsafe { b.launch(cfg) }?;
+            return Ok(());
+        }
+        let mut scratch = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
+        let need = split * m * n;
+        if scratch.as_ref().is_none_or(|s| s.len() < need) {
+            *scratch = Some(self.zeros::<f32>(need)?);
+        }
+        let partial = scratch.as_mut().expect("allocated above");
+        {
+            let mut b = self.stream().launch_builder(f);
+            b.arg(x)
+                .arg(w)
+                .arg(&null)
+                .arg(&null)
+                .arg(&mut *partial)
+                .arg(&mi)
+                .arg(&ni)
+                .arg(&ki)
+                .arg(&kps);
+            // SAFETY: as above for x and w; with a non-null `partial` the kernel writes only
+            // partial[z][row][col] for z < split, row < m, col < n: split*m*n floats, the scratch's size at least.
+            // The scratch is reused only by work later on this same stream, so no other launch touches it meanwhile.
+            unsafe { b.launch(cfg) }?;
+        }
+        let total = m * n;
+        let blocks = total.div_ceil(256).min(self.info().sm_count as usize * 8);
+        let cfg = LaunchConfig {
+            grid_dim: (blocks as u32, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let sp = split as i32;
+        let f = self.kernels().get(KernelId::GemmSplitkReduceF16);
+        let mut b = self.stream().launch_builder(f);
+        b.arg(&*partial);
+        match bias {
+            Some(bias) => b.arg(bias),
+            None => b.arg(&null),
+        };
+        b.arg(y).arg(&mi).arg(&ni).arg(&sp);
+        // SAFETY: the reduce kernel reads split*m*n floats of the scratch (written above), n of bias or none, and
+        // writes m*n of y (checked above), grid-stride bounded by m*n.
+        unsafe { b.launch(cfg) }?;
+        Ok(())
+    }
+}

@@ -1,0 +1,365 @@
+//! The GPU layer: the only module with `unsafe` and cudarc.
+//!
+//! | file | owns |
+//! |---|---|
+//! | `mod.rs` | [`GpuError`], [`probe`] (never panics without a driver), [`Gpu`] (context + stream + kernels), memory |
+//! | [`compile`] | NVRTC → cubin for the device's own architecture, on-disk cache, kernel source hash |
+//! | [`kernels`] | the typed kernel registry ([`KernelId`]) |
+//! | [`ops`] | safe typed wrappers, one per kernel: check shapes, then launch |
+//! | `blas.rs` | cuBLAS GEMM (the vendor baseline), handle created on first use |
+//! | `gemm.rs` | our tensor-core GEMM: tiles, split-K, the plan heuristic |
+//! | [`timing`] | CUDA-event timing with warm-up and medians |
+//! | [`reference`](mod@reference) | float32 CPU references of every kernel (pure Rust, used by the GPU tests) |
+//!
+//! cudarc is built with `dynamic-loading`: the crate builds and runs where no CUDA exists, but cudarc panics on the
+//! first call into a library it cannot load. Everything here therefore checks for the library first
+//! ([`require_driver`], [`compile::require_nvrtc`]) and turns its absence into a [`GpuError`].
+//!
+//! fp16 buffers are `CudaSlice<u16>` holding `half::f16` bit patterns (cudarc's own f16 support needs a feature we
+//! do not build with); [`Gpu::upload_f16`] / [`Gpu::download_f16`] convert at the boundary.
+//!
+//! ## Kernels (`kernels/*.cu`, one file per op family, fp16 storage, f32 arithmetic, no toolkit headers)
+//!
+//! | op | wrapper | notes |
+//! |---|---|---|
+//! | RMSNorm, residual add + RMSNorm | [`Gpu::rmsnorm`], [`Gpu::add_rmsnorm`] | one block per row |
+//! | SiLU·mul | [`Gpu::silu_mul`] | input is the fused gate/up output `[t, 2 * inter]` |
+//! | embedding gather | [`Gpu::embedding`] | bad ids give NaN rows |
+//! | greedy argmax | [`Gpu::argmax`] | ties go to the smaller index, like `torch.argmax` |
+//! | KV append + RoPE | [`Gpu::kv_append_rope`] | Qwen2 rotate-half RoPE on q and k of fused QKV rows |
+//! | decode attention | [`Gpu::attention_decode`] | paged, GQA, split along the context + merge kernel |
+//! | prefill attention | [`Gpu::attention_prefill`] | paged, GQA, causal, a chunk after an existing context |
+//! | GEMM `y = x Wᵀ + b` | [`Gpu::gemm`], [`Gpu::gemm_cublas`] | ours: mma.sync, 4 tiles, split-K |
+//!
+//! Attention has two implementations ([`AttentionKernel`]): tensor-core (mma.sync, flash-attention-2 style, the
+//! query heads of a GQA group packed into the 16 rows of an mma tile; the default) and SIMT (CUDA-core FMAs, kept
+//! as a cross-check).
+//!
+//! Paged KV layout, per layer: K and V each `[num_blocks, block_size, kv_heads, head_dim]` fp16; a sequence's token
+//! `t` is in slot `block_table[t / block_size] * block_size + t % block_size`; block tables are
+//! `[num_seqs, max_blocks_per_seq]` i32 (see [`PagedKvLayout`], [`PagedKv`]).
+//!
+//! Tests: `tests/gpu_kernels.rs` checks every kernel against [`reference`](mod@reference) on a GPU with
+//! `cargo test --release --test gpu_kernels -- --ignored --test-threads=1` (CI lists them as ignored).
+
+mod blas;
+pub mod compile;
+mod gemm;
+pub mod kernels;
+pub mod ops;
+pub mod reference;
+pub mod timing;
+
+use std::sync::Arc;
+
+use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DeviceRepr, DriverError, ValidAsZeroBits};
+use cudarc::driver::{result as drv, sys as drv_sys};
+use half::f16;
+use half::slice::HalfFloatSliceExt;
+
+pub use compile::{CompileTarget, kernel_source_hash};
+pub use gemm::{GemmPlan, GemmTile};
+pub use kernels::{KernelId, Kernels};
+pub use ops::{
+    AttentionKernel, DecodeShape, DecodeWorkspace, KvAppendShape, KvCacheMut, PagedKv, PagedKvLayout, PrefillShape,
+};
+pub use timing::Timing;
+
+/// The bit pattern of an fp16 quiet NaN, used to poison outputs in tests.
+pub const F16_NAN_BITS: u16 = 0x7e00;
+
+/// Errors of the GPU layer. The messages are meant for the user of `batchlab calibrate`/`validate`: one sentence,
+/// saying what is missing.
+#[derive(Debug, thiserror::Error)]
+pub enum GpuError {
+    #[error(
+        "no CUDA driver found (libcuda.so.1 could not be loaded): batchlab calibrate/validate need an NVIDIA GPU \
+         with its driver installed"
+    )]
+    NoDriver,
+    #[error("the CUDA driver supports CUDA {found}, but batchlab is built against CUDA {needed}: update the driver")]
+    DriverTooOld { found: String, needed: String },
+    #[error("the CUDA driver reports no GPU")]
+    NoDevice,
+    #[error("GPU {ordinal} does not exist: the CUDA driver sees {count} GPU(s)")]
+    NoSuchDevice { ordinal: usize, count: usize },
+    #[error(
+        "NVRTC (libnvrtc.so.13, CUDA's run-time compiler) could not be loaded: install the CUDA 13 runtime \
+         compiler or add its lib directory to LD_LIBRARY_PATH"
+    )]
+    NoNvrtc,
+    #[error("cuBLAS (libcublas.so.13) could not be loaded: install cuBLAS or add its lib directory to LD_LIBRARY_PATH")]
+    NoCublas,
+    #[error("GPU compute capability {major}.{minor} is not supported: batchlab's kernels need sm_80 or newer")]
+    UnsupportedArch { major: u32, minor: u32 },
+    #[error("NVRTC failed: {0}")]
+    Nvrtc(String),
+    #[error("NVRTC could not compile kernels/{file} for {arch}:\n{log}")]
+    Compile {
+        file: &'static str,
+        arch: String,
+        log: String,
+    },
+    #[error("CUDA driver error: {0}")]
+    Driver(#[from] DriverError),
+    #[error("cuBLAS error: {0}")]
+    Cublas(String),
+    #[error("{op}: {detail}")]
+    Shape { op: &'static str, detail: String },
+    #[error("the CUDA library panicked: {0}")]
+    Panicked(String),
+}
+
+impl GpuError {
+    pub(crate) fn shape(op: &'static str, detail: impl Into<String>) -> Self {
+        Self::Shape {
+            op,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// The CUDA version batchlab's bindings target (cudarc feature `cuda-13000`).
+const NEEDED_CUDA: i32 = 13000;
+
+/// What a device is, as a calibration profile's fingerprint records it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DeviceInfo {
+    pub ordinal: usize,
+    pub name: String,
+    /// (major, minor), e.g. (9, 0) for an H100.
+    pub compute_capability: (u32, u32),
+    pub sm_count: u32,
+    pub total_memory_bytes: u64,
+    pub l2_cache_bytes: u64,
+    /// The most shared memory one block may opt in to.
+    pub max_shared_memory_per_block: u64,
+    /// The newest CUDA version the driver supports, e.g. "13.0".
+    pub driver_cuda_version: String,
+    /// NVRTC's version (the toolkit our kernels are compiled with), if NVRTC loads.
+    pub nvrtc_version: Option<String>,
+}
+
+fn version_string(v: i32) -> String {
+    format!("{}.{}", v / 1000, (v % 1000) / 10)
+}
+
+/// Fails with [`GpuError::NoDriver`] unless libcuda can be loaded. Call before anything touches cudarc's driver API.
+pub fn require_driver() -> Result<(), GpuError> {
+    // SAFETY: only dlopen()s candidate names of libcuda and closes them again.
+    if unsafe { drv_sys::is_culib_present() } {
+        Ok(())
+    } else {
+        Err(GpuError::NoDriver)
+    }
+}
+
+/// Runs `f`, turning a panic inside cudarc (a symbol missing from an unexpected driver) into an error. The checks
+/// before every entry point make this a last resort; the default panic hook still prints the panic's message.
+fn no_panic<T>(f: impl FnOnce() -> Result<T, GpuError>) -> Result<T, GpuError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|p| {
+        let msg = p
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "unknown panic".to_string());
+        Err(GpuError::Panicked(msg))
+    })
+}
+
+fn driver_version() -> Result<i32, GpuError> {
+    let mut v = 0;
+    // SAFETY: `v` is valid for one c_int write; the driver library is loaded (checked by the callers).
+    unsafe { drv_sys::cuDriverGetVersion(&mut v) }.result()?;
+    Ok(v)
+}
+
+/// Loads and initialises the driver and checks its version; returns the number of devices.
+fn init_driver() -> Result<usize, GpuError> {
+    require_driver()?;
+    no_panic(|| {
+        drv::init()?;
+        let v = driver_version()?;
+        if v < NEEDED_CUDA {
+            return Err(GpuError::DriverTooOld {
+                found: version_string(v),
+                needed: version_string(NEEDED_CUDA),
+            });
+        }
+        Ok(drv::device::get_count()? as usize)
+    })
+}
+
+fn device_info(ordinal: usize) -> Result<DeviceInfo, GpuError> {
+    no_panic(|| {
+        let dev = drv::device::get(ordinal as i32)?;
+        // SAFETY: `dev` is a valid device handle from cuDeviceGet; attributes are read-only queries.
+        let attr = |a| unsafe { drv::device::get_attribute(dev, a) };
+        use drv_sys::CUdevice_attribute as A;
+        let major = attr(A::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)? as u32;
+        let minor = attr(A::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)? as u32;
+        let sm_count = attr(A::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)? as u32;
+        let l2 = attr(A::CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE)? as u64;
+        let smem = attr(A::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)? as u64;
+        // SAFETY: as above.
+        let total = unsafe { drv::device::total_mem(dev) }? as u64;
+        let nvrtc_version = compile::nvrtc_version().ok().map(|(a, b)| format!("{a}.{b}"));
+        Ok(DeviceInfo {
+            ordinal,
+            name: drv::device::get_name(dev)?,
+            compute_capability: (major, minor),
+            sm_count,
+            total_memory_bytes: total,
+            l2_cache_bytes: l2,
+            max_shared_memory_per_block: smem,
+            driver_cuda_version: version_string(driver_version()?),
+            nvrtc_version,
+        })
+    })
+}
+
+/// Lists the GPUs the driver sees. Without a driver (or with one too old, or with no GPU) this returns an error
+/// whose message says so; it never panics.
+pub fn probe() -> Result<Vec<DeviceInfo>, GpuError> {
+    let count = init_driver()?;
+    if count == 0 {
+        return Err(GpuError::NoDevice);
+    }
+    (0..count).map(device_info).collect()
+}
+
+/// A context on one GPU, its stream, and the compiled kernels. All work is issued on the one stream, in order.
+pub struct Gpu {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    info: DeviceInfo,
+    target: CompileTarget,
+    kernels: Kernels,
+    blas: std::sync::OnceLock<cudarc::cublas::CudaBlas>,
+    /// Split-K partial sums; grows on demand. Reuse is safe because all work is ordered on the one stream.
+    scratch: std::sync::Mutex<Option<CudaSlice<f32>>>,
+}
+
+impl std::fmt::Debug for Gpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gpu")
+            .field("info", &self.info)
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gpu {
+    /// Opens GPU `ordinal`: checks driver and NVRTC, creates the context and stream, compiles (or loads from the
+    /// cache) every kernel for the device's own architecture.
+    pub fn new(ordinal: usize) -> Result<Self, GpuError> {
+        let count = init_driver()?;
+        if count == 0 {
+            return Err(GpuError::NoDevice);
+        }
+        if ordinal >= count {
+            return Err(GpuError::NoSuchDevice { ordinal, count });
+        }
+        compile::require_nvrtc()?;
+        let info = device_info(ordinal)?;
+        let (major, minor) = info.compute_capability;
+        let target = compile::target_for(major, minor)?;
+        no_panic(|| {
+            let ctx = CudaContext::new(ordinal)?;
+            // SAFETY: batchlab issues all work on the single stream created below, so cudarc's per-buffer event
+            // tracking (meant for buffers shared between streams) has nothing to order and only adds overhead.
+            unsafe { ctx.disable_event_tracking() };
+            let stream = ctx.new_stream()?;
+            let kernels = Kernels::load(&ctx, target)?;
+            tracing::info!(gpu = %info.name, arch = %target.arch_flag(), "GPU ready");
+            Ok(Self {
+                ctx,
+                stream,
+                info,
+                target,
+                kernels,
+                blas: std::sync::OnceLock::new(),
+                scratch: std::sync::Mutex::new(None),
+            })
+        })
+    }
+
+    pub fn info(&self) -> &DeviceInfo {
+        &self.info
+    }
+
+    /// What the kernels were compiled for.
+    pub fn target(&self) -> CompileTarget {
+        self.target
+    }
+
+    pub fn context(&self) -> &Arc<CudaContext> {
+        &self.ctx
+    }
+
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    pub fn kernels(&self) -> &Kernels {
+        &self.kernels
+    }
+
+    /// Waits for all work issued so far, surfacing any asynchronous kernel error.
+    pub fn synchronize(&self) -> Result<(), GpuError> {
+        self.stream.synchronize()?;
+        Ok(())
+    }
+
+    /// Free and total device memory, in bytes.
+    pub fn memory(&self) -> Result<(usize, usize), GpuError> {
+        Ok(self.ctx.mem_get_info()?)
+    }
+
+    pub fn upload<T: DeviceRepr>(&self, host: &[T]) -> Result<CudaSlice<T>, GpuError> {
+        Ok(self.stream.clone_htod(host)?)
+    }
+
+    pub fn download<T: DeviceRepr + Default + Clone>(&self, dev: &CudaSlice<T>) -> Result<Vec<T>, GpuError> {
+        Ok(self.stream.clone_dtoh(dev)?)
+    }
+
+    /// Overwrites a device buffer with host data of the same length.
+    pub fn write<T: DeviceRepr>(&self, host: &[T], dev: &mut CudaSlice<T>) -> Result<(), GpuError> {
+        if host.len() != dev.len() {
+            return Err(GpuError::shape(
+                "write",
+                format!("host has {} elements, device {}", host.len(), dev.len()),
+            ));
+        }
+        self.stream.memcpy_htod(host, dev)?;
+        Ok(())
+    }
+
+    pub fn zeros<T: DeviceRepr + ValidAsZeroBits>(&self, len: usize) -> Result<CudaSlice<T>, GpuError> {
+        Ok(self.stream.alloc_zeros(len)?)
+    }
+
+    pub fn upload_f16(&self, host: &[f16]) -> Result<CudaSlice<u16>, GpuError> {
+        self.upload(host.reinterpret_cast())
+    }
+
+    pub fn upload_f32_as_f16(&self, host: &[f32]) -> Result<CudaSlice<u16>, GpuError> {
+        let h: Vec<f16> = host.iter().map(|&x| f16::from_f32(x)).collect();
+        self.upload_f16(&h)
+    }
+
+    pub fn download_f16(&self, dev: &CudaSlice<u16>) -> Result<Vec<f16>, GpuError> {
+        let bits = self.download(dev)?;
+        Ok(bits.into_iter().map(f16::from_bits).collect())
+    }
+
+    pub fn download_f16_as_f32(&self, dev: &CudaSlice<u16>) -> Result<Vec<f32>, GpuError> {
+        Ok(self.download_f16(dev)?.into_iter().map(f32::from).collect())
+    }
+
+    /// An fp16 buffer filled with NaN: outputs start poisoned, so an element a kernel fails to write is visible.
+    pub fn nan_f16(&self, len: usize) -> Result<CudaSlice<u16>, GpuError> {
+        self.upload(&vec![F16_NAN_BITS; len])
+    }
+}

@@ -1,0 +1,66 @@
+//! Timing with CUDA events: warm-up runs first (module load, caches, clocks), then each repeat bracketed by its own
+//! pair of events, summarised by the median (robust to the odd preempted run).
+
+use cudarc::driver::sys::CUevent_flags;
+
+use super::{Gpu, GpuError};
+
+/// Durations of one timed operation, in milliseconds.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Timing {
+    pub median_ms: f64,
+    pub min_ms: f64,
+    pub max_ms: f64,
+    pub samples_ms: Vec<f64>,
+}
+
+impl Timing {
+    pub fn from_samples(mut samples_ms: Vec<f64>) -> Self {
+        samples_ms.sort_by(f64::total_cmp);
+        let n = samples_ms.len();
+        let median_ms = match n {
+            0 => f64::NAN,
+            _ if n % 2 == 1 => samples_ms[n / 2],
+            _ => 0.5 * (samples_ms[n / 2 - 1] + samples_ms[n / 2]),
+        };
+        Self {
+            median_ms,
+            min_ms: samples_ms.first().copied().unwrap_or(f64::NAN),
+            max_ms: samples_ms.last().copied().unwrap_or(f64::NAN),
+            samples_ms,
+        }
+    }
+}
+
+impl Gpu {
+    /// Times `op` on the GPU: `warmup` untimed calls, then `repeats` timed ones. `op` receives the call's index so it
+    /// can rotate among several input sets (then the inputs are not all sitting in L2 and flattering the numbers).
+    pub fn time<F>(&self, warmup: usize, repeats: usize, mut op: F) -> Result<Timing, GpuError>
+    where
+        F: FnMut(usize) -> Result<(), GpuError>,
+    {
+        for i in 0..warmup {
+            op(i)?;
+        }
+        let ctx = self.context();
+        let events = (0..repeats)
+            .map(|_| {
+                Ok((
+                    ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))?,
+                    ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))?,
+                ))
+            })
+            .collect::<Result<Vec<_>, GpuError>>()?;
+        for (i, (start, end)) in events.iter().enumerate() {
+            start.record(self.stream())?;
+            op(warmup + i)?;
+            end.record(self.stream())?;
+        }
+        self.synchronize()?;
+        let samples = events
+            .iter()
+            .map(|(s, e)| Ok(s.elapsed_ms(e)? as f64))
+            .collect::<Result<Vec<_>, GpuError>>()?;
+        Ok(Timing::from_samples(samples))
+    }
+}
