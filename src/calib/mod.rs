@@ -1,7 +1,9 @@
 //! Calibration: the profile format (versioned serde types) and interpolation over its measured grids (pure), and
 //! the measurement driver behind `batchlab calibrate`.
 
+pub mod bench;
 pub mod compare;
+pub mod driver;
 pub mod interp;
 pub mod profile;
 

@@ -1,5 +1,6 @@
 //! The subcommands.
 
+use super::gpu_commands;
 use super::{BenchArgs, Command, ScenarioArgs, SimulateArgs};
 use crate::metrics::RunReport;
 use crate::model::{self, ModelSpec};
@@ -31,7 +32,7 @@ impl CliError {
     }
 }
 
-fn input(e: impl std::fmt::Display) -> CliError {
+pub(super) fn input(e: impl std::fmt::Display) -> CliError {
     CliError::Input(e.to_string())
 }
 
@@ -48,6 +49,9 @@ pub fn run(command: Command) -> Result<(), CliError> {
             Ok(())
         }
         Command::Bench(args) => bench(args),
+        Command::Calibrate(args) => gpu_commands::calibrate(args),
+        Command::BenchKernels(args) => gpu_commands::bench_kernels(args),
+        Command::CompareProfiles(args) => gpu_commands::compare_profiles(args),
     }
 }
 
@@ -63,7 +67,7 @@ fn prepare_all(runs: &[RunSpec]) -> Result<Vec<PreparedRun>, CliError> {
         .map_err(input)
 }
 
-fn progress(len: usize, what: &str) -> ProgressBar {
+pub(super) fn progress(len: usize, what: &str) -> ProgressBar {
     if len < 2 {
         return ProgressBar::hidden();
     }

@@ -2,6 +2,7 @@
 //! The only module besides `report` that prints.
 
 mod commands;
+mod gpu_commands;
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -36,6 +37,65 @@ pub enum Command {
     /// qwen2.5-7b, continuous batching with chunked prefill, analytic H100) on one thread and report simulated
     /// requests per second of wall time and peak memory.
     Bench(BenchArgs),
+    /// Measure this GPU: time our CUDA kernels and cuBLAS for every op of a model over the shapes its serving steps
+    /// produce, and write a calibration profile for the `calibrated` cost model (needs an NVIDIA GPU).
+    Calibrate(CalibrateArgs),
+    /// Time each kernel at shapes that reach the hardware's limits and report achieved bandwidth or FLOP/s as a
+    /// fraction of the ceilings measured on the same card (needs an NVIDIA GPU).
+    BenchKernels(BenchKernelsArgs),
+    /// Compare two calibration profiles of the same grid: per table, how many points agree within the measured
+    /// spread.
+    CompareProfiles(CompareArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GpuModelArgs {
+    /// A built-in model (`batchlab models`).
+    #[arg(long, default_value = "qwen2.5-0.5b", conflicts_with = "model_config")]
+    pub model: String,
+    /// A Hugging Face config.json instead of a built-in model.
+    #[arg(long)]
+    pub model_config: Option<PathBuf>,
+    /// The GPU to use (CUDA ordinal).
+    #[arg(long, default_value_t = 0)]
+    pub gpu: usize,
+    /// Untimed launches before each measured point.
+    #[arg(long, default_value_t = 3)]
+    pub warmup: usize,
+    /// Timed launches per point (the median is kept).
+    #[arg(long, default_value_t = 15)]
+    pub repeats: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct CalibrateArgs {
+    #[command(flatten)]
+    pub target: GpuModelArgs,
+    /// Output folder [default: calibration/<gpu>/]; the profile is written as <model>.json.
+    #[arg(long, short)]
+    pub out: Option<PathBuf>,
+    /// Also measure a second grid offset from the profile's and report how well the profile predicts it
+    /// (<model>.offset.json and <model>.check.md beside the profile).
+    #[arg(long)]
+    pub check: bool,
+    /// Tokens per KV block the attention tables are measured with.
+    #[arg(long, default_value_t = 16)]
+    pub block_size: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchKernelsArgs {
+    #[command(flatten)]
+    pub target: GpuModelArgs,
+    /// Also write the markdown report to this file.
+    #[arg(long, short)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    pub first: PathBuf,
+    pub second: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -65,6 +65,21 @@ pub use ops::{
 };
 pub use timing::Timing;
 
+/// fp16 data on the device, as raw bits (see the module docs).
+pub type F16Buffer = CudaSlice<u16>;
+/// i32 data on the device (token ids, positions, block tables, slot mappings).
+pub type I32Buffer = CudaSlice<i32>;
+
+/// The NVIDIA kernel driver's version (e.g. "580.159.04") where the platform says it (Linux: /proc), else None.
+pub fn kernel_driver_version() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/driver/nvidia/version").ok()?;
+    // "NVRM version: NVIDIA UNIX x86_64 Kernel Module  580.159.04  Tue …"
+    let line = text.lines().next()?;
+    line.split_whitespace()
+        .find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()) && w.contains('.'))
+        .map(str::to_string)
+}
+
 /// The bit pattern of an fp16 quiet NaN, used to poison outputs in tests.
 pub const F16_NAN_BITS: u16 = 0x7e00;
 
@@ -333,6 +348,18 @@ impl Gpu {
             ));
         }
         self.stream.memcpy_htod(host, dev)?;
+        Ok(())
+    }
+
+    /// Copies `src` into the front of `dst` on the device (the copy-bandwidth ceiling is timed with this).
+    pub fn copy_within_device(&self, src: &CudaSlice<u16>, dst: &mut CudaSlice<u16>) -> Result<(), GpuError> {
+        if dst.len() < src.len() {
+            return Err(GpuError::shape(
+                "copy",
+                format!("dst has {} elements, src {}", dst.len(), src.len()),
+            ));
+        }
+        self.stream.memcpy_dtod(src, dst)?;
         Ok(())
     }
 

@@ -1,0 +1,621 @@
+//! The measurement driver behind `batchlab calibrate`: times each op of the model's forward pass on the GPU over
+//! the grid of shapes its serving steps produce, and assembles a [`Profile`].
+//!
+//! Each point is `warmup` untimed launches then `repeats` launches, each bracketed by its own CUDA events,
+//! summarised by the median and the relative spread (p90 − p10) / median. Weights are rotated among enough copies
+//! that the set is larger than twice the L2 cache, so no timing is flattered by weights already sitting in L2.
+
+use super::interp::{Curve, Surface};
+use super::profile::{
+    CalibrationRun, Fingerprint, GemmTable, MixedDecode, OpTable, PROFILE_FORMAT, Profile, SurfaceTable,
+};
+use crate::gpu::{
+    DecodeShape, DecodeWorkspace, F16Buffer, Gpu, GpuError, I32Buffer, KvAppendShape, KvCacheMut, PagedKv,
+    PagedKvLayout, PrefillShape, Timing, kernel_driver_version, kernel_source_hash,
+};
+use crate::metrics::percentile_sorted;
+use crate::model::ModelSpec;
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::time::Instant;
+
+/// The shapes to measure.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Grid {
+    /// Token counts (rows) for GEMMs and elementwise ops: dense where tile and wave effects live.
+    pub tokens: Vec<u32>,
+    /// Rows for lm_head and argmax over the vocabulary (sequences sampled in a step).
+    pub sampled_rows: Vec<u32>,
+    pub prefill_chunks: Vec<u32>,
+    pub prefill_offsets: Vec<u32>,
+    pub decode_batches: Vec<u32>,
+    pub decode_contexts: Vec<u32>,
+    /// Batches of mixed context lengths.
+    pub mixed: Vec<Vec<u32>>,
+}
+
+impl Grid {
+    /// The profile's grid.
+    pub fn standard() -> Grid {
+        Grid {
+            tokens: vec![
+                1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072,
+                4096, 6144, 8192,
+            ],
+            sampled_rows: vec![1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024],
+            prefill_chunks: vec![1, 16, 64, 128, 256, 512, 1024, 2048, 4096],
+            prefill_offsets: vec![0, 128, 512, 1024, 2048, 4096, 8192],
+            decode_batches: vec![1, 2, 4, 8, 16, 32, 64, 128, 256],
+            decode_contexts: vec![16, 64, 128, 256, 512, 1024, 2048, 4096, 8192],
+            mixed: mixed_batches(&[4, 16, 64, 192], 11),
+        }
+    }
+
+    /// A second grid with no point in common with [`Grid::standard`]: interpolation tested out of sample.
+    pub fn offset() -> Grid {
+        Grid {
+            tokens: vec![5, 10, 20, 40, 80, 160, 320, 640, 1280, 2560, 5120, 7000],
+            sampled_rows: vec![3, 12, 48, 96, 384, 768],
+            prefill_chunks: vec![32, 192, 768, 3000],
+            prefill_offsets: vec![64, 768, 3000, 6000],
+            decode_batches: vec![3, 12, 48, 96, 192],
+            decode_contexts: vec![100, 384, 1536, 3000, 6000],
+            mixed: mixed_batches(&[8, 32, 128], 12),
+        }
+    }
+
+    /// How many points the grid measures (for progress).
+    pub fn points(&self) -> usize {
+        let gemms = 2 * (4 * self.tokens.len() + self.sampled_rows.len());
+        let ops = 4 * self.tokens.len() + self.sampled_rows.len();
+        gemms
+            + ops
+            + self.prefill_chunks.len() * self.prefill_offsets.len()
+            + self.decode_batches.len() * self.decode_contexts.len()
+            + self.mixed.len()
+    }
+
+    fn max_tokens(&self) -> usize {
+        self.tokens.iter().copied().max().unwrap_or(1) as usize
+    }
+
+    fn max_rows(&self) -> usize {
+        self.sampled_rows.iter().copied().max().unwrap_or(1) as usize
+    }
+}
+
+/// For each batch size, three batches of lognormal context lengths (sigma 1, means 256, 1024 and 3072) clamped to
+/// [1, 8192]: heterogeneous batches as continuous batching produces them.
+fn mixed_batches(batches: &[u32], seed: u64) -> Vec<Vec<u32>> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut out = Vec::new();
+    for &b in batches {
+        for mean in [256.0f64, 1024.0, 3072.0] {
+            let mu = mean.ln() - 0.5;
+            let contexts = (0..b)
+                .map(|_| {
+                    // Box–Muller: two uniforms → one standard normal.
+                    let (u1, u2): (f64, f64) = (rng.random::<f64>().max(1e-12), rng.random());
+                    let z = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
+                    (mu + z).exp().round().clamp(1.0, 8192.0) as u32
+                })
+                .collect();
+            out.push(contexts);
+        }
+    }
+    out
+}
+
+#[derive(Clone, Debug)]
+pub struct CalibrateConfig {
+    pub model: ModelSpec,
+    pub warmup: usize,
+    pub repeats: usize,
+    pub block_size: u32,
+    pub grid: Grid,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CalibError {
+    #[error(transparent)]
+    Gpu(#[from] GpuError),
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// Median (µs) and relative spread of one timing.
+fn summarize(t: &Timing) -> (f64, f64) {
+    let mut s = t.samples_ms.clone();
+    s.sort_by(f64::total_cmp);
+    let median = percentile_sorted(&s, 50.0);
+    let spread = if median > 0.0 {
+        (percentile_sorted(&s, 90.0) - percentile_sorted(&s, 10.0)) / median
+    } else {
+        0.0
+    };
+    (median * 1e3, spread)
+}
+
+/// Times points and makes random inputs.
+pub struct Bench<'a> {
+    pub gpu: &'a Gpu,
+    pub warmup: usize,
+    pub repeats: usize,
+    rng: ChaCha8Rng,
+    on_point: &'a mut dyn FnMut(&str),
+}
+
+impl<'a> Bench<'a> {
+    pub fn new(gpu: &'a Gpu, warmup: usize, repeats: usize, on_point: &'a mut dyn FnMut(&str)) -> Bench<'a> {
+        Bench {
+            gpu,
+            warmup,
+            repeats,
+            rng: ChaCha8Rng::seed_from_u64(0x0ba7c41ab),
+            on_point,
+        }
+    }
+
+    /// Median µs and spread of `op`, which gets the repeat's index (to rotate inputs).
+    pub fn time(&mut self, what: &str, op: impl FnMut(usize) -> Result<(), GpuError>) -> Result<(f64, f64), GpuError> {
+        let t = self.gpu.time(self.warmup, self.repeats, op)?;
+        (self.on_point)(what);
+        Ok(summarize(&t))
+    }
+
+    /// Uniform values in [-1, 1) as fp16 (never all zeros: values do not change speed, but zeros hide bugs).
+    pub fn random_f16(&mut self, len: usize) -> Result<F16Buffer, GpuError> {
+        let host: Vec<f32> = (0..len).map(|_| self.rng.random::<f32>() * 2.0 - 1.0).collect();
+        self.gpu.upload_f32_as_f16(&host)
+    }
+
+    pub fn ints(&self, host: &[i32]) -> Result<I32Buffer, GpuError> {
+        self.gpu.upload(host)
+    }
+
+    /// How many copies of a `bytes`-sized weight make a set of at least twice the L2 cache (at most 16).
+    pub fn rotation(&self, bytes: usize) -> usize {
+        let l2 = self.gpu.info().l2_cache_bytes.max(1 << 20) as usize;
+        (2 * l2).div_ceil(bytes.max(1)).clamp(1, 16)
+    }
+}
+
+/// Measured device-to-device copy bandwidth over `bytes` (GB/s, bytes read + written per second).
+pub fn copy_bandwidth_gbps(b: &mut Bench<'_>, bytes: usize) -> Result<f64, GpuError> {
+    let gpu = b.gpu;
+    let src = b.random_f16(bytes / 2)?;
+    let mut dst = gpu.zeros::<u16>(bytes / 2)?;
+    let (us, _) = b.time("copy bandwidth", |_| gpu.copy_within_device(&src, &mut dst))?;
+    Ok(2.0 * bytes as f64 / (us * 1e-6) / 1e9)
+}
+
+/// Measured cuBLAS fp16 GEMM throughput on an n×n×n product (TFLOP/s).
+pub fn cublas_tflops(b: &mut Bench<'_>, n: usize) -> Result<f64, GpuError> {
+    let gpu = b.gpu;
+    let x = b.random_f16(n * n)?;
+    let w = b.random_f16(n * n)?;
+    let mut y = gpu.zeros::<u16>(n * n)?;
+    let (us, _) = b.time("cuBLAS GEMM ceiling", |_| gpu.gemm_cublas(&x, &w, &mut y, (n, n, n)))?;
+    Ok(2.0 * (n as f64).powi(3) / (us * 1e-6) / 1e12)
+}
+
+/// The weight shapes of one layer plus lm_head: (name, output features n, input features k).
+pub fn gemm_shapes(m: &ModelSpec) -> [(&'static str, usize, usize); 5] {
+    let (h, q, kv, i) = (
+        m.hidden as usize,
+        m.q_dim() as usize,
+        m.kv_dim() as usize,
+        m.intermediate as usize,
+    );
+    [
+        ("qkv", q + 2 * kv, h),
+        ("o", h, q),
+        ("gate_up", 2 * i, h),
+        ("down", h, i),
+        ("lm_head", m.vocab as usize, h),
+    ]
+}
+
+fn curve(x: &[u32], points: Vec<(f64, f64)>) -> (Curve, Vec<f64>) {
+    let (y, spread): (Vec<f64>, Vec<f64>) = points.into_iter().unzip();
+    (
+        Curve {
+            x: x.iter().map(|&v| f64::from(v)).collect(),
+            y,
+        },
+        spread,
+    )
+}
+
+fn measure_gemms(b: &mut Bench<'_>, m: &ModelSpec, grid: &Grid) -> Result<Vec<GemmTable>, GpuError> {
+    let gpu = b.gpu;
+    let mut out = Vec::new();
+    for (name, n, k) in gemm_shapes(m) {
+        let rows: &[u32] = if name == "lm_head" {
+            &grid.sampled_rows
+        } else {
+            &grid.tokens
+        };
+        let max_m = rows.iter().copied().max().unwrap_or(1) as usize;
+        let copies = b.rotation(n * k * 2);
+        let weights = (0..copies)
+            .map(|_| b.random_f16(n * k))
+            .collect::<Result<Vec<_>, _>>()?;
+        let x = b.random_f16(max_m * k)?;
+        let mut y = gpu.zeros::<u16>(max_m * n)?;
+        let (mut ours, mut cublas) = (Vec::new(), Vec::new());
+        for &t in rows {
+            let dims = (t as usize, n, k);
+            ours.push(b.time(name, |i| gpu.gemm(&x, &weights[i % copies], None, &mut y, dims))?);
+            cublas.push(b.time(name, |i| gpu.gemm_cublas(&x, &weights[i % copies], &mut y, dims))?);
+        }
+        let (ours_us, ours_spread) = curve(rows, ours);
+        let (cublas_us, cublas_spread) = curve(rows, cublas);
+        out.push(GemmTable {
+            name: name.into(),
+            n: n as u32,
+            k: k as u32,
+            ours_us,
+            cublas_us,
+            ours_spread,
+            cublas_spread,
+        });
+    }
+    Ok(out)
+}
+
+fn measure_ops(b: &mut Bench<'_>, m: &ModelSpec, grid: &Grid, block_size: usize) -> Result<Vec<OpTable>, GpuError> {
+    let gpu = b.gpu;
+    let (h, i, v) = (m.hidden as usize, m.intermediate as usize, m.vocab as usize);
+    let (qh, kvh, d) = (m.heads as usize, m.kv_heads as usize, m.head_dim as usize);
+    let t_max = grid.max_tokens();
+    let mut out = Vec::new();
+    let mut table = |name: &str, x: &[u32], points: Vec<(f64, f64)>| {
+        let (us, spread) = curve(x, points);
+        out.push(OpTable {
+            name: name.into(),
+            us,
+            spread,
+        });
+    };
+
+    let x = b.random_f16(t_max * h)?;
+    let mut residual = b.random_f16(t_max * h)?;
+    let weight = b.random_f16(h)?;
+    let mut y = gpu.zeros::<u16>(t_max * h)?;
+    let mut points = Vec::new();
+    for &t in &grid.tokens {
+        points.push(b.time("add_rmsnorm", |_| {
+            gpu.add_rmsnorm(&x, &mut residual, &weight, &mut y, t as usize, h)
+        })?);
+    }
+    table("add_rmsnorm", &grid.tokens, points);
+
+    let gate_up = b.random_f16(t_max * 2 * i)?;
+    let mut act = gpu.zeros::<u16>(t_max * i)?;
+    let mut points = Vec::new();
+    for &t in &grid.tokens {
+        points.push(b.time("silu_mul", |_| gpu.silu_mul(&gate_up, &mut act, t as usize, i))?);
+    }
+    table("silu_mul", &grid.tokens, points);
+
+    let layout = PagedKvLayout {
+        num_blocks: t_max.div_ceil(block_size),
+        block_size,
+        kv_heads: kvh,
+        head_dim: d,
+    };
+    let mut k_cache = gpu.zeros::<u16>(layout.elements())?;
+    let mut v_cache = gpu.zeros::<u16>(layout.elements())?;
+    let qkv = b.random_f16(t_max * (qh + 2 * kvh) * d)?;
+    let positions = b.ints(&(0..t_max as i32).collect::<Vec<_>>())?;
+    let slots = b.ints(&(0..t_max as i32).collect::<Vec<_>>())?;
+    let mut q_out = gpu.zeros::<u16>(t_max * qh * d)?;
+    let mut points = Vec::new();
+    for &t in &grid.tokens {
+        let shape = KvAppendShape {
+            tokens: t as usize,
+            q_heads: qh,
+            rope_theta: m.rope_theta as f32,
+        };
+        points.push(b.time("kv_append_rope", |_| {
+            let cache = KvCacheMut {
+                layout,
+                k: &mut k_cache,
+                v: &mut v_cache,
+            };
+            gpu.kv_append_rope(&shape, &qkv, &positions, &slots, &mut q_out, cache)
+        })?);
+    }
+    table("kv_append_rope", &grid.tokens, points);
+    drop((k_cache, v_cache, qkv, q_out));
+
+    let ids: Vec<i32> = (0..t_max).map(|j| ((j * 7919) % v) as i32).collect();
+    let ids = b.ints(&ids)?;
+    let embeddings = b.random_f16(v * h)?;
+    let mut points = Vec::new();
+    for &t in &grid.tokens {
+        points.push(b.time("embedding", |_| {
+            gpu.embedding(&ids, &embeddings, &mut y, t as usize, (v, h))
+        })?);
+    }
+    table("embedding", &grid.tokens, points);
+    drop(embeddings);
+
+    let r_max = grid.max_rows();
+    let logits = b.random_f16(r_max * v)?;
+    let mut tokens = gpu.zeros::<i32>(r_max)?;
+    let mut points = Vec::new();
+    for &r in &grid.sampled_rows {
+        points.push(b.time("argmax", |_| gpu.argmax(&logits, &mut tokens, r as usize, v))?);
+    }
+    table("argmax", &grid.sampled_rows, points);
+    Ok(out)
+}
+
+/// Block tables giving each of `contexts` its own blocks, and the cache layout holding them all.
+fn block_tables(contexts: &[u32], block_size: usize, kvh: usize, d: usize) -> (Vec<i32>, usize, PagedKvLayout) {
+    let per_seq = contexts
+        .iter()
+        .map(|&c| (c as usize).div_ceil(block_size))
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    let mut tables = Vec::with_capacity(contexts.len() * per_seq);
+    for s in 0..contexts.len() {
+        tables.extend((0..per_seq).map(|j| (s * per_seq + j) as i32));
+    }
+    let layout = PagedKvLayout {
+        num_blocks: contexts.len() * per_seq,
+        block_size,
+        kv_heads: kvh,
+        head_dim: d,
+    };
+    (tables, per_seq, layout)
+}
+
+struct AttentionBench {
+    k: F16Buffer,
+    v: F16Buffer,
+    q: F16Buffer,
+    out: F16Buffer,
+    ws: DecodeWorkspace,
+    block_size: usize,
+    qh: usize,
+    kvh: usize,
+    d: usize,
+}
+
+impl AttentionBench {
+    fn new(b: &mut Bench<'_>, m: &ModelSpec, grid: &Grid, block_size: usize) -> Result<AttentionBench, GpuError> {
+        let (qh, kvh, d) = (m.heads as usize, m.kv_heads as usize, m.head_dim as usize);
+        let decode_slots = grid
+            .decode_batches
+            .iter()
+            .map(|&bt| {
+                bt as usize * (grid.decode_contexts.iter().copied().max().unwrap_or(1) as usize).div_ceil(block_size)
+            })
+            .chain(grid.mixed.iter().map(|c| c.len() * 8192usize.div_ceil(block_size)))
+            .max()
+            .unwrap_or(1);
+        let prefill_blocks = (grid.prefill_chunks.iter().max().copied().unwrap_or(1)
+            + grid.prefill_offsets.iter().max().copied().unwrap_or(0)) as usize;
+        let blocks = decode_slots.max(prefill_blocks.div_ceil(block_size));
+        let elements = blocks * block_size * kvh * d;
+        let rows = grid
+            .decode_batches
+            .iter()
+            .chain(grid.prefill_chunks.iter())
+            .copied()
+            .chain(grid.mixed.iter().map(|c| c.len() as u32))
+            .max()
+            .unwrap_or(1) as usize;
+        Ok(AttentionBench {
+            // The cache's values do not change the kernels' speed; zeros keep the start-up short.
+            k: b.gpu.zeros::<u16>(elements)?,
+            v: b.gpu.zeros::<u16>(elements)?,
+            q: b.random_f16(rows * qh * d)?,
+            out: b.gpu.zeros::<u16>(rows * qh * d)?,
+            ws: DecodeWorkspace::new(),
+            block_size,
+            qh,
+            kvh,
+            d,
+        })
+    }
+
+    fn decode(&mut self, b: &mut Bench<'_>, contexts: &[u32]) -> Result<(f64, f64), GpuError> {
+        let gpu = b.gpu;
+        let (tables, per_seq, layout) = block_tables(contexts, self.block_size, self.kvh, self.d);
+        let tables = b.ints(&tables)?;
+        let lens = b.ints(&contexts.iter().map(|&c| c as i32).collect::<Vec<_>>())?;
+        let shape = DecodeShape {
+            num_seqs: contexts.len(),
+            q_heads: self.qh,
+            max_context_len: contexts.iter().copied().max().unwrap_or(1) as usize,
+            partition_size: None,
+        };
+        let kv = PagedKv {
+            layout,
+            k: &self.k,
+            v: &self.v,
+            block_tables: &tables,
+            max_blocks_per_seq: per_seq,
+        };
+        let (q, out, ws) = (&self.q, &mut self.out, &mut self.ws);
+        b.time("attention decode", |_| {
+            gpu.attention_decode(&shape, q, &kv, &lens, out, ws)
+        })
+    }
+
+    fn prefill(&mut self, b: &mut Bench<'_>, chunk: u32, offset: u32) -> Result<(f64, f64), GpuError> {
+        let gpu = b.gpu;
+        let context = chunk + offset;
+        let (tables, per_seq, layout) = block_tables(&[context], self.block_size, self.kvh, self.d);
+        let tables = b.ints(&tables)?;
+        let lens = b.ints(&[context as i32])?;
+        let cu = b.ints(&[0, chunk as i32])?;
+        let shape = PrefillShape {
+            num_seqs: 1,
+            total_tokens: chunk as usize,
+            q_heads: self.qh,
+            max_chunk_len: chunk as usize,
+        };
+        let kv = PagedKv {
+            layout,
+            k: &self.k,
+            v: &self.v,
+            block_tables: &tables,
+            max_blocks_per_seq: per_seq,
+        };
+        let (q, out) = (&self.q, &mut self.out);
+        b.time("attention prefill", |_| {
+            gpu.attention_prefill(&shape, q, &kv, &cu, &lens, out)
+        })
+    }
+}
+
+fn surface_table(x: &[u32], y: &[u32], points: Vec<(f64, f64)>) -> SurfaceTable {
+    let (z, spread): (Vec<f64>, Vec<f64>) = points.into_iter().unzip();
+    let f = |v: &[u32]| v.iter().map(|&a| f64::from(a)).collect();
+    SurfaceTable {
+        us: Surface { x: f(x), y: f(y), z },
+        spread,
+    }
+}
+
+/// ISO 8601 UTC of now (civil-from-days, so no date crate is needed for one timestamp).
+pub fn utc_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Measures a whole profile. `on_point` is called after every timed point (for a progress bar).
+pub fn calibrate(gpu: &Gpu, cfg: &CalibrateConfig, on_point: &mut dyn FnMut(&str)) -> Result<Profile, CalibError> {
+    let m = &cfg.model;
+    if !matches!(m.head_dim, 64 | 128) {
+        return Err(CalibError::Unsupported(format!(
+            "{}: head_dim {} — the attention kernels support 64 and 128",
+            m.name, m.head_dim
+        )));
+    }
+    let started = Instant::now();
+    let mut b = Bench::new(gpu, cfg.warmup, cfg.repeats, on_point);
+    let copy_gbps = copy_bandwidth_gbps(&mut b, 1 << 30)?;
+    let gemm_tflops = cublas_tflops(&mut b, 8192)?;
+    let block_size = cfg.block_size as usize;
+    let grid = &cfg.grid;
+    let gemm = measure_gemms(&mut b, m, grid)?;
+    let ops = measure_ops(&mut b, m, grid, block_size)?;
+    let mut att = AttentionBench::new(&mut b, m, grid, block_size)?;
+    let mut prefill = Vec::new();
+    for &c in &grid.prefill_chunks {
+        for &o in &grid.prefill_offsets {
+            prefill.push(att.prefill(&mut b, c, o)?);
+        }
+    }
+    let mut decode = Vec::new();
+    for &batch in &grid.decode_batches {
+        for &ctx in &grid.decode_contexts {
+            decode.push(att.decode(&mut b, &vec![ctx; batch as usize])?);
+        }
+    }
+    let mut decode_mixed = Vec::new();
+    for contexts in &grid.mixed {
+        let (us, _) = att.decode(&mut b, contexts)?;
+        decode_mixed.push(MixedDecode {
+            contexts: contexts.clone(),
+            us,
+        });
+    }
+    let info = gpu.info();
+    let (major, minor) = info.compute_capability;
+    Ok(Profile {
+        format: PROFILE_FORMAT,
+        fingerprint: Fingerprint {
+            gpu_name: info.name.clone(),
+            compute_capability: format!("{major}.{minor}"),
+            sm_count: info.sm_count,
+            memory_bytes: info.total_memory_bytes,
+            driver_version: kernel_driver_version().unwrap_or_else(|| "unknown".into()),
+            cuda_version: info.driver_cuda_version.clone(),
+            copy_bandwidth_gbps: copy_gbps,
+            gemm_tflops,
+            kernel_source_hash: kernel_source_hash(),
+            model: m.clone(),
+            block_size: cfg.block_size,
+            batchlab_version: env!("CARGO_PKG_VERSION").to_string(),
+            date: utc_now(),
+        },
+        gemm,
+        ops,
+        attention_prefill: surface_table(&grid.prefill_chunks, &grid.prefill_offsets, prefill),
+        attention_decode: surface_table(&grid.decode_batches, &grid.decode_contexts, decode),
+        decode_mixed,
+        step_overhead_us: 0.0,
+        run: CalibrationRun {
+            seconds: started.elapsed().as_secs_f64(),
+            warmup: cfg.warmup as u32,
+            repeats: cfg.repeats as u32,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offset_grid_shares_no_point_with_the_standard_one() {
+        let (s, o) = (Grid::standard(), Grid::offset());
+        for (a, b) in [
+            (&s.tokens, &o.tokens),
+            (&s.sampled_rows, &o.sampled_rows),
+            (&s.prefill_chunks, &o.prefill_chunks),
+            (&s.prefill_offsets, &o.prefill_offsets),
+            (&s.decode_batches, &o.decode_batches),
+            (&s.decode_contexts, &o.decode_contexts),
+        ] {
+            assert!(a.iter().all(|x| !b.contains(x)), "{a:?} / {b:?}");
+            assert!(a.windows(2).all(|w| w[0] < w[1]) && b.windows(2).all(|w| w[0] < w[1]));
+        }
+        assert!(o.mixed.iter().all(|c| c.iter().all(|&x| (1..=8192).contains(&x))));
+        assert_eq!(s.mixed.len(), 12);
+    }
+
+    #[test]
+    fn block_tables_give_each_sequence_its_own_blocks() {
+        let (t, per_seq, layout) = block_tables(&[17, 5, 32], 16, 2, 64);
+        assert_eq!(per_seq, 2);
+        assert_eq!(t, [0, 1, 2, 3, 4, 5]);
+        assert_eq!(layout.num_blocks, 6);
+    }
+
+    #[test]
+    fn utc_now_is_iso_8601() {
+        let s = utc_now();
+        assert_eq!(s.len(), 20, "{s}");
+        assert!(
+            s.starts_with("20") && s.ends_with('Z') && s.as_bytes()[10] == b'T',
+            "{s}"
+        );
+    }
+}

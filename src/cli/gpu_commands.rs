@@ -1,0 +1,183 @@
+//! The subcommands that need a GPU: calibrate, bench-kernels; and compare-profiles, which reads what they wrote.
+
+use super::commands::{CliError, input, progress};
+use super::{BenchKernelsArgs, CalibrateArgs, CompareArgs, GpuModelArgs};
+use crate::calib::bench;
+use crate::calib::compare::{agreement, out_of_sample};
+use crate::calib::driver::{CalibrateConfig, Grid, calibrate as measure};
+use crate::calib::{Profile, driver};
+use crate::gpu::Gpu;
+use crate::model::{self, ModelSpec};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+fn model_of(t: &GpuModelArgs) -> Result<ModelSpec, CliError> {
+    match &t.model_config {
+        Some(path) => model::from_hf_config(path).map_err(input),
+        None => model::by_name(&t.model).map_err(input),
+    }
+}
+
+fn open_gpu(ordinal: usize) -> Result<Gpu, CliError> {
+    Gpu::new(ordinal).map_err(|e| CliError::Failed(anyhow::anyhow!(e)))
+}
+
+/// "NVIDIA H100 80GB HBM3" → "h100-80gb-hbm3": a folder name for a card.
+pub fn gpu_slug(name: &str) -> String {
+    let lower = name.to_lowercase();
+    let words: Vec<&str> = lower
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty() && *w != "nvidia")
+        .collect();
+    if words.is_empty() {
+        "gpu".into()
+    } else {
+        words.join("-")
+    }
+}
+
+fn write(path: &Path, text: &str) -> Result<(), CliError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+    }
+    // Written beside and renamed, so an interrupted run never leaves a truncated profile.
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    Ok(())
+}
+
+fn run_grid(gpu: &Gpu, cfg: &CalibrateConfig, what: &str) -> Result<Profile, CliError> {
+    let pb = progress(cfg.grid.points() + 2, what);
+    let profile = measure(gpu, cfg, &mut |_| pb.inc(1)).map_err(|e| CliError::Failed(anyhow::anyhow!(e)))?;
+    pb.finish_and_clear();
+    Ok(profile)
+}
+
+pub fn calibrate(args: CalibrateArgs) -> Result<(), CliError> {
+    let model = model_of(&args.target)?;
+    let started = Instant::now();
+    let gpu = open_gpu(args.target.gpu)?;
+    let info = gpu.info().clone();
+    let out = args
+        .out
+        .unwrap_or_else(|| PathBuf::from("calibration").join(gpu_slug(&info.name)));
+    let mut cfg = CalibrateConfig {
+        model: model.clone(),
+        warmup: args.target.warmup,
+        repeats: args.target.repeats,
+        block_size: args.block_size,
+        grid: Grid::standard(),
+    };
+    eprintln!(
+        "calibrating {} on {} ({} SMs, compute capability {}.{})",
+        model.name, info.name, info.sm_count, info.compute_capability.0, info.compute_capability.1
+    );
+    let profile = run_grid(&gpu, &cfg, "points")?;
+    let path = out.join(format!("{}.json", model.name));
+    write(&path, &profile.to_json())?;
+    let f = &profile.fingerprint;
+    println!(
+        "wrote {} — {:.1} s (measured: copy {:.0} GB/s, cuBLAS fp16 GEMM {:.1} TFLOP/s)",
+        path.display(),
+        profile.run.seconds,
+        f.copy_bandwidth_gbps,
+        f.gemm_tflops
+    );
+    if args.check {
+        cfg.grid = Grid::offset();
+        let offset = run_grid(&gpu, &cfg, "offset points")?;
+        write(&out.join(format!("{}.offset.json", model.name)), &offset.to_json())?;
+        let errors = out_of_sample(&profile, &offset).map_err(input)?;
+        let mut md = format!(
+            "Out-of-sample check of `{}` on {} ({}): the profile's interpolation against {} points of an offset \
+             grid measured in the same run.\n\n| op | points | median error | p95 error | max error |\n|---|---:|---:|---:|---:|\n",
+            model.name,
+            info.name,
+            driver::utc_now(),
+            errors.iter().map(|e| e.errors.len()).sum::<usize>()
+        );
+        let mut all = Vec::new();
+        for e in &errors {
+            md.push_str(&format!(
+                "| {} | {} | {:.2}% | {:.2}% | {:.2}% |\n",
+                e.op,
+                e.errors.len(),
+                100.0 * e.median(),
+                100.0 * e.p95(),
+                100.0 * e.max()
+            ));
+            all.extend(e.errors.iter().copied());
+        }
+        let pooled = crate::calib::compare::OpErrors {
+            op: "all".into(),
+            errors: all,
+        };
+        md.push_str(&format!(
+            "| **all** | {} | {:.2}% | {:.2}% | {:.2}% |\n",
+            pooled.errors.len(),
+            100.0 * pooled.median(),
+            100.0 * pooled.p95(),
+            100.0 * pooled.max()
+        ));
+        write(&out.join(format!("{}.check.md", model.name)), &md)?;
+        println!("{md}");
+    }
+    eprintln!("calibrate took {:.1} s in all", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+pub fn bench_kernels(args: BenchKernelsArgs) -> Result<(), CliError> {
+    let model = model_of(&args.target)?;
+    let gpu = open_gpu(args.target.gpu)?;
+    let pb = progress(80, "kernels");
+    let result = bench::bench_kernels(&gpu, &model, args.target.warmup, args.target.repeats, &mut |_| {
+        pb.inc(1)
+    })
+    .map_err(|e| CliError::Failed(anyhow::anyhow!(e)))?;
+    pb.finish_and_clear();
+    let md = result.markdown(&model.name);
+    if let Some(path) = &args.out {
+        write(path, &md)?;
+    }
+    println!("{md}");
+    Ok(())
+}
+
+pub fn compare_profiles(args: CompareArgs) -> Result<(), CliError> {
+    let a = Profile::load(&args.first).map_err(input)?;
+    let b = Profile::load(&args.second).map_err(input)?;
+    let rows = agreement(&a, &b).map_err(input)?;
+    println!("| table | points | within spread | largest difference |\n|---|---:|---:|---:|");
+    let (mut points, mut within) = (0, 0);
+    for r in &rows {
+        println!(
+            "| {} | {} | {} | {:.2}% |",
+            r.op,
+            r.points,
+            r.within_spread,
+            100.0 * r.max_rel_diff
+        );
+        points += r.points;
+        within += r.within_spread;
+    }
+    println!(
+        "| **all** | {points} | {within} ({:.1}%) | |",
+        100.0 * within as f64 / points.max(1) as f64
+    );
+    println!("\nrun times: {:.1} s and {:.1} s", a.run.seconds, b.run.seconds);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::gpu_slug;
+
+    #[test]
+    fn gpu_slugs_are_folder_names() {
+        assert_eq!(gpu_slug("NVIDIA H100 80GB HBM3"), "h100-80gb-hbm3");
+        assert_eq!(gpu_slug("NVIDIA H200"), "h200");
+        assert_eq!(gpu_slug("NVIDIA RTX PRO 4000 Blackwell"), "rtx-pro-4000-blackwell");
+        assert_eq!(gpu_slug("???"), "gpu");
+    }
+}
