@@ -265,6 +265,9 @@ fn gpu_commands_fail_with_one_clear_sentence_when_the_gpu_is_missing() {
         let err = fails(cmd);
         let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
         assert_eq!(lines.len(), 1, "{err}");
-        assert!(lines[0].starts_with("error: ") && (err.contains("driver") || err.contains("GPU")), "{err}");
+        assert!(
+            lines[0].starts_with("error: ") && (err.contains("driver") || err.contains("GPU")),
+            "{err}"
+        );
     }
 }

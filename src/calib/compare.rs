@@ -9,6 +9,8 @@ use crate::metrics::percentile_sorted;
 #[derive(Clone, Debug, PartialEq)]
 pub struct OpErrors {
     pub op: String,
+    /// Whether the calibrated cost model uses this table as it stands (for a GEMM: the faster of the two kernels).
+    pub used: bool,
     /// |predicted − measured| / measured, one per point.
     pub errors: Vec<f64>,
 }
@@ -40,14 +42,14 @@ fn rel(predicted: f64, measured: f64) -> f64 {
     (predicted - measured).abs() / measured
 }
 
-fn curve_errors(op: String, model: &Curve, measured: &Curve) -> OpErrors {
+fn curve_errors(op: String, used: bool, predict: impl Fn(f64) -> f64, measured: &Curve) -> OpErrors {
     let errors = measured
         .x
         .iter()
         .zip(&measured.y)
-        .map(|(&x, &y)| rel(model.at(x), y))
+        .map(|(&x, &y)| rel(predict(x), y))
         .collect();
-    OpErrors { op, errors }
+    OpErrors { op, used, errors }
 }
 
 fn surface_errors(op: &str, model: &Surface, measured: &Surface) -> OpErrors {
@@ -60,6 +62,7 @@ fn surface_errors(op: &str, model: &Surface, measured: &Surface) -> OpErrors {
         .collect();
     OpErrors {
         op: op.to_string(),
+        used: true,
         errors,
     }
 }
@@ -70,15 +73,32 @@ pub fn out_of_sample(profile: &Profile, offset: &Profile) -> Result<Vec<OpErrors
     let mut out = Vec::new();
     for m in &offset.gemm {
         let p = profile.gemm_table(&m.name)?;
-        out.push(curve_errors(format!("gemm {} (ours)", m.name), &p.ours_us, &m.ours_us));
+        let faster = Curve {
+            x: m.ours_us.x.clone(),
+            y: m.ours_us.y.iter().zip(&m.cublas_us.y).map(|(a, b)| a.min(*b)).collect(),
+        };
+        out.push(curve_errors(
+            format!("gemm {} (faster)", m.name),
+            true,
+            |x| p.best_us(x),
+            &faster,
+        ));
+        out.push(curve_errors(
+            format!("gemm {} (ours)", m.name),
+            false,
+            |x| p.ours_us.step_at(x),
+            &m.ours_us,
+        ));
         out.push(curve_errors(
             format!("gemm {} (cuBLAS)", m.name),
-            &p.cublas_us,
+            false,
+            |x| p.cublas_us.step_at(x),
             &m.cublas_us,
         ));
     }
     for m in &offset.ops {
-        out.push(curve_errors(m.name.clone(), &profile.op_table(&m.name)?.us, &m.us));
+        let table = &profile.op_table(&m.name)?.us;
+        out.push(curve_errors(m.name.clone(), true, |x| table.at(x), &m.us));
     }
     out.push(surface_errors(
         "attention prefill",
@@ -180,13 +200,14 @@ mod tests {
         // Measure "offset" points on the same straight lines: interpolation must be exact.
         let mut offset = p.clone();
         for g in &mut offset.gemm {
+            // GEMMs are looked up at the next grid point: 16 and 256 here.
             g.ours_us = Curve {
-                x: vec![5.0, 300.0],
-                y: vec![5.0 + 0.05, 5.0 + 3.0],
+                x: vec![5.0, 200.0],
+                y: vec![5.0 + 0.16, 5.0 + 2.56],
             };
             g.cublas_us = Curve {
-                x: vec![7.0],
-                y: vec![5.5 + 0.077],
+                x: vec![5.0, 200.0],
+                y: vec![5.5 + 0.176, 5.5 + 2.816],
             };
         }
         let errors = out_of_sample(&p, &offset).unwrap();

@@ -35,31 +35,36 @@ pub struct Grid {
 }
 
 impl Grid {
-    /// The profile's grid.
+    /// The profile's grid. Row counts sit on GEMM tile edges (1–8, then multiples of 16 to 256, of 64 to 1024, of
+    /// 128 to 8192), where a GEMM's time steps up; attention is measured densely enough for straight lines between
+    /// neighbours.
     pub fn standard() -> Grid {
+        let tokens = tile_edges(8192);
         Grid {
-            tokens: vec![
-                1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072,
-                4096, 6144, 8192,
+            sampled_rows: tokens.iter().copied().filter(|&t| t <= 1024).collect(),
+            tokens,
+            prefill_chunks: vec![
+                1, 16, 32, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096,
             ],
-            sampled_rows: vec![1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024],
-            prefill_chunks: vec![1, 16, 64, 128, 256, 512, 1024, 2048, 4096],
-            prefill_offsets: vec![0, 128, 512, 1024, 2048, 4096, 8192],
-            decode_batches: vec![1, 2, 4, 8, 16, 32, 64, 128, 256],
-            decode_contexts: vec![16, 64, 128, 256, 512, 1024, 2048, 4096, 8192],
+            prefill_offsets: vec![0, 128, 256, 512, 768, 1024, 1536, 2048, 3072, 4096, 6144, 8192],
+            decode_batches: vec![1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256],
+            decode_contexts: vec![
+                16, 64, 128, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096, 6144, 8192,
+            ],
             mixed: mixed_batches(&[4, 16, 64, 192], 11),
         }
     }
 
-    /// A second grid with no point in common with [`Grid::standard`]: interpolation tested out of sample.
+    /// A second grid with no point in common with [`Grid::standard`] (off the tile edges too): interpolation
+    /// tested out of sample.
     pub fn offset() -> Grid {
         Grid {
-            tokens: vec![5, 10, 20, 40, 80, 160, 320, 640, 1280, 2560, 5120, 7000],
-            sampled_rows: vec![3, 12, 48, 96, 384, 768],
-            prefill_chunks: vec![32, 192, 768, 3000],
-            prefill_offsets: vec![64, 768, 3000, 6000],
-            decode_batches: vec![3, 12, 48, 96, 192],
-            decode_contexts: vec![100, 384, 1536, 3000, 6000],
+            tokens: vec![5, 11, 23, 45, 90, 170, 333, 700, 1300, 2600, 5000, 7000],
+            sampled_rows: vec![3, 12, 45, 90, 333, 700],
+            prefill_chunks: vec![48, 200, 700, 3000],
+            prefill_offsets: vec![64, 900, 3500, 7000],
+            decode_batches: vec![3, 12, 40, 80, 160],
+            decode_contexts: vec![100, 700, 1300, 2600, 5000],
             mixed: mixed_batches(&[8, 32, 128], 12),
         }
     }
@@ -82,6 +87,15 @@ impl Grid {
     fn max_rows(&self) -> usize {
         self.sampled_rows.iter().copied().max().unwrap_or(1) as usize
     }
+}
+
+/// 1, 2, 4, 8, then multiples of 16 to 256, of 64 to 1024 and of 128 up to `max`.
+fn tile_edges(max: u32) -> Vec<u32> {
+    let mut v = vec![1, 2, 4, 8];
+    v.extend((16..=256).step_by(16));
+    v.extend((320..=1024).step_by(64));
+    v.extend((1152..=max).step_by(128));
+    v
 }
 
 /// For each batch size, three batches of lognormal context lengths (sigma 1, means 256, 1024 and 3072) clamped to
@@ -123,6 +137,9 @@ pub enum CalibError {
     Unsupported(String),
 }
 
+/// Time a timed repeat aims to span (µs).
+pub const GROUP_US: f64 = 200.0;
+
 /// Median (µs) and relative spread of one timing.
 fn summarize(t: &Timing) -> (f64, f64) {
     let mut s = t.samples_ms.clone();
@@ -156,11 +173,26 @@ impl<'a> Bench<'a> {
         }
     }
 
-    /// Median µs and spread of `op`, which gets the repeat's index (to rotate inputs).
-    pub fn time(&mut self, what: &str, op: impl FnMut(usize) -> Result<(), GpuError>) -> Result<(f64, f64), GpuError> {
-        let t = self.gpu.time(self.warmup, self.repeats, op)?;
+    /// Median µs per launch and spread of `op`, which gets a running index (to rotate inputs). Each timed repeat
+    /// runs enough back-to-back launches to fill about [`GROUP_US`] between its two events, so microsecond kernels
+    /// are not drowned in event and launch jitter — and are timed as an engine runs them, one after another.
+    pub fn time(
+        &mut self,
+        what: &str,
+        mut op: impl FnMut(usize) -> Result<(), GpuError>,
+    ) -> Result<(f64, f64), GpuError> {
+        let probe = self.gpu.time(1, 3, &mut op)?;
+        let single_us = (probe.median_ms * 1e3).max(0.1);
+        let inner = ((GROUP_US / single_us).ceil() as usize).clamp(1, 64);
+        let t = self.gpu.time(self.warmup, self.repeats, |i| {
+            for j in 0..inner {
+                op(i * inner + j)?;
+            }
+            Ok(())
+        })?;
         (self.on_point)(what);
-        Ok(summarize(&t))
+        let (us, spread) = summarize(&t);
+        Ok((us / inner as f64, spread))
     }
 
     /// Uniform values in [-1, 1) as fp16 (never all zeros: values do not change speed, but zeros hide bugs).
@@ -599,6 +631,10 @@ mod tests {
         }
         assert!(o.mixed.iter().all(|c| c.iter().all(|&x| (1..=8192).contains(&x))));
         assert_eq!(s.mixed.len(), 12);
+        assert_eq!(s.tokens.len(), 4 + 16 + 12 + 56);
+        assert_eq!(*s.tokens.last().unwrap(), 8192);
+        // Every offset row count falls strictly between two tile edges.
+        assert!(o.tokens.iter().all(|t| t % 16 != 0));
     }
 
     #[test]

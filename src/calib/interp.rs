@@ -40,6 +40,11 @@ impl Curve {
     pub fn at(&self, x: f64) -> f64 {
         lerp(&self.x, &self.y, x)
     }
+
+    /// See [`step_up`].
+    pub fn step_at(&self, x: f64) -> f64 {
+        step_up(&self.x, &self.y, x)
+    }
 }
 
 /// Piecewise-linear y(v) through (xs, ys), xs strictly increasing and non-empty: the first value below the grid,
@@ -55,6 +60,14 @@ pub fn lerp(xs: &[f64], ys: &[f64], v: f64) -> f64 {
     let y = y0 + (y1 - y0) * (v - x0) / (x1 - x0);
     // Extrapolating a segment that falls must not predict less than its end.
     if v > x1 { y.max(y1) } else { y }
+}
+
+/// y at the first grid point at or above `v` (the last segment extended beyond the grid): for quantities that are
+/// step functions of `v` with the grid on the steps' edges, like a GEMM's time over its row count, which is flat
+/// across the rows of one tile and jumps at the next.
+pub fn step_up(xs: &[f64], ys: &[f64], v: f64) -> f64 {
+    let i = xs.partition_point(|&x| x < v);
+    if i < xs.len() { ys[i] } else { lerp(xs, ys, v) }
 }
 
 /// z(x, y) measured on the grid x × y, row-major (`z[i * y.len() + j]` at `x[i]`, `y[j]`).
@@ -120,6 +133,16 @@ mod tests {
         let falling = Curve::new(vec![1.0, 2.0], vec![5.0, 4.0]);
         assert_eq!(falling.at(10.0), 4.0);
         assert_eq!(Curve::new(vec![3.0], vec![7.0]).at(100.0), 7.0);
+    }
+
+    #[test]
+    fn step_lookup_takes_the_next_grid_point() {
+        let c = Curve::new(vec![16.0, 32.0, 64.0], vec![10.0, 12.0, 20.0]);
+        assert_eq!(c.step_at(1.0), 10.0);
+        assert_eq!(c.step_at(16.0), 10.0);
+        assert_eq!(c.step_at(17.0), 12.0);
+        assert_eq!(c.step_at(40.0), 20.0);
+        assert_eq!(c.step_at(96.0), 28.0);
     }
 
     #[test]

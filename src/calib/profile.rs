@@ -17,7 +17,8 @@ pub const PROFILE_FORMAT: u32 = 1;
 pub struct Profile {
     pub format: u32,
     pub fingerprint: Fingerprint,
-    /// One table per weight shape of the model (qkv, o, gate_up, down, lm_head): time by token count (rows).
+    /// One table per weight shape of the model (qkv, o, gate_up, down, lm_head): time by token count (rows), measured
+    /// on tile edges (see [`GemmTable::best_us`]).
     pub gemm: Vec<GemmTable>,
     /// Elementwise and small ops by row count: add_rmsnorm, silu_mul, kv_append_rope, embedding, argmax.
     pub ops: Vec<OpTable>,
@@ -68,9 +69,10 @@ pub struct GemmTable {
 }
 
 impl GemmTable {
-    /// The engine uses the faster kernel per shape.
+    /// The engine uses the faster kernel per shape. A GEMM's time is flat over the rows of one tile and the grid is
+    /// measured on tile edges, so a token count takes the time of the next grid point.
     pub fn best_us(&self, tokens: f64) -> f64 {
-        self.ours_us.at(tokens).min(self.cublas_us.at(tokens))
+        self.ours_us.step_at(tokens).min(self.cublas_us.step_at(tokens))
     }
 }
 

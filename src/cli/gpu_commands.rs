@@ -107,14 +107,17 @@ pub fn calibrate(args: CalibrateArgs) -> Result<(), CliError> {
                 100.0 * e.p95(),
                 100.0 * e.max()
             ));
-            all.extend(e.errors.iter().copied());
+            if e.used {
+                all.extend(e.errors.iter().copied());
+            }
         }
         let pooled = crate::calib::compare::OpErrors {
-            op: "all".into(),
+            op: "all the cost model uses".into(),
+            used: true,
             errors: all,
         };
         md.push_str(&format!(
-            "| **all** | {} | {:.2}% | {:.2}% | {:.2}% |\n",
+            "| **all the cost model uses** | {} | {:.2}% | {:.2}% | {:.2}% |\n",
             pooled.errors.len(),
             100.0 * pooled.median(),
             100.0 * pooled.p95(),

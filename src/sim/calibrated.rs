@@ -273,7 +273,8 @@ pub(crate) mod tests {
         // Per layer: 2 norms + 4 GEMMs (ours, faster) + KV append + SiLU·mul at 8 rows, and decode attention at
         // batch 8, context 1024. Then embedding (8 rows), final norm + lm_head + argmax (8 rows), overhead.
         let op = 2.0 + 0.001 * 8.0;
-        let gemm = 5.0 + 0.01 * 8.0;
+        // GEMMs take the time of the next measured row count (16): flat over one tile's rows.
+        let gemm = 5.0 + 0.01 * 16.0;
         let attention = 4.0 + 0.0005 * 8.0 * 1024.0;
         let layer = 2.0 * op + 4.0 * gemm + op + op + attention;
         let expected = 24.0 * layer + op + (op + gemm + op) + 30.0;

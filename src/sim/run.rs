@@ -104,10 +104,20 @@ pub fn build_cost_model(
                 .profile
                 .as_ref()
                 .ok_or("cost.profile is required for kind = \"calibrated\"")?;
-            let path = base_dir.join(rel);
+            // `{model}` in the path stands for the model's name, so one scenario can sweep models.
+            let rel = std::path::PathBuf::from(rel.to_string_lossy().replace("{model}", &model.name));
+            let path = base_dir.join(&rel);
             let profile = Profile::load(&path).map_err(|e| e.to_string())?;
             for m in profile.mismatches(model) {
                 tracing::warn!("profile {} does not match the scenario's model: {m}", path.display());
+            }
+            if profile.fingerprint.kernel_source_hash != crate::gpu::kernel_source_hash() {
+                tracing::warn!(
+                    "profile {} was measured with other kernels than this batchlab's (kernel source hash {}); \
+                     calibrate again for predictions of these kernels",
+                    path.display(),
+                    profile.fingerprint.kernel_source_hash
+                );
             }
             Box::new(CalibratedCost::new(&profile, model, &rel.display().to_string())?)
         }
