@@ -1,7 +1,7 @@
 //! Judging profiles: how well one predicts points it never measured (an offset grid), and whether two calibrations
 //! of the same card agree within their measured spread.
 
-use super::interp::{Curve, Surface};
+use super::interp::{Curve, Surface, WorkSurface, prefill_pairs};
 use super::profile::Profile;
 use crate::metrics::percentile_sorted;
 
@@ -52,13 +52,10 @@ fn curve_errors(op: String, used: bool, predict: impl Fn(f64) -> f64, measured: 
     OpErrors { op, used, errors }
 }
 
-fn surface_errors(op: &str, model: &Surface, measured: &Surface) -> OpErrors {
+fn surface_errors(op: &str, predict: impl Fn(f64, f64) -> f64, measured: &Surface) -> OpErrors {
     let ny = measured.y.len();
-    let errors = measured
-        .z
-        .iter()
-        .enumerate()
-        .map(|(i, &z)| rel(model.at(measured.x[i / ny], measured.y[i % ny]), z))
+    let errors = (measured.z.iter().enumerate())
+        .map(|(i, &z)| rel(predict(measured.x[i / ny], measured.y[i % ny]), z))
         .collect();
     OpErrors {
         op: op.to_string(),
@@ -100,14 +97,17 @@ pub fn out_of_sample(profile: &Profile, offset: &Profile) -> Result<Vec<OpErrors
         let table = &profile.op_table(&m.name)?.us;
         out.push(curve_errors(m.name.clone(), true, |x| table.at(x), &m.us));
     }
+    // As the calibrated cost model reads them.
+    let prefill = WorkSurface::new(&profile.attention_prefill.us, prefill_pairs);
     out.push(surface_errors(
         "attention prefill",
-        &profile.attention_prefill.us,
+        |c, o| prefill.at(c, o),
         &offset.attention_prefill.us,
     ));
+    let decode = &profile.attention_decode.us;
     out.push(surface_errors(
         "attention decode",
-        &profile.attention_decode.us,
+        |b, c| decode.at(b, c),
         &offset.attention_decode.us,
     ));
     Ok(out)

@@ -125,6 +125,8 @@ pub struct CalibrateConfig {
     pub model: ModelSpec,
     pub warmup: usize,
     pub repeats: usize,
+    /// Whole passes over the grid; each point keeps the median over passes.
+    pub passes: usize,
     pub block_size: u32,
     pub grid: Grid,
 }
@@ -540,6 +542,109 @@ pub fn utc_now() -> String {
     )
 }
 
+/// The measured tables of one pass over the grid.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tables {
+    pub gemm: Vec<GemmTable>,
+    pub ops: Vec<OpTable>,
+    pub attention_prefill: SurfaceTable,
+    pub attention_decode: SurfaceTable,
+    pub decode_mixed: Vec<MixedDecode>,
+}
+
+fn measure_pass(
+    b: &mut Bench<'_>,
+    m: &ModelSpec,
+    grid: &Grid,
+    block_size: usize,
+    att: &mut AttentionBench,
+) -> Result<Tables, GpuError> {
+    let gemm = measure_gemms(b, m, grid)?;
+    let ops = measure_ops(b, m, grid, block_size)?;
+    let mut prefill = Vec::new();
+    for &c in &grid.prefill_chunks {
+        for &o in &grid.prefill_offsets {
+            prefill.push(att.prefill(b, c, o)?);
+        }
+    }
+    let mut decode = Vec::new();
+    for &batch in &grid.decode_batches {
+        for &ctx in &grid.decode_contexts {
+            decode.push(att.decode(b, &vec![ctx; batch as usize])?);
+        }
+    }
+    let mut decode_mixed = Vec::new();
+    for contexts in &grid.mixed {
+        let (us, _) = att.decode(b, contexts)?;
+        decode_mixed.push(MixedDecode {
+            contexts: contexts.clone(),
+            us,
+        });
+    }
+    Ok(Tables {
+        gemm,
+        ops,
+        attention_prefill: surface_table(&grid.prefill_chunks, &grid.prefill_offsets, prefill),
+        attention_decode: surface_table(&grid.decode_batches, &grid.decode_contexts, decode),
+        decode_mixed,
+    })
+}
+
+/// Median of each point over the passes, with the spread (max − min) / median across them (the within-pass spread
+/// when there is one pass).
+pub fn merge_passes(mut passes: Vec<Tables>) -> Tables {
+    if passes.len() == 1 {
+        return passes.pop().expect("one pass");
+    }
+    let merge = |values: Vec<f64>| -> (f64, f64) {
+        let mut v = values;
+        v.sort_by(f64::total_cmp);
+        let median = percentile_sorted(&v, 50.0);
+        let spread = if median > 0.0 {
+            (v[v.len() - 1] - v[0]) / median
+        } else {
+            0.0
+        };
+        (median, spread)
+    };
+    let column = |get: &dyn Fn(&Tables) -> &Vec<f64>| -> (Vec<f64>, Vec<f64>) {
+        let n = get(&passes[0]).len();
+        (0..n)
+            .map(|i| merge(passes.iter().map(|p| get(p)[i]).collect()))
+            .unzip()
+    };
+    let mut out = passes[0].clone();
+    for (g, table) in out.gemm.iter_mut().enumerate() {
+        (table.ours_us.y, table.ours_spread) = column(&|p: &Tables| &p.gemm[g].ours_us.y);
+        (table.cublas_us.y, table.cublas_spread) = column(&|p: &Tables| &p.gemm[g].cublas_us.y);
+    }
+    for (o, table) in out.ops.iter_mut().enumerate() {
+        (table.us.y, table.spread) = column(&|p: &Tables| &p.ops[o].us.y);
+    }
+    (out.attention_prefill.us.z, out.attention_prefill.spread) = column(&|p: &Tables| &p.attention_prefill.us.z);
+    (out.attention_decode.us.z, out.attention_decode.spread) = column(&|p: &Tables| &p.attention_decode.us.z);
+    for (i, mixed) in out.decode_mixed.iter_mut().enumerate() {
+        mixed.us = merge(passes.iter().map(|p| p.decode_mixed[i].us).collect()).0;
+    }
+    out
+}
+
+/// Keeps the GPU busy for about two seconds so clocks have ramped up before the first point is timed.
+fn warm_up(gpu: &Gpu) -> Result<(), GpuError> {
+    let n = 4096;
+    let x = gpu.zeros::<u16>(n * n)?;
+    let w = gpu.zeros::<u16>(n * n)?;
+    let mut y = gpu.zeros::<u16>(n * n)?;
+    let started = Instant::now();
+    while started.elapsed().as_secs_f64() < 2.0 {
+        for _ in 0..20 {
+            gpu.gemm_cublas(&x, &w, &mut y, (n, n, n))?;
+        }
+        gpu.synchronize()?;
+    }
+    Ok(())
+}
+
 /// Measures a whole profile. `on_point` is called after every timed point (for a progress bar).
 pub fn calibrate(gpu: &Gpu, cfg: &CalibrateConfig, on_point: &mut dyn FnMut(&str)) -> Result<Profile, CalibError> {
     let m = &cfg.model;
@@ -551,33 +656,25 @@ pub fn calibrate(gpu: &Gpu, cfg: &CalibrateConfig, on_point: &mut dyn FnMut(&str
     }
     let started = Instant::now();
     let mut b = Bench::new(gpu, cfg.warmup, cfg.repeats, on_point);
+    warm_up(gpu)?;
     let copy_gbps = copy_bandwidth_gbps(&mut b, 1 << 30)?;
     let gemm_tflops = cublas_tflops(&mut b, 8192)?;
     let block_size = cfg.block_size as usize;
     let grid = &cfg.grid;
-    let gemm = measure_gemms(&mut b, m, grid)?;
-    let ops = measure_ops(&mut b, m, grid, block_size)?;
     let mut att = AttentionBench::new(&mut b, m, grid, block_size)?;
-    let mut prefill = Vec::new();
-    for &c in &grid.prefill_chunks {
-        for &o in &grid.prefill_offsets {
-            prefill.push(att.prefill(&mut b, c, o)?);
-        }
+    // Whole passes over the grid, so each point's samples span the run and slow drifts (clocks, temperature) show
+    // in its spread instead of biasing whichever shapes happened to be measured first.
+    let mut passes = Vec::with_capacity(cfg.passes);
+    for _ in 0..cfg.passes.max(1) {
+        passes.push(measure_pass(&mut b, m, grid, block_size, &mut att)?);
     }
-    let mut decode = Vec::new();
-    for &batch in &grid.decode_batches {
-        for &ctx in &grid.decode_contexts {
-            decode.push(att.decode(&mut b, &vec![ctx; batch as usize])?);
-        }
-    }
-    let mut decode_mixed = Vec::new();
-    for contexts in &grid.mixed {
-        let (us, _) = att.decode(&mut b, contexts)?;
-        decode_mixed.push(MixedDecode {
-            contexts: contexts.clone(),
-            us,
-        });
-    }
+    let Tables {
+        gemm,
+        ops,
+        attention_prefill,
+        attention_decode,
+        decode_mixed,
+    } = merge_passes(passes);
     let info = gpu.info();
     let (major, minor) = info.compute_capability;
     Ok(Profile {
@@ -599,14 +696,15 @@ pub fn calibrate(gpu: &Gpu, cfg: &CalibrateConfig, on_point: &mut dyn FnMut(&str
         },
         gemm,
         ops,
-        attention_prefill: surface_table(&grid.prefill_chunks, &grid.prefill_offsets, prefill),
-        attention_decode: surface_table(&grid.decode_batches, &grid.decode_contexts, decode),
+        attention_prefill,
+        attention_decode,
         decode_mixed,
         step_overhead_us: 0.0,
         run: CalibrationRun {
             seconds: started.elapsed().as_secs_f64(),
             warmup: cfg.warmup as u32,
             repeats: cfg.repeats as u32,
+            passes: cfg.passes.max(1) as u32,
         },
     })
 }
@@ -643,6 +741,33 @@ mod tests {
         assert_eq!(per_seq, 2);
         assert_eq!(t, [0, 1, 2, 3, 4, 5]);
         assert_eq!(layout.num_blocks, 6);
+    }
+
+    #[test]
+    fn passes_merge_to_medians_with_their_spread() {
+        let model = crate::model::by_name("qwen2.5-0.5b").unwrap();
+        let p = crate::sim::calibrated::tests::synthetic_profile(&model);
+        let tables = |scale: f64| {
+            let mut t = Tables {
+                gemm: p.gemm.clone(),
+                ops: p.ops.clone(),
+                attention_prefill: p.attention_prefill.clone(),
+                attention_decode: p.attention_decode.clone(),
+                decode_mixed: vec![MixedDecode {
+                    contexts: vec![1, 2],
+                    us: 10.0 * scale,
+                }],
+            };
+            t.gemm[0].ours_us.y.iter_mut().for_each(|y| *y *= scale);
+            t.attention_decode.us.z.iter_mut().for_each(|z| *z *= scale);
+            t
+        };
+        let merged = merge_passes(vec![tables(1.0), tables(1.1), tables(0.9)]);
+        assert_eq!(merged.gemm[0].ours_us.y, p.gemm[0].ours_us.y);
+        assert!(merged.gemm[0].ours_spread.iter().all(|s| (s - 0.2).abs() < 1e-9));
+        assert!(merged.gemm[1].ours_spread.iter().all(|&s| s == 0.0));
+        assert_eq!(merged.attention_decode.us.z, p.attention_decode.us.z);
+        assert!((merged.decode_mixed[0].us - 10.0).abs() < 1e-12);
     }
 
     #[test]

@@ -117,6 +117,51 @@ impl Surface {
     }
 }
 
+/// A surface interpolated as floor + (excess time per unit of work) × work: where time itself curves with size
+/// (prefill attention grows with the square of the chunk), the excess per unit of work is nearly flat, and straight
+/// lines between grid points fit it far better. `floor` is the smallest measured value (the launch floor).
+#[derive(Clone, Debug, PartialEq)]
+pub struct WorkSurface {
+    floor: f64,
+    per_work: Surface,
+    work: fn(f64, f64) -> f64,
+}
+
+impl WorkSurface {
+    pub fn new(measured: &Surface, work: fn(f64, f64) -> f64) -> WorkSurface {
+        let floor = measured.z.iter().copied().fold(f64::INFINITY, f64::min);
+        let ny = measured.y.len();
+        let z = measured
+            .z
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| (t - floor) / work(measured.x[i / ny], measured.y[i % ny]).max(1.0))
+            .collect();
+        WorkSurface {
+            floor,
+            per_work: Surface {
+                x: measured.x.clone(),
+                y: measured.y.clone(),
+                z,
+            },
+            work,
+        }
+    }
+
+    pub fn at(&self, x: f64, y: f64) -> f64 {
+        self.floor + self.per_work.at(x, y).max(0.0) * (self.work)(x, y).max(1.0)
+    }
+
+    pub fn floor(&self) -> f64 {
+        self.floor
+    }
+}
+
+/// Attention pairs of a causal prefill chunk of `chunk` tokens after `offset` cached ones.
+pub fn prefill_pairs(chunk: f64, offset: f64) -> f64 {
+    chunk * offset + chunk * (chunk + 1.0) / 2.0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,6 +188,31 @@ mod tests {
         assert_eq!(c.step_at(17.0), 12.0);
         assert_eq!(c.step_at(40.0), 20.0);
         assert_eq!(c.step_at(96.0), 28.0);
+    }
+
+    #[test]
+    fn work_surface_is_exact_for_floor_plus_linear_work() {
+        // t = 3 + 0.002 · pairs is curved in the chunk but flat per pair.
+        let (x, y) = (vec![1.0, 64.0, 512.0], vec![0.0, 512.0, 4096.0]);
+        let z = x
+            .iter()
+            .flat_map(|&c| y.iter().map(move |&o| 3.0 + 0.002 * prefill_pairs(c, o)))
+            .collect();
+        let s = Surface { x, y, z };
+        let w = WorkSurface::new(&s, prefill_pairs);
+        for (c, o) in [(200.0, 100.0), (48.0, 3000.0), (700.0, 0.0)] {
+            let exact = 3.0 + 0.002 * prefill_pairs(c, o);
+            assert!(
+                (w.at(c, o) - exact).abs() / exact < 0.05,
+                "{c} {o}: {} vs {exact}",
+                w.at(c, o)
+            );
+            // Plain bilinear interpolation is further off where the chunk's square dominates.
+        }
+        assert!(
+            (w.at(300.0, 0.0) - (3.0 + 0.002 * prefill_pairs(300.0, 0.0))).abs()
+                < (s.at(300.0, 0.0) - (3.0 + 0.002 * prefill_pairs(300.0, 0.0))).abs()
+        );
     }
 
     #[test]

@@ -74,6 +74,11 @@ impl GemmTable {
     pub fn best_us(&self, tokens: f64) -> f64 {
         self.ours_us.step_at(tokens).min(self.cublas_us.step_at(tokens))
     }
+
+    /// Whether the engine runs our kernel at this token count (else cuBLAS).
+    pub fn ours_faster(&self, tokens: f64) -> bool {
+        self.ours_us.step_at(tokens) <= self.cublas_us.step_at(tokens)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -103,7 +108,10 @@ pub struct MixedDecode {
 pub struct CalibrationRun {
     pub seconds: f64,
     pub warmup: u32,
+    /// Timed repeats per point in each pass.
     pub repeats: u32,
+    /// Whole passes over the grid; tables hold the median over passes, spreads the range across them.
+    pub passes: u32,
 }
 
 #[derive(Debug, thiserror::Error)]

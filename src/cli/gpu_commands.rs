@@ -48,7 +48,7 @@ fn write(path: &Path, text: &str) -> Result<(), CliError> {
 }
 
 fn run_grid(gpu: &Gpu, cfg: &CalibrateConfig, what: &str) -> Result<Profile, CliError> {
-    let pb = progress(cfg.grid.points() + 2, what);
+    let pb = progress(cfg.passes.max(1) * cfg.grid.points() + 2, what);
     let profile = measure(gpu, cfg, &mut |_| pb.inc(1)).map_err(|e| CliError::Failed(anyhow::anyhow!(e)))?;
     pb.finish_and_clear();
     Ok(profile)
@@ -66,6 +66,7 @@ pub fn calibrate(args: CalibrateArgs) -> Result<(), CliError> {
         model: model.clone(),
         warmup: args.target.warmup,
         repeats: args.target.repeats,
+        passes: args.passes,
         block_size: args.block_size,
         grid: Grid::standard(),
     };

@@ -62,8 +62,8 @@ pub struct GpuModelArgs {
     /// Untimed launches before each measured point.
     #[arg(long, default_value_t = 3)]
     pub warmup: usize,
-    /// Timed launches per point (the median is kept).
-    #[arg(long, default_value_t = 15)]
+    /// Timed repeats per point and pass (each repeat spans about 200 µs of back-to-back launches).
+    #[arg(long, default_value_t = 7)]
     pub repeats: usize,
 }
 
@@ -78,6 +78,9 @@ pub struct CalibrateArgs {
     /// (<model>.offset.json and <model>.check.md beside the profile).
     #[arg(long)]
     pub check: bool,
+    /// Whole passes over the grid; each point keeps its median over the passes.
+    #[arg(long, default_value_t = 5)]
+    pub passes: usize,
     /// Tokens per KV block the attention tables are measured with.
     #[arg(long, default_value_t = 16)]
     pub block_size: u32,

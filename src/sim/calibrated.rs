@@ -7,7 +7,7 @@
 //! final norm, lm_head and argmax over the sampled rows, and the step's measured host overhead.
 
 use super::CostModel;
-use crate::calib::interp::{Curve, Surface};
+use crate::calib::interp::{Curve, Surface, WorkSurface, prefill_pairs};
 use crate::calib::profile::{GemmTable, Profile};
 use crate::model::{ModelSpec, StepShape};
 use crate::sched::StepPlan;
@@ -25,7 +25,7 @@ pub struct CalibratedCost {
     kv_append: Curve,
     embedding: Curve,
     argmax: Curve,
-    prefill: Surface,
+    prefill: WorkSurface,
     decode: Surface,
     /// Measured / uniform-predicted decode time as a function of max context / mean context.
     heterogeneity: Option<Curve>,
@@ -53,7 +53,7 @@ impl CalibratedCost {
             kv_append: op("kv_append_rope")?,
             embedding: op("embedding")?,
             argmax: op("argmax")?,
-            prefill: profile.attention_prefill.us.clone(),
+            prefill: WorkSurface::new(&profile.attention_prefill.us, prefill_pairs),
             heterogeneity: heterogeneity_curve(profile, &decode),
             decode,
             overhead_us: profile.step_overhead_us,
@@ -100,7 +100,7 @@ impl CalibratedCost {
 
     /// The launch floor of a prefill attention launch: its smallest measured point.
     fn prefill_floor_us(&self) -> f64 {
-        self.prefill.z[0]
+        self.prefill.floor()
     }
 }
 
@@ -258,6 +258,7 @@ pub(crate) mod tests {
                 seconds: 1.0,
                 warmup: 3,
                 repeats: 10,
+                passes: 1,
             },
         }
     }
