@@ -120,7 +120,7 @@ impl Surface {
 /// A surface interpolated as floor + (excess time per unit of work) × work: where time itself curves with size
 /// (prefill attention grows with the square of the chunk), the excess per unit of work is nearly flat, and straight
 /// lines between grid points fit it far better. `floor` is the smallest measured value (the launch floor).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct WorkSurface {
     floor: f64,
     per_work: Surface,
