@@ -387,25 +387,25 @@ fn measure_ops(b: &mut Bench<'_>, m: &ModelSpec, grid: &Grid, block_size: usize)
     Ok(out)
 }
 
-/// Block tables giving each of `contexts` its own blocks, and the cache layout holding them all.
-fn block_tables(contexts: &[u32], block_size: usize, kvh: usize, d: usize) -> (Vec<i32>, usize, PagedKvLayout) {
+/// Block tables giving each of `contexts` its own blocks, the `set`-th of several disjoint sets: (tables, blocks per
+/// sequence, blocks of one set).
+fn block_tables(contexts: &[u32], block_size: usize, set: usize) -> (Vec<i32>, usize, usize) {
     let per_seq = contexts
         .iter()
         .map(|&c| (c as usize).div_ceil(block_size))
         .max()
         .unwrap_or(1)
         .max(1);
-    let mut tables = Vec::with_capacity(contexts.len() * per_seq);
-    for s in 0..contexts.len() {
-        tables.extend((0..per_seq).map(|j| (s * per_seq + j) as i32));
-    }
-    let layout = PagedKvLayout {
-        num_blocks: contexts.len() * per_seq,
-        block_size,
-        kv_heads: kvh,
-        head_dim: d,
-    };
-    (tables, per_seq, layout)
+    let set_blocks = contexts.len() * per_seq;
+    let base = set * set_blocks;
+    let tables = (0..set_blocks).map(|j| (base + j) as i32).collect();
+    (tables, per_seq, set_blocks)
+}
+
+/// How many disjoint copies of a `set_bytes` KV working set make at least twice the L2 cache (at most 64): attention
+/// is timed rotating among them, as an engine reads a layer's KV after every other layer's has passed through L2.
+fn kv_sets(set_bytes: usize, l2: usize) -> usize {
+    (2 * l2).div_ceil(set_bytes.max(1)).clamp(1, 64)
 }
 
 struct AttentionBench {
@@ -414,54 +414,79 @@ struct AttentionBench {
     q: F16Buffer,
     out: F16Buffer,
     ws: DecodeWorkspace,
-    block_size: usize,
+    layout: PagedKvLayout,
     qh: usize,
-    kvh: usize,
-    d: usize,
+    l2: usize,
 }
 
 impl AttentionBench {
+    fn block_bytes(layout: &PagedKvLayout) -> usize {
+        // K and V, fp16.
+        layout.block_size * layout.kv_heads * layout.head_dim * 2 * 2
+    }
+
     fn new(b: &mut Bench<'_>, m: &ModelSpec, grid: &Grid, block_size: usize) -> Result<AttentionBench, GpuError> {
         let (qh, kvh, d) = (m.heads as usize, m.kv_heads as usize, m.head_dim as usize);
-        let decode_slots = grid
+        let l2 = b.gpu.info().l2_cache_bytes.max(1 << 20) as usize;
+        let block_bytes = block_size * kvh * d * 2 * 2;
+        let max_ctx = grid.decode_contexts.iter().copied().max().unwrap_or(1);
+        let mut sets: Vec<Vec<u32>> = grid
             .decode_batches
             .iter()
-            .map(|&bt| {
-                bt as usize * (grid.decode_contexts.iter().copied().max().unwrap_or(1) as usize).div_ceil(block_size)
+            .map(|&bt| vec![max_ctx; bt as usize])
+            .collect();
+        sets.extend(grid.mixed.iter().cloned());
+        let max_prefill = grid.prefill_chunks.iter().max().copied().unwrap_or(1)
+            + grid.prefill_offsets.iter().max().copied().unwrap_or(0);
+        sets.push(vec![max_prefill]);
+        // The most blocks any point needs with its rotation (small sets rotate up to 2×L2 worth).
+        let blocks = sets
+            .iter()
+            .map(|contexts| {
+                let (_, _, set_blocks) = block_tables(contexts, block_size, 0);
+                set_blocks * kv_sets(set_blocks * block_bytes, l2)
             })
-            .chain(grid.mixed.iter().map(|c| c.len() * 8192usize.div_ceil(block_size)))
+            .chain(std::iter::once((2 * l2).div_ceil(block_bytes) + 1))
             .max()
             .unwrap_or(1);
-        let prefill_blocks = (grid.prefill_chunks.iter().max().copied().unwrap_or(1)
-            + grid.prefill_offsets.iter().max().copied().unwrap_or(0)) as usize;
-        let blocks = decode_slots.max(prefill_blocks.div_ceil(block_size));
-        let elements = blocks * block_size * kvh * d;
-        let rows = grid
-            .decode_batches
-            .iter()
-            .chain(grid.prefill_chunks.iter())
-            .copied()
+        let layout = PagedKvLayout {
+            num_blocks: blocks,
+            block_size,
+            kv_heads: kvh,
+            head_dim: d,
+        };
+        let rows = (grid.decode_batches.iter().chain(grid.prefill_chunks.iter()).copied())
             .chain(grid.mixed.iter().map(|c| c.len() as u32))
             .max()
             .unwrap_or(1) as usize;
         Ok(AttentionBench {
             // The cache's values do not change the kernels' speed; zeros keep the start-up short.
-            k: b.gpu.zeros::<u16>(elements)?,
-            v: b.gpu.zeros::<u16>(elements)?,
+            k: b.gpu.zeros::<u16>(layout.elements())?,
+            v: b.gpu.zeros::<u16>(layout.elements())?,
             q: b.random_f16(rows * qh * d)?,
             out: b.gpu.zeros::<u16>(rows * qh * d)?,
             ws: DecodeWorkspace::new(),
-            block_size,
+            layout,
             qh,
-            kvh,
-            d,
+            l2,
         })
+    }
+
+    /// Uploads the rotation's block tables for `contexts`: (tables per set, blocks per sequence).
+    fn rotation(&self, b: &Bench<'_>, contexts: &[u32]) -> Result<(Vec<I32Buffer>, usize), GpuError> {
+        let (_, per_seq, set_blocks) = block_tables(contexts, self.layout.block_size, 0);
+        let sets = kv_sets(set_blocks * Self::block_bytes(&self.layout), self.l2)
+            .min(self.layout.num_blocks / set_blocks.max(1))
+            .max(1);
+        let tables = (0..sets)
+            .map(|set| b.ints(&block_tables(contexts, self.layout.block_size, set).0))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((tables, per_seq))
     }
 
     fn decode(&mut self, b: &mut Bench<'_>, contexts: &[u32]) -> Result<(f64, f64), GpuError> {
         let gpu = b.gpu;
-        let (tables, per_seq, layout) = block_tables(contexts, self.block_size, self.kvh, self.d);
-        let tables = b.ints(&tables)?;
+        let (tables, per_seq) = self.rotation(b, contexts)?;
         let lens = b.ints(&contexts.iter().map(|&c| c as i32).collect::<Vec<_>>())?;
         let shape = DecodeShape {
             num_seqs: contexts.len(),
@@ -469,15 +494,17 @@ impl AttentionBench {
             max_context_len: contexts.iter().copied().max().unwrap_or(1) as usize,
             partition_size: None,
         };
-        let kv = PagedKv {
-            layout,
-            k: &self.k,
-            v: &self.v,
-            block_tables: &tables,
-            max_blocks_per_seq: per_seq,
-        };
+        let (layout, k, v) = (self.layout, &self.k, &self.v);
         let (q, out, ws) = (&self.q, &mut self.out, &mut self.ws);
-        b.time("attention decode", |_| {
+        b.time("attention decode", |i| {
+            let block_tables = &tables[i % tables.len()];
+            let kv = PagedKv {
+                layout,
+                k,
+                v,
+                block_tables,
+                max_blocks_per_seq: per_seq,
+            };
             gpu.attention_decode(&shape, q, &kv, &lens, out, ws)
         })
     }
@@ -485,8 +512,7 @@ impl AttentionBench {
     fn prefill(&mut self, b: &mut Bench<'_>, chunk: u32, offset: u32) -> Result<(f64, f64), GpuError> {
         let gpu = b.gpu;
         let context = chunk + offset;
-        let (tables, per_seq, layout) = block_tables(&[context], self.block_size, self.kvh, self.d);
-        let tables = b.ints(&tables)?;
+        let (tables, per_seq) = self.rotation(b, &[context])?;
         let lens = b.ints(&[context as i32])?;
         let cu = b.ints(&[0, chunk as i32])?;
         let shape = PrefillShape {
@@ -495,15 +521,17 @@ impl AttentionBench {
             q_heads: self.qh,
             max_chunk_len: chunk as usize,
         };
-        let kv = PagedKv {
-            layout,
-            k: &self.k,
-            v: &self.v,
-            block_tables: &tables,
-            max_blocks_per_seq: per_seq,
-        };
+        let (layout, k, v) = (self.layout, &self.k, &self.v);
         let (q, out) = (&self.q, &mut self.out);
-        b.time("attention prefill", |_| {
+        b.time("attention prefill", |i| {
+            let block_tables = &tables[i % tables.len()];
+            let kv = PagedKv {
+                layout,
+                k,
+                v,
+                block_tables,
+                max_blocks_per_seq: per_seq,
+            };
             gpu.attention_prefill(&shape, q, &kv, &cu, &lens, out)
         })
     }
@@ -737,10 +765,15 @@ mod tests {
 
     #[test]
     fn block_tables_give_each_sequence_its_own_blocks() {
-        let (t, per_seq, layout) = block_tables(&[17, 5, 32], 16, 2, 64);
-        assert_eq!(per_seq, 2);
+        let (t, per_seq, set_blocks) = block_tables(&[17, 5, 32], 16, 0);
+        assert_eq!((per_seq, set_blocks), (2, 6));
         assert_eq!(t, [0, 1, 2, 3, 4, 5]);
-        assert_eq!(layout.num_blocks, 6);
+        // The second set of the rotation uses the next six blocks.
+        assert_eq!(block_tables(&[17, 5, 32], 16, 1).0, [6, 7, 8, 9, 10, 11]);
+        // A 1 MiB working set rotates 100 times over a 50 MiB L2, capped at 64; a 1 GiB one not at all.
+        assert_eq!(kv_sets(1 << 20, 50 << 20), 64);
+        assert_eq!(kv_sets(1 << 30, 50 << 20), 1);
+        assert_eq!(kv_sets(40 << 20, 50 << 20), 3);
     }
 
     #[test]

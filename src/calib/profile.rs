@@ -69,15 +69,29 @@ pub struct GemmTable {
 }
 
 impl GemmTable {
-    /// The engine uses the faster kernel per shape. A GEMM's time is flat over the rows of one tile and the grid is
-    /// measured on tile edges, so a token count takes the time of the next grid point.
+    /// The time of the kernel the engine runs at this token count (see [`GemmTable::ours_faster`]). A GEMM's time is
+    /// flat over the rows of one tile and the grid is measured on tile edges, so a token count takes the time of
+    /// the next grid point.
     pub fn best_us(&self, tokens: f64) -> f64 {
-        self.ours_us.step_at(tokens).min(self.cublas_us.step_at(tokens))
+        if self.ours_faster(tokens) {
+            self.ours_us.step_at(tokens)
+        } else {
+            self.cublas_us.step_at(tokens)
+        }
     }
 
-    /// Whether the engine runs our kernel at this token count (else cuBLAS).
+    /// Whether the engine runs our kernel at this token count: unless cuBLAS is faster even at the slow end of its
+    /// measured spread. At small shapes cuBLAS's time jumps between runs by a quarter or more while ours holds
+    /// steady, and a kernel that is predictable is worth more to a capacity planner than one that is sometimes
+    /// a microsecond faster.
     pub fn ours_faster(&self, tokens: f64) -> bool {
-        self.ours_us.step_at(tokens) <= self.cublas_us.step_at(tokens)
+        let i = self
+            .cublas_us
+            .x
+            .partition_point(|&x| x < tokens)
+            .min(self.cublas_us.x.len() - 1);
+        let spread = self.cublas_spread.get(i).copied().unwrap_or(0.0);
+        self.ours_us.step_at(tokens) <= self.cublas_us.step_at(tokens) * (1.0 + spread)
     }
 }
 

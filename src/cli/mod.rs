@@ -46,6 +46,9 @@ pub enum Command {
     /// Compare two calibration profiles of the same grid: per table, how many points agree within the measured
     /// spread.
     CompareProfiles(CompareArgs),
+    /// Report how well a profile predicts the points of an offset grid (the <model>.offset.json that
+    /// `calibrate --check` writes), per op: median, p95 and largest relative error.
+    CheckProfile(CompareArgs),
 }
 
 #[derive(Debug, Args)]
