@@ -112,15 +112,17 @@ fn quickstart_runs_and_prints_a_table() {
         let name = name.replace("r0", rows[0]["run"].as_str().unwrap());
         assert!(out_dir.join(&name).is_file(), "{name} missing");
     }
-    // Continuous batching beats static batching on this workload; grouped loses to both.
-    let tput: Vec<f64> = rows.iter().map(|r| r["output_tok_per_s"].as_f64().unwrap()).collect();
-    let by_policy: BTreeMap<&str, f64> = rows
-        .iter()
-        .map(|r| r["policy"].as_str().unwrap())
-        .zip(tput.iter().copied())
-        .collect();
-    assert!(by_policy["continuous"] > by_policy["static"], "{by_policy:?}");
-    assert!(by_policy["grouped"] < by_policy["static"], "{by_policy:?}");
+    // On this burst every batch runs about as many steps either way; continuous batching admits the second half as
+    // soon as slots free up, so its requests wait less, and grouped batching loses throughput once lengths diverge.
+    let by_policy = |metric: &str| -> BTreeMap<String, f64> {
+        rows.iter()
+            .map(|r| (r["policy"].as_str().unwrap().to_string(), r[metric].as_f64().unwrap()))
+            .collect()
+    };
+    let (ttft, tput) = (by_policy("ttft_mean_ms"), by_policy("output_tok_per_s"));
+    assert!(ttft["continuous"] < ttft["static"], "{ttft:?}");
+    assert!(tput["grouped"] < 0.8 * tput["static"], "{tput:?}");
+    assert_eq!(rows[0]["cost"], "calibrated");
 }
 
 #[test]
