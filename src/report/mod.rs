@@ -16,9 +16,11 @@
 
 mod markdown;
 mod records;
+mod results;
 mod table;
 
 pub use markdown::{markdown_table, shared_labels};
+pub use results::{Results, RunTables, load_results};
 
 use crate::metrics::RunReport;
 use polars::prelude::{

@@ -463,3 +463,17 @@ fn markdown_leaves_shared_and_repeated_labels_out_of_the_table() {
     assert!(one.lines().next().unwrap().contains("scenario"));
     assert!(crate::report::shared_labels(&runs[..1]).is_empty());
 }
+
+#[test]
+fn results_read_back_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = two_runs();
+    write_results(dir.path(), &runs).unwrap();
+    let r = crate::report::load_results(dir.path()).unwrap();
+    assert_eq!(r.summary.height(), 2);
+    let names: Vec<&str> = r.runs.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["static-2", "continuous-8"]);
+    assert!(r.runs[0].steps.is_some() && r.runs[0].tokens.is_some());
+    assert!(r.runs[1].steps.is_none() && r.runs[1].tokens.is_none());
+    assert_eq!(r.runs[0].requests.height(), runs[0].metrics.requests.len());
+}
