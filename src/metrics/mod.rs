@@ -292,6 +292,7 @@ pub struct Summary {
     pub max_running: u32,
     pub max_queue_depth: u32,
     pub preemptions: u64,
+    pub kv_bytes_per_token: u64,
     pub kv_per_request_max_mib: f64,
     pub kv_per_request_mean_mib: f64,
     pub peak_kv_mib: f64,
@@ -384,6 +385,7 @@ impl Summary {
             max_running: rec.max_running,
             max_queue_depth: rec.max_queue,
             preemptions: reqs.iter().map(|r| u64::from(r.preemptions)).sum(),
+            kv_bytes_per_token: memory.kv_bytes_per_slot,
             kv_per_request_max_mib: mib(kv_max),
             kv_per_request_mean_mib: kv_mean,
             peak_kv_mib,
@@ -427,6 +429,7 @@ impl Summary {
             ("max_running".into(), Cell::Int(i64::from(self.max_running))),
             ("max_queue_depth".into(), Cell::Int(i64::from(self.max_queue_depth))),
             ("preemptions".into(), Cell::Int(self.preemptions as i64)),
+            ("kv_bytes_per_token".into(), Cell::Int(self.kv_bytes_per_token as i64)),
             (
                 "kv_per_request_max_mib".into(),
                 Cell::Float(self.kv_per_request_max_mib),

@@ -22,6 +22,18 @@ mod table;
 pub use markdown::{markdown_table, shared_labels};
 pub use results::{Results, RunTables, load_results};
 
+/// One rendered chart: `<results>/charts/<id>.png` and `.svg`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Chart {
+    /// File stem, unique in the report.
+    pub id: String,
+    pub title: String,
+    /// One or two sentences saying what the chart shows and how to read it.
+    pub caption: String,
+    pub png: PathBuf,
+    pub svg: PathBuf,
+}
+
 use crate::metrics::RunReport;
 use polars::prelude::{
     CsvWriter, DataFrame, ParquetCompression, ParquetWriter, PolarsError, PolarsResult, SerWriter, StatisticsOptions,
