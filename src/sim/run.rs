@@ -6,7 +6,7 @@ use super::analytic::{
 };
 use super::calibrated::CalibratedCost;
 use super::hardware::GpuSpec;
-use super::serving::{LoopError, StepObserver, serve};
+use super::serving::{LoopError, serve};
 use super::{CostModel, LinearCost, SimExecutor, VirtualClock};
 use crate::calib::Profile;
 use crate::metrics::{Cell, MemoryModel, Recorder, RunReport, Slo};
@@ -255,6 +255,15 @@ fn check_every_request_fits(
     Ok(())
 }
 
+/// The scheduler of a policy.
+pub fn new_scheduler(policy: PolicyKind, limits: SchedulerLimits) -> Box<dyn Scheduler + Send> {
+    match policy {
+        PolicyKind::Static => Box::new(StaticScheduler::new(limits)),
+        PolicyKind::Continuous => Box::new(ContinuousScheduler::new(limits)),
+        PolicyKind::Grouped => Box::new(GroupedScheduler::new(limits)),
+    }
+}
+
 /// Serves a prepared run under its policy.
 pub fn serve_prepared(p: &PreparedRun, options: RecordOptions) -> Result<crate::metrics::RunMetrics, LoopError> {
     let output_tokens: u64 = p.workload.requests.iter().map(|r| u64::from(r.output_len)).sum();
@@ -264,39 +273,15 @@ pub fn serve_prepared(p: &PreparedRun, options: RecordOptions) -> Result<crate::
         output_tokens <= options.token_trace_limit,
     );
     let mut executor = SimExecutor { cost: p.cost.as_ref() };
-    let mut clock = VirtualClock::default();
-    fn go<S: Scheduler>(
-        mut s: S,
-        p: &PreparedRun,
-        e: &mut SimExecutor<'_>,
-        c: &mut VirtualClock,
-        r: &mut Recorder,
-    ) -> Result<(), LoopError> {
-        serve(&mut s, e, c, &p.workload, r, &mut () as &mut dyn StepObserver<S>)
-    }
-    match p.policy {
-        PolicyKind::Static => go(
-            StaticScheduler::new(p.limits),
-            p,
-            &mut executor,
-            &mut clock,
-            &mut recorder,
-        )?,
-        PolicyKind::Continuous => go(
-            ContinuousScheduler::new(p.limits),
-            p,
-            &mut executor,
-            &mut clock,
-            &mut recorder,
-        )?,
-        PolicyKind::Grouped => go(
-            GroupedScheduler::new(p.limits),
-            p,
-            &mut executor,
-            &mut clock,
-            &mut recorder,
-        )?,
-    }
+    let mut scheduler = new_scheduler(p.policy, p.limits);
+    serve(
+        scheduler.as_mut(),
+        &mut executor,
+        &mut VirtualClock::default(),
+        &p.workload,
+        &mut recorder,
+        &mut (),
+    )?;
     Ok(recorder.finish(p.memory, p.slo))
 }
 
