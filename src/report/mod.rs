@@ -15,7 +15,9 @@
 //! complete-looking summary beside partial runs.
 
 mod findings;
+mod html;
 mod markdown;
+mod mdreport;
 mod perfetto;
 mod prometheus;
 mod records;
@@ -24,9 +26,12 @@ mod results;
 mod table;
 
 pub use findings::{Finding, FindingKind, findings};
+pub use html::write_html;
 pub use markdown::{markdown_table, shared_labels};
+pub use mdreport::write_markdown;
 pub use perfetto::write_trace;
 pub use prometheus::write_prometheus;
+pub use render::{ReportFiles, render_report};
 pub use results::{Results, RunTables, load_results};
 
 /// One rendered chart: `<results>/charts/<id>.png` and `.svg`.

@@ -1,10 +1,64 @@
-//! The one reading of the summary table the report outputs share ([`SummaryView`]: which columns are labels,
+//! `batchlab report`: a results folder → `report.html`, `report.md`, `metrics.prom` and a Perfetto trace per run.
+//!
+//! Also the one reading of the summary table the report outputs share ([`SummaryView`]: which columns are labels,
 //! which are metrics, their values as text and numbers) and the number formats of the markdown table, so the
 //! findings, the HTML and the markdown report write every value the same way.
 
+use super::findings::findings;
+use super::{Chart, ReportError, Results, load_results, remove_if_present};
 use crate::metrics::{MemoryModel, Recorder, Slo};
 use polars::prelude::{Column, DataFrame, DataType};
 use std::collections::HashSet;
+use std::path::{Component, Path, PathBuf};
+
+/// What [`render_report`] wrote.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReportFiles {
+    pub html: PathBuf,
+    pub markdown: PathBuf,
+    pub prometheus: PathBuf,
+    /// `runs/<name>/trace.json` of every run that kept its steps, in the summary's order.
+    pub traces: Vec<PathBuf>,
+    /// The charts drawn, as the chart function returned them.
+    pub charts: Vec<Chart>,
+}
+
+/// Loads the results in `dir`, draws the charts with `charts`, computes the findings and writes `dir/report.html`,
+/// `dir/report.md`, `dir/metrics.prom` and `dir/runs/<name>/trace.json` for every run with a step table.
+pub fn render_report(
+    dir: &Path,
+    charts: impl FnOnce(&Results) -> Result<Vec<Chart>, ReportError>,
+) -> Result<ReportFiles, ReportError> {
+    let results = load_results(dir)?;
+    let charts = charts(&results)?;
+    let findings = findings(&results);
+
+    let mut traces = Vec::new();
+    for run in &results.runs {
+        let path = dir.join("runs").join(&run.name).join("trace.json");
+        if run.steps.is_some() {
+            super::perfetto::write_trace(run, &path)?;
+            traces.push(path);
+        } else {
+            // A trace left by an earlier report of a run with steps would be mistaken for this one's.
+            remove_if_present(&path)?;
+        }
+    }
+    let prometheus = dir.join("metrics.prom");
+    super::prometheus::write_prometheus(&results, &prometheus)?;
+    let markdown = dir.join("report.md");
+    super::mdreport::write_markdown(&results, &charts, &findings, &markdown)?;
+    // Last: the HTML links to the other files, so it appears only once they exist.
+    let html = dir.join("report.html");
+    super::html::write_html(&results, &charts, &findings, &html)?;
+    Ok(ReportFiles {
+        html,
+        markdown,
+        prometheus,
+        traces,
+        charts,
+    })
+}
 
 /// The summary columns, in `Summary::cells()` order, taken from an empty run as `Table::summary` does.
 pub(super) fn summary_column_names() -> Vec<String> {
@@ -79,6 +133,18 @@ impl SummaryView {
     /// A metric's value in `row`; `None` when the column is missing, not numeric, or null there.
     pub fn number(&self, name: &str, row: usize) -> Option<f64> {
         self.metric(name)?.numbers.as_ref()?.get(row).copied().flatten()
+    }
+
+    /// The labels every run shares, when there are several runs (as `shared_labels`).
+    pub fn shared_labels(&self) -> Vec<(&str, &str)> {
+        if self.rows() < 2 {
+            return Vec::new();
+        }
+        self.labels
+            .iter()
+            .filter(|c| c.is_constant())
+            .filter_map(|c| Some((c.name.as_str(), c.text[0].as_deref()?)))
+            .collect()
     }
 }
 
@@ -184,6 +250,46 @@ impl Format {
     }
 }
 
+/// `path` as a URL relative to `folder` (where the page linking to it lives), each component percent-encoded;
+/// a path outside `folder` is linked as given.
+pub(super) fn url_path(folder: &Path, path: &Path) -> String {
+    let relative = path.strip_prefix(folder).unwrap_or(path);
+    let mut out = String::new();
+    for (i, component) in relative.components().enumerate() {
+        match component {
+            Component::RootDir => out.push('/'),
+            Component::Normal(name) => {
+                if i > 0 && !out.ends_with('/') {
+                    out.push('/');
+                }
+                out.push_str(&percent_encode(&name.to_string_lossy()));
+            }
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if i > 0 && !out.ends_with('/') {
+                    out.push('/');
+                }
+                out.push_str("..");
+            }
+            Component::Prefix(prefix) => out.push_str(&prefix.as_os_str().to_string_lossy()),
+        }
+    }
+    out
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters, so a name is one safe path segment.
+pub(super) fn percent_encode(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for byte in segment.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
 /// A summary value of column `name` as the tables write it.
 pub(super) fn format_metric(name: &str, value: Option<f64>) -> String {
     Format::of_column(name, false).write(value)
@@ -258,6 +364,91 @@ steps = {steps}
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
+    use std::fs;
+
+    /// Every file under `dir`, by relative path.
+    fn files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+        fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
+            for entry in fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    walk(root, &path, out);
+                } else {
+                    out.insert(path.strip_prefix(root).unwrap().to_owned(), fs::read(&path).unwrap());
+                }
+            }
+        }
+        let mut out = BTreeMap::new();
+        walk(dir, dir, &mut out);
+        out
+    }
+
+    fn no_charts(_: &Results) -> Result<Vec<Chart>, ReportError> {
+        Ok(Vec::new())
+    }
+
+    #[test]
+    fn render_report_writes_every_file_the_same_way_twice() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (_, results) = fixture::sweep(tmp.path());
+        let dir = results.dir.clone();
+        let written = render_report(&dir, no_charts).unwrap();
+        assert_eq!(written.html, dir.join("report.html"));
+        assert_eq!(written.markdown, dir.join("report.md"));
+        assert_eq!(written.prometheus, dir.join("metrics.prom"));
+        let expected_traces: Vec<PathBuf> = results
+            .runs
+            .iter()
+            .map(|r| dir.join("runs").join(&r.name).join("trace.json"))
+            .collect();
+        assert_eq!(written.traces, expected_traces);
+        let first = files(&dir);
+        for path in [&written.html, &written.markdown, &written.prometheus]
+            .into_iter()
+            .chain(&written.traces)
+        {
+            let bytes = &first[path.strip_prefix(&dir).unwrap()];
+            assert!(bytes.len() > 100, "{} is nearly empty", path.display());
+        }
+        // No temporary file left behind.
+        assert!(
+            first.keys().all(|p| !p.to_string_lossy().ends_with(".tmp")),
+            "{:?}",
+            first.keys()
+        );
+
+        render_report(&dir, no_charts).unwrap();
+        assert_eq!(files(&dir), first, "a second render changed some file");
+        // And a fresh folder from the same scenario gives the same report.
+        let tmp2 = tempfile::tempdir().unwrap();
+        let (_, results2) = fixture::sweep(tmp2.path());
+        render_report(&results2.dir, no_charts).unwrap();
+        assert_eq!(files(&results2.dir), first);
+    }
+
+    #[test]
+    fn runs_without_steps_get_no_trace_and_lose_a_stale_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (_, results) = fixture::simulated(tmp.path(), &fixture::scenario(false));
+        assert!(results.runs.iter().all(|r| r.steps.is_none()));
+        let stale = results.dir.join("runs").join(&results.runs[0].name).join("trace.json");
+        fs::write(&stale, "{}").unwrap();
+        let written = render_report(&results.dir, no_charts).unwrap();
+        assert!(written.traces.is_empty());
+        assert!(!stale.exists(), "a trace from an earlier render survived");
+        assert!(written.html.is_file() && written.markdown.is_file() && written.prometheus.is_file());
+    }
+
+    #[test]
+    fn chart_errors_stop_the_report() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (_, results) = fixture::sweep(tmp.path());
+        let err = render_report(&results.dir, |_| Err(ReportError::DuplicateRun("chart failure".into()))).unwrap_err();
+        assert!(err.to_string().contains("chart failure"));
+        assert!(!results.dir.join("report.html").exists());
+    }
+
     #[test]
     fn summary_view_splits_labels_from_metrics() {
         let tmp = tempfile::tempdir().unwrap();
@@ -273,6 +464,8 @@ mod tests {
             view.number("output_tok_per_s", 2),
             Some(runs[2].metrics.summary.output_tok_per_s)
         );
+        let shared: Vec<&str> = view.shared_labels().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(shared, ["scenario", "seed", "model", "cost", "gpu"]);
     }
 
     #[test]
@@ -284,5 +477,17 @@ mod tests {
         assert_eq!(format_metric("request_per_s", None), "-");
         assert_eq!(Format::of_column("requests", true).write(Some(16.0)), "16");
         assert_eq!(Format::of_column("something_new", false).write(Some(0.1)), "0.1");
+    }
+
+    #[test]
+    fn links_are_relative_and_encoded() {
+        let folder = Path::new("/out/x");
+        assert_eq!(url_path(folder, Path::new("/out/x/charts/a b.png")), "charts/a%20b.png");
+        assert_eq!(url_path(folder, Path::new("/elsewhere/c.png")), "/elsewhere/c.png");
+        assert_eq!(
+            url_path(folder, Path::new("runs/r#1/x?.parquet")),
+            "runs/r%231/x%3F.parquet"
+        );
+        assert_eq!(percent_encode("q=1&<é>"), "q%3D1%26%3C%C3%A9%3E");
     }
 }
