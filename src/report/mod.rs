@@ -14,12 +14,24 @@
 //! into place, and the summary is written after every run's files, so an interrupted write never leaves a
 //! complete-looking summary beside partial runs.
 
+mod findings;
+mod html;
 mod markdown;
+mod mdreport;
+mod perfetto;
+mod prometheus;
 mod records;
+mod render;
 mod results;
 mod table;
 
+pub use findings::{Finding, FindingKind, findings};
+pub use html::write_html;
 pub use markdown::{markdown_table, shared_labels};
+pub use mdreport::write_markdown;
+pub use perfetto::write_trace;
+pub use prometheus::write_prometheus;
+pub use render::{ReportFiles, render_report};
 pub use results::{Results, RunTables, load_results};
 
 /// One rendered chart: `<results>/charts/<id>.png` and `.svg`.
