@@ -1,4 +1,5 @@
-//! Writers: summary and per-run tables (Parquet, CSV, JSON) and the markdown table printed on stdout.
+//! Writers: summary and per-run tables (Parquet, CSV, JSON), the markdown table printed on stdout, and the report
+//! drawn from a results folder (charts, HTML and markdown reports, Prometheus and Perfetto exports).
 //!
 //! Layout under the output folder:
 //!
@@ -7,6 +8,10 @@
 //! runs/<name>/requests.parquet                  one row per request
 //! runs/<name>/steps.parquet                     one row per step (only when the run kept steps)
 //! runs/<name>/tokens.parquet                    one row per output token (only when the run traced tokens)
+//! runs/<name>/trace.json                        Chrome/Perfetto trace of the steps and requests (report)
+//! charts/<id>.png, charts/<id>.svg              the charts (report)
+//! report.html, report.md                        findings, charts and tables (report)
+//! metrics.prom                                  the summary in Prometheus text format (report)
 //! ```
 //!
 //! Same input, same bytes: Parquet is written with fixed compression and statistics settings and carries no

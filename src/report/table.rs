@@ -173,7 +173,12 @@ impl Table {
                     .iter()
                     .map(|row| row.get(&name).cloned().unwrap_or(Cell::Null))
                     .collect();
-                let values = Values::from_cells(&cells);
+                let values = if name == "run" && cells.is_empty() {
+                    // `run` holds names, also when there are no runs to show it.
+                    Values::Str(Vec::new())
+                } else {
+                    Values::from_cells(&cells)
+                };
                 (name, values)
             })
             .collect();

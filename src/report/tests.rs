@@ -477,3 +477,12 @@ fn results_read_back_as_written() {
     assert!(r.runs[1].steps.is_none() && r.runs[1].tokens.is_none());
     assert_eq!(r.runs[0].requests.height(), runs[0].metrics.requests.len());
 }
+
+#[test]
+fn an_empty_results_folder_reads_back() {
+    let dir = tempfile::tempdir().unwrap();
+    write_results(dir.path(), &[]).unwrap();
+    let r = crate::report::load_results(dir.path()).unwrap();
+    assert_eq!(r.summary.height(), 0);
+    assert!(r.runs.is_empty());
+}
