@@ -40,6 +40,7 @@ pub fn run(command: Command) -> Result<(), CliError> {
     match command {
         Command::Simulate(args) => simulate(args),
         Command::Explain(args) => explain(args),
+        Command::Report(args) => report_folder(&args.results).map(|_| ()),
         Command::Models => {
             models();
             Ok(())
@@ -108,6 +109,9 @@ fn simulate(args: SimulateArgs) -> Result<(), CliError> {
         .out
         .unwrap_or_else(|| PathBuf::from("out").join(folder_name(&runs[0].scenario.name)));
     report::write_results(&out, &reports).map_err(|e| anyhow::anyhow!(e))?;
+    if !args.no_report {
+        report_folder(&out)?;
+    }
     if !args.quiet {
         let shared: Vec<String> = report::shared_labels(&reports)
             .into_iter()
@@ -120,6 +124,19 @@ fn simulate(args: SimulateArgs) -> Result<(), CliError> {
     }
     eprintln!("{} run(s) written to {}", reports.len(), out.display());
     Ok(())
+}
+
+/// Draws the report of a results folder.
+fn report_folder(dir: &std::path::Path) -> Result<report::ReportFiles, CliError> {
+    if !dir.join("summary.parquet").is_file() {
+        return Err(CliError::Input(format!(
+            "{} is not a results folder (no summary.parquet): give the --out folder of `batchlab simulate`",
+            dir.display()
+        )));
+    }
+    let files = report::render_report(dir, |_| Ok(Vec::new())).map_err(|e| anyhow::anyhow!(e))?;
+    eprintln!("report: {} ({} charts)", files.html.display(), files.charts.len());
+    Ok(files)
 }
 
 /// A scenario name made safe as a folder name.

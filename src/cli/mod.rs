@@ -29,6 +29,10 @@ pub enum Command {
     /// Show the runs a scenario resolves to (sweep expanded, overrides applied) and what each would use,
     /// without running them.
     Explain(ScenarioArgs),
+    /// Draw the report of a results folder written by `simulate`: charts (PNG and SVG), report.html,
+    /// report.md, metrics.prom (Prometheus) and a Chrome/Perfetto trace per run. `simulate` does this itself
+    /// unless given --no-report.
+    Report(ReportArgs),
     /// List the built-in models with their size and KV-cache cost per token.
     Models,
     /// List the GPU presets of the analytic cost model (datasheet figures).
@@ -130,6 +134,15 @@ pub struct SimulateArgs {
     /// Do not print the summary table.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Do not draw the report (charts, report.html, report.md, metrics.prom, traces) after simulating.
+    #[arg(long)]
+    pub no_report: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The results folder (the `--out` of `simulate`).
+    pub results: PathBuf,
 }
 
 #[derive(Debug, Args)]
