@@ -15,11 +15,13 @@
 //! complete-looking summary beside partial runs.
 
 mod markdown;
+pub mod plots;
 mod records;
 mod results;
 mod table;
 
 pub use markdown::{markdown_table, shared_labels};
+pub use plots::render_charts;
 pub use results::{Results, RunTables, load_results};
 
 /// One rendered chart: `<results>/charts/<id>.png` and `.svg`.
