@@ -1,6 +1,6 @@
 //! `itl_heatmap`: the gap before each output token, by token position and request, for one run per policy.
 
-use super::{AXIS_DESC_SIZE, Data, DrawResult, Figure, Spec, TICK_SIZE, font, frame, panel, style_mesh, tick};
+use super::{AXIS_DESC_SIZE, Data, DrawResult, Figure, Spec, TICK_SIZE, font, frame, panel, style_mesh, tick, titled};
 use crate::report::ReportError;
 use plotters::backend::DrawingBackend;
 use plotters::coord::Shift;
@@ -136,7 +136,8 @@ impl Figure for ItlHeatmap {
         for (area, p) in main.split_evenly((self.panels.len(), 1)).iter().zip(&self.panels) {
             // Integer positions and request ids at cell centres; request 0 at the top, as in a list of requests.
             let (rows, cols) = (p.requests as f64 - 0.5, p.positions as f64 - 0.5);
-            let mut chart = panel(area, &p.title).build_cartesian_2d(-0.5..cols, rows..-0.5)?;
+            let area = titled(area, &p.title)?;
+            let mut chart = panel(&area).build_cartesian_2d(-0.5..cols, rows..-0.5)?;
             chart.plotting_area().fill(&RGBColor(246, 246, 246))?;
             let n_cols = p.positions.div_ceil(p.col_bin);
             chart.draw_series(p.cells.iter().enumerate().filter_map(|(k, v)| {
@@ -173,7 +174,8 @@ fn integer_tick(v: &f64) -> String {
 
 impl ItlHeatmap {
     /// Tick values for the colour scale: round numbers, from the coarsest set of mantissas that puts at least
-    /// three in the range; failing that (a very narrow range), five values evenly spaced on the log scale.
+    /// three in the range; failing that (a narrow range, where a log scale is nearly linear), evenly spaced round
+    /// numbers.
     fn scale_ticks(&self) -> Vec<f64> {
         let (lo, hi) = (self.lo, self.hi);
         let sets: [&[f64]; 4] = [
@@ -196,7 +198,7 @@ impl ItlHeatmap {
                 return ticks;
             }
         }
-        (0..5).map(|i| lo * (hi / lo).powf(i as f64 / 4.0)).collect()
+        super::linear_ticks(lo, hi)
     }
 
     /// The colour scale: a vertical gradient, low at the bottom, with ITL ticks in ms on a log axis.

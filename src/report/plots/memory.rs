@@ -3,7 +3,7 @@
 
 use super::{
     Data, DrawResult, Figure, Spec, Swatch, TICK_SIZE, TimeUnit, bytes_to_mib, draw_markers, filled, font, frame,
-    headroom, panel, policy_marker, style_mesh, tick,
+    headroom, panel, policy_marker, style_mesh, tick, titled,
 };
 use crate::report::ReportError;
 use plotters::backend::DrawingBackend;
@@ -163,7 +163,8 @@ impl KvGrowth {
         let kv_max = headroom(all().map(|l| l.1.1.max(l.0.1)).fold(0.0, f64::max));
         let x_range = unit.of(t_min.min(0.0))..unit.of(headroom(t_max));
         for (area, p) in area.split_evenly((self.lifetimes.len(), 1)).iter().zip(&self.lifetimes) {
-            let mut chart = panel(area, &p.title).build_cartesian_2d(x_range.clone(), 0.0..kv_max)?;
+            let area = titled(area, &p.title)?;
+            let mut chart = panel(&area).build_cartesian_2d(x_range.clone(), 0.0..kv_max)?;
             style_mesh(
                 &mut chart.configure_mesh(),
                 &format!("time since the first arrival ({})", unit.name),
@@ -190,8 +191,8 @@ impl KvGrowth {
         let points = || self.scatter.iter().flat_map(|(_, s)| s.iter());
         let x_max = headroom(points().map(|p| p.0).fold(0.0, f64::max));
         let y_max = headroom(points().map(|p| p.1).fold(0.0, f64::max));
-        let mut chart =
-            panel(area, "KV per request vs prompt length (all runs)").build_cartesian_2d(0.0..x_max, 0.0..y_max)?;
+        let mut chart = panel(&titled(area, "KV per request vs prompt length (all runs)")?)
+            .build_cartesian_2d(0.0..x_max, 0.0..y_max)?;
         style_mesh(
             &mut chart.configure_mesh(),
             "prompt length (tokens)",
@@ -244,8 +245,8 @@ pub(super) fn peak_memory(data: &Data) -> Option<Spec<PeakMemory>> {
     if bars.is_empty() {
         return None;
     }
-    // Wide enough for every bar to keep about 22 pixels.
-    let width = super::DEFAULT_SIZE.0.max((bars.len() as u32 * 22 + 160).min(4000));
+    // Wide enough for every bar to keep about 22 pixels, up to a width a report can still show.
+    let width = super::DEFAULT_SIZE.0.max((bars.len() as u32 * 22 + 160).min(2400));
     Some(Spec {
         title: "Peak GPU memory per run".to_owned(),
         caption: "Peak GPU memory of each run, stacked: model weights, the most KV cache held at once, and the \
@@ -264,19 +265,42 @@ impl Figure for PeakMemory {
     }
 
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
-        let legend: Vec<(String, Swatch)> = PARTS
+        let n = self.bars.len();
+        // Labels under every k-th bar, as many as fit side by side (the plot is about 120 pixels narrower than the
+        // figure). Once thinned, names no longer sit under every bar: a strip in the policy's colour does.
+        let label_style = font(TICK_SIZE).pos(Pos::new(HPos::Center, VPos::Top));
+        let widest = self
+            .bars
+            .iter()
+            .flat_map(|b| [&b.run, &b.policy])
+            .map(|t| root.estimate_text_size(t, &label_style).map(|(w, _)| w))
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .max()
+            .unwrap_or(0);
+        let slot = self.size.0.saturating_sub(120) / n.max(1) as u32;
+        let every = ((widest + 10) / slot.max(1) + 1) as usize;
+        let mut legend: Vec<(String, Swatch)> = PARTS
             .iter()
             .map(|(name, color)| (name.to_string(), Swatch::Fill(color.to_rgba())))
             .collect();
+        if every > 1 {
+            let mut seen: Vec<&str> = Vec::new();
+            for bar in &self.bars {
+                if !seen.contains(&bar.policy.as_str()) {
+                    seen.push(&bar.policy);
+                    legend.push((format!("policy {}", bar.policy), Swatch::Fill(bar.color.to_rgba())));
+                }
+            }
+        }
         let body = frame(root, "Peak GPU memory per run", &legend)?;
-        let n = self.bars.len();
         let total = headroom(
             self.bars
                 .iter()
                 .map(|b| b.parts.iter().sum::<f64>())
                 .fold(0.0, f64::max),
         );
-        let mut chart = panel(&body, "")
+        let mut chart = panel(&body)
             .x_label_area_size(76)
             .build_cartesian_2d((0..n as i32 - 1).into_segmented(), 0.0..total)?;
         // Run names and policies are set below each bar by hand, on two lines; the mesh draws no x labels.
@@ -286,8 +310,6 @@ impl Figure for PeakMemory {
             .y_label_formatter(&tick)
             .disable_x_mesh()
             .draw()?;
-        let (x_pixels, _) = chart.plotting_area().dim_in_pixel();
-        let slot = x_pixels / n.max(1) as u32;
         let margin = (slot / 6).min(12);
         for (part, (_, color)) in PARTS.iter().enumerate() {
             chart.draw_series(self.bars.iter().enumerate().map(|(i, bar)| {
@@ -304,23 +326,23 @@ impl Figure for PeakMemory {
                 rect
             }))?;
         }
-        // Labels under every k-th bar, as many as fit side by side.
-        let label_style = font(TICK_SIZE).pos(Pos::new(HPos::Center, VPos::Top));
-        let widest = self
-            .bars
-            .iter()
-            .flat_map(|b| [&b.run, &b.policy])
-            .map(|t| body.estimate_text_size(t, &label_style).map(|(w, _)| w))
-            .collect::<Result<Vec<_>, _>>()?
-            .into_iter()
-            .max()
-            .unwrap_or(0);
-        let every = ((widest + 10) / slot.max(1) + 1) as usize;
-        chart.draw_series(self.bars.iter().enumerate().step_by(every).map(|(i, bar)| {
-            EmptyElement::at((SegmentValue::CenterOf(i as i32), 0.0))
-                + Text::new(bar.run.clone(), (0, 8), label_style.clone())
-                + Text::new(bar.policy.clone(), (0, 26), label_style.clone().color(&bar.color))
-        }))?;
+        if every == 1 {
+            chart.draw_series(self.bars.iter().enumerate().map(|(i, bar)| {
+                EmptyElement::at((SegmentValue::CenterOf(i as i32), 0.0))
+                    + Text::new(bar.run.clone(), (0, 8), label_style.clone())
+                    + Text::new(bar.policy.clone(), (0, 26), label_style.clone().color(&bar.color))
+            }))?;
+        } else {
+            let half = (slot / 2).saturating_sub(margin).max(1) as i32;
+            chart.draw_series(self.bars.iter().enumerate().map(|(i, bar)| {
+                EmptyElement::at((SegmentValue::CenterOf(i as i32), 0.0))
+                    + Rectangle::new([(-half, 3), (half, 9)], filled(bar.color))
+            }))?;
+            chart.draw_series(self.bars.iter().enumerate().step_by(every).map(|(i, bar)| {
+                EmptyElement::at((SegmentValue::CenterOf(i as i32), 0.0))
+                    + Text::new(bar.run.clone(), (0, 14), label_style.clone())
+            }))?;
+        }
         // Totals on top when there is room to read them.
         if slot >= 48 {
             let style = font(TICK_SIZE).pos(Pos::new(HPos::Center, VPos::Bottom));

@@ -219,6 +219,8 @@ struct Run<'a> {
     /// The value of each of [`Data::labels`] as text ("" where null).
     labels: Vec<String>,
     max_batch_size: Option<f64>,
+    /// The offered load, from a label in [`LOAD_LABELS`] (0 without one).
+    load: f64,
     output_tokens: f64,
     output_tok_per_s: Option<f64>,
     kv_bytes_per_token: Option<f64>,
@@ -247,6 +249,9 @@ struct Data<'a> {
     /// Policy names, in display order: static, continuous, grouped, then any other in order of appearance.
     policies: Vec<String>,
 }
+
+/// Label names (last dotted part) that set the offered load.
+const LOAD_LABELS: [&str; 2] = ["rate", "clients"];
 
 /// Policies with a fixed colour and place, so a policy looks the same in every chart and every report.
 const KNOWN_POLICIES: [&str; 3] = ["static", "continuous", "grouped"];
@@ -281,6 +286,9 @@ impl<'a> Data<'a> {
             .map(|name| strings(summary, name, &path))
             .collect::<Result<Vec<_>, _>>()?;
         let metric = |name: &str| optional_f64s(summary, name, &path);
+        let loads: Vec<usize> = (0..labels.len())
+            .filter(|&i| LOAD_LABELS.contains(&short_label(&labels[i])))
+            .collect();
         let max_batch_size = if labels.iter().any(|l| l == "max_batch_size") {
             f64s(summary, "max_batch_size", &path)?
         } else {
@@ -325,6 +333,10 @@ impl<'a> Data<'a> {
                     .map(|v| v[row].clone().unwrap_or_default())
                     .collect(),
                 max_batch_size: max_batch_size[row],
+                load: loads
+                    .iter()
+                    .filter_map(|&i| label_values[i][row].as_deref()?.parse::<f64>().ok())
+                    .fold(0.0, f64::max),
                 output_tokens: output_tokens[row].unwrap_or(0.0),
                 output_tok_per_s: output_tok_per_s[row],
                 kv_bytes_per_token: kv_bytes_per_token[row],
@@ -338,11 +350,12 @@ impl<'a> Data<'a> {
     }
 
     /// For each policy (display order) that has a run passing `usable`: its run with the most output tokens; on a
-    /// tie the one with the largest batch limit (a sweep's runs often all serve the same requests, and at batch
-    /// limit 1 every policy does the same thing), then the first in run order. In a sweep over a grid this picks
-    /// the same configuration for every policy, so the per-run charts compare like with like.
+    /// tie (a sweep's runs often all serve the same requests) the one with the largest batch limit (at batch limit
+    /// 1 every policy does the same thing), then the heaviest load (rate or clients: where policies part ways),
+    /// then the first in run order. In a sweep over a grid this picks the same configuration for every policy, so
+    /// the per-run charts compare like with like.
     fn representatives(&self, usable: impl Fn(&Run) -> bool) -> Vec<&Run<'a>> {
-        let key = |r: &Run| (r.output_tokens, r.max_batch_size.unwrap_or(0.0));
+        let key = |r: &Run| (r.output_tokens, r.max_batch_size.unwrap_or(0.0), r.load);
         let mut best: Vec<Option<&Run>> = vec![None; self.policies.len()];
         for run in self.runs.iter().filter(|r| usable(r)) {
             let slot = &mut best[run.policy];
@@ -374,8 +387,12 @@ impl<'a> Data<'a> {
             .filter(|i| exclude.contains(&self.labels[*i].as_str()))
             .map(partition)
             .collect();
+        // Of two columns that say the same, keep the plain name (`model`) over a sweep's dotted key (`model.name`,
+        // whose last part alone would say little).
+        let mut order: Vec<usize> = (0..self.labels.len()).collect();
+        order.sort_by_key(|&i| self.labels[i].contains('.'));
         let mut out = Vec::new();
-        for i in 0..self.labels.len() {
+        for i in order {
             if exclude.contains(&self.labels[i].as_str()) {
                 continue;
             }
@@ -386,6 +403,7 @@ impl<'a> Data<'a> {
             taken.push(p);
             out.push(i);
         }
+        out.sort_unstable();
         out
     }
 
@@ -629,8 +647,67 @@ fn frame<DB: DrawingBackend>(
     Ok(rest)
 }
 
-/// A panel's chart builder with the house margins and label room.
-fn panel<'a, 'b, DB: DrawingBackend>(area: &'a DrawingArea<DB, Shift>, title: &str) -> ChartBuilder<'a, 'b, DB> {
+/// Draws a panel's title at the top of `area` and returns the room left below it. A title too wide for the panel
+/// is set smaller and, failing that, broken after a comma onto a second line, then cut short with "…".
+fn titled<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    title: &str,
+) -> Result<DrawingArea<DB, Shift>, DrawingAreaErrorKind<DB::ErrorType>> {
+    if title.is_empty() {
+        return Ok(area.clone());
+    }
+    let (width, _) = area.dim_in_pixel();
+    let room = width.saturating_sub(16);
+    let fits = |text: &str, style: &TextStyle| -> Result<bool, DrawingAreaErrorKind<DB::ErrorType>> {
+        Ok(area.estimate_text_size(text, style)?.0 <= room)
+    };
+    let mut chosen: Option<(TextStyle, Vec<String>)> = None;
+    for size in [PANEL_TITLE_SIZE, PANEL_TITLE_SIZE - 2.0, PANEL_TITLE_SIZE - 4.0] {
+        let style = font(size);
+        if fits(title, &style)? {
+            chosen = Some((style, vec![title.to_owned()]));
+            break;
+        }
+        // Greedy: as many comma-separated parts on the first line as fit, the rest on the second.
+        let parts: Vec<&str> = title.split(", ").collect();
+        let mut first = parts[0].to_owned();
+        let mut split = 1;
+        while split < parts.len() && fits(&format!("{first}, {}", parts[split]), &style)? {
+            first = format!("{first}, {}", parts[split]);
+            split += 1;
+        }
+        let second = parts[split..].join(", ");
+        if split < parts.len() && fits(&first, &style)? && fits(&second, &style)? {
+            chosen = Some((style, vec![format!("{first},"), second]));
+            break;
+        }
+    }
+    let (style, lines) = match chosen {
+        Some(c) => c,
+        None => {
+            let style = font(PANEL_TITLE_SIZE - 4.0);
+            let mut cut: Vec<char> = title.chars().collect();
+            while !cut.is_empty() && !fits(&format!("{}…", cut.iter().collect::<String>()), &style)? {
+                cut.pop();
+            }
+            let line = format!("{}…", cut.iter().collect::<String>());
+            (style, vec![line])
+        }
+    };
+    let line_height = area.estimate_text_size("Ag", &style)?.1 as i32 + 4;
+    let centred = style.pos(Pos::new(HPos::Center, VPos::Top));
+    for (i, line) in lines.iter().enumerate() {
+        area.draw(&Text::new(
+            line.clone(),
+            (width as i32 / 2, 6 + i as i32 * line_height),
+            centred.clone(),
+        ))?;
+    }
+    Ok(area.split_vertically(10 + lines.len() as i32 * line_height).1)
+}
+
+/// A panel's chart builder with the house margins and label room (titles come from [`titled`]).
+fn panel<'a, 'b, DB: DrawingBackend>(area: &'a DrawingArea<DB, Shift>) -> ChartBuilder<'a, 'b, DB> {
     let mut builder = ChartBuilder::on(area);
     builder
         .margin_top(6)
@@ -639,9 +716,6 @@ fn panel<'a, 'b, DB: DrawingBackend>(area: &'a DrawingArea<DB, Shift>, title: &s
         .margin_right(18)
         .x_label_area_size(46)
         .y_label_area_size(72);
-    if !title.is_empty() {
-        builder.caption(title, font(PANEL_TITLE_SIZE));
-    }
     builder
 }
 
@@ -677,6 +751,24 @@ fn format_number(v: f64) -> String {
     }
     let decimals = (3 - a.log10().floor() as i32).clamp(0, 6) as usize;
     trim_zeros(&format!("{v:.decimals$}"))
+}
+
+/// Three to seven round numbers (steps of 1, 2 or 5 × 10ⁿ) within [lo, hi]; lo and hi themselves when the range
+/// is too narrow for that.
+fn linear_ticks(lo: f64, hi: f64) -> Vec<f64> {
+    if hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater) {
+        return vec![lo];
+    }
+    let base = 10f64.powf((hi - lo).log10().floor() - 1.0);
+    for step in [1.0, 2.0, 5.0, 10.0, 20.0, 50.0].map(|m| m * base) {
+        let first = (lo / step).ceil() as i64;
+        let last = (hi / step).floor() as i64;
+        let count = last - first + 1;
+        if (3..=7).contains(&count) {
+            return (first..=last).map(|k| k as f64 * step).collect();
+        }
+    }
+    vec![lo, hi]
 }
 
 fn trim_zeros(s: &str) -> String {

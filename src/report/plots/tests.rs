@@ -70,7 +70,7 @@ fn chart_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 fn axis_texts(id: &str) -> &'static [&'static str] {
     match id {
         "throughput_vs_batch" => &["max batch size (sequences)", "output throughput (tok/s)"],
-        "ttft_distribution" => &["TTFT (ms)", "share of requests (fraction)"],
+        "ttft_distribution" => &["TTFT (ms", "share of requests (fraction)"],
         "ttft_vs_queue" => &["requests queued at arrival (requests)", "mean TTFT (ms)"],
         "itl_heatmap" => &["output token position (tokens)", "request (id)", "ITL (ms)"],
         "kv_growth" => &[
@@ -222,6 +222,19 @@ fn numbers_read_cleanly() {
     assert_eq!(format_number(12_500.0), "12.5k");
     assert_eq!(format_number(-3.0), "-3");
     assert_eq!(format_number(2_000_000.0), "2M");
+}
+
+#[test]
+fn ticks_are_round_numbers() {
+    assert_eq!(
+        linear_ticks(2.2, 3.067)
+            .iter()
+            .map(|v| format_number(*v))
+            .collect::<Vec<_>>(),
+        ["2.2", "2.4", "2.6", "2.8", "3"]
+    );
+    assert_eq!(linear_ticks(0.0, 100.0), [0.0, 20.0, 40.0, 60.0, 80.0, 100.0]);
+    assert_eq!(linear_ticks(5.0, 5.0), [5.0]);
 }
 
 #[test]

@@ -3,7 +3,7 @@
 
 use super::{
     Data, DrawResult, Figure, MAX_PANELS, Spec, Swatch, TICK_SIZE, draw_markers, filled, font, frame, grid, grid_size,
-    headroom, panel, policy_marker, style_mesh, tick,
+    headroom, panel, policy_marker, style_mesh, tick, titled,
 };
 use indexmap::IndexMap;
 use plotters::backend::DrawingBackend;
@@ -186,7 +186,8 @@ impl Throughput {
                 .flat_map(|(_, s)| s.iter().map(|(_, v)| *v))
                 .fold(0.0, f64::max),
         );
-        let mut chart = panel(area, &p.title).build_cartesian_2d((0..n - 1).into_segmented(), 0.0..y_max)?;
+        let area = titled(area, &p.title)?;
+        let mut chart = panel(&area).build_cartesian_2d((0..n - 1).into_segmented(), 0.0..y_max)?;
         let categories = &self.categories;
         let x_label = |v: &SegmentValue<i32>| match v {
             SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => usize::try_from(*i)

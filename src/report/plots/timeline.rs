@@ -3,7 +3,7 @@
 
 use super::{
     AXIS_DESC_SIZE, Data, DrawResult, Figure, Spec, Swatch, TICK_SIZE, TimeUnit, font, frame, headroom, panel,
-    style_mesh, tick,
+    style_mesh, tick, titled,
 };
 use crate::report::ReportError;
 use crate::units::MIB;
@@ -187,7 +187,8 @@ impl Figure for Timeline {
             // The KV axis ends a little above the run's peak use (at most 100 %): a small model on a large GPU
             // uses a fraction of a percent, which a 0–100 axis would flatten onto the floor.
             let kv_max = headroom(lane.intervals.iter().filter_map(|s| s.kv).fold(0.0, f64::max)).min(100.0);
-            let mut chart = panel(area, &lane.title)
+            let area = titled(area, &lane.title)?;
+            let mut chart = panel(&area)
                 .right_y_label_area_size(if has_kv { 72 } else { 0 })
                 .build_cartesian_2d(x_range.clone(), 0.0..y_max)?
                 .set_secondary_coord(x_range.clone(), 0.0..kv_max);

@@ -2,13 +2,15 @@
 //! finds when it arrives (`ttft_vs_queue`).
 
 use super::{
-    Data, DrawResult, Figure, MAX_PANELS, Spec, Swatch, draw_markers, frame, grid, grid_size, headroom, panel,
-    policy_marker, short_label, style_mesh, tick,
+    Data, DrawResult, Figure, LOAD_LABELS, MAX_PANELS, Spec, Swatch, draw_markers, frame, grid, grid_size, headroom,
+    panel, policy_marker, short_label, style_mesh, tick, titled,
 };
 use crate::report::ReportError;
 use indexmap::IndexMap;
 use plotters::backend::DrawingBackend;
 use plotters::coord::Shift;
+use plotters::coord::combinators::IntoLogRange;
+use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
 use plotters::drawing::DrawingArea;
 use plotters::series::LineSeries;
 use plotters::style::{Color, RGBColor};
@@ -16,9 +18,6 @@ use plotters::style::{Color, RGBColor};
 /// Most points drawn per CDF: beyond this the curve is sampled at evenly spaced quantiles (a million-request run
 /// would otherwise write a million SVG points for a curve a few hundred pixels wide).
 const MAX_CDF_POINTS: usize = 2000;
-
-/// Label names (last dotted part) that set the offered load.
-const LOAD_LABELS: [&str; 2] = ["rate", "clients"];
 
 struct CdfPanel {
     title: String,
@@ -146,6 +145,10 @@ fn cdf_steps(sorted: &[f64]) -> Vec<(f64, f64)> {
     out
 }
 
+/// TTFTs spanning more than this ratio (largest / smallest) get a log time axis: a policy that queues requests for
+/// seconds would otherwise flatten one that serves them in milliseconds against the axis.
+const LOG_AXIS_RATIO: f64 = 50.0;
+
 impl Figure for TtftDistribution {
     fn size(&self) -> (u32, u32) {
         self.size
@@ -155,21 +158,38 @@ impl Figure for TtftDistribution {
         let body = frame(root, "TTFT distribution per policy", &legend(&self.policies, false))?;
         let (rows, cols) = grid(self.panels.len(), body.dim_in_pixel());
         for (area, p) in body.split_evenly((rows, cols)).iter().zip(&self.panels) {
-            let x_max = headroom(
-                p.series
-                    .iter()
-                    .filter_map(|(_, v)| v.last().copied())
-                    .fold(0.0, f64::max),
-            );
-            let mut chart = panel(area, &p.title).build_cartesian_2d(0.0..x_max, 0.0..1.0)?;
-            style_mesh(&mut chart.configure_mesh(), "TTFT (ms)", "share of requests (fraction)")
-                .x_label_formatter(&tick)
-                .y_label_formatter(&tick)
-                .draw()?;
-            for (policy, values) in &p.series {
-                let color = self.policies[*policy].1;
-                chart.draw_series(LineSeries::new(cdf_steps(values), color.stroke_width(2)))?;
+            let values = || p.series.iter().flat_map(|(_, v)| v.iter().copied());
+            let max = values().fold(0.0, f64::max);
+            let min_positive = values().filter(|v| *v > 0.0).fold(f64::INFINITY, f64::min);
+            let area = titled(area, &p.title)?;
+            if min_positive.is_finite() && max / min_positive > LOG_AXIS_RATIO {
+                let range = (min_positive / 1.2..max * 1.2).log_scale();
+                self.draw_panel(&area, p, range, "TTFT (ms, log scale)")?;
+            } else {
+                self.draw_panel(&area, p, 0.0..headroom(max), "TTFT (ms)")?;
             }
+        }
+        Ok(())
+    }
+}
+
+impl TtftDistribution {
+    fn draw_panel<DB, X>(&self, area: &DrawingArea<DB, Shift>, p: &CdfPanel, x: X, x_desc: &str) -> DrawResult<DB>
+    where
+        DB: DrawingBackend,
+        X: AsRangedCoord<Value = f64>,
+        X::CoordDescType: ValueFormatter<f64>,
+    {
+        let mut chart = panel(area).build_cartesian_2d(x, 0.0..1.0)?;
+        style_mesh(&mut chart.configure_mesh(), x_desc, "share of requests (fraction)")
+            .x_label_formatter(&tick)
+            .y_label_formatter(&tick)
+            .draw()?;
+        for (policy, values) in &p.series {
+            let color = self.policies[*policy].1;
+            // A log axis has no zero: a zero TTFT (not possible in practice) would have nowhere to go.
+            let steps = cdf_steps(values).into_iter().filter(|(t, _)| *t > 0.0);
+            chart.draw_series(LineSeries::new(steps, color.stroke_width(2)))?;
         }
         Ok(())
     }
@@ -275,7 +295,7 @@ impl Figure for TtftVsQueue {
                 .fold(0.0, f64::max),
         );
         let x_max = (self.max_depth + self.bucket_width) as f64 - 0.5;
-        let mut chart = panel(&area, "").build_cartesian_2d(-0.5..x_max, 0.0..y_max)?;
+        let mut chart = panel(&area).build_cartesian_2d(-0.5..x_max, 0.0..y_max)?;
         style_mesh(
             &mut chart.configure_mesh(),
             "requests queued at arrival (requests)",
