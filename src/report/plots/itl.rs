@@ -10,6 +10,8 @@ use plotters::style::colors::colormaps::ViridisRGB;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::{Color, RGBColor};
 
+const TITLE: &str = "Inter-token latency by token position and request";
+
 /// Most cells drawn per panel along each axis; longer runs are binned (mean ITL per bin), which keeps the SVG small
 /// and every cell at least a few pixels.
 const MAX_ROWS: usize = 96;
@@ -115,7 +117,7 @@ pub(super) fn build(data: &Data) -> Result<Option<Spec<ItlHeatmap>>, ReportError
         caption += " Long runs are binned: a cell is the mean gap over several tokens or requests.";
     }
     Ok(Some(Spec {
-        title: "Inter-token latency by token position and request".to_owned(),
+        title: TITLE.to_owned(),
         caption,
         figure: ItlHeatmap { panels, lo, hi },
     }))
@@ -130,7 +132,7 @@ impl ItlHeatmap {
 
 impl Figure for ItlHeatmap {
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
-        let body = frame(root, "Inter-token latency by token position and request", &[])?;
+        let body = frame(root, TITLE, &[])?;
         let (width, _) = body.dim_in_pixel();
         let (main, scale) = body.split_horizontally(width - SCALE_WIDTH);
         for (area, p) in main.split_evenly((self.panels.len(), 1)).iter().zip(&self.panels) {

@@ -14,6 +14,9 @@ use plotters::element::{EmptyElement, PathElement, Rectangle, Text};
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::{Color, RGBColor};
 
+const KV_TITLE: &str = "KV cache per request";
+const PEAK_TITLE: &str = "Peak GPU memory per run";
+
 /// Most scatter points per policy: beyond this every k-th distinct point is drawn.
 const MAX_SCATTER_POINTS: usize = 5000;
 /// Most request lines per lifetime panel: beyond this every k-th request is drawn.
@@ -112,7 +115,7 @@ pub(super) fn kv_growth(data: &Data) -> Result<Option<Spec<KvGrowth>>, ReportErr
         caption += " Large sweeps are thinned to every k-th distinct point.";
     }
     Ok(Some(Spec {
-        title: "KV cache per request".to_owned(),
+        title: KV_TITLE.to_owned(),
         caption,
         figure: KvGrowth {
             policies: (0..data.policies.len())
@@ -135,7 +138,7 @@ impl Figure for KvGrowth {
         } else {
             Vec::new()
         };
-        let body = frame(root, "KV cache per request", &legend)?;
+        let body = frame(root, KV_TITLE, &legend)?;
         let (width, _) = body.dim_in_pixel();
         let (left, right) = if self.lifetimes.is_empty() {
             body.split_horizontally(0)
@@ -248,7 +251,7 @@ pub(super) fn peak_memory(data: &Data) -> Option<Spec<PeakMemory>> {
     // Wide enough for every bar to keep about 22 pixels, up to a width a report can still show.
     let width = super::DEFAULT_SIZE.0.max((bars.len() as u32 * 22 + 160).min(2400));
     Some(Spec {
-        title: "Peak GPU memory per run".to_owned(),
+        title: PEAK_TITLE.to_owned(),
         caption: "Peak GPU memory of each run, stacked: model weights, the most KV cache held at once, and the \
                   activation workspace (MiB); the KV share is what batching policy and batch limits change."
             .to_owned(),
@@ -293,7 +296,7 @@ impl Figure for PeakMemory {
                 }
             }
         }
-        let body = frame(root, "Peak GPU memory per run", &legend)?;
+        let body = frame(root, PEAK_TITLE, &legend)?;
         let total = headroom(
             self.bars
                 .iter()

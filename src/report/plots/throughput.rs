@@ -31,6 +31,7 @@ struct Panel {
 }
 
 pub(super) struct Throughput {
+    title: String,
     mode: Mode,
     /// Category labels along x: batch limits (lines) or policy names (bars).
     categories: Vec<String>,
@@ -123,10 +124,20 @@ pub(super) fn build(data: &Data) -> Option<Spec<Throughput>> {
         caption += &format!(" Only the first {} of {total_panels} panels are drawn.", panels.len());
     }
     caption += " Runs that differ in nothing else (seeds) are averaged.";
+    let title = match mode {
+        Mode::Bars {
+            max_batch_size: Some(m),
+        } => format!(
+            "Output throughput per policy (max batch size {})",
+            super::format_number(m)
+        ),
+        _ => "Output throughput vs max batch size".to_owned(),
+    };
     Some(Spec {
-        title: "Output throughput vs max batch size".to_owned(),
+        title: title.clone(),
         caption,
         figure: Throughput {
+            title,
             mode,
             categories,
             policies: (0..data.policies.len())
@@ -159,16 +170,7 @@ impl Figure for Throughput {
         } else {
             Vec::new()
         };
-        let title = match self.mode {
-            Mode::Bars {
-                max_batch_size: Some(m),
-            } => format!(
-                "Output throughput per policy (max batch size {})",
-                super::format_number(m)
-            ),
-            _ => "Output throughput vs max batch size".to_owned(),
-        };
-        let body = frame(root, &title, &legend)?;
+        let body = frame(root, &self.title, &legend)?;
         let (rows, cols) = grid(self.panels.len(), body.dim_in_pixel());
         for (area, p) in body.split_evenly((rows, cols)).iter().zip(&self.panels) {
             self.draw_panel(area, p)?;

@@ -14,6 +14,8 @@ use plotters::element::Rectangle;
 use plotters::series::LineSeries;
 use plotters::style::{Color, RGBAColor, RGBColor};
 
+const TITLE: &str = "Timeline: batch, queue and KV cache over time";
+
 /// At most this many runs (one per policy) are drawn.
 const MAX_RUNS: usize = 3;
 /// Runs with more steps than this are drawn from time buckets (the maximum of each quantity in a bucket, and a
@@ -108,7 +110,7 @@ pub(super) fn build(data: &Data) -> Result<Option<Spec<Timeline>>, ReportError> 
                     computed a prompt.";
     }
     Ok(Some(Spec {
-        title: "Timeline: batch, queue and KV cache over time".to_owned(),
+        title: TITLE.to_owned(),
         caption,
         figure: Timeline { lanes },
     }))
@@ -168,7 +170,7 @@ impl Figure for Timeline {
         }
         legend.push(("prefill step".to_owned(), Swatch::Fill(PREFILL)));
         legend.push(("mixed step".to_owned(), Swatch::Fill(MIXED)));
-        let body = frame(root, "Timeline: batch, queue and KV cache over time", &legend)?;
+        let body = frame(root, TITLE, &legend)?;
         let t_end = self
             .lanes
             .iter()

@@ -15,6 +15,9 @@ use plotters::drawing::DrawingArea;
 use plotters::series::LineSeries;
 use plotters::style::{Color, RGBColor};
 
+const CDF_TITLE: &str = "TTFT distribution per policy";
+const QUEUE_TITLE: &str = "Mean TTFT vs requests queued at arrival";
+
 /// Most points drawn per CDF: beyond this the curve is sampled at evenly spaced quantiles (a million-request run
 /// would otherwise write a million SVG points for a curve a few hundred pixels wide).
 const MAX_CDF_POINTS: usize = 2000;
@@ -83,7 +86,7 @@ pub(super) fn distribution(data: &Data) -> Result<Option<Spec<TtftDistribution>>
     }
     let (rows, cols) = grid(panels.len(), super::DEFAULT_SIZE);
     Ok(Some(Spec {
-        title: "TTFT distribution per policy".to_owned(),
+        title: CDF_TITLE.to_owned(),
         caption,
         figure: TtftDistribution {
             policies: policy_styles(data),
@@ -155,7 +158,7 @@ impl Figure for TtftDistribution {
     }
 
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
-        let body = frame(root, "TTFT distribution per policy", &legend(&self.policies, false))?;
+        let body = frame(root, CDF_TITLE, &legend(&self.policies, false))?;
         let (rows, cols) = grid(self.panels.len(), body.dim_in_pixel());
         for (area, p) in body.split_evenly((rows, cols)).iter().zip(&self.panels) {
             let values = || p.series.iter().flat_map(|(_, v)| v.iter().copied());
@@ -265,7 +268,7 @@ pub(super) fn versus_queue(data: &Data) -> Result<Option<Spec<TtftVsQueue>>, Rep
         format!("in buckets of {bucket_width} queued requests")
     };
     Ok(Some(Spec {
-        title: "Mean TTFT vs requests queued at arrival".to_owned(),
+        title: QUEUE_TITLE.to_owned(),
         caption: format!(
             "Mean time to first token of requests grouped by how many requests were queued when they arrived \
              (the queue depth after the last step that started at or before the arrival), {buckets_word}, pooled \
@@ -282,11 +285,7 @@ pub(super) fn versus_queue(data: &Data) -> Result<Option<Spec<TtftVsQueue>>, Rep
 
 impl Figure for TtftVsQueue {
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
-        let body = frame(
-            root,
-            "Mean TTFT vs requests queued at arrival",
-            &legend(&self.policies, true),
-        )?;
+        let body = frame(root, QUEUE_TITLE, &legend(&self.policies, true))?;
         let area = body.margin(0, 10, 20, 20);
         let y_max = headroom(
             self.series
