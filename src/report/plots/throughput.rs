@@ -58,13 +58,8 @@ pub(super) fn build(data: &Data) -> Option<Spec<Throughput>> {
     let facets = data.varying_labels(&["policy", "max_batch_size"]);
 
     // Runs that share a panel, policy and batch limit (seeds, say) are averaged.
-    let mut panels: IndexMap<Vec<&str>, Cells> = IndexMap::new();
-    let mut titles: Vec<String> = Vec::new();
+    let mut panels: IndexMap<Vec<&str>, (String, Cells)> = IndexMap::new();
     for run in &runs {
-        let key: Vec<&str> = facets.iter().map(|&i| run.labels[i].as_str()).collect();
-        if !panels.contains_key(&key) {
-            titles.push(data.describe(run, &facets));
-        }
         let category = match mode {
             Mode::Lines => match run.max_batch_size {
                 Some(m) => limits.iter().position(|l| *l == m).unwrap_or(0),
@@ -72,20 +67,19 @@ pub(super) fn build(data: &Data) -> Option<Spec<Throughput>> {
             },
             Mode::Bars { .. } => run.policy,
         };
-        let cell = panels
+        let key: Vec<&str> = facets.iter().map(|&i| run.labels[i].as_str()).collect();
+        let (_, cells) = panels
             .entry(key)
-            .or_default()
-            .entry((run.policy, category))
-            .or_insert((0.0, 0));
+            .or_insert_with(|| (data.describe(run, &facets), Cells::new()));
+        let cell = cells.entry((run.policy, category)).or_insert((0.0, 0));
         cell.0 += run.output_tok_per_s.unwrap_or(0.0);
         cell.1 += 1;
     }
     let total_panels = panels.len();
     let panels: Vec<Panel> = panels
         .into_values()
-        .zip(titles)
         .take(MAX_PANELS)
-        .map(|(cells, title)| {
+        .map(|(title, cells)| {
             let mut series: Vec<(usize, Vec<(usize, f64)>)> = Vec::new();
             for policy in 0..data.policies.len() {
                 let mut points: Vec<(usize, f64)> = cells
