@@ -192,7 +192,10 @@ impl TtftDistribution {
             let color = self.policies[*policy].1;
             // A log axis has no zero: a zero TTFT (not possible in practice) would have nowhere to go.
             let steps = cdf_steps(values).into_iter().filter(|(t, _)| *t > 0.0);
-            chart.draw_series(LineSeries::new(steps, color.stroke_width(2)))?;
+            // Policies often agree over part of the curve (at batch limit 1 they are the same): each curve is drawn
+            // narrower than the one before, so coinciding curves show as nested stripes rather than the last alone.
+            let width = 2 + (self.policies.len() - 1 - policy) as u32 * 2;
+            chart.draw_series(LineSeries::new(steps, color.stroke_width(width)))?;
         }
         Ok(())
     }
