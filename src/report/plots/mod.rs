@@ -3,12 +3,14 @@
 //! Each chart family has its own file and works in two stages: read what it needs out of [`Results`] into plain
 //! vectors (returning `None`, so no chart, when the data is absent), then draw through [`Figure`], which is generic
 //! over the plotters backend so the PNG and the SVG come from the same code. Text is drawn with the embedded DejaVu
-//! Sans through ab_glyph: no system font is looked up, so a chart renders the same on any machine.
+//! Sans through ab_glyph: no system font is looked up, so a chart renders the same on any machine. The PNG is drawn
+//! at twice its size and averaged down, with text placed by [`raster`] (plotters' own placement is uneven).
 //!
 //! Same results, same bytes: nothing drawn depends on the clock, hash order or the host.
 
 mod itl;
 mod memory;
+mod raster;
 mod throughput;
 mod timeline;
 mod ttft;
@@ -16,7 +18,7 @@ mod ttft;
 use super::{Chart, EncodeError, ReportError, Results, RunTables};
 use crate::metrics::{MemoryModel, Recorder, Slo};
 use crate::units::MIB;
-use plotters::backend::{BitMapBackend, DrawingBackend, SVGBackend};
+use plotters::backend::{DrawingBackend, SVGBackend};
 use plotters::chart::{ChartBuilder, ChartContext, MeshStyle};
 use plotters::coord::Shift;
 use plotters::coord::cartesian::Cartesian2d;
@@ -163,7 +165,8 @@ fn draw_error<E: StdError + Send + Sync + 'static>(e: DrawingAreaErrorKind<E>) -
 }
 
 /// The bitmap backend encodes straight to a path (choosing PNG by its extension), so the PNG goes to a temporary
-/// `.png` name in the same folder and is renamed into place: a reader never sees a half-written chart.
+/// `.png` name in the same folder and is renamed into place: a reader never sees a half-written chart. See
+/// [`raster`] for how it is drawn.
 fn write_png<F: Figure>(figure: &F, path: &Path) -> Result<(), ReportError> {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let stem = path.file_stem().map_or_else(Default::default, |n| n.to_string_lossy());
@@ -172,13 +175,7 @@ fn write_png<F: Figure>(figure: &F, path: &Path) -> Result<(), ReportError> {
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     ));
-    let drawn = {
-        let root = BitMapBackend::new(&tmp, figure.size()).into_drawing_area();
-        root.fill(&WHITE)
-            .and_then(|()| figure.draw(&root))
-            .and_then(|()| root.present())
-            .map_err(draw_error)
-    };
+    let drawn = raster::write_png(figure, &tmp);
     let result = drawn.map_err(|e| e.at(path)).and_then(|()| {
         fs::rename(&tmp, path).map_err(|source| ReportError::Io {
             path: path.to_owned(),
