@@ -134,7 +134,7 @@ fn report_folder(dir: &std::path::Path) -> Result<report::ReportFiles, CliError>
             dir.display()
         )));
     }
-    let files = report::render_report(dir, |_| Ok(Vec::new())).map_err(|e| anyhow::anyhow!(e))?;
+    let files = report::render_report(dir, report::render_charts).map_err(|e| anyhow::anyhow!(e))?;
     eprintln!("report: {} ({} charts)", files.html.display(), files.charts.len());
     Ok(files)
 }
