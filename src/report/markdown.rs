@@ -81,7 +81,7 @@ const METRICS: [Metric; 11] = [
 ];
 
 /// What a missing value (no samples, a label the run lacks) shows.
-const MISSING: &str = "-";
+pub(super) const MISSING: &str = "-";
 
 fn format_value(value: Option<f64>, format: Format) -> String {
     let Some(v) = value else {
@@ -90,19 +90,12 @@ fn format_value(value: Option<f64>, format: Format) -> String {
     match format {
         Format::Count => format!("{v:.0}"),
         Format::Fixed(decimals) => format!("{v:.decimals$}"),
-        Format::Mib => {
-            let s = format!("{v:.8}");
-            if s.contains('.') {
-                s.trim_end_matches('0').trim_end_matches('.').to_owned()
-            } else {
-                s // NaN, inf
-            }
-        }
+        Format::Mib => format_mib(v),
     }
 }
 
 /// Text safe inside a table cell: a `|` would end the cell early and a line break the row.
-fn escape(text: &str) -> String {
+pub(super) fn escape(text: &str) -> String {
     text.replace('|', "\\|").replace(['\n', '\r'], " ")
 }
 
@@ -190,6 +183,11 @@ pub fn markdown_table(runs: &[RunReport]) -> String {
         })
         .collect();
 
+    aligned_table(&headers, &right, &rows)
+}
+
+/// A markdown table whose cells are padded so the raw text lines up too; `right` marks right-aligned columns.
+pub(crate) fn aligned_table(headers: &[String], right: &[bool], rows: &[Vec<String>]) -> String {
     // The separator needs at least three dashes.
     let widths: Vec<usize> = (0..headers.len())
         .map(|i| {
@@ -200,12 +198,8 @@ pub fn markdown_table(runs: &[RunReport]) -> String {
                 .unwrap_or(3)
         })
         .collect();
-
     let line = |cells: &[String]| {
-        let padded: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .zip(&right)
+        let padded: Vec<String> = (cells.iter().zip(&widths).zip(right))
             .map(|((cell, &width), &right)| {
                 if right {
                     format!("{cell:>width$}")
@@ -216,11 +210,7 @@ pub fn markdown_table(runs: &[RunReport]) -> String {
             .collect();
         format!("| {} |\n", padded.join(" | "))
     };
-
-    let mut out = line(&headers);
-    let separator: Vec<String> = widths
-        .iter()
-        .zip(&right)
+    let separator: Vec<String> = (widths.iter().zip(right))
         .map(|(&width, &right)| {
             if right {
                 format!("{}:", "-".repeat(width - 1))
@@ -229,11 +219,22 @@ pub fn markdown_table(runs: &[RunReport]) -> String {
             }
         })
         .collect();
+    let mut out = line(headers);
     out.push_str(&line(&separator));
-    for row in &rows {
+    for row in rows {
         out.push_str(&line(row));
     }
     out
+}
+
+/// MiB with up to 8 decimals, trailing zeros trimmed (exact binary fractions such as 1.11328125 stay exact).
+pub(crate) fn format_mib(v: f64) -> String {
+    let s = format!("{v:.8}");
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_owned()
+    } else {
+        s // NaN, inf
+    }
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! `simulate` prints (same columns, same number formats), built from the summary DataFrame.
 
 use super::findings::Finding;
+use super::markdown::{aligned_table, escape as escape_cell_md};
 use super::render::{Format, MISSING, SummaryView, ViewColumn, url_path};
 use super::{Chart, ReportError, Results, write_atomically};
 use std::io::Write;
@@ -21,11 +22,6 @@ pub(super) const KEY_METRICS: [(&str, &str); 11] = [
     ("KV/req max MiB", "kv_per_request_max_mib"),
     ("peak mem MiB", "peak_memory_mib"),
 ];
-
-/// Text safe inside a table cell: a `|` would end the cell early and a line break the row.
-fn escape_cell(text: &str) -> String {
-    text.replace('|', "\\|").replace(['\n', '\r'], " ")
-}
 
 /// The label columns that tell the runs apart, as `markdown_table` chooses them: with several runs, a label that is
 /// the same in every run, or repeats an earlier kept column value for value (the sweep axis `scheduler.policy` and
@@ -48,7 +44,7 @@ pub(super) fn key_table(view: &SummaryView) -> String {
     let mut headers: Vec<String> = vec!["run".to_owned()];
     let mut right: Vec<bool> = vec![false];
     for label in &labels {
-        headers.push(escape_cell(&label.name));
+        headers.push(escape_cell_md(&label.name));
         right.push(label.is_numeric());
     }
     for (header, _) in KEY_METRICS {
@@ -58,12 +54,12 @@ pub(super) fn key_table(view: &SummaryView) -> String {
 
     let rows: Vec<Vec<String>> = (0..view.rows())
         .map(|row| {
-            let mut cells = vec![escape_cell(&view.runs[row])];
+            let mut cells = vec![escape_cell_md(&view.runs[row])];
             for label in &labels {
                 cells.push(
                     label.text[row]
                         .as_deref()
-                        .map_or_else(|| MISSING.to_owned(), escape_cell),
+                        .map_or_else(|| MISSING.to_owned(), escape_cell_md),
                 );
             }
             for (_, column) in KEY_METRICS {
@@ -74,48 +70,7 @@ pub(super) fn key_table(view: &SummaryView) -> String {
         })
         .collect();
 
-    // The separator needs at least three dashes.
-    let widths: Vec<usize> = (0..headers.len())
-        .map(|i| {
-            rows.iter()
-                .map(|row| row[i].chars().count())
-                .chain([headers[i].chars().count(), 3])
-                .max()
-                .unwrap_or(3)
-        })
-        .collect();
-    let line = |cells: &[String]| {
-        let padded: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .zip(&right)
-            .map(|((cell, &width), &right)| {
-                if right {
-                    format!("{cell:>width$}")
-                } else {
-                    format!("{cell:<width$}")
-                }
-            })
-            .collect();
-        format!("| {} |\n", padded.join(" | "))
-    };
-    let mut out = line(&headers);
-    let separator: Vec<String> = widths
-        .iter()
-        .zip(&right)
-        .map(|(&width, &right)| {
-            if right {
-                format!("{}:", "-".repeat(width - 1))
-            } else {
-                "-".repeat(width)
-            }
-        })
-        .collect();
-    out.push_str(&line(&separator));
-    for row in &rows {
-        out.push_str(&line(row));
-    }
-    out
+    aligned_table(&headers, &right, &rows)
 }
 
 /// The report's title: the scenario (or scenarios) the results come from.
@@ -278,7 +233,7 @@ mod tests {
 
     #[test]
     fn labels_cannot_break_the_markdown() {
-        assert_eq!(escape_cell("a|b\nc"), "a\\|b c");
+        assert_eq!(escape_cell_md("a|b\nc"), "a\\|b c");
         assert_eq!(inline("x <b>y</b> <1% a\nb"), "x &lt;b>y&lt;/b> <1% a b");
     }
 }

@@ -5,6 +5,7 @@
 //! findings, the HTML and the markdown report write every value the same way.
 
 use super::findings::findings;
+use super::markdown::format_mib;
 use super::{Chart, ReportError, Results, load_results, remove_if_present};
 use crate::metrics::{MemoryModel, Recorder, Slo};
 use polars::prelude::{Column, DataFrame, DataType};
@@ -210,7 +211,7 @@ pub(super) enum Format {
 }
 
 /// What a missing value shows, as in the markdown table.
-pub(super) const MISSING: &str = "-";
+pub(super) use super::markdown::MISSING;
 
 impl Format {
     /// The format of a summary column: the markdown table's choice for its columns, the same rules for the rest.
@@ -237,14 +238,7 @@ impl Format {
         match self {
             Format::Count => format!("{v:.0}"),
             Format::Fixed(decimals) => format!("{v:.decimals$}"),
-            Format::Mib => {
-                let s = format!("{v:.8}");
-                if s.contains('.') {
-                    s.trim_end_matches('0').trim_end_matches('.').to_owned()
-                } else {
-                    s // NaN, inf
-                }
-            }
+            Format::Mib => format_mib(v),
             Format::Plain => v.to_string(),
         }
     }
