@@ -10,11 +10,23 @@ explain scenario="scenarios/quickstart.toml":
 
 # The CPU test suite (what CI runs).
 test:
-    cargo test --locked
+    cargo test
 
-# GPU tests: run on a machine with an NVIDIA GPU.
+# GPU tests (kernels against CPU references): run on a machine with an NVIDIA GPU.
 test-gpu:
-    cargo test --release --locked -- --ignored
+    cargo test --release --locked --test gpu_kernels -- --ignored --test-threads=1
+
+# Calibrate this machine's GPU for a model and check the profile out of sample (needs an NVIDIA GPU).
+calibrate model="qwen2.5-0.5b" *args="":
+    cargo run --release -- calibrate --model {{model}} --check {{args}}
+
+# Kernel speed against the measured ceilings (needs an NVIDIA GPU).
+bench-kernels model="qwen2.5-0.5b":
+    cargo run --release -- bench-kernels --model {{model}}
+
+# Redraw the report of a results folder.
+report results:
+    cargo run --release -- report {{results}}
 
 # The simulator benchmark: one million requests.
 bench:
