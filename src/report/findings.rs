@@ -407,12 +407,10 @@ fn policy_findings(view: &SummaryView, policies: &[String]) -> Vec<Finding> {
         let Some(finding) = overview(view, policy, baseline, &ranked) else {
             continue;
         };
-        // The most telling cases: the largest gains when the policy gains overall, else the largest losses.
-        let gains = median(ranked.iter().filter_map(|c| c.ratio).collect()).is_some_and(|m| m >= 1.0);
-        ranked.sort_by(|a, b| {
-            let (a, b) = (a.ratio.unwrap_or(1.0), b.ratio.unwrap_or(1.0));
-            if gains { b.total_cmp(&a) } else { a.total_cmp(&b) }
-        });
+        // The most telling cases: the largest changes either way (by |ln ratio|, so 2× and 0.5× weigh the same);
+        // a policy that gains in most configurations can still lose badly in a few, and those matter most.
+        let size = |c: &Case| c.ratio.map_or(0.0, |r| r.ln().abs());
+        ranked.sort_by(|a, b| size(b).total_cmp(&size(a)));
         out.push(finding);
         out.extend(
             ranked
