@@ -4,7 +4,7 @@
 pub mod reference;
 pub mod weights;
 
-pub use reference::{ReferenceModel, SeqId, argmax};
+pub use reference::{HfLogits, ReferenceModel, SeqId, StepErrors, argmax};
 pub use weights::{HostTensor, HostWeights, TensorSpec, WeightsError, expected_tensors};
 
 #[cfg(test)]

@@ -4,11 +4,14 @@
 //! second copy of the same arithmetic.
 
 use std::collections::HashMap;
+use std::path::Path;
+
+use safetensors::SafeTensors;
 
 use crate::gpu::reference as kernel;
 use crate::model::ModelSpec;
 
-use super::weights::{HostWeights, layer_tensor};
+use super::weights::{HostWeights, WeightsError, layer_tensor, to_f32};
 
 /// Identifies one sequence's KV cache.
 pub type SeqId = u32;
@@ -182,5 +185,113 @@ fn silu(x: f32) -> f32 {
 fn add_in_place(x: &mut [f32], y: &[f32]) {
     for (a, b) in x.iter_mut().zip(y) {
         *a += b;
+    }
+}
+
+/// What `scripts/hf_reference.py` records next to its checkpoint: transformers' logits for a prefill of `prompt`
+/// and greedy decode steps. `generated[0]` is the prefill's argmax and decode step `i` is fed `generated[i]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HfLogits {
+    pub prompt: Vec<u32>,
+    pub generated: Vec<u32>,
+    /// `[prompt.len(), vocab]`: every prompt position.
+    pub prefill: Vec<f32>,
+    /// `[generated.len() - 1, vocab]`: the logits after each decode input.
+    pub decode: Vec<f32>,
+    pub vocab: usize,
+}
+
+/// The relative L2 error of each step against [`HfLogits`]: index 0 is the prefill (all positions), then each decode.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepErrors {
+    pub prefill: f64,
+    pub decode: Vec<f64>,
+}
+
+impl HfLogits {
+    pub const JSON: &'static str = "logits.json";
+    pub const ROWS: &'static str = "logits.safetensors";
+
+    /// Reads `logits.json` (token ids) and `logits.safetensors` (rows) from `dir`.
+    pub fn load(dir: &Path) -> Result<Self, WeightsError> {
+        let json_file = dir.join(Self::JSON);
+        let err = |file: &Path, message: String| WeightsError::Record {
+            file: file.to_path_buf(),
+            message,
+        };
+        let text = std::fs::read_to_string(&json_file).map_err(|source| WeightsError::Io {
+            path: json_file.clone(),
+            source,
+        })?;
+        let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| err(&json_file, e.to_string()))?;
+        let ids = |key: &str| -> Result<Vec<u32>, WeightsError> {
+            json.get(key)
+                .and_then(|v| v.as_array())
+                .and_then(|a| {
+                    a.iter()
+                        .map(|v| v.as_u64().and_then(|x| u32::try_from(x).ok()))
+                        .collect()
+                })
+                .ok_or_else(|| err(&json_file, format!("`{key}` is not a list of token ids")))
+        };
+        let (prompt, generated) = (ids("prompt")?, ids("generated")?);
+
+        let rows_file = dir.join(Self::ROWS);
+        let bytes = std::fs::read(&rows_file).map_err(|source| WeightsError::Io {
+            path: rows_file.clone(),
+            source,
+        })?;
+        let st = SafeTensors::deserialize(&bytes).map_err(|e| err(&rows_file, e.to_string()))?;
+        let rows = |name: &str, count: usize| -> Result<(Vec<f32>, usize), WeightsError> {
+            let view = st
+                .tensor(name)
+                .map_err(|e| err(&rows_file, format!("tensor `{name}`: {e}")))?;
+            match view.shape() {
+                &[n, vocab] if n == count => {
+                    let values = to_f32(&view).ok_or_else(|| err(&rows_file, format!("`{name}` is not a float")))?;
+                    Ok((values, vocab))
+                }
+                other => Err(err(
+                    &rows_file,
+                    format!("`{name}` has shape {other:?}, expected [{count}, vocab]"),
+                )),
+            }
+        };
+        let (prefill, vocab) = rows("prefill", prompt.len())?;
+        let (decode, decode_vocab) = rows("decode", generated.len().saturating_sub(1))?;
+        if decode_vocab != vocab {
+            return Err(err(
+                &rows_file,
+                format!("prefill rows have {vocab} logits, decode rows {decode_vocab}"),
+            ));
+        }
+        Ok(Self {
+            prompt,
+            generated,
+            prefill,
+            decode,
+            vocab,
+        })
+    }
+
+    /// Replays the recorded prefill and decodes on `model` (as sequence `seq`, which must be new) and returns the
+    /// relative L2 error of each step against the record.
+    ///
+    /// # Panics
+    /// When the record's vocabulary is not the model's.
+    pub fn compare(&self, model: &mut ReferenceModel, seq: SeqId) -> StepErrors {
+        assert_eq!(
+            self.vocab,
+            model.spec().vocab as usize,
+            "the record's vocabulary is not the model's"
+        );
+        let prefill = kernel::rel_l2(&model.forward(seq, &self.prompt), &self.prefill);
+        let decode = self
+            .decode
+            .chunks_exact(self.vocab)
+            .zip(&self.generated)
+            .map(|(want, &token)| kernel::rel_l2(&model.decode(seq, token), want))
+            .collect();
+        StepErrors { prefill, decode }
     }
 }

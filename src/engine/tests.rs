@@ -499,3 +499,90 @@ fn other_checkpoint_errors_are_clear() {
     let msg = HostWeights::load(dir.path(), &spec).unwrap_err().to_string();
     assert!(msg.contains("a.safetensors") && msg.contains("not a readable"), "{msg}");
 }
+
+// ---------------------------------------------------------------- transformers' record
+
+/// Writes what `scripts/hf_reference.py` writes, from `model` itself: the contract between script and reader.
+fn write_record(dir: &Path, model: &mut ReferenceModel, prompt: &[u32], steps: usize) {
+    let vocab = model.spec().vocab as usize;
+    let prefill = model.forward(0, prompt);
+    let mut generated = vec![argmax(&prefill[prefill.len() - vocab..])];
+    let mut decode = Vec::new();
+    for _ in 0..steps {
+        let row = model.decode(0, generated[generated.len() - 1]);
+        generated.push(argmax(&row));
+        decode.extend(row);
+    }
+    let json = serde_json::json!({ "prompt": prompt, "generated": generated, "steps": [] });
+    std::fs::write(dir.join(HfLogits::JSON), json.to_string()).unwrap();
+    let tensors = [
+        ("prefill".to_string(), vec![prompt.len(), vocab], prefill),
+        ("decode".to_string(), vec![steps, vocab], decode),
+    ];
+    write_file(&dir.join(HfLogits::ROWS), &tensors, Dtype::F32);
+}
+
+#[test]
+fn hf_record_round_trips_and_compares() {
+    let spec = odd();
+    let weights = HostWeights::random(&spec, 13);
+    let dir = tempfile::tempdir().unwrap();
+    write_record(
+        dir.path(),
+        &mut ReferenceModel::new(spec.clone(), weights.clone()),
+        &tokens(6, spec.vocab),
+        8,
+    );
+    let record = HfLogits::load(dir.path()).unwrap();
+    assert_eq!(
+        (record.prompt.len(), record.generated.len(), record.vocab),
+        (6, 9, spec.vocab as usize)
+    );
+    let errors = record.compare(&mut ReferenceModel::new(spec.clone(), weights), 0);
+    assert_eq!(
+        errors,
+        StepErrors {
+            prefill: 0.0,
+            decode: vec![0.0; 8]
+        }
+    );
+
+    // Other weights: every step is far off, so the comparison does bite.
+    let errors = record.compare(
+        &mut ReferenceModel::new(spec.clone(), HostWeights::random(&spec, 14)),
+        0,
+    );
+    assert!(
+        errors.prefill > 0.1 && errors.decode.iter().all(|&e| e > 0.1),
+        "{errors:?}"
+    );
+
+    std::fs::remove_file(dir.path().join(HfLogits::ROWS)).unwrap();
+    let msg = HfLogits::load(dir.path()).unwrap_err().to_string();
+    assert!(msg.contains(HfLogits::ROWS), "{msg}");
+}
+
+/// On a machine with torch: `python3 scripts/hf_reference.py odd /tmp/hf-odd` (or qwen2.5-0.5b), then
+/// `BATCHLAB_HF_REFERENCE=/tmp/hf-odd cargo test --release --lib engine::tests::reference_matches_transformers
+/// -- --ignored`.
+#[test]
+#[ignore = "needs a checkpoint and logits written by scripts/hf_reference.py (torch + transformers)"]
+fn reference_matches_transformers() {
+    let dir =
+        std::env::var_os("BATCHLAB_HF_REFERENCE").expect("set BATCHLAB_HF_REFERENCE to the script's output folder");
+    let dir = Path::new(&dir);
+    let spec = crate::model::from_hf_config(dir).unwrap();
+    let weights = HostWeights::load(dir, &spec).unwrap();
+    let record = HfLogits::load(dir).unwrap();
+    let errors = record.compare(&mut ReferenceModel::new(spec, weights), 0);
+    // Both sides are f32; only the order of accumulation differs.
+    assert!(
+        errors.prefill <= 1e-4 && errors.decode.iter().all(|&e| e <= 1e-4),
+        "{errors:?}"
+    );
+    assert!(
+        errors.decode.len() >= 8,
+        "the record has {} decode steps",
+        errors.decode.len()
+    );
+}

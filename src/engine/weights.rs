@@ -49,6 +49,8 @@ pub enum WeightsError {
     },
     #[error("cannot write {file}: {message}")]
     Write { file: PathBuf, message: String },
+    #[error("{file}: {message}")]
+    Record { file: PathBuf, message: String },
 }
 
 /// One tensor the model needs: its Hugging Face name and row-major shape.
@@ -276,7 +278,7 @@ fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>, WeightsError> {
 }
 
 /// Little-endian F32/F16/BF16 bytes as f32; None for any other dtype.
-fn to_f32(view: &TensorView<'_>) -> Option<Vec<f32>> {
+pub(crate) fn to_f32(view: &TensorView<'_>) -> Option<Vec<f32>> {
     let data = view.data();
     let u16s = || data.chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]]));
     match view.dtype() {
