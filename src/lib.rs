@@ -10,6 +10,7 @@
 //! | [`metrics`] | request/step records → summary statistics |
 //! | [`calib`] | calibration profiles, interpolation, profile comparison, the measurement driver |
 //! | [`gpu`] | the only `unsafe`: CUDA context, NVRTC kernel registry, cuBLAS, events, typed kernel wrappers |
+//! | [`engine`] | real execution: host weights (random or safetensors), the f32 CPU reference forward pass |
 //! | [`report`] | Parquet/CSV/JSON writers, markdown tables |
 //! | [`cli`] | argument parsing → validated config → library calls |
 //!
@@ -18,6 +19,7 @@
 
 pub mod calib;
 pub mod cli;
+pub mod engine;
 pub mod gpu;
 pub mod metrics;
 pub mod model;
