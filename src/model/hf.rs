@@ -77,7 +77,7 @@ pub fn from_hf_config(path: &Path) -> Result<ModelSpec, ModelError> {
         head_dim,
         vocab: cfg.dim("vocab_size")?,
         tied_embeddings: cfg.opt_bool("tie_word_embeddings")?.unwrap_or(false),
-        rope_theta: cfg.opt_positive("rope_theta")?.unwrap_or(10_000.0),
+        rope_theta: rope_theta(&cfg)?,
         rms_eps: cfg.opt_positive("rms_norm_eps")?.unwrap_or(1e-6),
         qkv_bias,
         max_context,
@@ -117,6 +117,26 @@ fn model_name(file: &Path) -> String {
 }
 
 /// A config's key-value map and the path its errors name. JSON `null` counts as absent, as in transformers.
+/// `rope_theta` at the top level (transformers 4), or inside `rope_parameters` (how transformers 5 writes it), else
+/// the Llama default of 10000.
+fn rope_theta(cfg: &Config<'_>) -> Result<f64, ModelError> {
+    if let Some(theta) = cfg.opt_positive("rope_theta")? {
+        return Ok(theta);
+    }
+    match cfg
+        .get("rope_parameters")
+        .and_then(|p| p.get("rope_theta"))
+        .filter(|v| !v.is_null())
+    {
+        Some(v) => v.as_f64().filter(|&x| x > 0.0 && x.is_finite()).ok_or_else(|| {
+            cfg.error(format!(
+                "`rope_parameters.rope_theta` must be a positive number, got {v}"
+            ))
+        }),
+        None => Ok(10_000.0),
+    }
+}
+
 struct Config<'a> {
     map: &'a Map<String, Value>,
     path: &'a str,
@@ -362,5 +382,18 @@ mod tests {
             QWEN25_05B,
         );
         assert_eq!(from_hf_config(&file).unwrap().name, "Qwen2.5-0.5B");
+    }
+
+    #[test]
+    fn rope_theta_is_read_from_rope_parameters_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        let text = QWEN25_05B.replace(
+            r#""rope_theta": 1000000.0"#,
+            r#""rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0}"#,
+        );
+        assert!(text.contains("rope_parameters"));
+        fs::write(&path, text).unwrap();
+        assert_eq!(from_hf_config(&path).unwrap().rope_theta, 1e6);
     }
 }
