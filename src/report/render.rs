@@ -358,25 +358,9 @@ steps = {steps}
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
     use std::fs;
 
-    /// Every file under `dir`, by relative path.
-    fn files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-        fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
-            for entry in fs::read_dir(dir).unwrap() {
-                let path = entry.unwrap().path();
-                if path.is_dir() {
-                    walk(root, &path, out);
-                } else {
-                    out.insert(path.strip_prefix(root).unwrap().to_owned(), fs::read(&path).unwrap());
-                }
-            }
-        }
-        let mut out = BTreeMap::new();
-        walk(dir, dir, &mut out);
-        out
-    }
+    use crate::report::tests::files;
 
     fn no_charts(_: &Results) -> Result<Vec<Chart>, ReportError> {
         Ok(Vec::new())
