@@ -396,6 +396,18 @@ impl Summary {
         }
     }
 
+    /// The names of [`Summary::cells`], in order, without a run (from an empty one): the summary table's schema.
+    pub fn column_names() -> Vec<String> {
+        let none = MemoryModel {
+            weight_bytes: 0,
+            workspace_bytes: 0,
+            kv_bytes_per_slot: 0,
+            kv_capacity_slots: 0,
+        };
+        let empty = Recorder::new(0, false, false).finish(none, Slo::default());
+        empty.summary.cells().into_iter().map(|(name, _)| name).collect()
+    }
+
     /// Every summary column in a fixed order: the single source of the summary table's schema.
     pub fn cells(&self) -> Vec<(String, Cell)> {
         let mut out: Vec<(String, Cell)> = vec![

@@ -7,7 +7,7 @@
 use super::findings::findings;
 use super::markdown::format_mib;
 use super::{Chart, ReportError, Results, load_results, remove_if_present};
-use crate::metrics::{MemoryModel, Recorder, Slo};
+use crate::metrics::Summary;
 use polars::prelude::{Column, DataFrame, DataType};
 use std::collections::HashSet;
 use std::path::{Component, Path, PathBuf};
@@ -63,16 +63,7 @@ pub fn render_report(
 
 /// The summary columns, in `Summary::cells()` order, taken from an empty run as `Table::summary` does.
 pub(super) fn summary_column_names() -> Vec<String> {
-    let empty = Recorder::new(0, false, false).finish(
-        MemoryModel {
-            weight_bytes: 0,
-            workspace_bytes: 0,
-            kv_bytes_per_slot: 0,
-            kv_capacity_slots: 0,
-        },
-        Slo::default(),
-    );
-    empty.summary.cells().into_iter().map(|(name, _)| name).collect()
+    Summary::column_names().into_iter().collect()
 }
 
 /// One column of the summary, read once.

@@ -2,7 +2,7 @@
 //! column order, dtypes and values.
 
 use super::ReportError;
-use crate::metrics::{Cell, MemoryModel, Recorder, RunReport, Slo};
+use crate::metrics::{Cell, RunReport, Summary};
 use indexmap::{IndexMap, IndexSet};
 use polars::prelude::{Column, DataFrame, PlSmallStr};
 use serde_json::{Map, Number, Value};
@@ -153,16 +153,7 @@ impl Table {
         if runs.is_empty() {
             // No run to ask for the summary columns: take them from an empty run, so an empty sweep still writes
             // the full schema.
-            let empty = Recorder::new(0, false, false).finish(
-                MemoryModel {
-                    weight_bytes: 0,
-                    workspace_bytes: 0,
-                    kv_bytes_per_slot: 0,
-                    kv_capacity_slots: 0,
-                },
-                Slo::default(),
-            );
-            summary_names.extend(empty.summary.cells().into_iter().map(|(name, _)| name));
+            summary_names.extend(Summary::column_names());
         }
         let names = std::iter::once("run".to_owned())
             .chain(label_names)

@@ -16,7 +16,7 @@ mod timeline;
 mod ttft;
 
 use super::{Chart, EncodeError, ReportError, Results, RunTables};
-use crate::metrics::{MemoryModel, Recorder, Slo};
+use crate::metrics::Summary;
 use crate::units::MIB;
 use plotters::backend::{DrawingBackend, SVGBackend};
 use plotters::chart::{ChartBuilder, ChartContext, MeshStyle};
@@ -425,16 +425,7 @@ fn short_label(name: &str) -> &str {
 
 /// The summary's metric columns, from the summary itself, so a label is anything else.
 fn summary_metric_names() -> HashSet<String> {
-    let empty = Recorder::new(0, false, false).finish(
-        MemoryModel {
-            weight_bytes: 0,
-            workspace_bytes: 0,
-            kv_bytes_per_slot: 0,
-            kv_capacity_slots: 0,
-        },
-        Slo::default(),
-    );
-    empty.summary.cells().into_iter().map(|(name, _)| name).collect()
+    Summary::column_names().into_iter().collect()
 }
 
 fn polars_error(path: &Path) -> impl FnOnce(PolarsError) -> ReportError + '_ {
