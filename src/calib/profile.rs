@@ -73,11 +73,7 @@ impl GemmTable {
     /// flat over the rows of one tile and the grid is measured on tile edges, so a token count takes the time of
     /// the next grid point.
     pub fn best_us(&self, tokens: f64) -> f64 {
-        if self.ours_faster(tokens) {
-            self.ours_us.step_at(tokens)
-        } else {
-            self.cublas_us.step_at(tokens)
-        }
+        self.choose(tokens).1
     }
 
     /// Whether the engine runs our kernel at this token count: unless cuBLAS is faster even at the slow end of its
@@ -85,13 +81,23 @@ impl GemmTable {
     /// steady, and a kernel that is predictable is worth more to a capacity planner than one that is sometimes
     /// a microsecond faster.
     pub fn ours_faster(&self, tokens: f64) -> bool {
-        let i = self
-            .cublas_us
-            .x
-            .partition_point(|&x| x < tokens)
-            .min(self.cublas_us.x.len() - 1);
-        let spread = self.cublas_spread.get(i).copied().unwrap_or(0.0);
-        self.ours_us.step_at(tokens) <= self.cublas_us.step_at(tokens) * (1.0 + spread)
+        self.choose(tokens).0
+    }
+
+    /// (ours chosen, the chosen kernel's time), each table looked up once: the cost model asks per step.
+    fn choose(&self, tokens: f64) -> (bool, f64) {
+        let i = self.cublas_us.x.partition_point(|&x| x < tokens);
+        let spread = self
+            .cublas_spread
+            .get(i.min(self.cublas_us.x.len() - 1))
+            .copied()
+            .unwrap_or(0.0);
+        let (ours, cublas) = (self.ours_us.step_at(tokens), self.cublas_us.step_at(tokens));
+        if ours <= cublas * (1.0 + spread) {
+            (true, ours)
+        } else {
+            (false, cublas)
+        }
     }
 }
 
