@@ -15,6 +15,10 @@
 #define DEC_WARPS (DEC_THREADS / 32)
 #define DEC_PART 256
 #define MAX_GROUP 8
+#define DEC_STAGES 2      // K/V chunk buffers per warp in the tensor-core decode kernel
+#define DEC_PART_TC 1024  // the most context tokens one tensor-core decode block covers
+
+extern __shared__ __align__(16) unsigned char dec_smem[];
 
 struct Paged {
     const half_t* k_cache;
@@ -468,13 +472,15 @@ template <int D>
 __device__ __forceinline__ void attn_decode_tc_impl(const half_t* __restrict__ q, Paged pc,
                                                     const int* __restrict__ context_lens, half_t* __restrict__ out,
                                                     float* __restrict__ part_out, float* __restrict__ part_ml,
-                                                    int q_heads, int num_parts, int part_size, float scale) {
+                                                    int* __restrict__ counters, int q_heads, int num_parts,
+                                                    int part_size, float scale) {
     constexpr int RS = D + 8;                       // smem row stride (halves)
     constexpr int KV_WARP = 2 * 16 * RS;            // one warp's K + V chunk (halves)
-    constexpr int KV_BYTES = DEC_WARPS * KV_WARP * 2;
+    constexpr int KV_BYTES = DEC_STAGES * DEC_WARPS * KV_WARP * 2;
     constexpr int MERGE_BYTES = DEC_WARPS * 16 * (D + 2) * 4;
     constexpr int REGION = KV_BYTES > MERGE_BYTES ? KV_BYTES : MERGE_BYTES;
-    __shared__ __align__(16) unsigned char smem[REGION + 16 * RS * 2];
+    // Dynamic: REGION + 16 * RS * 2 bytes (dec_tc_smem_bytes in src/gpu/ops.rs), over 48 KB for D = 128.
+    unsigned char* smem = dec_smem;
     half_t* kv_s = reinterpret_cast<half_t*>(smem);
     half_t* q_s = reinterpret_cast<half_t*>(smem + REGION);
 
@@ -486,6 +492,13 @@ __device__ __forceinline__ void attn_decode_tc_impl(const half_t* __restrict__ q
     const int n = min(start + part_size, ctx) - start;
     const int* bt = pc.block_tables + (size_t)s * pc.max_blocks_per_seq;
 
+    // The cache slots of the partition's tokens (-1: none), looked up once: the copy loop below then issues its
+    // loads without waiting on a block-table read first.
+    __shared__ int slot_s[DEC_PART_TC];
+    for (int i = threadIdx.x; i < n; i += DEC_THREADS) {
+        const int t = start + i, blk = bt[t / pc.block_size];
+        slot_s[i] = blk < 0 || blk >= pc.num_blocks ? -1 : blk * pc.block_size + t % pc.block_size;
+    }
     // Q rows 0..group-1 are the group's heads; rows up to 16 are zero.
     for (int c = threadIdx.x; c < 16 * (D / 8); c += DEC_THREADS) {
         const int r = c / (D / 8), ch = c % (D / 8);
@@ -498,29 +511,50 @@ __device__ __forceinline__ void attn_decode_tc_impl(const half_t* __restrict__ q
     warp_state_init<D>(st, q_s);
     const float scale_log2 = scale * LOG2E;
 
-    half_t* ks = kv_s + warp * KV_WARP;
-    half_t* vs = ks + 16 * RS;
-    for (int c0 = warp * 16; c0 < n; c0 += DEC_WARPS * 16) {
-        // Lanes 0..15 look up the cache offsets of the chunk's 16 tokens; every lane then copies 16-byte pieces.
+    // Each warp streams its chunks of 16 tokens through DEC_STAGES (2) buffers: the next chunk's K and V are in
+    // flight while the current one is scored, so the loads of one warp overlap its own arithmetic.
+    half_t* warp_kv = kv_s + warp * DEC_STAGES * KV_WARP;
+    // Starts the copy of chunk c0 into buffer `buf`; returns this lane's cache offset (lanes < 16: token c0 + lane,
+    // -1 where there is none). Warp-uniform: every lane calls it with the same c0.
+    auto issue = [&](int c0, int buf) -> long long {
+        half_t* ks = warp_kv + buf * KV_WARP;
+        half_t* vs = ks + 16 * RS;
         long long my_off = -1;
-        if (lane < 16 && c0 + lane < n) my_off = kv_offset<D>(pc, bt, start + c0 + lane, kvh);
+        auto offset = [&](int i) -> long long {
+            const int slot = i < n ? slot_s[i] : -1;
+            return slot < 0 ? -1 : ((long long)slot * pc.kv_heads + kvh) * D;
+        };
+        if (lane < 16) my_off = offset(c0 + lane);
 #pragma unroll
         for (int i = 0; i < (16 * (D / 8)) / 32; ++i) {
             const int p = lane + 32 * i;
             const int r = p / (D / 8), ch = p % (D / 8);
-            const long long off = __shfl_sync(FULL_MASK, my_off, r);
+            const long long off = offset(c0 + r);
             const bool ok = off >= 0;
             cp_async16(smem_addr(ks + r * RS + ch * 8), ok ? pc.k_cache + off + ch * 8 : pc.k_cache, ok);
             cp_async16(smem_addr(vs + r * RS + ch * 8), ok ? pc.v_cache + off + ch * 8 : pc.v_cache, ok);
         }
+        return my_off;
+    };
+    constexpr int STRIDE = DEC_WARPS * 16;
+    int buf = 0;
+    long long cur_off = warp * 16 < n ? issue(warp * 16, 0) : -1;
+    cp_async_commit();
+    for (int c0 = warp * 16; c0 < n; c0 += STRIDE) {
+        const long long next_off = c0 + STRIDE < n ? issue(c0 + STRIDE, buf ^ 1) : -1;
         cp_async_commit();
-        cp_async_wait<0>();
+        cp_async_wait<1>();  // chunk c0 has landed; chunk c0 + STRIDE may still be in flight
         __syncwarp();
+        const half_t* ks = warp_kv + buf * KV_WARP;
+        const half_t* vs = ks + 16 * RS;
         const int valid = min(16, n - c0);
-        const unsigned okmask = __ballot_sync(FULL_MASK, my_off >= 0);  // bit j: token j exists in the cache
+        const unsigned okmask = __ballot_sync(FULL_MASK, cur_off >= 0);  // bit j: token j exists in the cache
         warp_attend16<D>(st, ks, vs, scale_log2, [&](int, int j) { return j < valid && ((okmask >> j) & 1u); });
-        __syncwarp();  // the next chunk overwrites ks / vs
+        __syncwarp();  // the copy issued next overwrites this buffer
+        cur_off = next_off;
+        buf ^= 1;
     }
+    cp_async_wait<0>();
     warp_finish<D>(st);
 
     // Merge the warps: each writes its rows' (m, l, O) to shared memory (over the K/V staging area).
@@ -569,6 +603,32 @@ __device__ __forceinline__ void attn_decode_tc_impl(const half_t* __restrict__ q
             }
         }
     }
+    if (num_parts == 1) return;
+    // The last partition of this (sequence, kv head) to finish merges them all — no second launch. counters[] is
+    // zero before the launch and left zero after it (the merging block resets its entry).
+    __threadfence();
+    __syncthreads();
+    __shared__ int merges;
+    int* counter = counters + (size_t)s * pc.kv_heads + kvh;
+    if (threadIdx.x == 0) merges = atomicAdd(counter, 1) == num_parts - 1;
+    __syncthreads();
+    if (!merges) return;
+    __threadfence();
+    for (int e = threadIdx.x; e < group * D; e += DEC_THREADS) {
+        const int g = e / D, d = e % D;
+        const size_t head = (size_t)s * q_heads + kvh * group + g;
+        const float* ml = part_ml + head * num_parts * 2;
+        float m = NEG_BIG;
+        for (int p = 0; p < num_parts; ++p) m = fmaxf(m, ld_cg(ml + 2 * p));
+        float wsum = 0.0f, acc = 0.0f;
+        for (int p = 0; p < num_parts; ++p) {
+            const float w = ld_cg(ml + 2 * p + 1) * exp2f(ld_cg(ml + 2 * p) - m);
+            wsum += w;
+            acc += w * ld_cg(part_out + (head * num_parts + p) * D + d);
+        }
+        out[head * D + d] = f2h(wsum > 0.0f ? acc / wsum : 0.0f);
+    }
+    if (threadIdx.x == 0) *counter = 0;
 }
 
 // Grid (ceil(max_chunk * group / 64), kv_heads, num_seqs).
@@ -664,10 +724,12 @@ __device__ __forceinline__ void attn_prefill_tc_impl(const half_t* __restrict__ 
 #define TC_KERNELS(D)                                                                                              \
     extern "C" __global__ void __launch_bounds__(DEC_THREADS) attn_decode_tc_d##D##_f16(                          \
         const half_t* q, const half_t* k_cache, const half_t* v_cache, const int* block_tables,                   \
-        const int* context_lens, half_t* out, float* part_out, float* part_ml, int q_heads, int kv_heads,         \
-        int block_size, int max_blocks_per_seq, int num_blocks, int num_parts, int part_size, float scale) {      \
+        const int* context_lens, half_t* out, float* part_out, float* part_ml, int* counters, int q_heads,         \
+        int kv_heads, int block_size, int max_blocks_per_seq, int num_blocks, int num_parts, int part_size,       \
+        float scale) {                                                                                             \
         Paged pc{k_cache, v_cache, block_tables, kv_heads, block_size, max_blocks_per_seq, num_blocks};          \
-        attn_decode_tc_impl<D>(q, pc, context_lens, out, part_out, part_ml, q_heads, num_parts, part_size, scale); \
+        attn_decode_tc_impl<D>(q, pc, context_lens, out, part_out, part_ml, counters, q_heads, num_parts, part_size,  \
+                               scale);                                                                             \
     }                                                                                                              \
     extern "C" __global__ void __launch_bounds__(128) attn_prefill_tc_d##D##_f16(                                 \
         const half_t* q, const half_t* k_cache, const half_t* v_cache, const int* block_tables,                   \

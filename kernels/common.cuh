@@ -52,6 +52,13 @@ __device__ __forceinline__ float block_sum(float v, float* scratch) {
     return warp_sum(v);
 }
 
+// A load that bypasses L1: reads what other blocks wrote (and fenced) from L2.
+__device__ __forceinline__ float ld_cg(const float* p) {
+    float v;
+    asm volatile("ld.global.cg.f32 %0, [%1];\n" : "=f"(v) : "l"(p));
+    return v;
+}
+
 // Shared-memory address of a generic pointer, for cp.async and ldmatrix.
 __device__ __forceinline__ u32 smem_addr(const void* p) {
     u32 r;

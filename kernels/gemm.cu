@@ -7,7 +7,9 @@
 //
 // Split-K (for small M, where M x N tiles alone cannot fill the GPU): blockIdx.z takes k tiles
 // [z * k_tiles_per_split, (z + 1) * k_tiles_per_split) and writes f32 partial sums to partial[z][M][N];
-// gemm_splitk_reduce_f16 adds them up with the bias. Without split-K, partial is null and blocks write y.
+// gemm_splitk_reduce_f16 adds them up with the bias. Without split-K, partial is null and blocks write y. (Adding
+// the slices up in the last block of each tile instead, to save the second launch, measured slower on an H100 for
+// any M above 1: that block's reduction is one latency-bound loop.)
 #include "common.cuh"
 
 // Tiles live in dynamic shared memory (more than the 48 KB static limit at 4 stages); the host sets each kernel's
@@ -151,6 +153,14 @@ GEMM_KERNEL(gemm_64x64_f16, 128, 64, 64, 64, 32, 32, 4)
 GEMM_KERNEL(gemm_64x64w8_f16, 256, 64, 64, 64, 32, 16, 4)
 // Decode-sized M (<= 16): one m16 row of tiles, 4 warps of 16 x 16, k tiles of 64, 4 stages (45 KB).
 GEMM_KERNEL(gemm_16x64_f16, 128, 16, 64, 64, 16, 16, 4)
+// The same with 8 stages (90 KB): more weight bytes in flight per block.
+GEMM_KERNEL(gemm_16x64s8_f16, 128, 16, 64, 64, 16, 16, 8)
+// Twice as wide, 8 warps of 16 x 16 (81 KB).
+GEMM_KERNEL(gemm_16x128_f16, 256, 16, 128, 64, 16, 16, 4)
+// Half as wide, 2 warps (27 KB): many small blocks, for an even spread over the SMs.
+GEMM_KERNEL(gemm_16x32_f16, 64, 16, 32, 64, 16, 16, 4)
+// M up to 32: 4 warps of 32 x 16 (54 KB).
+GEMM_KERNEL(gemm_32x64_f16, 128, 32, 64, 64, 32, 16, 4)
 
 // y[m, n] = sum over splits of partial[s][m][n] (+ bias[n]); grid-stride.
 extern "C" __global__ void gemm_splitk_reduce_f16(const float* __restrict__ partial, const half_t* __restrict__ bias,

@@ -414,9 +414,9 @@ fn attention_decode_matches_reference() {
                 let (k, v) = cache.gather(i, c);
                 want.extend(r::attention(&q[i * qh * d..][..qh * d], &k, &v, c - 1, (qh, kvh, d)));
             }
-            // Automatic partitioning, the largest partition, and an odd one (many partitions, ragged ends).
+            // Automatic partitioning, the kernel's largest partition, and an odd one (many partitions, ragged ends).
             for kernel in attention_kernels(qh / kvh) {
-                for partition_size in [None, Some(256), Some(33)] {
+                for partition_size in [None, Some(kernel.max_decode_partition()), Some(33)] {
                     let mut out = g.nan_f16(s * qh * d).unwrap();
                     let max_context_len = *ctx.iter().max().unwrap();
                     let shape = DecodeShape {

@@ -3,7 +3,8 @@
 
 use super::driver::{Bench, copy_bandwidth_gbps, cublas_tflops, gemm_shapes};
 use crate::gpu::{
-    DecodeShape, DecodeWorkspace, Gpu, GpuError, KvAppendShape, KvCacheMut, PagedKv, PagedKvLayout, PrefillShape,
+    AttentionKernel, DecodeShape, DecodeWorkspace, GemmPlan, GemmTile, Gpu, GpuError, KvAppendShape, KvCacheMut,
+    PagedKv, PagedKvLayout, PrefillShape,
 };
 use crate::model::ModelSpec;
 
@@ -36,6 +37,30 @@ pub struct KernelBench {
     pub copy_gbps: f64,
     pub gemm_tflops: f64,
     pub results: Vec<KernelResult>,
+    /// Every launch plan tried at one shape (GEMM tile × split-K, decode partition size).
+    pub sweeps: Vec<PlanSweep>,
+}
+
+/// One shape timed under every plan its kernel offers: what the default plan leaves on the table.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlanSweep {
+    pub op: String,
+    pub shape: String,
+    /// The default plan's label and time.
+    pub default_plan: String,
+    pub default_us: f64,
+    /// The fastest plan's label and time.
+    pub best_plan: String,
+    pub best_us: f64,
+    /// cuBLAS at the same shape (GEMMs).
+    pub cublas_us: Option<f64>,
+}
+
+fn best_of(timed: Vec<(String, f64)>) -> (String, f64) {
+    timed
+        .into_iter()
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .unwrap_or_else(|| ("-".into(), f64::NAN))
 }
 
 /// Rows that make a per-row op of `bytes_per_row` move at least 64 MiB (and at least 8192 rows).
@@ -54,6 +79,7 @@ pub fn bench_kernels(
     let copy_gbps = copy_bandwidth_gbps(&mut b, 1 << 30)?;
     let gemm_tflops = cublas_tflops(&mut b, 8192)?;
     let mut results = Vec::new();
+    let mut sweeps = Vec::new();
     let (h, i, v) = (m.hidden as usize, m.intermediate as usize, m.vocab as usize);
     let (qh, kvh, d) = (m.heads as usize, m.kv_heads as usize, m.head_dim as usize);
     let mut push = |op: &str, shape: String, (us, spread): (f64, f64), bytes: f64, flops: f64, cublas: Option<f64>| {
@@ -201,6 +227,30 @@ pub fn bench_kernels(
         let r = b.time("attention decode", |_| {
             gpu.attention_decode(&shape, &q, &kv, &lens, &mut out, &mut ws)
         })?;
+        let mut timed = Vec::new();
+        for part in [64usize, 128, 256, 512, 1024] {
+            let shape = DecodeShape {
+                partition_size: Some(part),
+                ..shape
+            };
+            let (us, _) = b.time("attention decode sweep", |_| {
+                gpu.attention_decode(&shape, &q, &kv, &lens, &mut out, &mut ws)
+            })?;
+            timed.push((format!("partition {part}"), us));
+        }
+        let (best_plan, best_us) = best_of(timed);
+        sweeps.push(PlanSweep {
+            op: "attention decode".into(),
+            shape: format!("batch {batch} × context {ctx}"),
+            default_plan: format!(
+                "partition {}",
+                gpu.decode_partition(AttentionKernel::default(), &shape, kvh)
+            ),
+            default_us: r.0,
+            best_plan,
+            best_us,
+            cublas_us: None,
+        });
         let bytes = (batch * ctx * kvh * d * 2 * 2 + 2 * batch * qh * d * 2) as f64;
         let flops = (4 * batch * ctx * qh * d) as f64;
         push(
@@ -276,6 +326,32 @@ pub fn bench_kernels(
             let dims = (t, n, k);
             let ours = b.time(name, |j| gpu.gemm(&x, &weights[j % copies], None, &mut y, dims))?;
             let (cublas, _) = b.time(name, |j| gpu.gemm_cublas(&x, &weights[j % copies], &mut y, dims))?;
+            if t <= 64 {
+                let mut timed = Vec::new();
+                for tile in GemmTile::ALL.into_iter().filter(|t| t.rows() <= 64) {
+                    for split_k in [1usize, 2, 3, 4, 6, 8] {
+                        if split_k > k.div_ceil(64) {
+                            continue;
+                        }
+                        let plan = GemmPlan { tile, split_k };
+                        let (us, _) = b.time("gemm sweep", |j| {
+                            gpu.gemm_with(&x, &weights[j % copies], None, &mut y, dims, plan)
+                        })?;
+                        timed.push((format!("{} split {split_k}", tile.label()), us));
+                    }
+                }
+                let (best_plan, best_us) = best_of(timed);
+                let plan = gpu.gemm_plan(t, n, k);
+                sweeps.push(PlanSweep {
+                    op: format!("gemm {name}"),
+                    shape: format!("{t}×{n}×{k}"),
+                    default_plan: format!("{} split {}", plan.tile.label(), plan.split_k),
+                    default_us: ours.0,
+                    best_plan,
+                    best_us,
+                    cublas_us: Some(cublas),
+                });
+            }
             let bytes = ((n * k + t * k + t * n) * 2) as f64;
             let flops = (2 * t * n * k) as f64;
             push(
@@ -293,6 +369,7 @@ pub fn bench_kernels(
         copy_gbps,
         gemm_tflops,
         results,
+        sweeps,
     })
 }
 
@@ -322,6 +399,27 @@ impl KernelBench {
                 100.0 * r.tflops() / self.gemm_tflops,
                 ratio
             ));
+        }
+        if !self.sweeps.is_empty() {
+            s.push_str(
+                "\nLaunch plans swept (GEMM tile × split-K; decode attention partition size): the default plan \
+                 against the fastest.\n\n| op | shape | default plan | µs | fastest plan | µs | default / fastest | \
+                 fastest / cuBLAS |\n|---|---|---|---:|---|---:|---:|---:|\n",
+            );
+            for w in &self.sweeps {
+                let vs_cublas = w.cublas_us.map_or("".to_string(), |c| format!("{:.2}×", w.best_us / c));
+                s.push_str(&format!(
+                    "| {} | {} | {} | {:.2} | {} | {:.2} | {:.2}× | {} |\n",
+                    w.op,
+                    w.shape,
+                    w.default_plan,
+                    w.default_us,
+                    w.best_plan,
+                    w.best_us,
+                    w.default_us / w.best_us,
+                    vs_cublas
+                ));
+            }
         }
         s
     }

@@ -141,6 +141,8 @@ pub enum CalibError {
 
 /// Time a timed repeat aims to span (µs).
 pub const GROUP_US: f64 = 200.0;
+/// Fewest launches in a timed graph where that stays short: more than any input rotation cycles through.
+pub const ROTATION: usize = 16;
 
 /// Median (µs) and relative spread of one timing.
 fn summarize(t: &Timing) -> (f64, f64) {
@@ -162,6 +164,8 @@ pub struct Bench<'a> {
     pub repeats: usize,
     rng: ChaCha8Rng,
     on_point: &'a mut dyn FnMut(&str),
+    /// Time through CUDA graph replays (cleared when a capture fails).
+    graphs: bool,
 }
 
 impl<'a> Bench<'a> {
@@ -172,29 +176,58 @@ impl<'a> Bench<'a> {
             repeats,
             rng: ChaCha8Rng::seed_from_u64(0x0ba7c41ab),
             on_point,
+            graphs: true,
         }
     }
 
-    /// Median µs per launch and spread of `op`, which gets a running index (to rotate inputs). Each timed repeat
-    /// runs enough back-to-back launches to fill about [`GROUP_US`] between its two events, so microsecond kernels
-    /// are not drowned in event and launch jitter — and are timed as an engine runs them, one after another.
+    /// Median µs per launch and spread of `op`, which gets a running index (to rotate inputs). The launches are
+    /// captured once into a CUDA graph and the graph is replayed, each timed replay holding enough launches to fill
+    /// about [`GROUP_US`] (and at least [`ROTATION`] where that stays short, so a rotation of inputs is cycled
+    /// through): microsecond kernels are timed as GPU work, not at the rate this host can launch them, and not
+    /// drowned in event jitter. Where a capture fails, the launches are timed back to back instead (and said so).
     pub fn time(
         &mut self,
         what: &str,
         mut op: impl FnMut(usize) -> Result<(), GpuError>,
     ) -> Result<(f64, f64), GpuError> {
+        // Also allocates whatever the op creates on first use (scratch, workspaces): never inside a capture.
         let probe = self.gpu.time(1, 3, &mut op)?;
         let single_us = (probe.median_ms * 1e3).max(0.1);
-        let inner = ((GROUP_US / single_us).ceil() as usize).clamp(1, 64);
-        let t = self.gpu.time(self.warmup, self.repeats, |i| {
-            for j in 0..inner {
-                op(i * inner + j)?;
+        let inner = ((GROUP_US / single_us).ceil() as usize).clamp(1, 256);
+        let launches = if single_us * ROTATION as f64 <= 4.0 * GROUP_US {
+            inner.max(ROTATION)
+        } else {
+            inner
+        };
+        let timed = if self.graphs {
+            match self.gpu.time_graph(launches, self.warmup, self.repeats, &mut op) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    tracing::warn!("timing `{what}` as a CUDA graph failed ({e}); timing launches back to back");
+                    self.graphs = false;
+                    None
+                }
             }
-            Ok(())
-        })?;
+        } else {
+            None
+        };
+        let t = match timed {
+            Some(t) => t,
+            None => self.gpu.time(self.warmup, self.repeats, |i| {
+                for j in 0..launches {
+                    op(i * launches + j)?;
+                }
+                Ok(())
+            })?,
+        };
         (self.on_point)(what);
         let (us, spread) = summarize(&t);
-        Ok((us / inner as f64, spread))
+        Ok((us / launches as f64, spread))
+    }
+
+    /// How the points were timed: `"cuda-graph"` while every capture worked, else `"launches"`.
+    pub fn timing_method(&self) -> &'static str {
+        if self.graphs { "cuda-graph" } else { "launches" }
     }
 
     /// Uniform values in [-1, 1) as fp16 (never all zeros: values do not change speed, but zeros hide bugs).
@@ -219,7 +252,12 @@ pub fn copy_bandwidth_gbps(b: &mut Bench<'_>, bytes: usize) -> Result<f64, GpuEr
     let gpu = b.gpu;
     let src = b.random_f16(bytes / 2)?;
     let mut dst = gpu.zeros::<u16>(bytes / 2)?;
-    let (us, _) = b.time("copy bandwidth", |_| gpu.copy_within_device(&src, &mut dst))?;
+    // Timed as plain launches: a copy inside a CUDA graph becomes a memcpy node, which the driver runs on another
+    // path (measured 20% slower on an H100) than the device-to-device copy the ceiling stands for. At ~1 ms a
+    // copy, launch overhead does not matter.
+    let t = gpu.time(b.warmup, b.repeats, |_| gpu.copy_within_device(&src, &mut dst))?;
+    (b.on_point)("copy bandwidth");
+    let (us, _) = summarize(&t);
     Ok(2.0 * bytes as f64 / (us * 1e-6) / 1e9)
 }
 
@@ -675,6 +713,19 @@ fn warm_up(gpu: &Gpu) -> Result<(), GpuError> {
 
 /// Measures a whole profile. `on_point` is called after every timed point (for a progress bar).
 pub fn calibrate(gpu: &Gpu, cfg: &CalibrateConfig, on_point: &mut dyn FnMut(&str)) -> Result<Profile, CalibError> {
+    let mut profiles = calibrate_grids(gpu, cfg, &[&cfg.grid], on_point)?;
+    Ok(profiles.remove(0))
+}
+
+/// Measures one profile per grid (`cfg.grid` is ignored), their passes interleaved — pass 1 of every grid, then
+/// pass 2, … — so the profiles are measured under the same conditions (clocks, temperature) and compare as
+/// interpolation alone, not as two moments of the card. `seconds` in each is the whole run's.
+pub fn calibrate_grids(
+    gpu: &Gpu,
+    cfg: &CalibrateConfig,
+    grids: &[&Grid],
+    on_point: &mut dyn FnMut(&str),
+) -> Result<Vec<Profile>, CalibError> {
     let m = &cfg.model;
     if !matches!(m.head_dim, 64 | 128) {
         return Err(CalibError::Unsupported(format!(
@@ -688,53 +739,65 @@ pub fn calibrate(gpu: &Gpu, cfg: &CalibrateConfig, on_point: &mut dyn FnMut(&str
     let copy_gbps = copy_bandwidth_gbps(&mut b, 1 << 30)?;
     let gemm_tflops = cublas_tflops(&mut b, 8192)?;
     let block_size = cfg.block_size as usize;
-    let grid = &cfg.grid;
-    let mut att = AttentionBench::new(&mut b, m, grid, block_size)?;
+    let mut atts = grids
+        .iter()
+        .map(|grid| AttentionBench::new(&mut b, m, grid, block_size))
+        .collect::<Result<Vec<_>, _>>()?;
     // Whole passes over the grid, so each point's samples span the run and slow drifts (clocks, temperature) show
     // in its spread instead of biasing whichever shapes happened to be measured first.
-    let mut passes = Vec::with_capacity(cfg.passes);
+    let mut passes: Vec<Vec<Tables>> = grids.iter().map(|_| Vec::with_capacity(cfg.passes)).collect();
     for _ in 0..cfg.passes.max(1) {
-        passes.push(measure_pass(&mut b, m, grid, block_size, &mut att)?);
+        for ((grid, att), out) in grids.iter().zip(&mut atts).zip(&mut passes) {
+            out.push(measure_pass(&mut b, m, grid, block_size, att)?);
+        }
     }
-    let Tables {
-        gemm,
-        ops,
-        attention_prefill,
-        attention_decode,
-        decode_mixed,
-    } = merge_passes(passes);
     let info = gpu.info();
     let (major, minor) = info.compute_capability;
-    Ok(Profile {
-        format: PROFILE_FORMAT,
-        fingerprint: Fingerprint {
-            gpu_name: info.name.clone(),
-            compute_capability: format!("{major}.{minor}"),
-            sm_count: info.sm_count,
-            memory_bytes: info.total_memory_bytes,
-            driver_version: kernel_driver_version().unwrap_or_else(|| "unknown".into()),
-            cuda_version: info.driver_cuda_version.clone(),
-            copy_bandwidth_gbps: copy_gbps,
-            gemm_tflops,
-            kernel_source_hash: kernel_source_hash(),
-            model: m.clone(),
-            block_size: cfg.block_size,
-            batchlab_version: env!("CARGO_PKG_VERSION").to_string(),
-            date: utc_now(),
-        },
-        gemm,
-        ops,
-        attention_prefill,
-        attention_decode,
-        decode_mixed,
-        step_overhead_us: 0.0,
-        run: CalibrationRun {
-            seconds: started.elapsed().as_secs_f64(),
-            warmup: cfg.warmup as u32,
-            repeats: cfg.repeats as u32,
-            passes: cfg.passes.max(1) as u32,
-        },
-    })
+    let seconds = started.elapsed().as_secs_f64();
+    let timing = b.timing_method();
+    Ok(passes
+        .into_iter()
+        .map(|p| {
+            let Tables {
+                gemm,
+                ops,
+                attention_prefill,
+                attention_decode,
+                decode_mixed,
+            } = merge_passes(p);
+            Profile {
+                format: PROFILE_FORMAT,
+                fingerprint: Fingerprint {
+                    gpu_name: info.name.clone(),
+                    compute_capability: format!("{major}.{minor}"),
+                    sm_count: info.sm_count,
+                    memory_bytes: info.total_memory_bytes,
+                    driver_version: kernel_driver_version().unwrap_or_else(|| "unknown".into()),
+                    cuda_version: info.driver_cuda_version.clone(),
+                    copy_bandwidth_gbps: copy_gbps,
+                    gemm_tflops,
+                    kernel_source_hash: kernel_source_hash(),
+                    model: m.clone(),
+                    block_size: cfg.block_size,
+                    batchlab_version: env!("CARGO_PKG_VERSION").to_string(),
+                    date: utc_now(),
+                },
+                gemm,
+                ops,
+                attention_prefill,
+                attention_decode,
+                decode_mixed,
+                step_overhead_us: 0.0,
+                run: CalibrationRun {
+                    seconds,
+                    warmup: cfg.warmup as u32,
+                    repeats: cfg.repeats as u32,
+                    passes: cfg.passes.max(1) as u32,
+                    timing: timing.into(),
+                },
+            }
+        })
+        .collect())
 }
 
 #[cfg(test)]

@@ -132,6 +132,14 @@ pub struct CalibrationRun {
     pub repeats: u32,
     /// Whole passes over the grid; tables hold the median over passes, spreads the range across them.
     pub passes: u32,
+    /// How points were timed: `cuda-graph` (launches captured once and replayed: GPU time only) or `launches`
+    /// (back-to-back launches from the host, what profiles before graph timing hold).
+    #[serde(default = "launches")]
+    pub timing: String,
+}
+
+fn launches() -> String {
+    "launches".into()
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -5,7 +5,7 @@ use super::{BenchKernelsArgs, CalibrateArgs, CompareArgs, GpuModelArgs};
 use crate::calib::Profile;
 use crate::calib::bench;
 use crate::calib::compare::{OpErrors, agreement, out_of_sample};
-use crate::calib::driver::{CalibrateConfig, Grid, calibrate as measure};
+use crate::calib::driver::{CalibrateConfig, Grid, calibrate_grids};
 use crate::gpu::Gpu;
 use crate::model::{self, ModelSpec};
 use std::path::{Path, PathBuf};
@@ -47,11 +47,14 @@ fn write(path: &Path, text: &str) -> Result<(), CliError> {
     Ok(())
 }
 
-fn run_grid(gpu: &Gpu, cfg: &CalibrateConfig, what: &str) -> Result<Profile, CliError> {
-    let pb = progress(cfg.passes.max(1) * cfg.grid.points() + 2, what);
-    let profile = measure(gpu, cfg, &mut |_| pb.inc(1)).map_err(|e| CliError::Failed(anyhow::anyhow!(e)))?;
+/// Measures one profile per grid, passes interleaved (see [`calibrate_grids`]), with a progress bar.
+fn run_grids(gpu: &Gpu, cfg: &CalibrateConfig, grids: &[&Grid], what: &str) -> Result<Vec<Profile>, CliError> {
+    let points: usize = grids.iter().map(|g| g.points()).sum();
+    let pb = progress(cfg.passes.max(1) * points + 2, what);
+    let profiles =
+        calibrate_grids(gpu, cfg, grids, &mut |_| pb.inc(1)).map_err(|e| CliError::Failed(anyhow::anyhow!(e)))?;
     pb.finish_and_clear();
-    Ok(profile)
+    Ok(profiles)
 }
 
 pub fn calibrate(args: CalibrateArgs) -> Result<(), CliError> {
@@ -62,7 +65,7 @@ pub fn calibrate(args: CalibrateArgs) -> Result<(), CliError> {
     let out = args
         .out
         .unwrap_or_else(|| PathBuf::from("calibration").join(gpu_slug(&info.name)));
-    let mut cfg = CalibrateConfig {
+    let cfg = CalibrateConfig {
         model: model.clone(),
         warmup: args.target.warmup,
         repeats: args.target.repeats,
@@ -74,7 +77,14 @@ pub fn calibrate(args: CalibrateArgs) -> Result<(), CliError> {
         "calibrating {} on {} ({} SMs, compute capability {}.{})",
         model.name, info.name, info.sm_count, info.compute_capability.0, info.compute_capability.1
     );
-    let profile = run_grid(&gpu, &cfg, "points")?;
+    // With --check the offset grid is measured in the same run, pass for pass with the profile's own grid.
+    let offset_grid = Grid::offset();
+    let mut grids = vec![&cfg.grid];
+    if args.check {
+        grids.push(&offset_grid);
+    }
+    let mut profiles = run_grids(&gpu, &cfg, &grids, "points")?.into_iter();
+    let profile = profiles.next().expect("one profile per grid");
     let path = out.join(format!("{}.json", model.name));
     write(&path, &profile.to_json())?;
     let f = &profile.fingerprint;
@@ -85,9 +95,7 @@ pub fn calibrate(args: CalibrateArgs) -> Result<(), CliError> {
         f.copy_bandwidth_gbps,
         f.gemm_tflops
     );
-    if args.check {
-        cfg.grid = Grid::offset();
-        let offset = run_grid(&gpu, &cfg, "offset points")?;
+    if let Some(offset) = profiles.next() {
         write(&out.join(format!("{}.offset.json", model.name)), &offset.to_json())?;
         let md = check_report(&profile, &offset)?;
         write(&out.join(format!("{}.check.md", model.name)), &md)?;
@@ -103,7 +111,8 @@ fn check_report(profile: &Profile, offset: &Profile) -> Result<String, CliError>
     let f = &offset.fingerprint;
     let mut md = format!(
         "Out-of-sample check of `{}` on {} ({}): the profile's interpolation against {} points of an offset grid \
-         measured in the same run. Rows in italics are tables the cost model does not use as they stand (it uses \
+         measured in the same run, pass for pass with the profile's grid (so both saw the same clocks and \
+         temperature). Rows in italics are tables the cost model does not use as they stand (it uses \
          the GEMM kernel the profile finds faster).\n\n| op | points | median error | p95 error | max error |\n\
          |---|---:|---:|---:|---:|\n",
         f.model.name,

@@ -19,15 +19,46 @@ pub enum GemmTile {
     T64x64W8,
     /// 16 × 64, 4 warps: decode-sized products (m ≤ 16).
     T16x64,
+    /// 16 × 64, 4 warps, 8 pipeline stages.
+    T16x64S8,
+    /// 16 × 128, 8 warps.
+    T16x128,
+    /// 16 × 32, 2 warps: many small blocks.
+    T16x32,
+    /// 32 × 64, 4 warps of 32 × 16.
+    T32x64,
 }
 
 impl GemmTile {
-    pub const ALL: [GemmTile; 4] = [
+    pub const ALL: [GemmTile; 8] = [
         GemmTile::T128x128,
         GemmTile::T64x64,
         GemmTile::T64x64W8,
         GemmTile::T16x64,
+        GemmTile::T16x64S8,
+        GemmTile::T16x128,
+        GemmTile::T16x32,
+        GemmTile::T32x64,
     ];
+
+    /// Rows of x one block covers.
+    pub fn rows(self) -> usize {
+        self.config().bm
+    }
+
+    /// A short name for reports (`16x64s8`).
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::T128x128 => "128x128",
+            Self::T64x64 => "64x64",
+            Self::T64x64W8 => "64x64w8",
+            Self::T16x64 => "16x64",
+            Self::T16x64S8 => "16x64s8",
+            Self::T16x128 => "16x128",
+            Self::T16x32 => "16x32",
+            Self::T32x64 => "32x64",
+        }
+    }
 
     /// The kernel's compile-time shape, as instantiated in kernels/gemm.cu.
     fn config(self) -> TileConfig {
@@ -63,6 +94,38 @@ impl GemmTile {
                 stages: 4,
                 threads: 128,
                 id: KernelId::Gemm16x64F16,
+            },
+            Self::T16x64S8 => TileConfig {
+                bm: 16,
+                bn: 64,
+                bk: 64,
+                stages: 8,
+                threads: 128,
+                id: KernelId::Gemm16x64S8F16,
+            },
+            Self::T16x128 => TileConfig {
+                bm: 16,
+                bn: 128,
+                bk: 64,
+                stages: 4,
+                threads: 256,
+                id: KernelId::Gemm16x128F16,
+            },
+            Self::T16x32 => TileConfig {
+                bm: 16,
+                bn: 32,
+                bk: 64,
+                stages: 4,
+                threads: 64,
+                id: KernelId::Gemm16x32F16,
+            },
+            Self::T32x64 => TileConfig {
+                bm: 32,
+                bn: 64,
+                bk: 64,
+                stages: 4,
+                threads: 128,
+                id: KernelId::Gemm32x64F16,
             },
         }
     }
@@ -100,22 +163,29 @@ pub struct GemmPlan {
 }
 
 /// Fewest k tiles a split-K slice gets: below this the partial sums' traffic outweighs the gain.
-const MIN_TILES_PER_SPLIT: usize = 4;
+const MIN_TILES_PER_SPLIT: usize = 2;
 const MAX_SPLIT_K: usize = 16;
 
 impl Gpu {
-    /// The plan [`Gpu::gemm`] uses: the largest tile that still gives every SM a block, then split-K while the grid
-    /// is under two blocks per SM.
+    /// The plan [`Gpu::gemm`] uses. Decode-sized products (m ≤ 64) take the narrowest tile that covers their rows
+    /// (16 × 64, 32 × 64, 64 × 64 with 8 warps): they are bound by reading the weights, and a 128-row tile would
+    /// mostly multiply padding. Larger ones take 128 × 128 where that still gives every SM a block, else 64 × 64.
+    /// Then split-K while the grid is under two blocks per SM, each slice keeping at least two k tiles. (Chosen from
+    /// a sweep of every tile × split on an H100: `bench-kernels` prints it.)
     pub fn gemm_plan(&self, m: usize, n: usize, k: usize) -> GemmPlan {
         let sms = self.info().sm_count as usize;
         let blocks = |t: GemmTile| {
             let c = t.config();
             m.div_ceil(c.bm) * n.div_ceil(c.bn)
         };
-        let tile = if blocks(GemmTile::T128x128) >= sms {
-            GemmTile::T128x128
-        } else if m <= 16 {
+        let tile = if m <= 16 {
             GemmTile::T16x64
+        } else if m <= 32 {
+            GemmTile::T32x64
+        } else if m <= 64 {
+            GemmTile::T64x64W8
+        } else if blocks(GemmTile::T128x128) >= sms {
+            GemmTile::T128x128
         } else {
             GemmTile::T64x64
         };

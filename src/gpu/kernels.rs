@@ -49,6 +49,10 @@ kernel_ids! {
     Gemm64x64F16 => ("gemm.cu", "gemm_64x64_f16"),
     Gemm64x64W8F16 => ("gemm.cu", "gemm_64x64w8_f16"),
     Gemm16x64F16 => ("gemm.cu", "gemm_16x64_f16"),
+    Gemm16x64S8F16 => ("gemm.cu", "gemm_16x64s8_f16"),
+    Gemm16x128F16 => ("gemm.cu", "gemm_16x128_f16"),
+    Gemm16x32F16 => ("gemm.cu", "gemm_16x32_f16"),
+    Gemm32x64F16 => ("gemm.cu", "gemm_32x64_f16"),
     GemmSplitkReduceF16 => ("gemm.cu", "gemm_splitk_reduce_f16"),
 }
 
@@ -87,8 +91,13 @@ impl Kernels {
                 f.ok_or_else(|| GpuError::Nvrtc(format!("kernel {} names a file not in KERNEL_FILES", id.name())))
             })
             .collect::<Result<_, _>>()?;
-        // The GEMM kernels keep their pipeline stages in dynamic shared memory beyond the default 48 KB limit.
-        for (id, bytes) in super::gemm::gemm_smem_limits() {
+        // The GEMM and tensor-core decode kernels keep their pipeline stages in dynamic shared memory, beyond the
+        // default 48 KB limit.
+        let decode = [
+            (KernelId::AttnDecodeTcD64F16, super::ops::decode_tc_smem_bytes(64)),
+            (KernelId::AttnDecodeTcD128F16, super::ops::decode_tc_smem_bytes(128)),
+        ];
+        for (id, bytes) in super::gemm::gemm_smem_limits().chain(decode) {
             funcs[id as usize].set_attribute(
                 CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
                 bytes as i32,

@@ -12,8 +12,20 @@ use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 use super::kernels::KernelId;
 use super::{Gpu, GpuError};
 
-/// The most context tokens one decode block covers (`DEC_PART` in kernels/attention.cu).
+/// The most context tokens one decode block of the SIMT kernel covers (`DEC_PART` in kernels/attention.cu).
 pub const DECODE_PARTITION: usize = 256;
+/// The most context tokens one decode block of the tensor-core kernel covers (`DEC_PART_TC`).
+pub const DECODE_PARTITION_TC: usize = 1024;
+
+impl AttentionKernel {
+    /// The largest decode partition (context tokens per block) this implementation takes.
+    pub fn max_decode_partition(self) -> usize {
+        match self {
+            AttentionKernel::TensorCore => DECODE_PARTITION_TC,
+            AttentionKernel::Simt => DECODE_PARTITION,
+        }
+    }
+}
 /// Query heads per kv head the attention kernels support: 16 on the tensor-core kernels (one m16 tile), 8 on the
 /// SIMT ones (`MAX_GROUP`).
 pub const MAX_GQA_GROUP: usize = 16;
@@ -28,6 +40,15 @@ pub enum AttentionKernel {
     /// CUDA-core FMAs: the first, simpler kernels, kept as a cross-check.
     Simt,
 }
+/// Dynamic shared memory of the tensor-core decode kernel for head size `d`: per warp (4) and stage (2) a 16-token
+/// K and V chunk of rows padded to `d + 8` halves (reused by the warps' merge), plus the block's 16 query rows.
+pub(crate) fn decode_tc_smem_bytes(d: usize) -> u32 {
+    let row = d + 8;
+    let kv = 2 * 4 * (2 * 16 * row) * 2;
+    let merge = 4 * 16 * (d + 2) * 4;
+    (kv.max(merge) + 16 * row * 2) as u32
+}
+
 /// Query rows per prefill block (`PF_ROWS`).
 const PREFILL_ROWS: usize = 32;
 
@@ -75,6 +96,7 @@ impl PagedKvLayout {
         }
         i32_of(op, "num_blocks", self.num_blocks)?;
         i32_of(op, "block_size", self.block_size)?;
+        i32_of(op, "cache slots", self.num_slots())?;
         Ok(())
     }
 }
@@ -143,7 +165,8 @@ pub struct DecodeShape {
     pub q_heads: usize,
     /// The longest context in the batch (bounds how many partitions are launched).
     pub max_context_len: usize,
-    /// Context tokens per partition (1..=[`DECODE_PARTITION`]); `None` picks one that fills the GPU.
+    /// Context tokens per partition (1..= the kernel's [`AttentionKernel::max_decode_partition`]); `None` picks one
+    /// that fills the GPU.
     pub partition_size: Option<usize>,
 }
 
@@ -162,6 +185,9 @@ pub struct PrefillShape {
 pub struct DecodeWorkspace {
     part_out: Option<CudaSlice<f32>>,
     part_ml: Option<CudaSlice<f32>>,
+    /// Per (sequence, kv head): partitions finished so far (the tensor-core kernel's last one merges); zero
+    /// between launches.
+    counters: Option<CudaSlice<i32>>,
 }
 
 impl DecodeWorkspace {
@@ -169,7 +195,10 @@ impl DecodeWorkspace {
         Self::default()
     }
 
-    fn ensure(&mut self, gpu: &Gpu, out_len: usize, ml_len: usize) -> Result<(), GpuError> {
+    fn ensure(&mut self, gpu: &Gpu, out_len: usize, ml_len: usize, counters: usize) -> Result<(), GpuError> {
+        if self.counters.as_ref().is_none_or(|b| b.len() < counters) {
+            self.counters = Some(gpu.zeros(counters.next_power_of_two())?);
+        }
         if self.part_out.as_ref().is_none_or(|b| b.len() < out_len) {
             self.part_out = Some(gpu.zeros(out_len)?);
         }
@@ -361,8 +390,11 @@ impl Gpu {
         let l = cache.layout;
         l.check(OP)?;
         let d = l.head_dim;
-        if d == 0 || !d.is_multiple_of(2) {
-            return Err(GpuError::shape(OP, format!("head_dim {d} must be even")));
+        if d == 0 || !d.is_multiple_of(8) || d > 512 {
+            return Err(GpuError::shape(
+                OP,
+                format!("head_dim {d} must be a multiple of 8, at most 512"),
+            ));
         }
         let t = shape.tokens;
         need(OP, "qkv", qkv, t * (shape.q_heads + 2 * l.kv_heads) * d)?;
@@ -378,8 +410,13 @@ impl Gpu {
         if t == 0 {
             return Ok(());
         }
+        let tokens = i32_of(OP, "tokens", t)?;
+        // One item per thread: two rotation pairs, or 8 halves of V (see kernels/kv.cu); grid-stride beyond 16
+        // blocks per SM.
+        let items = t * ((shape.q_heads + l.kv_heads) * d / 4 + l.kv_heads * d / 8);
+        let blocks = items.div_ceil(256).min(self.info().sm_count as usize * 16).max(1);
         let cfg = LaunchConfig {
-            grid_dim: (grid_u32(OP, t)?, 1, 1),
+            grid_dim: (grid_u32(OP, blocks)?, 1, 1),
             block_dim: (256, 1, 1),
             shared_mem_bytes: 0,
         };
@@ -391,7 +428,12 @@ impl Gpu {
             .arg(q_out)
             .arg(cache.k)
             .arg(cache.v);
-        b.arg(&qh).arg(&kvh).arg(&hd).arg(&slots).arg(&shape.rope_theta);
+        b.arg(&qh)
+            .arg(&kvh)
+            .arg(&hd)
+            .arg(&slots)
+            .arg(&shape.rope_theta)
+            .arg(&tokens);
         // SAFETY: kv_append_rope_f16 reads tokens rows of qkv, positions and slot_mapping, writes tokens*q_heads*d
         // of q_out, and writes the cache only at slots in [0, num_slots) (checked in the kernel); lengths checked
         // above; q_out, k and v are distinct (&mut borrows).
@@ -399,9 +441,22 @@ impl Gpu {
         Ok(())
     }
 
+    /// The partition size [`Gpu::attention_decode`] picks when the shape names none: the kernel's largest
+    /// (longest loops, fewest partial results), halved (down to 128 tokens) while the grid would leave more than
+    /// half the SMs without a block. (A sweep on an H100 found the longest loops worth more than the SMs they leave
+    /// idle: `bench-kernels` prints it.)
+    pub fn decode_partition(&self, kernel: AttentionKernel, shape: &DecodeShape, kv_heads: usize) -> usize {
+        let blocks = |p: usize| kv_heads * shape.num_seqs * shape.max_context_len.div_ceil(p).max(1);
+        let mut p = kernel.max_decode_partition();
+        while p > 128 && 2 * blocks(p) < self.info().sm_count as usize {
+            p /= 2;
+        }
+        p
+    }
+
     /// Decode attention: query `[num_seqs, q_heads, head_dim]` (one token per sequence) against each sequence's
     /// `context_lens[s]` cached tokens; out has q's shape. Long contexts are split into partitions of at most
-    /// [`DECODE_PARTITION`] tokens and merged by a second kernel.
+    /// [`AttentionKernel::max_decode_partition`] tokens and merged by a second kernel.
     pub fn attention_decode(
         &self,
         shape: &DecodeShape,
@@ -451,27 +506,21 @@ impl Gpu {
             return Ok(());
         }
         let part_size = match shape.partition_size {
-            Some(p) if (1..=DECODE_PARTITION).contains(&p) => p,
+            Some(p) if (1..=kernel.max_decode_partition()).contains(&p) => p,
             Some(p) => {
                 return Err(GpuError::shape(
                     OP,
-                    format!("partition size {p} is not in 1..={DECODE_PARTITION}"),
+                    format!("partition size {p} is not in 1..={}", kernel.max_decode_partition()),
                 ));
             }
-            None => {
-                // Halve the partition (down to 64 tokens) while the grid would leave SMs without two blocks each.
-                let blocks = |p: usize| kv.layout.kv_heads * s * shape.max_context_len.div_ceil(p).max(1);
-                let mut p = DECODE_PARTITION;
-                while p > 64 && blocks(p) < 2 * self.info().sm_count as usize {
-                    p /= 2;
-                }
-                p
-            }
+            None => self.decode_partition(kernel, shape, kv.layout.kv_heads),
         };
         let parts = shape.max_context_len.div_ceil(part_size).max(1);
-        ws.ensure(self, s * qh * parts * d, s * qh * parts * 2)?;
-        let (Some(part_out), Some(part_ml)) = (ws.part_out.as_mut(), ws.part_ml.as_mut()) else {
-            unreachable!("ensure() allocated both")
+        ws.ensure(self, s * qh * parts * d, s * qh * parts * 2, s * kv.layout.kv_heads)?;
+        let (Some(part_out), Some(part_ml), Some(counters)) =
+            (ws.part_out.as_mut(), ws.part_ml.as_mut(), ws.counters.as_mut())
+        else {
+            unreachable!("ensure() allocated them")
         };
         let (decode, reduce) = match (kernel, d) {
             (AttentionKernel::Simt, 64) => (KernelId::AttnDecodeD64F16, KernelId::AttnDecodeReduceD64F16),
@@ -490,7 +539,10 @@ impl Gpu {
         let cfg = LaunchConfig {
             grid_dim: (kv.layout.kv_heads as u32, grid_u32(OP, s)?, grid_u32(OP, parts)?),
             block_dim: (128, 1, 1),
-            shared_mem_bytes: 0,
+            shared_mem_bytes: match kernel {
+                AttentionKernel::TensorCore => decode_tc_smem_bytes(d),
+                AttentionKernel::Simt => 0,
+            },
         };
         let f = self.kernels().get(decode);
         let mut b = self.stream().launch_builder(f);
@@ -501,6 +553,9 @@ impl Gpu {
             .arg(context_lens)
             .arg(&mut *out);
         b.arg(&mut *part_out).arg(&mut *part_ml);
+        if kernel == AttentionKernel::TensorCore {
+            b.arg(&mut *counters);
+        }
         b.arg(&qh_i)
             .arg(&kvh)
             .arg(&bs)
@@ -509,12 +564,14 @@ impl Gpu {
             .arg(&np)
             .arg(&ps)
             .arg(&scale);
-        // SAFETY: both decode kernels take the same arguments. They read s*qh*d of q, cache rows only through block-table entries in
+        // SAFETY: both decode kernels take the same arguments, the tensor-core one with `counters` besides (one per
+        // sequence and kv head: s*kv_heads, allocated by ensure(), read-modify-written atomically and left at 0). They read s*qh*d of q, cache rows only through block-table entries in
         // [0, num_blocks) and tokens below min(context_len, max_blocks*block_size) (checked in the kernel), s rows
         // of block tables and context_lens; it writes s*qh*d of out (one partition) or s*qh*parts*(d+2) floats of
         // the workspace, sized by ensure() above. Lengths checked above.
         unsafe { b.launch(cfg) }?;
-        if parts > 1 {
+        // The tensor-core kernel merges its partitions itself; the SIMT one needs the second kernel.
+        if parts > 1 && kernel == AttentionKernel::Simt {
             let cfg = LaunchConfig {
                 grid_dim: (qh as u32, grid_u32(OP, s)?, 1),
                 block_dim: (d as u32, 1, 1),

@@ -64,3 +64,31 @@ impl Gpu {
         Ok(Timing::from_samples(samples))
     }
 }
+
+impl Gpu {
+    /// Times `launches` calls of `op` captured once into a CUDA graph and replayed: `warmup` untimed replays, then
+    /// `repeats` replays each bracketed by its own pair of events. Returns milliseconds per replay (all `launches`
+    /// calls). A replay costs GPU time only — no per-launch CPU work — so microsecond kernels are timed as an engine
+    /// that replays its steps as graphs runs them, not at the rate the host can launch them.
+    ///
+    /// `op` receives the call's index in the graph (rotate inputs with it). It must only enqueue work on this
+    /// GPU's stream (no host copies, no synchronisation): anything else fails the capture, which is then ended and
+    /// the error returned.
+    pub fn time_graph<F>(&self, launches: usize, warmup: usize, repeats: usize, mut op: F) -> Result<Timing, GpuError>
+    where
+        F: FnMut(usize) -> Result<(), GpuError>,
+    {
+        use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
+        let stream = self.stream();
+        stream.begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED)?;
+        let captured = (0..launches).try_for_each(&mut op);
+        // End the capture whatever happened, so the stream is usable again.
+        let graph = stream.end_capture(CUgraphInstantiate_flags(0));
+        captured?;
+        let Some(graph) = graph? else {
+            return Err(GpuError::shape("time_graph", "the capture recorded no work"));
+        };
+        graph.upload()?;
+        self.time(warmup, repeats, |_| Ok(graph.launch()?))
+    }
+}

@@ -259,6 +259,7 @@ pub(crate) mod tests {
                 warmup: 3,
                 repeats: 10,
                 passes: 1,
+                timing: "cuda-graph".into(),
             },
         }
     }
