@@ -2,6 +2,7 @@
 //! checkpoint) and the f32 CPU reference forward pass the GPU engine's logits are checked against.
 
 pub mod reference;
+pub mod step;
 pub mod weights;
 
 pub use reference::{HfLogits, ReferenceModel, SeqId, StepErrors, argmax};
