@@ -443,6 +443,14 @@ impl Engine {
             k.push(gpu.zeros::<u16>(layout.elements())?);
             v.push(gpu.zeros::<u16>(layout.elements())?);
         }
+        if config.gemm.default == GemmBackend::Cublas
+            || config.gemm.rules.iter().any(|r| r.backend == GemmBackend::Cublas)
+        {
+            // Create cuBLAS's handle (and its workspace) now, so it is part of the memory measured after setup and
+            // not of the first step's time.
+            let mut y = gpu.zeros::<u16>(8 * 8)?;
+            gpu.gemm_cublas(&bufs.normed, &weights.final_norm, &mut y, (1, 1, 8))?;
+        }
         gpu.synchronize()?;
         let (free_now, _) = gpu.memory()?;
         let used_after_setup = total - free_now as u64;
@@ -515,6 +523,11 @@ impl Engine {
     /// Makes request `id` (a prompt of `prompt_len` synthetic tokens) known to the engine.
     pub fn register(&mut self, id: ReqId, prompt_len: u32) -> Result<(), EngineError> {
         Ok(self.seqs.register(id, prompt_len)?)
+    }
+
+    /// Makes request `id` known with the given prompt tokens instead of synthetic ones (reference checks).
+    pub fn register_prompt(&mut self, id: ReqId, prompt: Vec<u32>) -> Result<(), EngineError> {
+        Ok(self.seqs.register_prompt(id, prompt)?)
     }
 
     /// Forgets request `id`, its KV blocks freed.

@@ -43,6 +43,8 @@ pub enum StepError {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SeqState {
     pub prompt_len: u32,
+    /// The prompt's tokens when given ([`Sequences::register_prompt`]); synthetic ([`prompt_token`]) otherwise.
+    pub prompt: Option<Vec<u32>>,
     /// Tokens in the KV cache (positions `0..cached`); padding is never cached.
     pub cached: u32,
     /// Padding of the static prefill this request was part of (the plan's decode contexts count it).
@@ -146,6 +148,22 @@ impl Sequences {
 
     /// Makes request `id` known, with a prompt of `prompt_len` synthetic tokens.
     pub fn register(&mut self, id: ReqId, prompt_len: u32) -> Result<(), StepError> {
+        self.insert(id, prompt_len, None)
+    }
+
+    /// Makes request `id` known with the given prompt tokens (a reference's prompt, in tests).
+    pub fn register_prompt(&mut self, id: ReqId, prompt: Vec<u32>) -> Result<(), StepError> {
+        if let Some(&t) = prompt.iter().find(|&&t| t >= self.vocab) {
+            return Err(StepError::Inconsistent {
+                id,
+                detail: format!("prompt token {t} is not below the vocabulary size {}", self.vocab),
+            });
+        }
+        let len = u32::try_from(prompt.len()).expect("a prompt shorter than 2^32 tokens");
+        self.insert(id, len, Some(prompt))
+    }
+
+    fn insert(&mut self, id: ReqId, prompt_len: u32, prompt: Option<Vec<u32>>) -> Result<(), StepError> {
         if self.seqs.contains_key(&id) {
             return Err(StepError::Duplicate { id });
         }
@@ -153,6 +171,7 @@ impl Sequences {
             id,
             SeqState {
                 prompt_len,
+                prompt,
                 cached: 0,
                 padding: 0,
                 blocks: Vec::new(),
@@ -206,7 +225,10 @@ impl Sequences {
     /// The token at `position` of `id`'s sequence: its synthetic prompt, then what was sampled for it.
     fn token_at(&self, id: ReqId, s: &SeqState, position: u32) -> Result<u32, StepError> {
         if position < s.prompt_len {
-            return Ok(prompt_token(self.prompt_seed, id, position, self.vocab));
+            return Ok(match &s.prompt {
+                Some(p) => p[position as usize],
+                None => prompt_token(self.prompt_seed, id, position, self.vocab),
+            });
         }
         s.sampled
             .get((position - s.prompt_len) as usize)
@@ -296,8 +318,13 @@ impl Sequences {
                     s.sampled.len()
                 )));
             }
-            if c.samples && end < s.prompt_len {
-                return Err(bad(format!("samples after {end} of {} prompt tokens", s.prompt_len)));
+            // A sampling chunk ends where the sequence's known tokens end: its token is the next one.
+            if c.samples && end != s.prompt_len + s.sampled.len() as u32 {
+                return Err(bad(format!(
+                    "samples after position {end}, but the sequence has {} prompt and {} sampled tokens",
+                    s.prompt_len,
+                    s.sampled.len()
+                )));
             }
             needed += blocks_for(end).saturating_sub(s.blocks.len() as u64);
         }
@@ -394,6 +421,18 @@ impl Sequences {
             if let Some(s) = self.seqs.get_mut(id) {
                 s.sampled.push(t);
             }
+        }
+    }
+
+    /// Replaces the last token sampled for `id` (teacher forcing: a test feeds the next decode a reference's token
+    /// rather than the engine's own). False when `id` is unknown or has sampled nothing.
+    pub fn set_last_sampled(&mut self, id: ReqId, token: u32) -> bool {
+        match self.seqs.get_mut(&id).and_then(|s| s.sampled.last_mut()) {
+            Some(t) if token < self.vocab => {
+                *t = token;
+                true
+            }
+            _ => false,
         }
     }
 
@@ -601,6 +640,21 @@ mod tests {
     }
 
     #[test]
+    fn given_prompts_and_teacher_forcing() {
+        let mut s = Sequences::new(4, 8, VOCAB, SEED);
+        s.register_prompt(3, vec![5, 6, 7]).unwrap();
+        assert!(s.register_prompt(4, vec![VOCAB]).is_err());
+        let x = s.prepare(&plan(vec![chunk(3, 0, 3, 0, true)], vec![])).unwrap();
+        assert_eq!(x.tokens, vec![5, 6, 7]);
+        s.commit_samples(&x.sample_ids, &[9]);
+        assert!(s.set_last_sampled(3, 11));
+        assert!(!s.set_last_sampled(3, VOCAB));
+        assert!(!s.set_last_sampled(8, 1));
+        let x = s.prepare(&plan(vec![], vec![decode(3, 4)])).unwrap();
+        assert_eq!(x.tokens, vec![11]);
+    }
+
+    #[test]
     fn bad_plans_are_refused_before_taking_blocks() {
         let mut s = Sequences::new(4, 2, VOCAB, SEED);
         s.register(0, 6).unwrap();
@@ -613,6 +667,8 @@ mod tests {
         assert!(err.to_string().contains("prefill up to position 8"), "{err}");
         let err = s.prepare(&plan(vec![], vec![decode(0, 1)])).unwrap_err();
         assert!(err.to_string().contains("decode before its prompt"), "{err}");
+        let err = s.prepare(&plan(vec![chunk(0, 0, 5, 0, true)], vec![])).unwrap_err();
+        assert!(err.to_string().contains("samples after position 5"), "{err}");
         s.register(1, 4).unwrap();
         let err = s
             .prepare(&plan(vec![chunk(0, 0, 6, 0, true), chunk(1, 0, 4, 0, true)], vec![]))
