@@ -8,7 +8,11 @@
 //! The transformers comparison also needs a folder written by `scripts/hf_reference.py`:
 //!
 //!     python3 scripts/hf_reference.py odd /tmp/hf-odd
-//!     BATCHLAB_HF_REF=/tmp/hf-odd cargo test --release --test gpu_engine -- --ignored --test-threads=1 transformers
+//!     python3 scripts/hf_reference.py qwen2.5-0.5b /tmp/hf-0.5b
+//!     BATCHLAB_HF_REF=/tmp/hf-odd:/tmp/hf-0.5b cargo test --release --test gpu_engine -- --ignored transformers
+//!
+//! (`BATCHLAB_HF_REF` is a `:`-separated list of such folders; `BATCHLAB_HF_REFERENCE`, which the CPU reference's
+//! own transformers check reads, is accepted too.)
 //!
 //! Every compared step must be within a relative L2 error of 1e-2 of the reference (the engine is fp16 with f32
 //! accumulation; the references are f32). Decode inputs are the engine's own sampled tokens, fed to the reference
@@ -498,14 +502,24 @@ fn serving_loop_runs_on_the_engine() {
 // ---------------------------------------------------------------------------------------------------------------
 // Against transformers
 
-/// The checkpoint and logits `scripts/hf_reference.py` wrote into `$BATCHLAB_HF_REF`: the engine loads the
-/// checkpoint; every prompt position is checked (request k prefills the first k prompt tokens, all in one step),
-/// then each recorded decode step, fed transformers' own greedy tokens.
+/// The checkpoints and logits `scripts/hf_reference.py` wrote into the folders of `$BATCHLAB_HF_REF`: the engine
+/// loads each checkpoint; every prompt position is checked (request k prefills the first k prompt tokens, all in one
+/// step), then each recorded decode step, fed transformers' own greedy tokens.
 #[test]
-#[ignore = "needs a CUDA GPU and BATCHLAB_HF_REF=<folder written by scripts/hf_reference.py>"]
+#[ignore = "needs a CUDA GPU and BATCHLAB_HF_REF=<folder(s) written by scripts/hf_reference.py>"]
 fn engine_matches_transformers() {
-    let dir = std::env::var_os("BATCHLAB_HF_REF").expect("set BATCHLAB_HF_REF to hf_reference.py's output folder");
-    let dir = Path::new(&dir);
+    let dirs = std::env::var("BATCHLAB_HF_REF")
+        .or_else(|_| std::env::var("BATCHLAB_HF_REFERENCE"))
+        .expect("set BATCHLAB_HF_REF to hf_reference.py's output folder (several: separated by ':')");
+    let dirs: Vec<&str> = dirs.split(':').filter(|d| !d.is_empty()).collect();
+    assert!(!dirs.is_empty(), "BATCHLAB_HF_REF names no folder");
+    for dir in dirs {
+        eprintln!("{dir}:");
+        matches_transformers(Path::new(dir));
+    }
+}
+
+fn matches_transformers(dir: &Path) {
     let record = HfLogits::load(dir).unwrap_or_else(|e| panic!("{e}"));
     let prompt_len = record.prompt.len();
     let cfg = EngineConfig {

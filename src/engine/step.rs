@@ -211,14 +211,12 @@ impl Sequences {
         }
     }
 
-    /// The scheduler released `id`'s KV: a finished request is dropped, a preempted one keeps its tokens.
+    /// The scheduler released `id`'s KV after a step: a finished request is dropped. A preempted one is left alone:
+    /// its blocks were freed when the plan naming it in `preempted` was prepared, and the scheduler may already
+    /// have re-admitted it in that very plan (its new blocks must stay).
     pub fn on_kv_released(&mut self, id: ReqId) {
-        match self.seqs.get(&id) {
-            Some(s) if s.finished => {
-                self.remove(id);
-            }
-            Some(_) => self.release_kv(id),
-            None => {}
+        if self.seqs.get(&id).is_some_and(|s| s.finished) {
+            self.remove(id);
         }
     }
 
@@ -253,6 +251,13 @@ impl Sequences {
     pub fn prepare(&mut self, plan: &StepPlan) -> Result<StepInputs, StepError> {
         for &id in &plan.preempted {
             self.release_kv(id);
+        }
+        // A chunk at offset 0 of a sequence with cached tokens is a recompute whose preemption this plan does not
+        // name (one planned while a step came out empty): start it afresh.
+        for c in &plan.prefills {
+            if c.offset == 0 && self.seqs.get(&c.id).is_some_and(|s| s.cached > 0) {
+                self.release_kv(c.id);
+            }
         }
         let bs = self.block_size();
         let blocks_for = |tokens: u32| u64::from(tokens).div_ceil(u64::from(bs));
@@ -627,15 +632,25 @@ mod tests {
         p.decodes[0].emits = false;
         s.prepare(&p).unwrap();
         s.on_kv_released(0);
-        s.on_kv_released(1);
         assert!(!s.is_registered(0), "finished and released: gone");
+        assert_eq!(s.free_blocks(), 6);
+
+        // Preempted while the step was planned and re-admitted in the same plan: the release the scheduler reports
+        // after the step must not take the blocks the recompute just got.
+        let mut p = plan(vec![chunk(1, 0, 5, 0, true)], vec![]);
+        p.preempted.push(1);
+        s.prepare(&p).unwrap();
+        s.on_kv_released(1);
         let one = s.get(1).unwrap();
-        assert_eq!(
-            (one.cached, one.blocks.len(), one.sampled.len()),
-            (0, 0, 1),
-            "preempted: tokens kept"
-        );
-        assert_eq!(s.free_blocks(), 8);
+        assert_eq!((one.cached, one.blocks.len()), (5, 2));
+        s.check_blocks().unwrap();
+
+        // A recompute whose preemption the plan does not name starts afresh too.
+        s.commit_samples(&[1], &[3]);
+        let x = s.prepare(&plan(vec![chunk(1, 0, 6, 0, true)], vec![])).unwrap();
+        assert_eq!(x.positions, (0..6).collect::<Vec<_>>());
+        assert_eq!(s.get(1).unwrap().blocks.len(), 2);
+        assert_eq!(s.free_blocks(), 6);
         s.check_blocks().unwrap();
     }
 
