@@ -18,7 +18,9 @@ Usage:
   python3 scripts/hf_reference.py qwen2.5-0.5b OUT_DIR
   python3 scripts/hf_reference.py path/to/config.json OUT_DIR [--prompt-len 16] [--steps 8] [--seed 0]
 
-Then check the Rust f32 reference against it (src/engine/reference.rs reads both files as HfLogits):
+Then check the GPU engine against it (tests/gpu_engine.rs; several folders: separate them with ':'):
+  BATCHLAB_HF_REF=OUT_DIR cargo test --release --test gpu_engine -- --ignored --test-threads=1 transformers
+and the Rust f32 CPU reference (src/engine/reference.rs reads both files as HfLogits):
   BATCHLAB_HF_REFERENCE=OUT_DIR cargo test --release --lib engine::tests::reference_matches_transformers -- --ignored
 """
 

@@ -1,10 +1,34 @@
-//! Real execution of a Qwen2/Llama model. So far: host weights (seeded random, or a Hugging Face safetensors
-//! checkpoint) and the f32 CPU reference forward pass the GPU engine's logits are checked against.
+//! Real execution of a Qwen2/Llama model on the GPU, and the f32 CPU reference its logits are checked against.
+//!
+//! | file | owns |
+//! |---|---|
+//! | [`weights`] | host weights: seeded random, or a Hugging Face safetensors checkpoint (load, save) |
+//! | [`reference`] | the f32 CPU forward pass over per-sequence KV caches (the oracle), transformers' record |
+//! | [`device`] | [`GpuWeights`]: weights on the GPU in the fused layout, uploaded or generated there |
+//! | [`step`] | host side of a step: per-request KV blocks and tokens, synthetic prompts, a plan's flat inputs |
+//! | [`forward`] | [`Engine`]: KV cache sized from free memory or a capacity, buffers, the forward pass of a plan |
+//! | [`executor`] | [`GpuExecutor`]: the serving loop's executor on the engine, measured wall time per step |
+//! | [`clock`] | [`WallClock`]: real time for the serving loop |
+//!
+//! GPU tests: `tests/gpu_engine.rs` (engine logits against [`ReferenceModel`] and against transformers).
 
+pub mod clock;
+pub mod device;
+pub mod executor;
+pub mod forward;
 pub mod reference;
+pub mod step;
 pub mod weights;
 
+pub use clock::WallClock;
+pub use device::GpuWeights;
+pub use executor::GpuExecutor;
+pub use forward::{
+    Engine, EngineConfig, EngineError, EngineMemory, GemmBackend, GemmOp, GemmPolicy, GemmRule, KvCapacity, StepOutput,
+    WeightSource,
+};
 pub use reference::{HfLogits, ReferenceModel, SeqId, StepErrors, argmax};
+pub use step::{Sequences, StepError, StepInputs, prompt_token};
 pub use weights::{HostTensor, HostWeights, TensorSpec, WeightsError, expected_tensors};
 
 #[cfg(test)]

@@ -145,6 +145,18 @@ impl HostWeights {
         Self { tensors }
     }
 
+    /// Every tensor of `spec`, all zeros (to be filled in place).
+    pub fn zeros(spec: &ModelSpec) -> Self {
+        let tensors = expected_tensors(spec)
+            .into_iter()
+            .map(|t| {
+                let values = vec![0.0; t.numel()];
+                (t.name, HostTensor { shape: t.shape, values })
+            })
+            .collect();
+        Self { tensors }
+    }
+
     /// Loads every tensor of `spec` from the `*.safetensors` files of a Hugging Face checkpoint folder (one file or
     /// shards), converting F32/F16/BF16 to f32. Tensors the model does not use (rotary caches, a tied lm_head) are
     /// ignored; a missing tensor, a wrong shape or a tensor in two shards is an error naming it.

@@ -54,6 +54,8 @@ kernel_ids! {
     Gemm16x32F16 => ("gemm.cu", "gemm_16x32_f16"),
     Gemm32x64F16 => ("gemm.cu", "gemm_32x64_f16"),
     GemmSplitkReduceF16 => ("gemm.cu", "gemm_splitk_reduce_f16"),
+    InitUniformF16 => ("init.cu", "init_uniform_f16"),
+    AddBiasF16 => ("bias.cu", "add_bias_f16"),
 }
 
 /// Every kernel, compiled for one device and loaded into its context.

@@ -8,6 +8,7 @@
 //! | [`ops`] | safe typed wrappers, one per kernel: check shapes, then launch |
 //! | `blas.rs` | cuBLAS GEMM (the vendor baseline), handle created on first use |
 //! | `gemm.rs` | our tensor-core GEMM: tiles, split-K, the plan heuristic |
+//! | `engine_ops.rs` | what only the engine launches: weights generated on the device, cuBLAS's bias epilogue, prefix copies |
 //! | [`timing`] | CUDA-event timing with warm-up and medians |
 //! | [`reference`](mod@reference) | float32 CPU references of every kernel (pure Rust, used by the GPU tests) |
 //!
@@ -44,6 +45,7 @@
 
 mod blas;
 pub mod compile;
+mod engine_ops;
 mod gemm;
 pub mod kernels;
 pub mod ops;
@@ -58,6 +60,7 @@ use half::f16;
 use half::slice::HalfFloatSliceExt;
 
 pub use compile::{CompileTarget, kernel_source_hash};
+pub use engine_ops::{init_uniform_value, mix64};
 pub use gemm::{GemmPlan, GemmTile};
 pub use kernels::{KernelId, Kernels};
 pub use ops::{

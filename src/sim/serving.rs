@@ -4,13 +4,17 @@
 use super::event::EventQueue;
 use crate::metrics::{Recorder, StepRecord};
 use crate::model::StepShape;
-use crate::sched::{Decision, NewRequest, Scheduler, StepPlan};
+use crate::sched::{Decision, NewRequest, Scheduler, StepOutcome, StepPlan};
 use crate::units::Nanos;
 use crate::workload::Workload;
 
 /// Runs planned steps. Returns how long the step took (predicted or measured).
 pub trait Executor {
     fn execute(&mut self, plan: &StepPlan, shape: &StepShape) -> Result<Nanos, ExecError>;
+
+    /// What the scheduler concluded once the step's tokens existed: which requests finished and whose KV it freed
+    /// (the GPU engine frees its own KV blocks then). Called after each `execute`.
+    fn after_step(&mut self, _outcome: &StepOutcome) {}
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -163,6 +167,7 @@ where
                     recorder.on_preempt(id);
                 }
                 let outcome = scheduler.complete();
+                executor.after_step(outcome);
                 for &(id, slots) in &outcome.kv_released {
                     recorder.on_kv_peak(id, slots);
                 }

@@ -1,0 +1,852 @@
+//! The GPU engine: weights, a paged KV cache, activation buffers sized for the largest step, and the forward pass
+//! of one [`StepPlan`] (prefill chunks and decodes mixed in one pass).
+//!
+//! Per step: embedding → L × [RMSNorm → QKV GEMM (+bias) → RoPE + KV append → attention (one launch for every
+//! decode, one for every prefill chunk) → O GEMM → residual add + RMSNorm → gate/up GEMM → SiLU·up → down GEMM →
+//! residual add + next RMSNorm] → the rows that sample gathered → lm_head → argmax, and the sampled ids copied to
+//! the host, which is when the step's tokens exist. Row order and padding: see [`super::step`].
+
+use std::path::Path;
+
+use crate::gpu::{
+    DecodeShape, DecodeWorkspace, F16Buffer, Gpu, GpuError, I32Buffer, KvAppendShape, KvCacheMut, PagedKv,
+    PagedKvLayout, PrefillShape,
+};
+use crate::model::{ModelError, ModelSpec};
+use crate::sched::{ReqId, StepPlan};
+
+use super::device::{GpuWeights, qkv_dim};
+use super::step::{Sequences, StepError, StepInputs};
+use super::weights::{HostWeights, WeightsError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Gpu(#[from] GpuError),
+    #[error(transparent)]
+    Step(#[from] StepError),
+    #[error(transparent)]
+    Weights(#[from] WeightsError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("model {model} cannot run on batchlab's kernels: {detail}")]
+    Unsupported { model: String, detail: String },
+    #[error(
+        "{what} needs {needed_mib} MiB of GPU memory but only {free_mib} MiB are free{after}: use a smaller \
+         capacity (or model), or free the GPU"
+    )]
+    OutOfMemory {
+        what: String,
+        needed_mib: u64,
+        free_mib: u64,
+        after: &'static str,
+    },
+    #[error("invalid engine configuration: {0}")]
+    Config(String),
+    #[error("request {id}: its logits hold no number (NaN): the forward pass broke down")]
+    NanLogits { id: ReqId },
+}
+
+/// How many KV slots the cache holds.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum KvCapacity {
+    /// At least this many token slots (rounded up to whole blocks); an error before anything runs when they do not
+    /// fit in the GPU's free memory.
+    Slots(u64),
+    /// This fraction (0, 1] of the memory free once weights and workspace are allocated.
+    FreeMemory { fraction: f64 },
+}
+
+/// Which implementation runs a GEMM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GemmBackend {
+    /// cuBLAS GemmEx (the bias, where there is one, by a separate epilogue kernel).
+    #[default]
+    Cublas,
+    /// Our tensor-core kernel (bias fused).
+    Ours,
+}
+
+/// The engine's GEMMs, named as the calibration profile names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GemmOp {
+    Qkv,
+    O,
+    GateUp,
+    Down,
+    LmHead,
+}
+
+/// `backend` for `op` when the GEMM has at most `max_rows` rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GemmRule {
+    pub op: GemmOp,
+    pub max_rows: usize,
+    pub backend: GemmBackend,
+}
+
+/// Which backend runs each GEMM: the first rule matching (op, rows), else `default`. A calibration profile knows
+/// per weight shape and row count which backend is faster; it becomes rules here.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GemmPolicy {
+    pub default: GemmBackend,
+    pub rules: Vec<GemmRule>,
+}
+
+impl GemmPolicy {
+    pub fn always(backend: GemmBackend) -> Self {
+        Self {
+            default: backend,
+            rules: Vec::new(),
+        }
+    }
+
+    pub fn backend(&self, op: GemmOp, rows: usize) -> GemmBackend {
+        self.rules
+            .iter()
+            .find(|r| r.op == op && rows <= r.max_rows)
+            .map_or(self.default, |r| r.backend)
+    }
+}
+
+/// How the engine is built.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EngineConfig {
+    /// Tokens per KV block.
+    pub block_size: u32,
+    pub kv: KvCapacity,
+    /// Activation buffers are allocated for steps of this many rows (padding included) and grow if a step has more.
+    pub max_step_tokens: usize,
+    /// Sequences one step may hold (bounds the rows that sample and the block tables).
+    pub max_seqs: usize,
+    /// Longest context a sequence reaches (sizes the decode attention workspace); `None`: the model's.
+    pub max_context: Option<u32>,
+    pub gemm: GemmPolicy,
+    /// Seed of the synthetic prompt tokens ([`super::step::prompt_token`]).
+    pub prompt_seed: u64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            block_size: 16,
+            kv: KvCapacity::FreeMemory { fraction: 0.9 },
+            max_step_tokens: 8192,
+            max_seqs: 256,
+            max_context: None,
+            gemm: GemmPolicy::default(),
+            prompt_seed: 0,
+        }
+    }
+}
+
+/// GPU memory as the engine measured it (`cuMemGetInfo`: used = total − free, so the CUDA context and anything
+/// else on the GPU are included), in bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct EngineMemory {
+    pub total: u64,
+    /// Used before the engine allocated anything (the context, other processes).
+    pub used_before: u64,
+    pub weights: u64,
+    pub kv_cache: u64,
+    /// Activation buffers, allocated up front.
+    pub buffers: u64,
+    /// Held back for what grows on demand (decode attention's split-K workspace, GEMM scratch, cuBLAS).
+    pub reserve: u64,
+    pub used_after_setup: u64,
+    /// The most ever seen used: after setup and after each step [`Engine::record_memory`] was called for.
+    pub peak_used: u64,
+}
+
+/// What a step sampled: for each row that samples, its request and token, in the step's row order (decodes, then
+/// the prefill chunks that sample).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StepOutput {
+    pub ids: Vec<ReqId>,
+    pub tokens: Vec<u32>,
+    /// `[ids.len(), vocab]` f32 logits, only from [`Engine::step_with_logits`].
+    pub logits: Vec<f32>,
+}
+
+/// The paged KV cache of every layer.
+struct KvCache {
+    layout: PagedKvLayout,
+    k: Vec<F16Buffer>,
+    v: Vec<F16Buffer>,
+}
+
+/// Activation and input buffers, reused by every step.
+struct Buffers {
+    rows: usize,
+    seqs: usize,
+    table_width: usize,
+    residual: F16Buffer,
+    normed: F16Buffer,
+    qkv: F16Buffer,
+    q: F16Buffer,
+    attn: F16Buffer,
+    proj: F16Buffer,
+    gate_up: F16Buffer,
+    act: F16Buffer,
+    final_rows: F16Buffer,
+    logits: F16Buffer,
+    tokens: I32Buffer,
+    positions: I32Buffer,
+    slots: I32Buffer,
+    decode_context: I32Buffer,
+    decode_tables: I32Buffer,
+    prefill_cu: I32Buffer,
+    prefill_context: I32Buffer,
+    prefill_tables: I32Buffer,
+    sample_rows: I32Buffer,
+    sampled: I32Buffer,
+}
+
+impl Buffers {
+    /// fp16 elements per row and per sampled sequence, and i32 elements, for `rows` × `seqs` × `table_width`.
+    fn bytes(spec: &ModelSpec, rows: usize, seqs: usize, table_width: usize) -> u64 {
+        let (h, i, v) = (spec.hidden as usize, spec.intermediate as usize, spec.vocab as usize);
+        let q = spec.q_dim() as usize;
+        let per_row = 3 * h + qkv_dim(spec) + 2 * q + 3 * i;
+        let per_seq = h + v;
+        let ints = 3 * rows + seqs * (2 * table_width + 5) + 1;
+        (2 * (per_row * rows + per_seq * seqs) + 4 * ints) as u64
+    }
+
+    fn new(gpu: &Gpu, spec: &ModelSpec, rows: usize, seqs: usize, table_width: usize) -> Result<Self, GpuError> {
+        let (h, i, v) = (spec.hidden as usize, spec.intermediate as usize, spec.vocab as usize);
+        let q = spec.q_dim() as usize;
+        let (rows, seqs, table_width) = (rows.max(1), seqs.max(1), table_width.max(1));
+        Ok(Self {
+            rows,
+            seqs,
+            table_width,
+            residual: gpu.zeros(rows * h)?,
+            normed: gpu.zeros(rows * h)?,
+            qkv: gpu.zeros(rows * qkv_dim(spec))?,
+            q: gpu.zeros(rows * q)?,
+            attn: gpu.zeros(rows * q)?,
+            proj: gpu.zeros(rows * h)?,
+            gate_up: gpu.zeros(rows * 2 * i)?,
+            act: gpu.zeros(rows * i)?,
+            final_rows: gpu.zeros(seqs * h)?,
+            logits: gpu.zeros(seqs * v)?,
+            tokens: gpu.zeros(rows)?,
+            positions: gpu.zeros(rows)?,
+            slots: gpu.zeros(rows)?,
+            decode_context: gpu.zeros(seqs)?,
+            decode_tables: gpu.zeros(seqs * table_width)?,
+            prefill_cu: gpu.zeros(seqs + 1)?,
+            prefill_context: gpu.zeros(seqs)?,
+            prefill_tables: gpu.zeros(seqs * table_width)?,
+            sample_rows: gpu.zeros(seqs)?,
+            sampled: gpu.zeros(seqs)?,
+        })
+    }
+
+    fn fits(&self, x: &StepInputs) -> bool {
+        let seqs = x.decodes().max(x.chunks()).max(x.sample_rows.len());
+        let width = x.decode_blocks_per_seq.max(x.prefill_blocks_per_seq);
+        x.rows() <= self.rows && seqs <= self.seqs && width <= self.table_width
+    }
+}
+
+/// Checks that the kernels support `spec`'s shapes.
+pub fn check_supported(spec: &ModelSpec) -> Result<(), EngineError> {
+    let bad = |detail: String| {
+        Err(EngineError::Unsupported {
+            model: spec.name.clone(),
+            detail,
+        })
+    };
+    if !matches!(spec.head_dim, 64 | 128) {
+        return bad(format!(
+            "head_dim {} (the attention kernels take 64 or 128)",
+            spec.head_dim
+        ));
+    }
+    if spec.kv_heads == 0 || !spec.heads.is_multiple_of(spec.kv_heads) {
+        return bad(format!("{} query heads over {} kv heads", spec.heads, spec.kv_heads));
+    }
+    let group = spec.heads / spec.kv_heads;
+    if group as usize > crate::gpu::ops::MAX_GQA_GROUP {
+        return bad(format!(
+            "{group} query heads per kv head (at most {})",
+            crate::gpu::ops::MAX_GQA_GROUP
+        ));
+    }
+    for (what, v) in [
+        ("hidden", spec.hidden as u64),
+        ("q_dim", spec.q_dim()),
+        ("intermediate", spec.intermediate as u64),
+    ] {
+        if v == 0 || !v.is_multiple_of(8) {
+            return bad(format!("{what} = {v} is not a positive multiple of 8 (a GEMM's k)"));
+        }
+    }
+    if spec.vocab == 0 {
+        return bad("an empty vocabulary".into());
+    }
+    Ok(())
+}
+
+const MIB: u64 = 1 << 20;
+/// Held back for cuBLAS's own workspace and our GEMM's split-K scratch (at most 16 slices of a product under two
+/// blocks per SM: tens of MiB on an H100).
+const LIBRARY_RESERVE: u64 = 128 * MIB;
+
+/// Bytes decode attention's workspace can grow to: partitions of at least 64 tokens over `max_context`, each
+/// holding a head's output and its (max, sum), f32.
+fn decode_workspace_bytes(spec: &ModelSpec, seqs: usize, max_context: usize) -> u64 {
+    let parts = max_context.div_ceil(64).max(1);
+    (seqs * spec.heads as usize * parts * (spec.head_dim as usize + 2) * 4) as u64
+}
+
+/// The engine: a model on one GPU with its KV cache and the requests it serves.
+pub struct Engine {
+    gpu: Gpu,
+    spec: ModelSpec,
+    config: EngineConfig,
+    weights: GpuWeights,
+    kv: KvCache,
+    seqs: Sequences,
+    bufs: Buffers,
+    decode_ws: DecodeWorkspace,
+    memory: EngineMemory,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("model", &self.spec.name)
+            .field("kv", &self.kv.layout)
+            .field("memory", &self.memory)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where the weights come from.
+pub enum WeightSource<'a> {
+    /// Generated on the GPU from a seed.
+    Random { seed: u64 },
+    /// Uploaded from the host.
+    Host(&'a HostWeights),
+}
+
+impl Engine {
+    /// A model with seeded random weights generated on the GPU.
+    pub fn random(gpu: Gpu, spec: ModelSpec, seed: u64, config: EngineConfig) -> Result<Self, EngineError> {
+        Self::new(gpu, spec, WeightSource::Random { seed }, config)
+    }
+
+    /// A Hugging Face checkpoint folder (`config.json` + `*.safetensors`).
+    pub fn from_checkpoint(gpu: Gpu, dir: &Path, config: EngineConfig) -> Result<Self, EngineError> {
+        let spec = crate::model::from_hf_config(dir)?;
+        check_supported(&spec)?;
+        let host = HostWeights::load(dir, &spec)?;
+        Self::new(gpu, spec, WeightSource::Host(&host), config)
+    }
+
+    /// Checks the model and the configuration, measures free memory, and refuses (before allocating anything
+    /// large) a model, workspace or KV capacity that does not fit; then allocates weights, buffers and the cache.
+    pub fn new(
+        gpu: Gpu,
+        spec: ModelSpec,
+        weights: WeightSource<'_>,
+        config: EngineConfig,
+    ) -> Result<Self, EngineError> {
+        check_supported(&spec)?;
+        if config.block_size == 0 || config.max_seqs == 0 || config.max_step_tokens == 0 {
+            return Err(EngineError::Config(format!(
+                "block_size, max_seqs and max_step_tokens must be positive: {config:?}"
+            )));
+        }
+        if let KvCapacity::FreeMemory { fraction } = config.kv
+            && !(fraction > 0.0 && fraction <= 1.0)
+        {
+            return Err(EngineError::Config(format!(
+                "the KV cache's share of free memory must be in (0, 1], got {fraction}"
+            )));
+        }
+        let (free, total) = gpu.memory()?;
+        let (free, total) = (free as u64, total as u64);
+        let used_before = total - free;
+        let bs = config.block_size as usize;
+        let max_context = config.max_context.unwrap_or(spec.max_context).max(1) as usize;
+        let table_width = max_context.div_ceil(bs);
+        let buffers = Buffers::bytes(&spec, config.max_step_tokens, config.max_seqs, table_width);
+        let reserve = decode_workspace_bytes(&spec, config.max_seqs, max_context) + LIBRARY_RESERVE;
+        let fixed = spec.weight_bytes() + buffers + reserve;
+        if fixed > free {
+            return Err(EngineError::OutOfMemory {
+                what: format!(
+                    "{} (weights {} MiB, activations {} MiB, workspace {} MiB)",
+                    spec.name,
+                    spec.weight_bytes() / MIB,
+                    buffers / MIB,
+                    reserve / MIB
+                ),
+                needed_mib: fixed.div_ceil(MIB),
+                free_mib: free / MIB,
+                after: "",
+            });
+        }
+        let block_bytes = spec.kv_bytes_per_token() * config.block_size as u64;
+        let free_for_kv = free - fixed;
+        let num_blocks = match config.kv {
+            KvCapacity::Slots(slots) => {
+                let blocks = slots.div_ceil(config.block_size as u64).max(1);
+                if blocks * block_bytes > free_for_kv {
+                    return Err(EngineError::OutOfMemory {
+                        what: format!("a KV cache of {slots} token slots"),
+                        needed_mib: (blocks * block_bytes).div_ceil(MIB),
+                        free_mib: free_for_kv / MIB,
+                        after: " once the weights and workspace are allocated",
+                    });
+                }
+                blocks
+            }
+            KvCapacity::FreeMemory { fraction } => {
+                let blocks = (free_for_kv as f64 * fraction) as u64 / block_bytes;
+                if blocks == 0 {
+                    return Err(EngineError::OutOfMemory {
+                        what: "one KV block".into(),
+                        needed_mib: block_bytes.div_ceil(MIB),
+                        free_mib: free_for_kv / MIB,
+                        after: " once the weights and workspace are allocated",
+                    });
+                }
+                blocks
+            }
+        };
+        let num_blocks = u32::try_from(num_blocks)
+            .ok()
+            .filter(|&b| i32::try_from(b as u64 * config.block_size as u64).is_ok())
+            .ok_or_else(|| EngineError::Config(format!("{num_blocks} KV blocks do not fit the kernels' i32 slots")))?;
+
+        let weights = match weights {
+            WeightSource::Random { seed } => GpuWeights::random(&gpu, &spec, seed)?,
+            WeightSource::Host(host) => GpuWeights::upload(&gpu, &spec, host)?,
+        };
+        let bufs = Buffers::new(&gpu, &spec, config.max_step_tokens, config.max_seqs, table_width)?;
+        let layout = PagedKvLayout {
+            num_blocks: num_blocks as usize,
+            block_size: bs,
+            kv_heads: spec.kv_heads as usize,
+            head_dim: spec.head_dim as usize,
+        };
+        let mut k = Vec::with_capacity(spec.layers as usize);
+        let mut v = Vec::with_capacity(spec.layers as usize);
+        for _ in 0..spec.layers {
+            k.push(gpu.zeros::<u16>(layout.elements())?);
+            v.push(gpu.zeros::<u16>(layout.elements())?);
+        }
+        if config.gemm.default == GemmBackend::Cublas
+            || config.gemm.rules.iter().any(|r| r.backend == GemmBackend::Cublas)
+        {
+            // Create cuBLAS's handle (and its workspace) now, so it is part of the memory measured after setup and
+            // not of the first step's time.
+            let mut y = gpu.zeros::<u16>(8 * 8)?;
+            gpu.gemm_cublas(&bufs.normed, &weights.final_norm, &mut y, (1, 1, 8))?;
+        }
+        gpu.synchronize()?;
+        let (free_now, _) = gpu.memory()?;
+        let used_after_setup = total - free_now as u64;
+        let memory = EngineMemory {
+            total,
+            used_before,
+            weights: weights.bytes(),
+            kv_cache: 2 * spec.layers as u64 * layout.elements() as u64 * 2,
+            buffers,
+            reserve,
+            used_after_setup,
+            peak_used: used_after_setup,
+        };
+        tracing::info!(
+            model = %spec.name,
+            kv_blocks = num_blocks,
+            kv_slots = layout.num_slots(),
+            weights_mib = memory.weights / MIB,
+            kv_mib = memory.kv_cache / MIB,
+            used_mib = used_after_setup / MIB,
+            "engine ready"
+        );
+        let seqs = Sequences::new(config.block_size, num_blocks, spec.vocab, config.prompt_seed);
+        Ok(Self {
+            gpu,
+            spec,
+            config,
+            weights,
+            kv: KvCache { layout, k, v },
+            seqs,
+            bufs,
+            decode_ws: DecodeWorkspace::new(),
+            memory,
+        })
+    }
+
+    pub fn gpu(&self) -> &Gpu {
+        &self.gpu
+    }
+
+    pub fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    pub fn weights(&self) -> &GpuWeights {
+        &self.weights
+    }
+
+    /// Token slots the KV cache holds (whole blocks).
+    pub fn kv_capacity_slots(&self) -> u64 {
+        self.kv.layout.num_slots() as u64
+    }
+
+    pub fn kv_layout(&self) -> PagedKvLayout {
+        self.kv.layout
+    }
+
+    pub fn sequences(&self) -> &Sequences {
+        &self.seqs
+    }
+
+    pub fn sequences_mut(&mut self) -> &mut Sequences {
+        &mut self.seqs
+    }
+
+    /// Makes request `id` (a prompt of `prompt_len` synthetic tokens) known to the engine.
+    pub fn register(&mut self, id: ReqId, prompt_len: u32) -> Result<(), EngineError> {
+        Ok(self.seqs.register(id, prompt_len)?)
+    }
+
+    /// Makes request `id` known with the given prompt tokens instead of synthetic ones (reference checks).
+    pub fn register_prompt(&mut self, id: ReqId, prompt: Vec<u32>) -> Result<(), EngineError> {
+        Ok(self.seqs.register_prompt(id, prompt)?)
+    }
+
+    /// Forgets request `id`, its KV blocks freed.
+    pub fn release(&mut self, id: ReqId) {
+        self.seqs.remove(id);
+    }
+
+    pub fn memory(&self) -> EngineMemory {
+        self.memory
+    }
+
+    /// Measures used GPU memory now and keeps the peak; returns the bytes used.
+    pub fn record_memory(&mut self) -> Result<u64, EngineError> {
+        let (free, total) = self.gpu.memory()?;
+        let used = (total - free) as u64;
+        self.memory.peak_used = self.memory.peak_used.max(used);
+        Ok(used)
+    }
+
+    /// Runs one step and returns the tokens it sampled (on the host: the step is over).
+    pub fn step(&mut self, plan: &StepPlan) -> Result<StepOutput, EngineError> {
+        self.run(plan, false)
+    }
+
+    /// [`Engine::step`], also returning the f32 logits of every row that sampled (for tests).
+    pub fn step_with_logits(&mut self, plan: &StepPlan) -> Result<StepOutput, EngineError> {
+        self.run(plan, true)
+    }
+
+    fn run(&mut self, plan: &StepPlan, want_logits: bool) -> Result<StepOutput, EngineError> {
+        if plan.is_empty() {
+            for &id in &plan.preempted {
+                self.seqs.release_kv(id);
+            }
+            return Ok(StepOutput::default());
+        }
+        let x = self.seqs.prepare(plan)?;
+        if !self.bufs.fits(&x) {
+            let seqs = x.decodes().max(x.chunks()).max(x.sample_rows.len());
+            let width = x.decode_blocks_per_seq.max(x.prefill_blocks_per_seq);
+            let (rows, seqs, width) = (
+                x.rows().max(self.bufs.rows),
+                seqs.max(self.bufs.seqs),
+                width.max(self.bufs.table_width),
+            );
+            tracing::warn!(
+                rows,
+                seqs,
+                width,
+                "a step outgrew the engine's buffers: reallocating them"
+            );
+            self.bufs = Buffers::new(&self.gpu, &self.spec, rows, seqs, width)?;
+        }
+        self.upload_inputs(&x)?;
+        self.forward(&x)?;
+        let n = x.sample_rows.len();
+        let raw = self.gpu.download_prefix(&self.bufs.sampled, n)?;
+        let logits = if want_logits {
+            let v = self.spec.vocab as usize;
+            let bits = self.gpu.download_prefix(&self.bufs.logits, n * v)?;
+            bits.into_iter().map(|b| half::f16::from_bits(b).to_f32()).collect()
+        } else {
+            Vec::new()
+        };
+        let mut tokens = Vec::with_capacity(n);
+        for (&t, &id) in raw.iter().zip(&x.sample_ids) {
+            match u32::try_from(t) {
+                Ok(t) if t < self.spec.vocab => tokens.push(t),
+                _ => return Err(EngineError::NanLogits { id }),
+            }
+        }
+        self.seqs.commit_samples(&x.sample_ids, &tokens);
+        Ok(StepOutput {
+            ids: x.sample_ids,
+            tokens,
+            logits,
+        })
+    }
+
+    fn upload_inputs(&mut self, x: &StepInputs) -> Result<(), GpuError> {
+        let (g, b) = (&self.gpu, &mut self.bufs);
+        g.write_prefix(&x.tokens, &mut b.tokens)?;
+        g.write_prefix(&x.positions, &mut b.positions)?;
+        g.write_prefix(&x.slots, &mut b.slots)?;
+        if x.decodes() > 0 {
+            g.write_prefix(&x.decode_context, &mut b.decode_context)?;
+            g.write_prefix(&x.decode_tables, &mut b.decode_tables)?;
+        }
+        if x.chunks() > 0 {
+            g.write_prefix(&x.prefill_cu, &mut b.prefill_cu)?;
+            g.write_prefix(&x.prefill_context, &mut b.prefill_context)?;
+            g.write_prefix(&x.prefill_tables, &mut b.prefill_tables)?;
+        }
+        g.write_prefix(&x.sample_rows, &mut b.sample_rows)?;
+        Ok(())
+    }
+
+    /// Issues every kernel of the step on the GPU's stream (nothing waits here).
+    fn forward(&mut self, x: &StepInputs) -> Result<(), GpuError> {
+        let Self {
+            gpu,
+            spec,
+            config,
+            weights,
+            kv,
+            bufs: b,
+            decode_ws,
+            ..
+        } = self;
+        let policy = &config.gemm;
+        let t = x.rows();
+        let (h, inter, vocab) = (spec.hidden as usize, spec.intermediate as usize, spec.vocab as usize);
+        let (qh, q_dim, qkv) = (spec.heads as usize, spec.q_dim() as usize, qkv_dim(spec));
+        let eps = spec.rms_eps as f32;
+        let layout = kv.layout;
+
+        gpu.embedding(&b.tokens, &weights.embedding, &mut b.residual, t, (vocab, h))?;
+        let first_norm = weights.layers.first().map_or(&weights.final_norm, |l| &l.input_norm);
+        gpu.rmsnorm(&b.residual, first_norm, &mut b.normed, t, h, eps)?;
+        for (l, w) in weights.layers.iter().enumerate() {
+            gemm(
+                gpu,
+                policy,
+                GemmOp::Qkv,
+                &b.normed,
+                &w.qkv,
+                w.qkv_bias.as_ref(),
+                &mut b.qkv,
+                (t, qkv, h),
+            )?;
+            let shape = KvAppendShape {
+                tokens: t,
+                q_heads: qh,
+                rope_theta: spec.rope_theta as f32,
+            };
+            let cache = KvCacheMut {
+                layout,
+                k: &mut kv.k[l],
+                v: &mut kv.v[l],
+            };
+            gpu.kv_append_rope(&shape, &b.qkv, &b.positions, &b.slots, &mut b.q, cache)?;
+            if x.decodes() > 0 {
+                let paged = PagedKv {
+                    layout,
+                    k: &kv.k[l],
+                    v: &kv.v[l],
+                    block_tables: &b.decode_tables,
+                    max_blocks_per_seq: x.decode_blocks_per_seq,
+                };
+                let shape = DecodeShape {
+                    num_seqs: x.decodes(),
+                    q_heads: qh,
+                    max_context_len: x.max_decode_context,
+                    partition_size: None,
+                };
+                gpu.attention_decode(&shape, &b.q, &paged, &b.decode_context, &mut b.attn, decode_ws)?;
+            }
+            if x.chunks() > 0 {
+                let paged = PagedKv {
+                    layout,
+                    k: &kv.k[l],
+                    v: &kv.v[l],
+                    block_tables: &b.prefill_tables,
+                    max_blocks_per_seq: x.prefill_blocks_per_seq,
+                };
+                let shape = PrefillShape {
+                    num_seqs: x.chunks(),
+                    total_tokens: t,
+                    q_heads: qh,
+                    max_chunk_len: x.max_chunk,
+                };
+                gpu.attention_prefill(&shape, &b.q, &paged, &b.prefill_cu, &b.prefill_context, &mut b.attn)?;
+            }
+            gemm(gpu, policy, GemmOp::O, &b.attn, &w.o, None, &mut b.proj, (t, h, q_dim))?;
+            gpu.add_rmsnorm_eps(&b.proj, &mut b.residual, &w.post_norm, &mut b.normed, (t, h), eps)?;
+            gemm(
+                gpu,
+                policy,
+                GemmOp::GateUp,
+                &b.normed,
+                &w.gate_up,
+                None,
+                &mut b.gate_up,
+                (t, 2 * inter, h),
+            )?;
+            gpu.silu_mul(&b.gate_up, &mut b.act, t, inter)?;
+            gemm(
+                gpu,
+                policy,
+                GemmOp::Down,
+                &b.act,
+                &w.down,
+                None,
+                &mut b.proj,
+                (t, h, inter),
+            )?;
+            let next_norm = weights.layers.get(l + 1).map_or(&weights.final_norm, |n| &n.input_norm);
+            gpu.add_rmsnorm_eps(&b.proj, &mut b.residual, next_norm, &mut b.normed, (t, h), eps)?;
+        }
+        let s = x.sample_rows.len();
+        if s > 0 {
+            // Gather the sampling rows (the embedding kernel gathers rows of any [rows, hidden] table by index).
+            gpu.embedding(&b.sample_rows, &b.normed, &mut b.final_rows, s, (t, h))?;
+            gemm(
+                gpu,
+                policy,
+                GemmOp::LmHead,
+                &b.final_rows,
+                weights.lm_head(),
+                None,
+                &mut b.logits,
+                (s, vocab, h),
+            )?;
+            gpu.argmax(&b.logits, &mut b.sampled, s, vocab)?;
+        }
+        Ok(())
+    }
+}
+
+/// `y = x · wᵀ (+ bias)` by the backend the policy picks for (op, rows).
+#[allow(clippy::too_many_arguments)] // the GEMM's own operands plus the policy and the op's name
+fn gemm(
+    gpu: &Gpu,
+    policy: &GemmPolicy,
+    op: GemmOp,
+    x: &F16Buffer,
+    w: &F16Buffer,
+    bias: Option<&F16Buffer>,
+    y: &mut F16Buffer,
+    dims: (usize, usize, usize),
+) -> Result<(), GpuError> {
+    match policy.backend(op, dims.0) {
+        GemmBackend::Ours => gpu.gemm(x, w, bias, y, dims),
+        GemmBackend::Cublas => {
+            gpu.gemm_cublas(x, w, y, dims)?;
+            match bias {
+                Some(bias) => gpu.add_bias(y, bias, dims.0, dims.1),
+                None => Ok(()),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gemm_policy_takes_the_first_matching_rule() {
+        let p = GemmPolicy {
+            default: GemmBackend::Cublas,
+            rules: vec![
+                GemmRule {
+                    op: GemmOp::Qkv,
+                    max_rows: 16,
+                    backend: GemmBackend::Ours,
+                },
+                GemmRule {
+                    op: GemmOp::Qkv,
+                    max_rows: 64,
+                    backend: GemmBackend::Cublas,
+                },
+                GemmRule {
+                    op: GemmOp::Down,
+                    max_rows: usize::MAX,
+                    backend: GemmBackend::Ours,
+                },
+            ],
+        };
+        assert_eq!(p.backend(GemmOp::Qkv, 16), GemmBackend::Ours);
+        assert_eq!(p.backend(GemmOp::Qkv, 17), GemmBackend::Cublas);
+        assert_eq!(p.backend(GemmOp::Qkv, 4096), GemmBackend::Cublas);
+        assert_eq!(p.backend(GemmOp::Down, 4096), GemmBackend::Ours);
+        assert_eq!(p.backend(GemmOp::O, 1), GemmBackend::Cublas);
+        assert_eq!(
+            GemmPolicy::always(GemmBackend::Ours).backend(GemmOp::LmHead, 1),
+            GemmBackend::Ours
+        );
+        let json = serde_json::to_string(&p).unwrap();
+        assert!(
+            json.contains(r#""op":"gate_up""#) || json.contains(r#""op":"qkv""#),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<GemmPolicy>(&json).unwrap(), p);
+    }
+
+    #[test]
+    fn supported_shapes() {
+        let spec = crate::model::by_name("qwen2.5-0.5b").unwrap();
+        check_supported(&spec).unwrap();
+        let odd = ModelSpec {
+            head_dim: 80,
+            ..spec.clone()
+        };
+        let msg = check_supported(&odd).unwrap_err().to_string();
+        assert!(msg.contains("head_dim 80"), "{msg}");
+        let wide = ModelSpec {
+            heads: 34,
+            kv_heads: 2,
+            ..spec.clone()
+        };
+        let msg = check_supported(&wide).unwrap_err().to_string();
+        assert!(msg.contains("17 query heads per kv head"), "{msg}");
+        let ragged = ModelSpec {
+            intermediate: 4862,
+            ..spec
+        };
+        let msg = check_supported(&ragged).unwrap_err().to_string();
+        assert!(msg.contains("intermediate = 4862"), "{msg}");
+    }
+
+    #[test]
+    fn buffers_and_workspace_are_counted() {
+        let spec = crate::model::by_name("qwen2.5-0.5b").unwrap();
+        // 8192 rows of (3·896 + 1152 + 2·896 + 3·4864) fp16, 256 sampled rows of (896 + 151936) fp16, and i32
+        // inputs: 3 per row, (2·2048 + 5) per sequence, one more.
+        let want = 2 * (20224 * 8192 + 152_832 * 256) + 4 * (3 * 8192 + 256 * 4101 + 1);
+        assert_eq!(Buffers::bytes(&spec, 8192, 256, 2048), want);
+        // 256 sequences × 14 heads × 512 partitions × 66 floats.
+        assert_eq!(decode_workspace_bytes(&spec, 256, 32768), 256 * 14 * 512 * 66 * 4);
+    }
+}
