@@ -132,7 +132,7 @@ document.querySelectorAll("table.sortable").forEach(function (table) {
 "#;
 
 /// A table cell: numbers right-aligned and carrying their exact value for sorting.
-fn cell(text: Option<&str>, number: Option<f64>) -> String {
+pub(super) fn cell(text: Option<&str>, number: Option<f64>) -> String {
     match (text, number) {
         (None, _) => format!("<td class=\"null\">{MISSING}</td>"),
         (Some(text), Some(v)) if v.is_finite() => format!("<td class=\"num\" data-v=\"{v:?}\">{}</td>", escape(text)),
@@ -158,14 +158,14 @@ fn metric_cell(column: &ViewColumn, row: usize) -> String {
     }
 }
 
-fn header(name: &str, title: Option<&str>, numeric: bool) -> String {
+pub(super) fn header(name: &str, title: Option<&str>, numeric: bool) -> String {
     let class = if numeric { " class=\"num\"" } else { "" };
     let title = title.map_or_else(String::new, |t| format!(" title=\"{}\"", escape(t)));
     format!("<th scope=\"col\"{class}{title}>{}</th>", escape(name))
 }
 
 /// A table of ready header and body cells, sortable by clicking a header when `sortable`.
-fn table(headers: &[String], rows: &[Vec<String>], sortable: bool) -> String {
+pub(super) fn table(headers: &[String], rows: &[Vec<String>], sortable: bool) -> String {
     let class = if sortable { " class=\"sortable\"" } else { "" };
     let mut out = format!("<div class=\"scroll\"><table{class}>\n<thead><tr>");
     for h in headers {
@@ -324,6 +324,12 @@ pub(super) fn html(
         out.push_str("</ul>\n");
     }
     out.push_str("</section>\n");
+
+    if let Some(validation) = &results.validation {
+        out.push_str("<section id=\"validation\">\n<h2>Validation: simulated against measured</h2>\n");
+        out.push_str(&super::validation::html(validation));
+        out.push_str("</section>\n");
+    }
 
     if !charts.is_empty() {
         out.push_str("<section id=\"charts\">\n<h2>Charts</h2>\n<div class=\"charts\">\n");
@@ -545,6 +551,7 @@ pub(super) mod tests {
             )
             .unwrap(),
             runs: Vec::new(),
+            validation: None,
         };
         let path = tmp.path().join("report.html");
         write_html(&results, &[], &findings(&results), &path).unwrap();

@@ -167,6 +167,7 @@ fn no_runs_no_charts() {
         dir: tmp.path().to_owned(),
         summary: polars::prelude::ParquetReader::new(file).finish().unwrap(),
         runs: Vec::new(),
+        validation: None,
     };
     let charts = render_charts(&results).unwrap();
     assert!(charts.is_empty());
