@@ -576,18 +576,34 @@ pub fn aggregate(runs: &[RunValidation]) -> ValidationSummary {
         })
         .collect();
 
+    // A group is named by the labels that tell groups apart: those that vary between runs, policy aside.
+    let label_text = |r: &RunValidation, name: &str| -> Option<String> {
+        r.labels.iter().find(|(n, _)| n == name).map(|(_, v)| cell_text(v))
+    };
+    let varying: Vec<&str> = runs
+        .first()
+        .map(|first| {
+            first
+                .labels
+                .iter()
+                .map(|(name, _)| name.as_str())
+                .filter(|name| !is_policy_label(name))
+                .filter(|name| runs.iter().any(|r| label_text(r, name) != label_text(first, name)))
+                .collect()
+        })
+        .unwrap_or_default();
     let entries = runs
         .iter()
         .filter_map(|r| {
             let policy = r.policy()?;
-            let group: Vec<String> = r
-                .labels
+            // Runs that differ in any label but the policy differ in a varying one: those name the group.
+            let group: Vec<String> = varying
                 .iter()
-                .filter(|(name, _)| !is_policy_label(name))
-                .map(|(name, value)| format!("{name}={}", cell_text(value)))
+                .map(|name| format!("{name}={}", label_text(r, name).unwrap_or_default()))
                 .collect();
+            let group = group.join(", ");
             Some(RankEntry {
-                group: group.join(", "),
+                group,
                 policy: policy.clone(),
                 throughput: PolicyThroughput {
                     policy,
