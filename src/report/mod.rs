@@ -52,7 +52,7 @@ pub use plots::render_charts;
 pub use prometheus::write_prometheus;
 pub use render::{ReportFiles, render_report};
 pub use results::{Results, RunTables, load_results};
-pub use validation::{VALIDATION_JSON, load_validation, validation_markdown};
+pub use validation::{VALIDATION_JSON, headline_markdown, load_validation, validation_markdown};
 
 /// One rendered chart: `<results>/charts/<id>.png` and `.svg`.
 #[derive(Clone, Debug, PartialEq)]

@@ -369,6 +369,19 @@ pub fn markdown(v: &ValidationSummary, level: usize) -> String {
     out
 }
 
+/// What `validate` prints: the verdicts, the headline metrics and the step kinds (the first three sections, the
+/// metrics table cut to the headline rows).
+pub fn headline_markdown(v: &ValidationSummary) -> String {
+    let mut short = v.clone();
+    short.metrics.retain(|m| m.verdict.is_some());
+    let full = markdown(&short, 2);
+    // Up to the plans section: the rest is in validation.md.
+    match full.find("## Scheduler plans") {
+        Some(end) => full[..end].to_owned(),
+        None => full,
+    }
+}
+
 /// `validation.md`: the validation alone.
 pub fn validation_markdown(v: &ValidationSummary, title: &str) -> String {
     format!(
