@@ -562,6 +562,35 @@ pub(super) mod tests {
     }
 
     #[test]
+    fn a_validated_folder_gets_a_well_formed_validation_section() {
+        use crate::validate::fake::{Factors, PerturbedBackend};
+        let tmp = tempfile::tempdir().unwrap();
+        let scenario = crate::report::render::fixture::scenario(true);
+        let specs = crate::workload::load_runs_str(&scenario, &tmp.path().join("s.toml"), &[], None).unwrap();
+        let prepared: Vec<_> = specs.iter().map(|s| crate::sim::run::prepare(s).unwrap()).collect();
+        let options = crate::validate::ValidateOptions {
+            warmup_steps: 0,
+            record: crate::sim::run::RecordOptions::from_scenario(&specs[0].scenario),
+        };
+        let mut backend = PerturbedBackend::new(Factors::uniform(1.05));
+        let v = crate::validate::validate_runs(&specs, &prepared, &mut backend, &options, &mut |_| {}).unwrap();
+        crate::validate::write_validation(tmp.path(), &v, "x").unwrap();
+        let written = render_report(tmp.path(), |_| Ok(Vec::new())).unwrap();
+        let html = fs::read_to_string(&written.html).unwrap();
+        let elements = check_well_formed(&html);
+        assert!(elements.iter().filter(|e| *e == "table").count() >= 6);
+        let section =
+            &html[html.find("<section id=\"validation\">").unwrap()..html.find("<section id=\"runs\">").unwrap()];
+        // The scenario's name and labels carry characters that must be escaped.
+        assert!(
+            section.contains("Metrics: FAIL"),
+            "5% off everywhere misses the median target"
+        );
+        assert!(section.contains("<th scope=\"col\">step kind</th>"));
+        assert!(section.contains("data-v=\"0.05"), "errors sort by value");
+    }
+
+    #[test]
     fn base64_matches_rfc_4648_vectors() {
         for (input, expected) in [
             ("", ""),
