@@ -20,6 +20,11 @@ test-gpu:
 calibrate model="qwen2.5-0.5b" *args="":
     cargo run --release -- calibrate --model {{model}} --check {{args}}
 
+# Run a scenario on the GPU engine and in the simulator and report every metric's and every step's error (needs an
+# NVIDIA GPU and a profile calibrated on it). Writes out/<scenario name>-validate/ unless --out is given.
+validate scenario="scenarios/seed-matrix.toml" *args="":
+    cargo run --release -- validate {{scenario}} {{args}}
+
 # Kernel speed against the measured ceilings (needs an NVIDIA GPU).
 bench-kernels model="qwen2.5-0.5b":
     cargo run --release -- bench-kernels --model {{model}}

@@ -11,7 +11,8 @@
 //! | [`calib`] | calibration profiles, interpolation, profile comparison, the measurement driver |
 //! | [`gpu`] | the only `unsafe`: CUDA context, NVRTC kernel registry, cuBLAS, events, typed kernel wrappers |
 //! | [`engine`] | real execution: host weights (random or safetensors), the f32 CPU reference forward pass |
-//! | [`report`] | Parquet/CSV/JSON writers, markdown tables |
+//! | [`validate`] | measured against simulated: per-metric, per-step and per-plan comparison, the validation driver |
+//! | [`report`] | Parquet/CSV/JSON writers, markdown tables, charts, HTML/markdown reports (validation's included) |
 //! | [`cli`] | argument parsing → validated config → library calls |
 //!
 //! The scheduler and the serving loop do not know whether time is simulated or real: the simulator is the loop
@@ -27,4 +28,5 @@ pub mod report;
 pub mod sched;
 pub mod sim;
 pub mod units;
+pub mod validate;
 pub mod workload;

@@ -273,3 +273,46 @@ fn gpu_commands_fail_with_one_clear_sentence_when_the_gpu_is_missing() {
         );
     }
 }
+
+#[test]
+fn validate_explains_itself() {
+    let out = ok(&["validate", "--help"]);
+    let help = String::from_utf8_lossy(&out.stdout);
+    for text in [
+        "same scheduler as the simulator",
+        "|simulated − measured| / measured",
+        "median ≤ 3% and p95 ≤ 8%",
+        "--warmup-steps <N>",
+        "--no-report",
+        "--gpu <GPU>",
+        "refuses any other",
+    ] {
+        assert!(help.contains(text), "validate --help lacks {text:?}:\n{help}");
+    }
+}
+
+/// CI has no GPU: validate checks its input (exit 2), then stops with one sentence at the missing driver (exit 1).
+/// On a machine with a driver this test does not apply: it then runs the GPU engine.
+#[test]
+fn validate_without_a_gpu_says_so_in_one_sentence() {
+    if Path::new("/proc/driver/nvidia/version").exists() {
+        eprintln!("skipped: this machine has an NVIDIA driver");
+        return;
+    }
+    let out = batchlab(&[
+        "validate",
+        "scenarios/quickstart.toml",
+        "--out",
+        "/nonexistent/never-written",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("error: no CUDA driver found"), "{stderr}");
+    assert!(!Path::new("/nonexistent/never-written").exists());
+
+    let stderr = fails(&["validate", "scenarios/no-such-scenario.toml"]);
+    assert!(stderr.contains("no-such-scenario.toml"), "{stderr}");
+    let out = batchlab(&["validate", "scenarios/no-such-scenario.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+}

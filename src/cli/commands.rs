@@ -1,7 +1,7 @@
 //! The subcommands.
 
-use super::gpu_commands;
 use super::{BenchArgs, Command, ScenarioArgs, SimulateArgs};
+use super::{gpu_commands, validate_command};
 use crate::metrics::RunReport;
 use crate::model::{self, ModelSpec};
 use crate::report;
@@ -54,15 +54,16 @@ pub fn run(command: Command) -> Result<(), CliError> {
         Command::BenchKernels(args) => gpu_commands::bench_kernels(args),
         Command::CompareProfiles(args) => gpu_commands::compare_profiles(args),
         Command::CheckProfile(args) => gpu_commands::check_profile(args),
+        Command::Validate(args) => validate_command::validate(args),
     }
 }
 
-fn load(args: &ScenarioArgs) -> Result<Vec<RunSpec>, CliError> {
+pub(super) fn load(args: &ScenarioArgs) -> Result<Vec<RunSpec>, CliError> {
     workload::load_runs(&args.scenario, &args.sets, args.seed).map_err(input)
 }
 
 /// Resolves and checks every run before any is served, so bad input fails before work is done or output written.
-fn prepare_all(runs: &[RunSpec]) -> Result<Vec<PreparedRun>, CliError> {
+pub(super) fn prepare_all(runs: &[RunSpec]) -> Result<Vec<PreparedRun>, CliError> {
     runs.par_iter()
         .map(run::prepare)
         .collect::<Result<Vec<_>, _>>()
@@ -127,10 +128,10 @@ fn simulate(args: SimulateArgs) -> Result<(), CliError> {
 }
 
 /// Draws the report of a results folder.
-fn report_folder(dir: &std::path::Path) -> Result<report::ReportFiles, CliError> {
+pub(super) fn report_folder(dir: &std::path::Path) -> Result<report::ReportFiles, CliError> {
     if !dir.join("summary.parquet").is_file() {
         return Err(CliError::Input(format!(
-            "{} is not a results folder (no summary.parquet): give the --out folder of `batchlab simulate`",
+            "{} is not a results folder (no summary.parquet): give the --out folder of `batchlab simulate` or `validate`",
             dir.display()
         )));
     }
@@ -140,7 +141,7 @@ fn report_folder(dir: &std::path::Path) -> Result<report::ReportFiles, CliError>
 }
 
 /// A scenario name made safe as a folder name.
-fn folder_name(name: &str) -> String {
+pub(super) fn folder_name(name: &str) -> String {
     let s: String = name
         .chars()
         .map(|c| {

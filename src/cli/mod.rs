@@ -3,6 +3,7 @@
 
 mod commands;
 mod gpu_commands;
+pub mod validate_command;
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -47,6 +48,23 @@ pub enum Command {
     /// Time each kernel at shapes that reach the hardware's limits and report achieved bandwidth or FLOP/s as a
     /// fraction of the ceilings measured on the same card (needs an NVIDIA GPU).
     BenchKernels(BenchKernelsArgs),
+    /// Run a scenario on the real GPU engine and in the simulator, and report how far every simulated metric and
+    /// every simulated step is from what was measured (needs an NVIDIA GPU).
+    ///
+    /// For every run of the scenario: a short warm-up on the GPU (discarded), then the run itself, served by the
+    /// same scheduler as the simulator with the wall clock (requests arrive in real time), then the same run
+    /// simulated with the scenario's cost model. The output folder holds the measured runs where `simulate` puts
+    /// its runs (so the report's charts describe the real execution), the simulated ones under simulated/, and
+    /// the comparison: runs/<run>/comparison.csv (every summary metric measured, simulated and the relative error
+    /// |simulated − measured| / measured), runs/<run>/step_errors.parquet (each measured step's shape, measured
+    /// time and the cost model's prediction for that very plan), validation.md and validation.json (per metric
+    /// the median and p95 error over all runs against the targets median ≤ 3% and p95 ≤ 8%; per-step error for
+    /// decode-only, prefill-only and mixed steps; whether the scheduler planned the same steps in both; whether
+    /// the policies' throughput ordering is reproduced wherever it was measured more than 5% apart).
+    ///
+    /// A calibrated scenario's profile must have been measured on this GPU with this build's kernels: validate
+    /// refuses any other (run `batchlab calibrate` first). Example: batchlab validate scenarios/seed-matrix.toml
+    Validate(ValidateArgs),
     /// Compare two calibration profiles of the same grid: per table, how many points agree within the measured
     /// spread.
     CompareProfiles(CompareArgs),
@@ -140,8 +158,30 @@ pub struct SimulateArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ValidateArgs {
+    #[command(flatten)]
+    pub scenario: ScenarioArgs,
+    /// Output folder [default: out/<scenario name>-validate].
+    #[arg(long, short)]
+    pub out: Option<PathBuf>,
+    /// The GPU to run on (CUDA ordinal, as nvidia-smi numbers them).
+    #[arg(long, default_value_t = 0)]
+    pub gpu: usize,
+    /// Before each run, serve a discarded warm-up of about this many steps (one batch of the run's own prompts)
+    /// so kernel compilation, cuBLAS heuristics and clocks settle before anything is measured; 0 for none.
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    pub warmup_steps: u32,
+    /// Do not print the verdicts and the headline-metric table.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Do not draw the report (charts, report.html, report.md, metrics.prom, traces) after validating.
+    #[arg(long)]
+    pub no_report: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct ReportArgs {
-    /// The results folder (the `--out` of `simulate`).
+    /// The results folder (the `--out` of `simulate` or `validate`).
     pub results: PathBuf,
 }
 

@@ -537,6 +537,7 @@ mod tests {
             dir: PathBuf::from("unused"),
             summary: DataFrame::new(height, columns).unwrap(),
             runs: Vec::new(),
+            validation: None,
         }
     }
 

@@ -132,7 +132,7 @@ document.querySelectorAll("table.sortable").forEach(function (table) {
 "#;
 
 /// A table cell: numbers right-aligned and carrying their exact value for sorting.
-fn cell(text: Option<&str>, number: Option<f64>) -> String {
+pub(super) fn cell(text: Option<&str>, number: Option<f64>) -> String {
     match (text, number) {
         (None, _) => format!("<td class=\"null\">{MISSING}</td>"),
         (Some(text), Some(v)) if v.is_finite() => format!("<td class=\"num\" data-v=\"{v:?}\">{}</td>", escape(text)),
@@ -158,14 +158,14 @@ fn metric_cell(column: &ViewColumn, row: usize) -> String {
     }
 }
 
-fn header(name: &str, title: Option<&str>, numeric: bool) -> String {
+pub(super) fn header(name: &str, title: Option<&str>, numeric: bool) -> String {
     let class = if numeric { " class=\"num\"" } else { "" };
     let title = title.map_or_else(String::new, |t| format!(" title=\"{}\"", escape(t)));
     format!("<th scope=\"col\"{class}{title}>{}</th>", escape(name))
 }
 
 /// A table of ready header and body cells, sortable by clicking a header when `sortable`.
-fn table(headers: &[String], rows: &[Vec<String>], sortable: bool) -> String {
+pub(super) fn table(headers: &[String], rows: &[Vec<String>], sortable: bool) -> String {
     let class = if sortable { " class=\"sortable\"" } else { "" };
     let mut out = format!("<div class=\"scroll\"><table{class}>\n<thead><tr>");
     for h in headers {
@@ -324,6 +324,12 @@ pub(super) fn html(
         out.push_str("</ul>\n");
     }
     out.push_str("</section>\n");
+
+    if let Some(validation) = &results.validation {
+        out.push_str("<section id=\"validation\">\n<h2>Validation: simulated against measured</h2>\n");
+        out.push_str(&super::validation::html(validation));
+        out.push_str("</section>\n");
+    }
 
     if !charts.is_empty() {
         out.push_str("<section id=\"charts\">\n<h2>Charts</h2>\n<div class=\"charts\">\n");
@@ -545,6 +551,7 @@ pub(super) mod tests {
             )
             .unwrap(),
             runs: Vec::new(),
+            validation: None,
         };
         let path = tmp.path().join("report.html");
         write_html(&results, &[], &findings(&results), &path).unwrap();
@@ -552,6 +559,35 @@ pub(super) mod tests {
         check_well_formed(&html);
         assert!(html.contains("None: the results have no runs."));
         assert!(html.contains("No runs."));
+    }
+
+    #[test]
+    fn a_validated_folder_gets_a_well_formed_validation_section() {
+        use crate::validate::fake::{Factors, PerturbedBackend};
+        let tmp = tempfile::tempdir().unwrap();
+        let scenario = crate::report::render::fixture::scenario(true);
+        let specs = crate::workload::load_runs_str(&scenario, &tmp.path().join("s.toml"), &[], None).unwrap();
+        let prepared: Vec<_> = specs.iter().map(|s| crate::sim::run::prepare(s).unwrap()).collect();
+        let options = crate::validate::ValidateOptions {
+            warmup_steps: 0,
+            record: crate::sim::run::RecordOptions::from_scenario(&specs[0].scenario),
+        };
+        let mut backend = PerturbedBackend::new(Factors::uniform(1.05));
+        let v = crate::validate::validate_runs(&specs, &prepared, &mut backend, &options, &mut |_| {}).unwrap();
+        crate::validate::write_validation(tmp.path(), &v, "x").unwrap();
+        let written = render_report(tmp.path(), |_| Ok(Vec::new())).unwrap();
+        let html = fs::read_to_string(&written.html).unwrap();
+        let elements = check_well_formed(&html);
+        assert!(elements.iter().filter(|e| *e == "table").count() >= 6);
+        let section =
+            &html[html.find("<section id=\"validation\">").unwrap()..html.find("<section id=\"runs\">").unwrap()];
+        // The scenario's name and labels carry characters that must be escaped.
+        assert!(
+            section.contains("Metrics: FAIL"),
+            "5% off everywhere misses the median target"
+        );
+        assert!(section.contains("<th scope=\"col\">step kind</th>"));
+        assert!(section.contains("data-v=\"0.05"), "errors sort by value");
     }
 
     #[test]

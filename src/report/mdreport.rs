@@ -136,6 +136,11 @@ pub(super) fn markdown(results: &Results, charts: &[Chart], findings: &[Finding]
         out.push('\n');
     }
 
+    if let Some(validation) = &results.validation {
+        out.push_str("## Validation: simulated against measured\n\n");
+        out.push_str(&super::validation::markdown(validation, 3));
+    }
+
     if !charts.is_empty() {
         out.push_str("## Charts\n\n");
         for chart in charts {

@@ -14,6 +14,17 @@
 //! metrics.prom                                  the summary in Prometheus text format (report)
 //! ```
 //!
+//! A validated folder (`batchlab validate`) holds the *measured* runs in that layout, and besides:
+//!
+//! ```text
+//! simulated/summary.*, simulated/runs/<name>/…  the same runs simulated
+//! runs/<name>/comparison.csv                    every summary metric measured, simulated, relative error
+//! runs/<name>/step_errors.parquet, .csv         one row per measured step: shape, measured, predicted, error
+//! validation.csv, validation.parquet            comparison.csv of every run, with a `run` column
+//! validation.json                               the aggregate: per-metric median/p95, step kinds, plans, ranking
+//! validation.md                                 the same in words and tables
+//! ```
+//!
 //! Same input, same bytes: Parquet is written with fixed compression and statistics settings and carries no
 //! timestamp, CSV and JSON are plain text in a fixed order. Every file is written under a temporary name and renamed
 //! into place, and the summary is written after every run's files, so an interrupted write never leaves a
@@ -30,6 +41,7 @@ mod records;
 mod render;
 mod results;
 mod table;
+mod validation;
 
 pub use findings::{Finding, FindingKind, findings};
 pub use html::write_html;
@@ -40,6 +52,7 @@ pub use plots::render_charts;
 pub use prometheus::write_prometheus;
 pub use render::{ReportFiles, render_report};
 pub use results::{Results, RunTables, load_results};
+pub use validation::{VALIDATION_JSON, headline_markdown, load_validation, validation_markdown};
 
 /// One rendered chart: `<results>/charts/<id>.png` and `.svg`.
 #[derive(Clone, Debug, PartialEq)]
@@ -66,6 +79,14 @@ use table::Table;
 
 pub const SUMMARY_FILES: [&str; 3] = ["summary.csv", "summary.parquet", "summary.json"];
 
+/// The files that mark a results folder as validated (written by `validate` after the measured results).
+pub const VALIDATION_FILES: [&str; 4] = [
+    "validation.json",
+    "validation.md",
+    "validation.csv",
+    "validation.parquet",
+];
+
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
     #[error("{}: {source}", path.display())]
@@ -90,6 +111,10 @@ pub fn write_results(out: &Path, runs: &[RunReport]) -> Result<(), ReportError> 
     // A summary left by an earlier write to the same folder would describe other runs; remove it first, so that if
     // this write is interrupted the folder has no summary at all.
     for file in SUMMARY_FILES {
+        remove_if_present(&out.join(file))?;
+    }
+    // Likewise a validation of earlier runs: `validate` writes its own after these results.
+    for file in VALIDATION_FILES {
         remove_if_present(&out.join(file))?;
     }
     for run in runs {
@@ -198,7 +223,7 @@ fn remove_if_present(path: &Path) -> Result<(), ReportError> {
 }
 
 /// Why encoding a file failed, before the path is attached.
-enum EncodeError {
+pub(crate) enum EncodeError {
     Io(io::Error),
     Polars(PolarsError),
 }
@@ -227,7 +252,10 @@ impl EncodeError {
 
 /// Writes `path` through a temporary file in the same folder, renamed into place once complete: a reader (or an
 /// interrupted run) sees the old file, no file, or the whole new one, never a truncated one.
-fn write_atomically(path: &Path, encode: impl FnOnce(&mut File) -> Result<(), EncodeError>) -> Result<(), ReportError> {
+pub(crate) fn write_atomically(
+    path: &Path,
+    encode: impl FnOnce(&mut File) -> Result<(), EncodeError>,
+) -> Result<(), ReportError> {
     // Unique within the process (runs may be written from several threads) and across processes.
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let name = path.file_name().map_or_else(Default::default, |n| n.to_string_lossy());
@@ -257,10 +285,18 @@ fn write_atomically(path: &Path, encode: impl FnOnce(&mut File) -> Result<(), En
     result
 }
 
+/// Writes `df` as CSV (the summary's format), through a temporary file.
+pub(crate) fn write_csv(path: &Path, df: &mut DataFrame) -> Result<(), ReportError> {
+    write_atomically(path, |file| {
+        CsvWriter::new(file).finish(df)?;
+        Ok(())
+    })
+}
+
 /// Parquet with every setting that affects the bytes fixed: zstd at the library's default level, min/max/null-count
 /// statistics, one row group up to 512² rows, 1 MiB pages. Polars writes `created_by = "Polars"` and the Arrow
 /// schema as metadata, nothing time- or host-dependent.
-fn write_parquet(path: &Path, frame: impl FnOnce() -> PolarsResult<DataFrame>) -> Result<(), ReportError> {
+pub(crate) fn write_parquet(path: &Path, frame: impl FnOnce() -> PolarsResult<DataFrame>) -> Result<(), ReportError> {
     let mut df = frame().map_err(|source| ReportError::Polars {
         path: path.to_owned(),
         source,

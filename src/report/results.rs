@@ -3,6 +3,7 @@
 //! `batchlab report <dir>` redraw any earlier run and keeps one path for both.
 
 use super::ReportError;
+use crate::validate::ValidationSummary;
 use polars::prelude::{DataFrame, ParquetReader, SerReader};
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -18,6 +19,8 @@ pub struct RunTables {
     pub steps: Option<DataFrame>,
     /// One row per output token, for runs small enough to trace.
     pub tokens: Option<DataFrame>,
+    /// One row per step with the cost model's prediction beside the measured time (validated runs only).
+    pub step_errors: Option<DataFrame>,
 }
 
 /// Everything in a results folder.
@@ -28,6 +31,8 @@ pub struct Results {
     pub summary: DataFrame,
     /// In the summary's row order.
     pub runs: Vec<RunTables>,
+    /// What `validate` found, when the folder holds a validation (`validation.json`).
+    pub validation: Option<ValidationSummary>,
 }
 
 fn read(path: &Path) -> Result<DataFrame, ReportError> {
@@ -63,11 +68,13 @@ pub fn load_results(dir: &Path) -> Result<Results, ReportError> {
             requests: read(&run_dir.join("requests.parquet"))?,
             steps: read_optional(&run_dir.join("steps.parquet"))?,
             tokens: read_optional(&run_dir.join("tokens.parquet"))?,
+            step_errors: read_optional(&run_dir.join("step_errors.parquet"))?,
         });
     }
     Ok(Results {
         dir: dir.to_path_buf(),
         summary,
         runs,
+        validation: super::validation::load_validation(dir)?,
     })
 }

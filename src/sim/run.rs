@@ -6,7 +6,7 @@ use super::analytic::{
 };
 use super::calibrated::CalibratedCost;
 use super::hardware::GpuSpec;
-use super::serving::{LoopError, serve};
+use super::serving::{LoopError, StepObserver, serve};
 use super::{CostModel, LinearCost, SimExecutor, VirtualClock};
 use crate::calib::Profile;
 use crate::metrics::{Cell, MemoryModel, Recorder, RunReport, Slo};
@@ -100,12 +100,7 @@ pub fn build_cost_model(
             c.step_overhead_us.unwrap_or(DEFAULT_STEP_OVERHEAD_US),
         )),
         CostKind::Calibrated => {
-            let rel = c
-                .profile
-                .as_ref()
-                .ok_or("cost.profile is required for kind = \"calibrated\"")?;
-            // `{model}` in the path stands for the model's name, so one scenario can sweep models.
-            let rel = std::path::PathBuf::from(rel.to_string_lossy().replace("{model}", &model.name));
+            let rel = profile_relative_path(s, model).ok_or("cost.profile is required for kind = \"calibrated\"")?;
             let path = base_dir.join(&rel);
             let profile = Profile::load(&path).map_err(|e| e.to_string())?;
             for m in profile.mismatches(model) {
@@ -122,6 +117,15 @@ pub fn build_cost_model(
             Box::new(CalibratedCost::new(&profile, model, &rel.display().to_string())?)
         }
     })
+}
+
+/// The calibration profile a calibrated scenario names, relative to its folder; `None` when it names none.
+pub fn profile_relative_path(s: &Scenario, model: &ModelSpec) -> Option<std::path::PathBuf> {
+    let rel = s.cost.profile.as_ref()?;
+    // `{model}` in the path stands for the model's name, so one scenario can sweep models.
+    Some(std::path::PathBuf::from(
+        rel.to_string_lossy().replace("{model}", &model.name),
+    ))
 }
 
 /// Resolves and checks a run without serving it.
@@ -266,6 +270,15 @@ pub fn new_scheduler(policy: PolicyKind, limits: SchedulerLimits) -> Box<dyn Sch
 
 /// Serves a prepared run under its policy.
 pub fn serve_prepared(p: &PreparedRun, options: RecordOptions) -> Result<crate::metrics::RunMetrics, LoopError> {
+    serve_prepared_observed(p, options, &mut ())
+}
+
+/// [`serve_prepared`] with an observer of every step (validation records the plans).
+pub fn serve_prepared_observed(
+    p: &PreparedRun,
+    options: RecordOptions,
+    observer: &mut dyn StepObserver<dyn Scheduler + Send>,
+) -> Result<crate::metrics::RunMetrics, LoopError> {
     let output_tokens: u64 = p.workload.requests.iter().map(|r| u64::from(r.output_len)).sum();
     let mut recorder = Recorder::new(
         p.workload.requests.len(),
@@ -280,7 +293,7 @@ pub fn serve_prepared(p: &PreparedRun, options: RecordOptions) -> Result<crate::
         &mut VirtualClock::default(),
         &p.workload,
         &mut recorder,
-        &mut (),
+        observer,
     )?;
     Ok(recorder.finish(p.memory, p.slo))
 }

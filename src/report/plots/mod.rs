@@ -14,6 +14,7 @@ mod raster;
 mod throughput;
 mod timeline;
 mod ttft;
+mod validation;
 
 use super::{Chart, EncodeError, ReportError, Results, RunTables};
 use crate::metrics::Summary;
@@ -47,6 +48,9 @@ pub const CHART_IDS: [&str; 7] = [
     "timeline",
 ];
 
+/// The validation charts, drawn after [`CHART_IDS`] for a validated results folder (`validation.json`).
+pub const VALIDATION_CHART_IDS: [&str; 2] = ["validation_parity", "step_error_by_kind"];
+
 /// Size of a chart in pixels (PNG) and user units (SVG), unless it needs more room for many panels or bars.
 pub const DEFAULT_SIZE: (u32, u32) = (1200, 800);
 
@@ -73,7 +77,7 @@ impl ChartError {
 }
 
 /// Draws every chart the results have data for into `<results.dir>/charts/` and returns them in [`CHART_IDS`]
-/// order. A chart whose data is absent (no steps or tokens recorded, no runs) is skipped, and any file of it left
+/// order, then [`VALIDATION_CHART_IDS`] for a validated folder. A chart whose data is absent (no steps or tokens recorded, no runs) is skipped, and any file of it left
 /// by an earlier render is removed.
 pub fn render_charts(results: &Results) -> Result<Vec<Chart>, ReportError> {
     let dir = results.dir.join("charts");
@@ -90,6 +94,9 @@ pub fn render_charts(results: &Results) -> Result<Vec<Chart>, ReportError> {
     out.emit("kv_growth", memory::kv_growth(&data)?)?;
     out.emit("peak_memory", memory::peak_memory(&data))?;
     out.emit("timeline", timeline::build(&data)?)?;
+    let validation = results.validation.as_ref();
+    out.emit("validation_parity", validation::parity(&data, validation))?;
+    out.emit("step_error_by_kind", validation::step_errors(&data, validation)?)?;
     Ok(out.charts)
 }
 

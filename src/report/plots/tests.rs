@@ -80,7 +80,44 @@ fn axis_texts(id: &str) -> &'static [&'static str] {
         ],
         "peak_memory" => &["GPU memory (MiB)", "run (name, policy)"],
         "timeline" => &["time (ms)", "requests", "KV in use (%)"],
+        "validation_parity" => &[
+            "measured (tok/s)",
+            "simulated (tok/s)",
+            "measured (ms)",
+            "simulated (ms)",
+            "measured (MiB)",
+            "simulated (MiB)",
+        ],
+        "step_error_by_kind" => &[
+            "step-time error, (predicted − measured) / measured (%)",
+            "share of steps (fraction)",
+        ],
         other => panic!("no expected axis texts for {other}"),
+    }
+}
+
+/// A chart's files are a valid PNG and SVG of non-trivial content, with its title and axis labels drawn.
+fn check_chart(dir: &Path, chart: &Chart) {
+    assert_eq!(chart.png, dir.join("charts").join(format!("{}.png", chart.id)));
+    assert_eq!(chart.svg, dir.join("charts").join(format!("{}.svg", chart.id)));
+    assert!(!chart.title.is_empty() && chart.caption.ends_with('.'), "{chart:?}");
+
+    let png = png::decode(&fs::read(&chart.png).unwrap()).unwrap_or_else(|e| panic!("{}: {e}", chart.id));
+    assert_eq!((png.width, png.height), DEFAULT_SIZE, "{}", chart.id);
+    let colours = png.distinct_pixels();
+    assert!(colours > 50, "{}: only {colours} distinct colours", chart.id);
+
+    let svg = fs::read_to_string(&chart.svg).unwrap();
+    assert!(svg.starts_with("<svg") || svg.starts_with("<?xml"), "{}", chart.id);
+    assert!(svg.trim_end().ends_with("</svg>"), "{}", chart.id);
+    assert!(svg.matches("<text").count() >= 10, "{}: too little text", chart.id);
+    assert!(
+        svg.contains(&format!(">\n{}\n</text>", chart.title)),
+        "{}: the title is drawn",
+        chart.id
+    );
+    for text in axis_texts(&chart.id) {
+        assert!(svg.contains(text), "{}: no axis label {text:?}", chart.id);
     }
 }
 
@@ -91,27 +128,7 @@ fn every_chart_renders_from_a_simulated_sweep() {
     let charts = render_charts(&results).unwrap();
     assert_eq!(ids(&charts), CHART_IDS);
     for chart in &charts {
-        assert_eq!(chart.png, tmp.path().join("charts").join(format!("{}.png", chart.id)));
-        assert_eq!(chart.svg, tmp.path().join("charts").join(format!("{}.svg", chart.id)));
-        assert!(!chart.title.is_empty() && chart.caption.ends_with('.'), "{chart:?}");
-
-        let png = png::decode(&fs::read(&chart.png).unwrap()).unwrap_or_else(|e| panic!("{}: {e}", chart.id));
-        assert_eq!((png.width, png.height), DEFAULT_SIZE, "{}", chart.id);
-        let colours = png.distinct_pixels();
-        assert!(colours > 50, "{}: only {colours} distinct colours", chart.id);
-
-        let svg = fs::read_to_string(&chart.svg).unwrap();
-        assert!(svg.starts_with("<svg") || svg.starts_with("<?xml"), "{}", chart.id);
-        assert!(svg.trim_end().ends_with("</svg>"), "{}", chart.id);
-        assert!(svg.matches("<text").count() >= 10, "{}: too little text", chart.id);
-        assert!(
-            svg.contains(&format!(">\n{}\n</text>", chart.title)),
-            "{}: the title is drawn",
-            chart.id
-        );
-        for text in axis_texts(&chart.id) {
-            assert!(svg.contains(text), "{}: no axis label {text:?}", chart.id);
-        }
+        check_chart(tmp.path(), chart);
     }
     // Nothing but the charts (no temporary files left behind).
     let expected: Vec<String> = CHART_IDS
@@ -167,6 +184,7 @@ fn no_runs_no_charts() {
         dir: tmp.path().to_owned(),
         summary: polars::prelude::ParquetReader::new(file).finish().unwrap(),
         runs: Vec::new(),
+        validation: None,
     };
     let charts = render_charts(&results).unwrap();
     assert!(charts.is_empty());
@@ -527,4 +545,69 @@ mod png {
             }
         }
     }
+}
+
+/// A small validation: the sweep's batch-limit-4 runs against a backend that measures each step kind off by a known
+/// factor, written as `validate` writes it.
+fn validated(dir: &Path) -> Results {
+    use crate::validate::fake::{Factors, PerturbedBackend};
+    let scenario = SWEEP.replace(r#""scheduler.max_batch_size" = [1, 4]"#, "");
+    let specs = crate::workload::load_runs_str(&scenario, &dir.join("scenario.toml"), &[], None).unwrap();
+    let prepared: Vec<_> = specs.iter().map(|s| crate::sim::run::prepare(s).unwrap()).collect();
+    let mut backend = PerturbedBackend::new(Factors {
+        decode: 1.03,
+        prefill: 0.93,
+        mixed: 1.06,
+    });
+    backend.memory_factor = Some(1.02);
+    let options = crate::validate::ValidateOptions {
+        warmup_steps: 0,
+        record: RecordOptions {
+            steps: true,
+            token_trace_limit: 10_000,
+        },
+    };
+    let v = crate::validate::validate_runs(&specs, &prepared, &mut backend, &options, &mut |_| {}).unwrap();
+    crate::validate::write_validation(dir, &v, "plots").unwrap();
+    load_results(dir).unwrap()
+}
+
+#[test]
+fn validation_charts_render_from_a_validated_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let results = validated(tmp.path());
+    assert!(results.validation.is_some());
+    let charts = render_charts(&results).unwrap();
+    let expected: Vec<&str> = CHART_IDS.iter().chain(&VALIDATION_CHART_IDS).copied().collect();
+    assert_eq!(ids(&charts), expected);
+    // (the others are checked on the simulated sweep above; with one batch limit the throughput chart has bars)
+    for chart in &charts[CHART_IDS.len()..] {
+        check_chart(tmp.path(), chart);
+    }
+    let parity = fs::read_to_string(&charts[CHART_IDS.len()].svg).unwrap();
+    for title in [
+        "output throughput, median error",
+        "TTFT p95, median error",
+        "peak memory, median error",
+    ] {
+        assert!(parity.contains(title), "parity panel {title:?}");
+    }
+    let steps = fs::read_to_string(&charts[CHART_IDS.len() + 1].svg).unwrap();
+    for kind in ["decode-only: ", "prefill-only: ", "mixed: "] {
+        assert!(steps.contains(kind), "step kind {kind:?} in the legend");
+    }
+    // The decode steps are 3% slow: the model's error is 1 − 1/1.03.
+    assert!(steps.contains("median |error| 2.91%"), "decode median in the legend");
+
+    // The same folder simulated again is no longer validated: the validation charts go with it.
+    let again = simulated(tmp.path(), SWEEP);
+    assert!(again.validation.is_none());
+    let charts = render_charts(&again).unwrap();
+    assert_eq!(ids(&charts), CHART_IDS);
+    let files = chart_files(tmp.path());
+    assert!(
+        VALIDATION_CHART_IDS
+            .iter()
+            .all(|id| !files.contains_key(&format!("{id}.png")))
+    );
 }

@@ -129,7 +129,7 @@ fn legend(policies: &[(String, RGBColor)], with_markers: bool) -> Vec<(String, S
 }
 
 /// The empirical CDF as a staircase: each value raises the share by 1/n. Long inputs are sampled at quantiles.
-fn cdf_steps(sorted: &[f64]) -> Vec<(f64, f64)> {
+pub(super) fn cdf_steps(sorted: &[f64]) -> Vec<(f64, f64)> {
     let n = sorted.len();
     let mut out = Vec::with_capacity(2 * n.min(MAX_CDF_POINTS) + 1);
     out.push((sorted[0], 0.0));

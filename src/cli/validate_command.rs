@@ -1,0 +1,264 @@
+//! `batchlab validate`: the scenario's runs on the GPU engine and in the simulator, compared.
+//!
+//! The command is split so that everything but the GPU is testable on a CPU: [`validate`] checks the input and the
+//! driver, opens the GPU, refuses a stale profile and gets a backend from [`gpu_backend`] — **the one place the GPU
+//! engine plugs in** — then hands it to [`validate_with`], which runs, writes and reports with any
+//! [`Backend`].
+
+use super::ValidateArgs;
+use super::commands::{CliError, folder_name, load, prepare_all, progress, report_folder};
+use crate::calib::Profile;
+use crate::gpu::Gpu;
+use crate::report;
+use crate::sim::run::{PreparedRun, RecordOptions, describe_run, profile_relative_path};
+use crate::validate::{Backend, DeviceFingerprint, ValidateOptions, check_profile, validate_runs, write_validation};
+use crate::workload::{CostKind, RunSpec};
+use std::path::PathBuf;
+
+/// `batchlab validate`.
+pub fn validate(args: ValidateArgs) -> Result<(), CliError> {
+    // Bad input is reported as such (exit 2) on any machine; the GPU is needed only to run.
+    let runs = load(&args.scenario)?;
+    let prepared = prepare_all(&runs)?;
+    crate::gpu::require_driver().map_err(|e| CliError::Failed(anyhow::anyhow!(e)))?;
+    let gpu = Gpu::new(args.gpu).map_err(|e| CliError::Failed(anyhow::anyhow!(e)))?;
+    let device = device_fingerprint(&gpu);
+    for warning in check_profiles(&runs, &prepared, &device)? {
+        eprintln!("warning: {warning}");
+    }
+    let mut backend = gpu_backend(gpu)?;
+    validate_with(&args, &runs, &prepared, backend.as_mut())
+}
+
+/// THE PLUG-IN POINT for the GPU engine: a [`Backend`] whose `start(spec, prepared)` builds the engine for one
+/// run (model from `prepared.model`, KV cache of `prepared.limits.kv_capacity_slots` slots in blocks of
+/// `prepared.limits.block_size`, workspace for `prepared.memory.workspace_bytes`) and returns a
+/// [`crate::validate::MeasuredRun`]: the `GpuExecutor` (an `Executor`), a fresh `WallClock` from `clock()` (called
+/// after the warm-up), and the memory it measured from `memory()` (called after the run).
+///
+/// Until `src/engine` has a `GpuExecutor`, this says so and validate stops here.
+pub fn gpu_backend(gpu: Gpu) -> Result<Box<dyn Backend>, CliError> {
+    drop(gpu);
+    Err(CliError::Failed(anyhow::anyhow!(
+        "this batchlab has no GPU engine yet (src/engine's GpuExecutor is not built in), so validate cannot execute \
+         runs; `batchlab simulate` works without it"
+    )))
+}
+
+/// What identifies the device and this build's kernels, for [`check_profile`].
+pub fn device_fingerprint(gpu: &Gpu) -> DeviceFingerprint {
+    let info = gpu.info();
+    let (major, minor) = info.compute_capability;
+    DeviceFingerprint {
+        gpu_name: info.name.clone(),
+        compute_capability: format!("{major}.{minor}"),
+        sm_count: info.sm_count,
+        memory_bytes: info.total_memory_bytes,
+        driver_version: crate::gpu::kernel_driver_version(),
+        cuda_version: info.driver_cuda_version.clone(),
+        kernel_source_hash: crate::gpu::kernel_source_hash(),
+    }
+}
+
+/// Refuses (as bad input) any calibration profile a run would be simulated with that was measured on another GPU,
+/// with other kernels or for another model; returns the warnings worth printing (driver updates; runs judged with
+/// an uncalibrated cost model).
+pub fn check_profiles(
+    runs: &[RunSpec],
+    prepared: &[PreparedRun],
+    device: &DeviceFingerprint,
+) -> Result<Vec<String>, CliError> {
+    let mut warnings = Vec::new();
+    let mut checked: Vec<PathBuf> = Vec::new();
+    let mut uncalibrated = Vec::new();
+    for (spec, p) in runs.iter().zip(prepared) {
+        let s = &spec.scenario;
+        if s.cost.kind != CostKind::Calibrated {
+            uncalibrated.push(spec.name.clone());
+            continue;
+        }
+        let Some(rel) = profile_relative_path(s, &p.model) else {
+            continue;
+        };
+        let path = spec.base_dir.join(&rel);
+        if checked.contains(&path) {
+            continue;
+        }
+        let profile = Profile::load(&path).map_err(|e| CliError::Input(format!("{}: {e}", describe_run(spec))))?;
+        let check = check_profile(&profile, device, &p.model);
+        if let Some(refusal) = check.refusal(&rel.display().to_string()) {
+            return Err(CliError::Input(format!("{}: {refusal}", describe_run(spec))));
+        }
+        warnings.extend(
+            check
+                .warnings
+                .into_iter()
+                .map(|w| format!("profile {}: {w}", rel.display())),
+        );
+        checked.push(path);
+    }
+    if !uncalibrated.is_empty() {
+        warnings.push(format!(
+            "{} run(s) ({}) are simulated with an uncalibrated cost model: the errors judge that model, not a \
+             calibration of this GPU",
+            uncalibrated.len(),
+            uncalibrated.join(", ")
+        ));
+    }
+    Ok(warnings)
+}
+
+/// Validates prepared runs with `backend` and writes the results (and, unless `--no-report`, the report) to the
+/// output folder; prints the verdicts unless `--quiet`. Missing the targets is a finding, not a failure: the exit
+/// code is 0 whenever every run executed.
+pub fn validate_with(
+    args: &ValidateArgs,
+    runs: &[RunSpec],
+    prepared: &[PreparedRun],
+    backend: &mut dyn Backend,
+) -> Result<(), CliError> {
+    let first = &runs[0].scenario;
+    let options = ValidateOptions {
+        warmup_steps: args.warmup_steps,
+        record: RecordOptions::from_scenario(first),
+    };
+    let pb = progress(runs.len(), "runs");
+    let validation = validate_runs(runs, prepared, backend, &options, &mut |_| pb.inc(1))
+        .map_err(|e| CliError::Failed(anyhow::anyhow!(e)))?;
+    pb.finish_and_clear();
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("out").join(format!("{}-validate", folder_name(&first.name))));
+    write_validation(&out, &validation, &first.name).map_err(|e| anyhow::anyhow!(e))?;
+    if !args.no_report {
+        report_folder(&out)?;
+    }
+    if !args.quiet {
+        println!("{}", report::headline_markdown(&validation.summary));
+    }
+    eprintln!(
+        "{} run(s) validated, written to {} (validation.md has every table)",
+        validation.runs.len(),
+        out.display()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::ScenarioArgs;
+    use crate::validate::fake::{Factors, PerturbedBackend};
+    use std::path::Path;
+
+    fn args(scenario: PathBuf, out: PathBuf, no_report: bool) -> ValidateArgs {
+        ValidateArgs {
+            scenario: ScenarioArgs {
+                scenario,
+                sets: Vec::new(),
+                seed: None,
+            },
+            out: Some(out),
+            gpu: 0,
+            warmup_steps: 2,
+            quiet: true,
+            no_report,
+        }
+    }
+
+    #[test]
+    fn validate_with_a_backend_writes_the_results_and_the_report() {
+        let tmp = tempfile::tempdir().unwrap();
+        let scenario = tmp.path().join("s.toml");
+        std::fs::write(
+            &scenario,
+            r#"
+name = "cli-validate"
+[model]
+name = "qwen2.5-0.5b"
+[cost]
+kind = "analytic"
+[scheduler]
+max_batch_size = 4
+[workload]
+arrival = "burst"
+requests = 6
+prompt_len = 32
+output_len = [4, 8]
+[sweep]
+"scheduler.policy" = ["static", "continuous"]
+"#,
+        )
+        .unwrap();
+        let a = args(scenario, tmp.path().join("out"), false);
+        let runs = load(&a.scenario).unwrap();
+        let prepared = prepare_all(&runs).unwrap();
+        let mut backend = PerturbedBackend::new(Factors::uniform(1.1));
+        validate_with(&a, &runs, &prepared, &mut backend).unwrap();
+        let out = tmp.path().join("out");
+        for file in [
+            "summary.csv",
+            "validation.md",
+            "validation.json",
+            "report.html",
+            "report.md",
+        ] {
+            assert!(out.join(file).is_file(), "{file}");
+        }
+        let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+        assert!(html.contains("<section id=\"validation\">"));
+        assert!(html.contains("Metrics: FAIL"), "10% slower misses the targets");
+        assert!(out.join("charts/validation_parity.png").is_file());
+        assert!(out.join("charts/step_error_by_kind.svg").is_file());
+        let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+        let validation = md.find("## Validation: simulated against measured").unwrap();
+        assert!(validation < md.find("## Charts").unwrap());
+        assert!(md.contains("![Simulated vs measured, per run](charts/validation_parity.png)"));
+    }
+
+    fn seed_matrix() -> (Vec<RunSpec>, Vec<PreparedRun>) {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/seed-matrix.toml");
+        // The first three runs (qwen2.5-0.5b, the three policies) are enough.
+        let runs: Vec<RunSpec> = crate::workload::load_runs(&path, &[], None)
+            .unwrap()
+            .into_iter()
+            .take(3)
+            .collect();
+        let prepared = prepare_all(&runs).unwrap();
+        (runs, prepared)
+    }
+
+    fn device_of_committed_profile() -> DeviceFingerprint {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("calibration/h100-80gb-hbm3/qwen2.5-0.5b.json");
+        let f = Profile::load(&path).unwrap().fingerprint;
+        DeviceFingerprint {
+            gpu_name: f.gpu_name,
+            compute_capability: f.compute_capability,
+            sm_count: f.sm_count,
+            memory_bytes: f.memory_bytes,
+            driver_version: Some(f.driver_version),
+            cuda_version: f.cuda_version,
+            kernel_source_hash: f.kernel_source_hash,
+        }
+    }
+
+    #[test]
+    fn the_committed_profile_passes_on_its_gpu_and_is_refused_elsewhere() {
+        let (runs, prepared) = seed_matrix();
+        let device = device_of_committed_profile();
+        assert_eq!(check_profiles(&runs, &prepared, &device).unwrap(), Vec::<String>::new());
+
+        let h200 = DeviceFingerprint {
+            gpu_name: "NVIDIA H200".into(),
+            memory_bytes: 150_000_000_000,
+            ..device
+        };
+        let err = check_profiles(&runs, &prepared, &h200).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        let text = err.to_string();
+        assert!(text.starts_with("run r000 ("), "{text}");
+        assert!(text.contains("GPU: profile measured NVIDIA H100"), "{text}");
+        assert!(text.contains("run `batchlab calibrate`"), "{text}");
+    }
+}

@@ -1,0 +1,428 @@
+//! The validation section of the reports (and `validation.md`): how far the simulation is from the measurement, per
+//! metric against the targets, per step kind, per plan and per policy ranking. Built once as plain sections, then
+//! written as markdown or HTML, so both say the same thing.
+
+use super::{ReportError, markdown::aligned_table, markdown::escape as escape_md};
+use crate::validate::{HEADLINE_METRICS, PlanAgreement, RankingVerdict, ValidationSummary, Verdict};
+use std::path::Path;
+
+/// `<results>/validation.json`: the summary a validation writes, and what marks a results folder as validated.
+pub const VALIDATION_JSON: &str = "validation.json";
+
+/// Reads `dir/validation.json` when the folder holds a validation.
+pub fn load_validation(dir: &Path) -> Result<Option<ValidationSummary>, ReportError> {
+    let path = dir.join(VALIDATION_JSON);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(ReportError::Io { path, source }),
+    };
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|source| ReportError::Json { path, source })
+}
+
+/// A table cell: its text and, for numbers, the value (HTML sorts by it).
+pub(super) struct Cell {
+    pub text: String,
+    pub number: Option<f64>,
+}
+
+impl Cell {
+    fn text(text: impl Into<String>) -> Cell {
+        Cell {
+            text: text.into(),
+            number: None,
+        }
+    }
+
+    fn number(text: String, value: f64) -> Cell {
+        Cell {
+            text,
+            number: Some(value),
+        }
+    }
+}
+
+pub(super) struct Table {
+    pub headers: Vec<String>,
+    /// Right-aligned (numeric) columns.
+    pub right: Vec<bool>,
+    pub rows: Vec<Vec<Cell>>,
+}
+
+pub(super) struct Section {
+    pub title: String,
+    pub paragraphs: Vec<String>,
+    pub table: Option<Table>,
+}
+
+/// A relative error as a percentage.
+pub(super) fn percent(v: Option<f64>) -> String {
+    match v {
+        Some(v) if v.is_finite() => format!("{:.2}%", 100.0 * v),
+        Some(_) => "∞".to_owned(),
+        None => super::render::MISSING.to_owned(),
+    }
+}
+
+fn percent_cell(v: Option<f64>) -> Cell {
+    match v {
+        Some(x) if x.is_finite() => Cell::number(percent(v), x),
+        _ => Cell::text(percent(v)),
+    }
+}
+
+fn value(metric: &str, v: Option<f64>) -> String {
+    super::render::format_metric(metric, v)
+}
+
+/// What the report calls a summary column.
+pub(super) fn metric_title(metric: &str) -> String {
+    match HEADLINE_METRICS.iter().find(|(m, _)| *m == metric) {
+        Some((_, title)) => format!("{title} ({metric})"),
+        None => metric.to_owned(),
+    }
+}
+
+/// The one-line verdicts that open the section.
+fn verdict_lines(v: &ValidationSummary) -> Vec<String> {
+    let runs = v.runs.len();
+    let identical = v.runs.iter().filter(|r| r.plans.is_identical()).count();
+    let checked = v
+        .ranking
+        .iter()
+        .filter(|g| g.verdict != RankingVerdict::NothingToCheck)
+        .count();
+    let reproduced = v
+        .ranking
+        .iter()
+        .filter(|g| g.verdict == RankingVerdict::Reproduced)
+        .count();
+    let failing: Vec<String> = v
+        .metrics
+        .iter()
+        .filter(|m| m.verdict.is_some_and(|x| x != Verdict::Pass))
+        .map(|m| metric_title(&m.metric))
+        .collect();
+    let mut out = vec![
+        if failing.is_empty() {
+            format!(
+                "Metrics: PASS — every headline metric within median ≤ {:.0}% and p95 ≤ {:.0}% over {runs} run(s).",
+                100.0 * v.target_median,
+                100.0 * v.target_p95
+            )
+        } else {
+            format!("Metrics: FAIL — outside the targets: {}.", failing.join(", "))
+        },
+        format!(
+            "Scheduler plans: {} — identical step for step in {identical} of {runs} run(s).",
+            if identical == runs { "PASS" } else { "DIFFER" }
+        ),
+        if checked == 0 {
+            format!(
+                "Policy throughput ordering: nothing to check — no group of runs has two policies measured more than \
+                 {:.0}% apart ({} group(s)).",
+                100.0 * v.ranking_separation,
+                v.ranking.len()
+            )
+        } else {
+            format!(
+                "Policy throughput ordering: {} — reproduced in {reproduced} of {checked} group(s) whose policies were \
+                 measured more than {:.0}% apart.",
+                if reproduced == checked { "PASS" } else { "FAIL" },
+                100.0 * v.ranking_separation
+            )
+        },
+    ];
+    let unmeasured = v.runs.iter().filter(|r| !r.memory_measured).count();
+    if unmeasured > 0 {
+        out.push(format!(
+            "Memory was not measured in {unmeasured} of {runs} run(s): their measured peak memory is the simulator's \
+             own model, so its error there is zero by construction."
+        ));
+    }
+    out
+}
+
+/// The validation as sections, in reading order.
+pub(super) fn sections(v: &ValidationSummary) -> Vec<Section> {
+    let mut out = Vec::new();
+    out.push(Section {
+        title: "Verdict".to_owned(),
+        paragraphs: verdict_lines(v),
+        table: None,
+    });
+
+    let metric_rows = v
+        .metrics
+        .iter()
+        .map(|m| {
+            vec![
+                Cell::text(metric_title(&m.metric)),
+                Cell::number(m.runs.to_string(), m.runs as f64),
+                percent_cell(m.median),
+                percent_cell(m.p95),
+                percent_cell(m.max),
+                Cell::text(m.verdict.map_or("", Verdict::as_str)),
+            ]
+        })
+        .collect();
+    out.push(Section {
+        title: "Summary metrics".to_owned(),
+        paragraphs: vec![format!(
+            "Relative error |simulated − measured| / measured of each summary metric, over the runs where it is \
+             defined. The first {} rows are the headline metrics, judged against median ≤ {:.0}% and p95 ≤ {:.0}%.",
+            HEADLINE_METRICS.len(),
+            100.0 * v.target_median,
+            100.0 * v.target_p95
+        )],
+        table: Some(Table {
+            headers: ["metric", "runs", "median", "p95", "max", "verdict"]
+                .map(String::from)
+                .to_vec(),
+            right: vec![false, true, true, true, true, false],
+            rows: metric_rows,
+        }),
+    });
+
+    out.push(Section {
+        title: "Step time by step kind".to_owned(),
+        paragraphs: vec![
+            "Each measured step against the cost model's prediction for the plan it ran, pooled over all runs. \
+             Signed error is (predicted − measured) / measured: positive means the model predicts the step too slow."
+                .to_owned(),
+        ],
+        table: Some(Table {
+            headers: ["step kind", "steps", "median error", "p95 error", "median signed error"]
+                .map(String::from)
+                .to_vec(),
+            right: vec![false, true, true, true, true],
+            rows: v
+                .steps
+                .iter()
+                .map(|s| {
+                    vec![
+                        Cell::text(format!("{}-only", s.kind).replace("mixed-only", "mixed")),
+                        Cell::number(s.steps.to_string(), s.steps as f64),
+                        percent_cell(s.median),
+                        percent_cell(s.p95),
+                        percent_cell(s.median_signed),
+                    ]
+                })
+                .collect(),
+        }),
+    });
+
+    let diverged: Vec<Vec<Cell>> = v
+        .runs
+        .iter()
+        .filter(|r| !r.plans.is_identical())
+        .map(|r| vec![Cell::text(&r.run), Cell::text(r.plans.describe())])
+        .collect();
+    out.push(Section {
+        title: "Scheduler plans".to_owned(),
+        paragraphs: vec![if diverged.is_empty() {
+            format!(
+                "In every run the scheduler planned the same steps in the measured and the simulated execution ({} \
+                 steps in all): the differences above are cost-model error, not different scheduling.",
+                v.runs.iter().map(|r| r.steps).sum::<u64>()
+            )
+        } else {
+            format!(
+                "{} run(s) planned differently from some step on; the first divergence of each is below. With arrivals \
+                 in real time a step that takes a different time can let an arrival fall on the other side of a step \
+                 boundary (cause: arrival timing); a divergence with the same arrivals would be a scheduler bug.",
+                diverged.len()
+            )
+        }],
+        table: (!diverged.is_empty()).then(|| Table {
+            headers: vec!["run".to_owned(), "first divergence".to_owned()],
+            right: vec![false, false],
+            rows: diverged,
+        }),
+    });
+
+    let ranking_rows: Vec<Vec<Cell>> = v
+        .ranking
+        .iter()
+        .map(|g| {
+            let list = |get: fn(&crate::validate::PolicyThroughput) -> f64| {
+                g.policies
+                    .iter()
+                    .map(|p| format!("{} {:.1}", p.policy, get(p)))
+                    .collect::<Vec<_>>()
+                    .join(" > ")
+            };
+            let mut verdict = g.verdict.as_str().to_owned();
+            if !g.swapped.is_empty() {
+                let pairs: Vec<String> = g.swapped.iter().map(|(a, b)| format!("{a}/{b}")).collect();
+                verdict += &format!(" (swapped: {})", pairs.join(", "));
+            }
+            vec![
+                Cell::text(if g.group.is_empty() {
+                    "(all runs)".to_owned()
+                } else {
+                    g.group.clone()
+                }),
+                Cell::text(list(|p| p.measured)),
+                Cell::text(list(|p| p.simulated)),
+                Cell::text(verdict),
+            ]
+        })
+        .collect();
+    out.push(Section {
+        title: "Policy throughput ordering".to_owned(),
+        paragraphs: vec![format!(
+            "Runs that differ only in their policy, by measured output throughput (tok/s), highest first. Wherever two \
+             policies were measured more than {:.0}% apart the simulation must order them the same way.",
+            100.0 * v.ranking_separation
+        )],
+        table: (!ranking_rows.is_empty()).then(|| Table {
+            headers: ["runs sharing", "measured (tok/s)", "simulated (tok/s)", "verdict"]
+                .map(String::from)
+                .to_vec(),
+            right: vec![false, false, false, false],
+            rows: ranking_rows,
+        }),
+    });
+
+    let mut headers = vec!["run".to_owned(), "policy".to_owned()];
+    let mut right = vec![false, false];
+    for (_, title) in HEADLINE_METRICS {
+        headers.push(format!("{title}: measured / simulated (error)"));
+        right.push(true);
+    }
+    headers.push("plans".to_owned());
+    right.push(false);
+    let rows = v
+        .runs
+        .iter()
+        .map(|r| {
+            let mut row = vec![Cell::text(&r.run), Cell::text(r.policy.clone().unwrap_or_default())];
+            for (metric, _) in HEADLINE_METRICS {
+                let m = r.metrics.iter().find(|m| m.metric == metric);
+                row.push(match m {
+                    Some(m) => {
+                        let text = format!(
+                            "{} / {} ({})",
+                            value(metric, m.measured),
+                            value(metric, m.simulated),
+                            percent(m.rel_error)
+                        );
+                        match m.rel_error {
+                            Some(e) => Cell::number(text, e),
+                            None => Cell::text(text),
+                        }
+                    }
+                    None => Cell::text(super::render::MISSING),
+                });
+            }
+            row.push(Cell::text(match &r.plans {
+                PlanAgreement::Identical { .. } => "identical".to_owned(),
+                PlanAgreement::Diverged { step, .. } => format!("differ from step {step}"),
+            }));
+            row
+        })
+        .collect();
+    out.push(Section {
+        title: "Runs".to_owned(),
+        paragraphs: vec![
+            "Each run's headline metrics measured and simulated. Every summary column of both is in \
+             `runs/<run>/comparison.csv` (all runs: `validation.csv`); the measured runs' tables are in `runs/`, the \
+             simulated ones' in `simulated/`, and each run's per-step table in `runs/<run>/step_errors.parquet`."
+                .to_owned(),
+        ],
+        table: Some(Table { headers, right, rows }),
+    });
+    out
+}
+
+/// The sections as markdown, headings at `level` (2 in `validation.md`, 3 in `report.md`).
+pub fn markdown(v: &ValidationSummary, level: usize) -> String {
+    let hashes = "#".repeat(level);
+    let mut out = String::new();
+    for section in sections(v) {
+        out.push_str(&format!("{hashes} {}\n\n", section.title));
+        let bullets = section.title == "Verdict";
+        for p in &section.paragraphs {
+            if bullets {
+                out.push_str(&format!("- {p}\n"));
+            } else {
+                out.push_str(&format!("{p}\n\n"));
+            }
+        }
+        if bullets {
+            out.push('\n');
+        }
+        if let Some(table) = &section.table {
+            let headers: Vec<String> = table.headers.iter().map(|h| escape_md(h)).collect();
+            let rows: Vec<Vec<String>> = table
+                .rows
+                .iter()
+                .map(|row| row.iter().map(|c| escape_md(&c.text)).collect())
+                .collect();
+            out.push_str(&aligned_table(&headers, &table.right, &rows));
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// What `validate` prints: the verdicts, the headline metrics and the step kinds (the first three sections, the
+/// metrics table cut to the headline rows).
+pub fn headline_markdown(v: &ValidationSummary) -> String {
+    let mut short = v.clone();
+    short.metrics.retain(|m| m.verdict.is_some());
+    let full = markdown(&short, 2);
+    // Up to the plans section: the rest is in validation.md.
+    match full.find("## Scheduler plans") {
+        Some(end) => full[..end].to_owned(),
+        None => full,
+    }
+}
+
+/// `validation.md`: the validation alone.
+pub fn validation_markdown(v: &ValidationSummary, title: &str) -> String {
+    format!(
+        "# Validation: {}\n\nMeasured against simulated, run by run: relative error = |simulated − measured| / \
+         measured.\n\n{}",
+        escape_md(title),
+        markdown(v, 2)
+    )
+}
+
+/// The sections as HTML, inside the report's `<section id="validation">`.
+pub(super) fn html(v: &ValidationSummary) -> String {
+    use super::html::{cell as td, escape, header, table};
+    let mut out = String::new();
+    for section in sections(v) {
+        out.push_str(&format!("<h3>{}</h3>\n", escape(&section.title)));
+        if section.title == "Verdict" {
+            out.push_str("<ul class=\"findings\">\n");
+            for p in &section.paragraphs {
+                out.push_str(&format!("<li>{}</li>\n", escape(p)));
+            }
+            out.push_str("</ul>\n");
+        } else {
+            for p in &section.paragraphs {
+                out.push_str(&format!("<p class=\"note\">{}</p>\n", escape(p)));
+            }
+        }
+        if let Some(t) = &section.table {
+            let headers: Vec<String> = t
+                .headers
+                .iter()
+                .zip(&t.right)
+                .map(|(h, right)| header(h, None, *right))
+                .collect();
+            let rows: Vec<Vec<String>> = t
+                .rows
+                .iter()
+                .map(|row| row.iter().map(|c| td(Some(&c.text), c.number)).collect())
+                .collect();
+            out.push_str(&table(&headers, &rows, true));
+        }
+    }
+    out
+}

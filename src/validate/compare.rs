@@ -1,0 +1,742 @@
+//! Measured against simulated: per metric, per step, per plan, and over all runs.
+//!
+//! Relative error is |simulated − measured| / measured throughout (the measurement is the truth). The per-step
+//! table predicts each *measured* step's plan with the cost model, so a step's error is the cost model's alone even
+//! where the two executions' plans part ways.
+
+use super::driver::RunValidation;
+use super::{HEADLINE_METRICS, RANKING_SEPARATION, TARGET_MEDIAN, TARGET_P95};
+use crate::metrics::{Cell, RunMetrics, StepKind, StepRecord, Summary, percentile_sorted};
+use crate::sched::StepPlan;
+use crate::sim::CostModel;
+use crate::units::Nanos;
+use serde::{Deserialize, Serialize};
+use std::fmt::Write as _;
+
+/// |simulated − measured| / measured; 0 when both are 0, `None` when undefined (measured 0 alone, a value missing or
+/// not finite).
+pub fn relative_error(measured: Option<f64>, simulated: Option<f64>) -> Option<f64> {
+    let (m, s) = (measured?, simulated?);
+    if !m.is_finite() || !s.is_finite() {
+        return None;
+    }
+    if m == 0.0 {
+        return (s == 0.0).then_some(0.0);
+    }
+    Some((s - m).abs() / m.abs())
+}
+
+/// One summary metric of one run, both ways.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MetricComparison {
+    /// The summary column (`ttft_p95_ms`, …).
+    pub metric: String,
+    pub measured: Option<f64>,
+    pub simulated: Option<f64>,
+    pub rel_error: Option<f64>,
+}
+
+/// Summary columns that restate the input (the workload, the model, the cache size), equal by construction: their
+/// error says nothing about the cost model.
+const INPUT_COLUMNS: [&str; 6] = [
+    "requests",
+    "completed",
+    "prompt_tokens",
+    "output_tokens",
+    "kv_bytes_per_token",
+    "kv_capacity_mib",
+];
+
+/// Every numeric summary column that describes an outcome, in `Summary::cells()` order.
+pub fn compare_metrics(measured: &Summary, simulated: &Summary) -> Vec<MetricComparison> {
+    let number = |cell: &Cell| match cell {
+        Cell::Int(i) => Some(*i as f64),
+        Cell::Float(f) => Some(*f),
+        _ => None,
+    };
+    let is_numeric = |cell: &Cell| matches!(cell, Cell::Int(_) | Cell::Float(_) | Cell::Null);
+    measured
+        .cells()
+        .into_iter()
+        .zip(simulated.cells())
+        .filter(|((name, m), (_, s))| !INPUT_COLUMNS.contains(&name.as_str()) && is_numeric(m) && is_numeric(s))
+        .map(|((name, m), (_, s))| {
+            let (measured, simulated) = (number(&m), number(&s));
+            MetricComparison {
+                metric: name,
+                measured,
+                simulated,
+                rel_error: relative_error(measured, simulated),
+            }
+        })
+        .collect()
+}
+
+/// One measured step beside the cost model's prediction for its plan.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepComparison {
+    pub index: u64,
+    pub kind: StepKind,
+    pub prefill_seqs: u32,
+    pub decode_seqs: u32,
+    pub prefill_tokens: u32,
+    pub decode_tokens: u32,
+    pub padding_tokens: u32,
+    /// Context tokens attention reads, summed over the step's sequences.
+    pub kv_read_tokens: u64,
+    pub max_context: u64,
+    pub measured: Nanos,
+    pub predicted: Nanos,
+}
+
+impl StepComparison {
+    /// (predicted − measured) / measured: positive when the model is pessimistic.
+    pub fn signed_error(&self) -> f64 {
+        if self.measured == Nanos::ZERO {
+            return if self.predicted == Nanos::ZERO {
+                0.0
+            } else {
+                f64::INFINITY
+            };
+        }
+        (self.predicted.0 as f64 - self.measured.0 as f64) / self.measured.0 as f64
+    }
+
+    /// |predicted − measured| / measured.
+    pub fn rel_error(&self) -> f64 {
+        self.signed_error().abs()
+    }
+}
+
+/// Each measured step with the time `cost` predicts for the plan it ran. `plans[i]` is the plan of `steps[i]`.
+pub fn compare_steps(steps: &[StepRecord], plans: &[StepPlan], cost: &dyn CostModel) -> Vec<StepComparison> {
+    assert_eq!(steps.len(), plans.len(), "one plan per measured step");
+    steps
+        .iter()
+        .zip(plans)
+        .map(|(step, plan)| {
+            let shape = plan.shape();
+            StepComparison {
+                index: step.index,
+                kind: step.kind(),
+                prefill_seqs: step.prefill_seqs,
+                decode_seqs: step.decode_seqs,
+                prefill_tokens: step.prefill_tokens,
+                decode_tokens: step.decode_tokens,
+                padding_tokens: step.padding_tokens,
+                kv_read_tokens: shape.kv_read_tokens,
+                max_context: shape.max_context,
+                measured: step.duration,
+                predicted: cost.plan_time(plan, &shape),
+            }
+        })
+        .collect()
+}
+
+/// Whether the scheduler planned the same steps in both executions.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "verdict", rename_all = "snake_case")]
+pub enum PlanAgreement {
+    Identical {
+        steps: u64,
+    },
+    /// The first step whose plans differ (or where one execution had no more steps).
+    Diverged {
+        step: u64,
+        measured_steps: u64,
+        simulated_steps: u64,
+        /// The plans at `step`, as text; `None` where that execution had ended.
+        measured: Option<String>,
+        simulated: Option<String>,
+        cause: DivergenceCause,
+    },
+}
+
+impl PlanAgreement {
+    pub fn is_identical(&self) -> bool {
+        matches!(self, PlanAgreement::Identical { .. })
+    }
+
+    /// One sentence for the reports.
+    pub fn describe(&self) -> String {
+        match self {
+            PlanAgreement::Identical { steps } => format!("identical for all {steps} steps"),
+            PlanAgreement::Diverged {
+                step,
+                measured_steps,
+                simulated_steps,
+                measured,
+                simulated,
+                cause,
+            } => {
+                let plan = |p: &Option<String>| p.clone().unwrap_or_else(|| "(no step)".to_owned());
+                format!(
+                    "diverged at step {step} (measured {measured_steps} steps, simulated {simulated_steps}): measured \
+                     {}, simulated {}; {}",
+                    plan(measured),
+                    plan(simulated),
+                    cause.describe()
+                )
+            }
+        }
+    }
+}
+
+/// Why two executions of one scheduler planned differently.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum DivergenceCause {
+    /// The scheduler had seen different requests when it planned the step: with arrivals in real time (open loop,
+    /// closed loop, a static batch's wait) a step that took a different time lets an arrival fall on the other side
+    /// of a step boundary. Timing, not a different decision from the same input.
+    ArrivalTiming {
+        measured_arrived: u64,
+        simulated_arrived: u64,
+    },
+    /// Both had seen the same requests: the scheduler decided differently on the same input, which it must not.
+    SameArrivals { arrived: u64 },
+}
+
+impl DivergenceCause {
+    pub fn describe(&self) -> String {
+        match self {
+            DivergenceCause::ArrivalTiming {
+                measured_arrived,
+                simulated_arrived,
+            } => format!(
+                "cause: arrival timing ({measured_arrived} requests had arrived when the measured step started, \
+                 {simulated_arrived} in the simulation)"
+            ),
+            DivergenceCause::SameArrivals { arrived } => format!(
+                "cause unexplained: both had seen the same {arrived} requests, so the scheduler decided differently \
+                 on the same input"
+            ),
+        }
+    }
+}
+
+/// A plan as one line: `prefill r0[0+64] r1[0+64 pad 8] · decode r2@65 r3@70* · preempt r5` (`*`: computed but
+/// not emitted). Long plans are cut after 12 sequences.
+pub fn describe_plan(plan: &StepPlan) -> String {
+    const MAX: usize = 12;
+    let mut parts: Vec<String> = Vec::new();
+    let mut shown = 0usize;
+    let total = plan.prefills.len() + plan.decodes.len();
+    if !plan.prefills.is_empty() {
+        let mut s = "prefill".to_owned();
+        for c in plan.prefills.iter().take(MAX) {
+            let _ = write!(s, " r{}[{}+{}", c.id, c.offset, c.len);
+            if c.padding > 0 {
+                let _ = write!(s, " pad {}", c.padding);
+            }
+            s.push(']');
+            if !c.samples {
+                s.push('…');
+            }
+            shown += 1;
+        }
+        parts.push(s);
+    }
+    if !plan.decodes.is_empty() && shown < MAX {
+        let mut s = "decode".to_owned();
+        for d in plan.decodes.iter().take(MAX - shown) {
+            let _ = write!(s, " r{}@{}{}", d.id, d.context, if d.emits { "" } else { "*" });
+            shown += 1;
+        }
+        parts.push(s);
+    }
+    if shown < total {
+        parts.push(format!("+{} more", total - shown));
+    }
+    if !plan.preempted.is_empty() {
+        let ids: Vec<String> = plan.preempted.iter().map(|id| format!("r{id}")).collect();
+        parts.push(format!("preempt {}", ids.join(" ")));
+    }
+    if parts.is_empty() {
+        "(empty)".to_owned()
+    } else {
+        parts.join(" · ")
+    }
+}
+
+/// Compares the plans of two executions step by step. The runs' records (which must keep their steps) tell, at a
+/// divergence, how many requests each execution had seen arrive when it planned that step.
+pub fn compare_plans(
+    measured_plans: &[StepPlan],
+    simulated_plans: &[StepPlan],
+    measured: &RunMetrics,
+    simulated: &RunMetrics,
+) -> PlanAgreement {
+    let first_difference = measured_plans
+        .iter()
+        .zip(simulated_plans)
+        .position(|(a, b)| a != b)
+        .or_else(|| {
+            (measured_plans.len() != simulated_plans.len()).then(|| measured_plans.len().min(simulated_plans.len()))
+        });
+    let Some(step) = first_difference else {
+        return PlanAgreement::Identical {
+            steps: measured_plans.len() as u64,
+        };
+    };
+    // Requests delivered to the scheduler before it planned `step`: those arrived by the step's start (the loop
+    // delivers every arrival due at or before `now` before it schedules). A missing step counts everything.
+    let arrived = |run: &RunMetrics| -> u64 {
+        match run.steps.get(step) {
+            Some(s) => run.requests.iter().filter(|r| r.arrival <= s.start).count() as u64,
+            None => run.requests.len() as u64,
+        }
+    };
+    let (measured_arrived, simulated_arrived) = (arrived(measured), arrived(simulated));
+    let cause = if measured_arrived != simulated_arrived {
+        DivergenceCause::ArrivalTiming {
+            measured_arrived,
+            simulated_arrived,
+        }
+    } else {
+        DivergenceCause::SameArrivals {
+            arrived: measured_arrived,
+        }
+    };
+    PlanAgreement::Diverged {
+        step: step as u64,
+        measured_steps: measured_plans.len() as u64,
+        simulated_steps: simulated_plans.len() as u64,
+        measured: measured_plans.get(step).map(describe_plan),
+        simulated: simulated_plans.get(step).map(describe_plan),
+        cause,
+    }
+}
+
+/// Pass or fail against the targets, or nothing to judge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Pass,
+    Fail,
+    NoData,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::Fail => "FAIL",
+            Verdict::NoData => "no data",
+        }
+    }
+}
+
+/// One metric's relative error over all runs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MetricAggregate {
+    pub metric: String,
+    /// Runs where the error is defined.
+    pub runs: u64,
+    pub median: Option<f64>,
+    pub p95: Option<f64>,
+    pub max: Option<f64>,
+    /// Against [`TARGET_MEDIAN`] and [`TARGET_P95`]; `None` for metrics without a target.
+    pub verdict: Option<Verdict>,
+}
+
+/// Step-time prediction error of one step kind, pooled over all runs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepKindAggregate {
+    pub kind: String,
+    pub steps: u64,
+    /// Of |predicted − measured| / measured.
+    pub median: Option<f64>,
+    pub p95: Option<f64>,
+    /// Median of the signed error: positive when the model predicts this kind too slow.
+    pub median_signed: Option<f64>,
+}
+
+/// One policy's throughput in a ranking group.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PolicyThroughput {
+    pub policy: String,
+    pub run: String,
+    /// Output tokens per second.
+    pub measured: f64,
+    pub simulated: f64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RankingVerdict {
+    /// Every pair of policies measured more than 5% apart keeps its order in the simulation.
+    Reproduced,
+    /// Some pair measured more than 5% apart is ordered the other way (or tied) in the simulation.
+    NotReproduced,
+    /// No two policies were measured more than 5% apart: there is no ordering to reproduce.
+    NothingToCheck,
+}
+
+impl RankingVerdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RankingVerdict::Reproduced => "reproduced",
+            RankingVerdict::NotReproduced => "NOT reproduced",
+            RankingVerdict::NothingToCheck => "nothing to check (all within 5%)",
+        }
+    }
+}
+
+/// The runs that differ only in their policy, ranked by throughput both ways.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RankingGroup {
+    /// What the runs share, as `name=value, …` (empty when they share everything but the policy).
+    pub group: String,
+    /// By measured throughput, highest first.
+    pub policies: Vec<PolicyThroughput>,
+    pub verdict: RankingVerdict,
+    /// The pairs (higher measured, lower measured) the simulation orders the other way.
+    pub swapped: Vec<(String, String)>,
+}
+
+/// A run's place in the ranking check: the labels other than the policy that identify its group.
+pub struct RankEntry {
+    pub group: String,
+    pub policy: String,
+    pub throughput: PolicyThroughput,
+}
+
+/// Ranks the policies within each group (groups in order of first appearance). Groups with a single policy are
+/// left out: there is nothing to rank.
+pub fn rank_policies(entries: Vec<RankEntry>) -> Vec<RankingGroup> {
+    let mut groups: indexmap::IndexMap<String, Vec<PolicyThroughput>> = indexmap::IndexMap::new();
+    for e in entries {
+        groups.entry(e.group).or_default().push(PolicyThroughput {
+            policy: e.policy,
+            ..e.throughput
+        });
+    }
+    groups
+        .into_iter()
+        .filter(|(_, p)| p.len() >= 2)
+        .map(|(group, mut policies)| {
+            policies.sort_by(|a, b| b.measured.total_cmp(&a.measured));
+            let mut separated = false;
+            let mut swapped = Vec::new();
+            for (i, hi) in policies.iter().enumerate() {
+                for lo in &policies[i + 1..] {
+                    if hi.measured - lo.measured <= RANKING_SEPARATION * lo.measured {
+                        continue;
+                    }
+                    separated = true;
+                    if hi.simulated <= lo.simulated {
+                        swapped.push((hi.policy.clone(), lo.policy.clone()));
+                    }
+                }
+            }
+            let verdict = match (separated, swapped.is_empty()) {
+                (false, _) => RankingVerdict::NothingToCheck,
+                (true, true) => RankingVerdict::Reproduced,
+                (true, false) => RankingVerdict::NotReproduced,
+            };
+            RankingGroup {
+                group,
+                policies,
+                verdict,
+                swapped,
+            }
+        })
+        .collect()
+}
+
+/// One run as the summary keeps it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    pub run: String,
+    pub policy: Option<String>,
+    /// The run's labels as text, in order.
+    pub labels: Vec<(String, String)>,
+    pub plans: PlanAgreement,
+    /// Whether the backend measured memory (otherwise the measured run carries the simulator's memory model).
+    pub memory_measured: bool,
+    pub steps: u64,
+    pub metrics: Vec<MetricComparison>,
+}
+
+/// A validation over all its runs: `validation.json`, and what the reports draw from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ValidationSummary {
+    pub target_median: f64,
+    pub target_p95: f64,
+    pub ranking_separation: f64,
+    /// The headline metrics first (in [`HEADLINE_METRICS`] order, with verdicts), then every other compared metric.
+    pub metrics: Vec<MetricAggregate>,
+    /// decode, prefill, mixed: the kinds that occurred.
+    pub steps: Vec<StepKindAggregate>,
+    pub ranking: Vec<RankingGroup>,
+    pub runs: Vec<RunSummary>,
+}
+
+impl ValidationSummary {
+    /// Every headline metric passes (a metric with no data does not).
+    pub fn metrics_pass(&self) -> bool {
+        self.metrics
+            .iter()
+            .filter_map(|m| m.verdict)
+            .all(|v| v == Verdict::Pass)
+    }
+
+    pub fn plans_identical(&self) -> bool {
+        self.runs.iter().all(|r| r.plans.is_identical())
+    }
+
+    pub fn ranking_reproduced(&self) -> bool {
+        self.ranking.iter().all(|g| g.verdict != RankingVerdict::NotReproduced)
+    }
+}
+
+fn median_p95_max(mut values: Vec<f64>) -> (Option<f64>, Option<f64>, Option<f64>) {
+    if values.is_empty() {
+        return (None, None, None);
+    }
+    values.sort_by(f64::total_cmp);
+    (
+        Some(percentile_sorted(&values, 50.0)),
+        Some(percentile_sorted(&values, 95.0)),
+        values.last().copied(),
+    )
+}
+
+fn cell_text(cell: &Cell) -> String {
+    match cell {
+        Cell::Str(s) => s.clone(),
+        Cell::Int(i) => i.to_string(),
+        Cell::Float(f) => f.to_string(),
+        Cell::Bool(b) => b.to_string(),
+        Cell::Null => String::new(),
+    }
+}
+
+/// Labels that name the policy (`policy`, the sweep axis `scheduler.policy`).
+fn is_policy_label(name: &str) -> bool {
+    name == "policy" || name.ends_with(".policy")
+}
+
+/// Everything the reports say about a validation, from its runs.
+pub fn aggregate(runs: &[RunValidation]) -> ValidationSummary {
+    let mut names: Vec<String> = HEADLINE_METRICS.iter().map(|(m, _)| (*m).to_owned()).collect();
+    for run in runs {
+        for m in &run.metrics {
+            if !names.contains(&m.metric) {
+                names.push(m.metric.clone());
+            }
+        }
+    }
+    let metrics = names
+        .into_iter()
+        .map(|name| {
+            let errors: Vec<f64> = runs
+                .iter()
+                .filter_map(|r| r.metrics.iter().find(|m| m.metric == name)?.rel_error)
+                .collect();
+            let runs_with = errors.len() as u64;
+            let (median, p95, max) = median_p95_max(errors);
+            let headline = HEADLINE_METRICS.iter().any(|(m, _)| *m == name);
+            let judged = match (median, p95) {
+                (Some(med), Some(p)) if med <= TARGET_MEDIAN && p <= TARGET_P95 => Verdict::Pass,
+                (Some(_), Some(_)) => Verdict::Fail,
+                _ => Verdict::NoData,
+            };
+            let verdict = headline.then_some(judged);
+            MetricAggregate {
+                metric: name,
+                runs: runs_with,
+                median,
+                p95,
+                max,
+                verdict,
+            }
+        })
+        .collect();
+
+    let steps = [StepKind::Decode, StepKind::Prefill, StepKind::Mixed]
+        .into_iter()
+        .filter_map(|kind| {
+            let of_kind = || runs.iter().flat_map(|r| &r.steps).filter(|s| s.kind == kind);
+            let abs: Vec<f64> = of_kind().map(StepComparison::rel_error).collect();
+            if abs.is_empty() {
+                return None;
+            }
+            let count = abs.len() as u64;
+            let (median, p95, _) = median_p95_max(abs);
+            let (median_signed, _, _) = median_p95_max(of_kind().map(|s| s.signed_error()).collect());
+            Some(StepKindAggregate {
+                kind: kind.as_str().to_owned(),
+                steps: count,
+                median,
+                p95,
+                median_signed,
+            })
+        })
+        .collect();
+
+    // A group is named by the labels that tell groups apart: those that vary between runs, policy aside.
+    let label_text = |r: &RunValidation, name: &str| -> Option<String> {
+        r.labels.iter().find(|(n, _)| n == name).map(|(_, v)| cell_text(v))
+    };
+    let varying: Vec<&str> = runs
+        .first()
+        .map(|first| {
+            first
+                .labels
+                .iter()
+                .map(|(name, _)| name.as_str())
+                .filter(|name| !is_policy_label(name))
+                .filter(|name| runs.iter().any(|r| label_text(r, name) != label_text(first, name)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let entries = runs
+        .iter()
+        .filter_map(|r| {
+            let policy = r.policy()?;
+            // Runs that differ in any label but the policy differ in a varying one: those name the group.
+            let group: Vec<String> = varying
+                .iter()
+                .map(|name| format!("{name}={}", label_text(r, name).unwrap_or_default()))
+                .collect();
+            let group = group.join(", ");
+            Some(RankEntry {
+                group,
+                policy: policy.clone(),
+                throughput: PolicyThroughput {
+                    policy,
+                    run: r.name.clone(),
+                    measured: r.measured.metrics.summary.output_tok_per_s,
+                    simulated: r.simulated.metrics.summary.output_tok_per_s,
+                },
+            })
+        })
+        .collect();
+
+    ValidationSummary {
+        target_median: TARGET_MEDIAN,
+        target_p95: TARGET_P95,
+        ranking_separation: RANKING_SEPARATION,
+        metrics,
+        steps,
+        ranking: rank_policies(entries),
+        runs: runs
+            .iter()
+            .map(|r| RunSummary {
+                run: r.name.clone(),
+                policy: r.policy(),
+                labels: r
+                    .labels
+                    .iter()
+                    .map(|(name, value)| (name.clone(), cell_text(value)))
+                    .collect(),
+                plans: r.plans.clone(),
+                memory_measured: r.memory_measured,
+                steps: r.steps.len() as u64,
+                metrics: r.metrics.clone(),
+            })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(group: &str, policy: &str, measured: f64, simulated: f64) -> RankEntry {
+        RankEntry {
+            group: group.to_owned(),
+            policy: policy.to_owned(),
+            throughput: PolicyThroughput {
+                policy: String::new(),
+                run: format!("{group}-{policy}"),
+                measured,
+                simulated,
+            },
+        }
+    }
+
+    #[test]
+    fn relative_error_is_against_the_measurement() {
+        assert_eq!(relative_error(Some(100.0), Some(103.0)), Some(0.03));
+        assert_eq!(relative_error(Some(100.0), Some(97.0)), Some(0.03));
+        assert_eq!(relative_error(Some(0.0), Some(0.0)), Some(0.0));
+        assert_eq!(relative_error(Some(0.0), Some(1.0)), None);
+        assert_eq!(relative_error(None, Some(1.0)), None);
+        assert_eq!(relative_error(Some(f64::NAN), Some(1.0)), None);
+    }
+
+    #[test]
+    fn ranking_checks_only_pairs_measured_more_than_5_percent_apart() {
+        let groups = rank_policies(vec![
+            // Reproduced: continuous > grouped > static both ways.
+            entry("a", "static", 100.0, 120.0),
+            entry("a", "continuous", 300.0, 310.0),
+            entry("a", "grouped", 200.0, 190.0),
+            // static and grouped within 5% (swapped in the simulation: allowed), continuous far ahead (kept).
+            entry("b", "static", 100.0, 101.0),
+            entry("b", "grouped", 104.0, 99.0),
+            entry("b", "continuous", 200.0, 250.0),
+            // Everything within 5%: nothing to check even though the simulation reverses it.
+            entry("c", "static", 100.0, 130.0),
+            entry("c", "continuous", 103.0, 100.0),
+            // Continuous measured 10% ahead of static, simulated behind: not reproduced.
+            entry("d", "static", 100.0, 100.0),
+            entry("d", "continuous", 110.0, 99.0),
+            // A tie in the simulation does not reproduce a measured gap.
+            entry("e", "static", 100.0, 50.0),
+            entry("e", "continuous", 200.0, 50.0),
+            // One policy: not a group.
+            entry("f", "static", 1.0, 2.0),
+        ]);
+        let verdicts: Vec<(&str, RankingVerdict)> = groups.iter().map(|g| (g.group.as_str(), g.verdict)).collect();
+        assert_eq!(
+            verdicts,
+            [
+                ("a", RankingVerdict::Reproduced),
+                ("b", RankingVerdict::Reproduced),
+                ("c", RankingVerdict::NothingToCheck),
+                ("d", RankingVerdict::NotReproduced),
+                ("e", RankingVerdict::NotReproduced),
+            ]
+        );
+        let order: Vec<&str> = groups[0].policies.iter().map(|p| p.policy.as_str()).collect();
+        assert_eq!(order, ["continuous", "grouped", "static"]);
+        assert_eq!(groups[3].swapped, [("continuous".to_owned(), "static".to_owned())]);
+        assert!(groups[1].swapped.is_empty());
+    }
+
+    #[test]
+    fn plans_describe_compactly() {
+        use crate::sched::{DecodeSeq, PrefillChunk};
+        let plan = StepPlan {
+            prefills: vec![PrefillChunk {
+                id: 3,
+                offset: 0,
+                len: 64,
+                padding: 8,
+                samples: true,
+            }],
+            decodes: vec![
+                DecodeSeq {
+                    id: 1,
+                    context: 70,
+                    emits: true,
+                },
+                DecodeSeq {
+                    id: 2,
+                    context: 70,
+                    emits: false,
+                },
+            ],
+            preempted: vec![5],
+        };
+        assert_eq!(
+            describe_plan(&plan),
+            "prefill r3[0+64 pad 8] · decode r1@70 r2@70* · preempt r5"
+        );
+        assert_eq!(describe_plan(&StepPlan::default()), "(empty)");
+    }
+}

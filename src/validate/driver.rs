@@ -1,0 +1,249 @@
+//! The validation driver: for each run, warm the backend up, execute the run through the serving loop with the
+//! backend's executor and clock, simulate the same run, and compare.
+//!
+//! Both executions build their scheduler the same way (`new_scheduler` with the prepared run's policy and limits)
+//! and serve the same workload through the same `serve()`; only the executor and the clock differ.
+
+use super::compare::{self, MetricComparison, PlanAgreement, StepComparison, ValidationSummary};
+use crate::metrics::{Cell, Recorder, RunMetrics, RunReport};
+use crate::sched::{Scheduler, StepPlan};
+use crate::sim::run::{PreparedRun, RecordOptions, describe_run, labels, new_scheduler, serve_prepared_observed};
+use crate::sim::serving::{Clock, Executor, LoopError, StepObserver, VirtualClock, serve};
+use crate::units::{MIB, Nanos};
+use crate::workload::{Request, RunSpec, Workload};
+
+/// What executes runs for real: the GPU engine, or a stand-in in tests.
+pub trait Backend {
+    /// Sets up the real execution of one run: an engine sized for `run` (its model, KV capacity and limits). The
+    /// returned execution is warmed up, then serves the run, then is dropped before the next run starts.
+    fn start<'a>(&'a mut self, spec: &'a RunSpec, run: &'a PreparedRun) -> Result<Box<dyn MeasuredRun + 'a>, String>;
+}
+
+/// One run's real execution: an executor whose step times are measured, with its clock and memory readings.
+pub trait MeasuredRun: Executor {
+    /// The clock of the measured run. Called once, after the warm-up: a wall clock should start at zero then, so
+    /// the workload's arrivals happen in real time from the start of the measured run.
+    fn clock(&mut self) -> Box<dyn Clock>;
+
+    /// Memory the run used, measured (called after the run); `None` when the backend cannot measure it, in which
+    /// case the measured summary keeps the simulator's memory model and the report says so.
+    fn memory(&self) -> Option<MeasuredMemory>;
+}
+
+/// Memory an execution measured. Peak memory = weights + KV at its peak + workspace, as DESIGN.md defines it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MeasuredMemory {
+    pub weight_bytes: u64,
+    /// The KV cache memory in use at its peak.
+    pub kv_bytes: u64,
+    /// Activations, scratch, library workspaces: what the engine holds besides weights and KV at its peak.
+    pub workspace_bytes: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ValidateError {
+    #[error("{run}: the backend could not start it: {message}")]
+    Backend { run: String, message: String },
+    #[error("{run}: warm-up failed: {source}")]
+    Warmup { run: String, source: LoopError },
+    #[error("{run}: measured execution failed: {source}")]
+    Measured { run: String, source: LoopError },
+    #[error("{run}: simulation failed: {source}")]
+    Simulated { run: String, source: LoopError },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ValidateOptions {
+    /// Steps (about) of the discarded warm-up workload before each measured run; 0 for none.
+    pub warmup_steps: u32,
+    /// What to keep of each run (steps are always kept: the comparison needs them).
+    pub record: RecordOptions,
+}
+
+/// Records the plan of every step.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PlanLog {
+    pub plans: Vec<StepPlan>,
+}
+
+impl<S: ?Sized> StepObserver<S> for PlanLog {
+    fn after_plan(&mut self, _scheduler: &S, plan: &StepPlan) {
+        self.plans.push(plan.clone());
+    }
+}
+
+/// One run, measured and simulated, compared.
+#[derive(Clone, Debug)]
+pub struct RunValidation {
+    pub name: String,
+    /// The run's labels, as `simulate` writes them.
+    pub labels: Vec<(String, Cell)>,
+    pub measured: RunReport,
+    pub simulated: RunReport,
+    pub metrics: Vec<MetricComparison>,
+    pub steps: Vec<StepComparison>,
+    pub plans: PlanAgreement,
+    pub memory_measured: bool,
+}
+
+impl RunValidation {
+    pub fn policy(&self) -> Option<String> {
+        self.labels
+            .iter()
+            .find(|(name, _)| name == "policy")
+            .and_then(|(_, v)| match v {
+                Cell::Str(s) => Some(s.clone()),
+                _ => None,
+            })
+    }
+}
+
+/// Every run, and the aggregate over them.
+#[derive(Clone, Debug)]
+pub struct Validation {
+    pub runs: Vec<RunValidation>,
+    pub summary: ValidationSummary,
+}
+
+/// The warm-up workload of a run: its first requests (as many as one batch holds), all arriving at once, with
+/// outputs cut to `steps` tokens, so prefills of the run's own prompt lengths and about `steps` decode steps run,
+/// and every warm-up request finishes (an engine frees whatever it holds for them before the measured run).
+pub fn warmup_workload(run: &PreparedRun, steps: u32) -> Workload {
+    let n = (run.limits.max_batch_size as usize).clamp(1, run.workload.requests.len());
+    let requests = run.workload.requests[..n]
+        .iter()
+        .map(|r| Request {
+            arrival: Nanos::ZERO,
+            output_len: r.output_len.min(steps.max(1)),
+            ..*r
+        })
+        .collect();
+    Workload {
+        requests,
+        closed_loop: None,
+    }
+}
+
+/// Records a run with steps kept, as both executions must.
+fn recorder(run: &PreparedRun, options: RecordOptions) -> Recorder {
+    let output_tokens: u64 = run.workload.requests.iter().map(|r| u64::from(r.output_len)).sum();
+    Recorder::new(
+        run.workload.requests.len(),
+        true,
+        output_tokens <= options.token_trace_limit,
+    )
+}
+
+/// The measured summary's memory columns from what the backend measured.
+fn apply_measured_memory(metrics: &mut RunMetrics, m: MeasuredMemory) {
+    let s = &mut metrics.summary;
+    s.weights_mib = m.weight_bytes as f64 / MIB;
+    s.peak_kv_mib = m.kv_bytes as f64 / MIB;
+    s.workspace_mib = m.workspace_bytes as f64 / MIB;
+    s.peak_memory_mib = s.weights_mib + s.peak_kv_mib + s.workspace_mib;
+}
+
+/// Validates one run: warm-up, measured execution, simulation, comparison.
+pub fn validate_run(
+    spec: &RunSpec,
+    prepared: &PreparedRun,
+    backend: &mut dyn Backend,
+    options: &ValidateOptions,
+) -> Result<RunValidation, ValidateError> {
+    let run = describe_run(spec);
+    let mut execution = backend
+        .start(spec, prepared)
+        .map_err(|message| ValidateError::Backend {
+            run: run.clone(),
+            message,
+        })?;
+
+    if options.warmup_steps > 0 {
+        let warmup = warmup_workload(prepared, options.warmup_steps);
+        let mut scheduler = new_scheduler(prepared.policy, prepared.limits);
+        let mut discarded = Recorder::new(warmup.requests.len(), false, false);
+        serve(
+            scheduler.as_mut(),
+            execution.as_mut(),
+            &mut VirtualClock::default(),
+            &warmup,
+            &mut discarded,
+            &mut (),
+        )
+        .map_err(|source| ValidateError::Warmup {
+            run: run.clone(),
+            source,
+        })?;
+    }
+
+    let mut clock = execution.clock();
+    let mut scheduler = new_scheduler(prepared.policy, prepared.limits);
+    let mut recorder = recorder(prepared, options.record);
+    let mut measured_plans = PlanLog::default();
+    serve(
+        scheduler.as_mut(),
+        execution.as_mut(),
+        clock.as_mut(),
+        &prepared.workload,
+        &mut recorder,
+        &mut measured_plans as &mut dyn StepObserver<dyn Scheduler + Send>,
+    )
+    .map_err(|source| ValidateError::Measured {
+        run: run.clone(),
+        source,
+    })?;
+    let memory = execution.memory();
+    drop(execution);
+    let mut measured = recorder.finish(prepared.memory, prepared.slo);
+    if let Some(m) = memory {
+        apply_measured_memory(&mut measured, m);
+    }
+
+    let mut simulated_plans = PlanLog::default();
+    let record = RecordOptions {
+        steps: true,
+        ..options.record
+    };
+    let simulated = serve_prepared_observed(prepared, record, &mut simulated_plans)
+        .map_err(|source| ValidateError::Simulated { run, source })?;
+
+    let steps = compare::compare_steps(&measured.steps, &measured_plans.plans, prepared.cost.as_ref());
+    let plans = compare::compare_plans(&measured_plans.plans, &simulated_plans.plans, &measured, &simulated);
+    let metrics = compare::compare_metrics(&measured.summary, &simulated.summary);
+    let labels = labels(spec, prepared);
+    let report = |metrics: RunMetrics| RunReport {
+        name: spec.name.clone(),
+        labels: labels.clone(),
+        metrics,
+    };
+    Ok(RunValidation {
+        name: spec.name.clone(),
+        labels: labels.clone(),
+        measured: report(measured),
+        simulated: report(simulated),
+        metrics,
+        steps,
+        plans,
+        memory_measured: memory.is_some(),
+    })
+}
+
+/// Validates every run in order (one at a time: they share the GPU) and aggregates. `progress` sees each run as
+/// it completes.
+pub fn validate_runs(
+    specs: &[RunSpec],
+    prepared: &[PreparedRun],
+    backend: &mut dyn Backend,
+    options: &ValidateOptions,
+    progress: &mut dyn FnMut(&RunValidation),
+) -> Result<Validation, ValidateError> {
+    assert_eq!(specs.len(), prepared.len(), "one prepared run per spec");
+    let mut runs = Vec::with_capacity(specs.len());
+    for (spec, p) in specs.iter().zip(prepared) {
+        let v = validate_run(spec, p, backend, options)?;
+        progress(&v);
+        runs.push(v);
+    }
+    let summary = compare::aggregate(&runs);
+    Ok(Validation { runs, summary })
+}

@@ -1,0 +1,129 @@
+//! A stand-in for the GPU engine in CPU tests: each step "measures" the run's own cost model times a fixed factor
+//! per step kind, on a virtual clock, so every error a validation computes is known in advance.
+
+use super::driver::{Backend, MeasuredMemory, MeasuredRun};
+use crate::metrics::StepKind;
+use crate::model::StepShape;
+use crate::sched::StepPlan;
+use crate::sim::CostModel;
+use crate::sim::run::PreparedRun;
+use crate::sim::serving::{Clock, ExecError, Executor, VirtualClock};
+use crate::units::Nanos;
+use crate::workload::RunSpec;
+use std::cell::Cell;
+use std::rc::Rc;
+
+/// Measured = predicted × factor, per step kind.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Factors {
+    pub decode: f64,
+    pub prefill: f64,
+    pub mixed: f64,
+}
+
+impl Factors {
+    pub fn uniform(f: f64) -> Factors {
+        Factors {
+            decode: f,
+            prefill: f,
+            mixed: f,
+        }
+    }
+
+    pub fn of(&self, kind: StepKind) -> f64 {
+        match kind {
+            StepKind::Decode => self.decode,
+            StepKind::Prefill => self.prefill,
+            StepKind::Mixed => self.mixed,
+        }
+    }
+}
+
+pub fn kind_of(shape: &StepShape) -> StepKind {
+    match (shape.prefill_seqs > 0, shape.decode_seqs > 0) {
+        (true, true) => StepKind::Mixed,
+        (true, false) => StepKind::Prefill,
+        _ => StepKind::Decode,
+    }
+}
+
+pub struct PerturbedBackend {
+    pub factors: Factors,
+    /// Per policy name: a factor on top of `factors` (to make one policy's measurement slower).
+    pub policy_factor: Vec<(&'static str, f64)>,
+    /// Measured memory = the model's × this; `None`: the backend does not measure memory.
+    pub memory_factor: Option<f64>,
+    /// Steps executed, warm-up included, over every run.
+    pub executed: Rc<Cell<u64>>,
+    /// Fail the run with this index (for error paths).
+    pub fail_start: Option<usize>,
+}
+
+impl PerturbedBackend {
+    pub fn new(factors: Factors) -> PerturbedBackend {
+        PerturbedBackend {
+            factors,
+            policy_factor: Vec::new(),
+            memory_factor: None,
+            executed: Rc::new(Cell::new(0)),
+            fail_start: None,
+        }
+    }
+}
+
+struct PerturbedRun<'a> {
+    cost: &'a dyn CostModel,
+    factors: Factors,
+    extra: f64,
+    memory: Option<MeasuredMemory>,
+    executed: Rc<Cell<u64>>,
+}
+
+impl Executor for PerturbedRun<'_> {
+    fn execute(&mut self, plan: &StepPlan, shape: &StepShape) -> Result<Nanos, ExecError> {
+        self.executed.set(self.executed.get() + 1);
+        let predicted = self.cost.plan_time(plan, shape).0 as f64;
+        let factor = self.factors.of(kind_of(shape)) * self.extra;
+        Ok(Nanos((predicted * factor).round() as u64))
+    }
+}
+
+impl MeasuredRun for PerturbedRun<'_> {
+    fn clock(&mut self) -> Box<dyn Clock> {
+        Box::new(VirtualClock::default())
+    }
+
+    fn memory(&self) -> Option<MeasuredMemory> {
+        self.memory
+    }
+}
+
+impl Backend for PerturbedBackend {
+    fn start<'a>(&'a mut self, spec: &'a RunSpec, run: &'a PreparedRun) -> Result<Box<dyn MeasuredRun + 'a>, String> {
+        if self.fail_start == Some(spec.index) {
+            return Err("no engine for this one".to_owned());
+        }
+        let extra = self
+            .policy_factor
+            .iter()
+            .find(|(p, _)| *p == run.policy.as_str())
+            .map_or(1.0, |(_, f)| *f);
+        let memory = self.memory_factor.map(|f| {
+            let scale = |b: u64| (b as f64 * f).round() as u64;
+            // The peak KV the scheduler will reach is not known before the run; the fake reports weights and
+            // workspace scaled and no KV, which the tests account for.
+            MeasuredMemory {
+                weight_bytes: scale(run.memory.weight_bytes),
+                kv_bytes: 0,
+                workspace_bytes: scale(run.memory.workspace_bytes),
+            }
+        });
+        Ok(Box::new(PerturbedRun {
+            cost: run.cost.as_ref(),
+            factors: self.factors,
+            extra,
+            memory,
+            executed: self.executed.clone(),
+        }))
+    }
+}

@@ -1,0 +1,165 @@
+//! A calibration profile is only evidence about the GPU and kernels it was measured on. The simulator warns when
+//! they differ; validate refuses, since its whole point is to judge the cost model on the hardware at hand.
+
+use crate::calib::Profile;
+use crate::model::ModelSpec;
+
+/// What identifies the GPU and the kernels a validation runs on (the CLI reads it from the device).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceFingerprint {
+    pub gpu_name: String,
+    /// "9.0"
+    pub compute_capability: String,
+    pub sm_count: u32,
+    pub memory_bytes: u64,
+    /// The kernel-mode driver version, when known.
+    pub driver_version: Option<String>,
+    /// The newest CUDA version the driver supports.
+    pub cuda_version: String,
+    /// `gpu::kernel_source_hash()` of this build.
+    pub kernel_source_hash: String,
+}
+
+/// What is wrong with a profile for this device and model.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProfileCheck {
+    /// Reasons to refuse the profile: another GPU, other kernels, another model.
+    pub refusals: Vec<String>,
+    /// Differences worth saying but not refusing: a driver or CUDA update rarely moves kernel times much.
+    pub warnings: Vec<String>,
+}
+
+impl ProfileCheck {
+    pub fn is_fresh(&self) -> bool {
+        self.refusals.is_empty()
+    }
+
+    /// One message for a refused profile: what differs and what to do.
+    pub fn refusal(&self, profile: &str) -> Option<String> {
+        (!self.is_fresh()).then(|| {
+            format!(
+                "the calibration profile {profile} does not describe this GPU and build ({}); run `batchlab calibrate` \
+                 on this GPU and point cost.profile at the new profile",
+                self.refusals.join("; ")
+            )
+        })
+    }
+}
+
+/// Compares `profile`'s fingerprint with the device and model a validation runs.
+pub fn check_profile(profile: &Profile, device: &DeviceFingerprint, model: &ModelSpec) -> ProfileCheck {
+    let f = &profile.fingerprint;
+    let mut check = ProfileCheck::default();
+    let mut refuse = |what: &str, profile: String, device: String| {
+        if profile != device {
+            check
+                .refusals
+                .push(format!("{what}: profile measured {profile}, this device has {device}"));
+        }
+    };
+    refuse("GPU", f.gpu_name.clone(), device.gpu_name.clone());
+    refuse(
+        "compute capability",
+        f.compute_capability.clone(),
+        device.compute_capability.clone(),
+    );
+    refuse("SM count", f.sm_count.to_string(), device.sm_count.to_string());
+    refuse(
+        "memory",
+        format!("{} bytes", f.memory_bytes),
+        format!("{} bytes", device.memory_bytes),
+    );
+    if f.kernel_source_hash != device.kernel_source_hash {
+        check.refusals.push(format!(
+            "kernels: profile measured kernel source {}, this build has {}",
+            f.kernel_source_hash, device.kernel_source_hash
+        ));
+    }
+    check.refusals.extend(profile.mismatches(model));
+    if let Some(driver) = &device.driver_version
+        && *driver != f.driver_version
+    {
+        check.warnings.push(format!(
+            "driver: profile measured with {}, this device runs {driver}",
+            f.driver_version
+        ));
+    }
+    if f.cuda_version != device.cuda_version {
+        check.warnings.push(format!(
+            "CUDA: profile measured with {}, this driver supports {}",
+            f.cuda_version, device.cuda_version
+        ));
+    }
+    check
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn committed_profile() -> Profile {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("calibration/h100-80gb-hbm3/qwen2.5-0.5b.json");
+        Profile::load(&path).unwrap()
+    }
+
+    fn device_of(profile: &Profile) -> DeviceFingerprint {
+        let f = &profile.fingerprint;
+        DeviceFingerprint {
+            gpu_name: f.gpu_name.clone(),
+            compute_capability: f.compute_capability.clone(),
+            sm_count: f.sm_count,
+            memory_bytes: f.memory_bytes,
+            driver_version: Some(f.driver_version.clone()),
+            cuda_version: f.cuda_version.clone(),
+            kernel_source_hash: f.kernel_source_hash.clone(),
+        }
+    }
+
+    #[test]
+    fn the_profile_of_this_device_is_fresh() {
+        let profile = committed_profile();
+        let model = profile.fingerprint.model.clone();
+        let check = check_profile(&profile, &device_of(&profile), &model);
+        assert_eq!(check, ProfileCheck::default());
+        assert!(check.refusal("p.json").is_none());
+    }
+
+    #[test]
+    fn another_gpu_other_kernels_or_another_model_are_refused() {
+        let profile = committed_profile();
+        let model = profile.fingerprint.model.clone();
+        let mut device = device_of(&profile);
+        device.gpu_name = "NVIDIA RTX PRO 4000 Blackwell".into();
+        device.sm_count += 2;
+        device.kernel_source_hash = "0123".into();
+        let check = check_profile(&profile, &device, &model);
+        assert_eq!(check.refusals.len(), 3, "{:?}", check.refusals);
+        assert!(check.refusals[0].starts_with("GPU: profile measured"));
+        assert!(check.refusals[1].starts_with("SM count"));
+        assert!(check.refusals[2].contains("this build has 0123"));
+        let message = check.refusal("calibration/x/qwen2.5-0.5b.json").unwrap();
+        assert!(message.contains("run `batchlab calibrate`"), "{message}");
+
+        let other = crate::model::by_name("qwen2.5-1.5b").unwrap();
+        let check = check_profile(&profile, &device_of(&profile), &other);
+        assert!(!check.is_fresh());
+        assert!(
+            check.refusals.iter().any(|r| r.starts_with("model:")),
+            "{:?}",
+            check.refusals
+        );
+    }
+
+    #[test]
+    fn a_driver_update_only_warns() {
+        let profile = committed_profile();
+        let model = profile.fingerprint.model.clone();
+        let mut device = device_of(&profile);
+        device.driver_version = Some("999.1".into());
+        device.cuda_version = "99.9".into();
+        let check = check_profile(&profile, &device, &model);
+        assert!(check.is_fresh());
+        assert_eq!(check.warnings.len(), 2, "{:?}", check.warnings);
+    }
+}

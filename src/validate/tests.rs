@@ -1,0 +1,390 @@
+//! Validation against a backend whose errors are known in advance: the run's own cost model times a factor per step
+//! kind (see `fake`).
+
+use super::fake::{Factors, PerturbedBackend};
+use super::*;
+use crate::metrics::StepKind;
+use crate::sim::run::{PreparedRun, RecordOptions, prepare};
+use crate::workload::{RunSpec, load_runs_str};
+use std::path::Path;
+
+/// Every policy at batch limit 4: 8 requests at once, prompts 64, outputs 16, 32, … on the analytic H100. Burst
+/// arrivals: the scheduler's decisions do not depend on time, so the plans must agree whatever the step times.
+const BURST: &str = r#"
+name = "validate-burst"
+seed = 1
+[model]
+name = "qwen2.5-0.5b"
+[hardware]
+gpu = "h100-sxm"
+[cost]
+kind = "analytic"
+[scheduler]
+max_batch_size = 4
+[workload]
+arrival = "burst"
+requests = 8
+prompt_len = 64
+output_len = [16, 32]
+[sweep]
+"scheduler.policy" = ["static", "continuous", "grouped"]
+"#;
+
+/// Open loop in real time: continuous batching with Poisson arrivals about as fast as steps.
+const POISSON: &str = r#"
+name = "validate-poisson"
+seed = 2
+[model]
+name = "qwen2.5-0.5b"
+[hardware]
+gpu = "h100-sxm"
+[cost]
+kind = "analytic"
+[scheduler]
+policy = "continuous"
+max_batch_size = 8
+[workload]
+arrival = "poisson"
+rate = 200.0
+requests = 24
+prompt_len = 128
+output_len = [8, 24]
+"#;
+
+fn runs(scenario: &str) -> (Vec<RunSpec>, Vec<PreparedRun>) {
+    let specs = load_runs_str(scenario, Path::new("s.toml"), &[], None).unwrap();
+    let prepared = specs.iter().map(|s| prepare(s).unwrap()).collect();
+    (specs, prepared)
+}
+
+fn options(warmup_steps: u32) -> ValidateOptions {
+    ValidateOptions {
+        warmup_steps,
+        record: RecordOptions {
+            steps: true,
+            token_trace_limit: 10_000,
+        },
+    }
+}
+
+fn validate(scenario: &str, backend: &mut PerturbedBackend, warmup_steps: u32) -> Validation {
+    let (specs, prepared) = runs(scenario);
+    validate_runs(&specs, &prepared, backend, &options(warmup_steps), &mut |_| {}).unwrap()
+}
+
+fn error_of(v: &Validation, run: usize, metric: &str) -> f64 {
+    v.runs[run]
+        .metrics
+        .iter()
+        .find(|m| m.metric == metric)
+        .unwrap_or_else(|| panic!("no {metric}"))
+        .rel_error
+        .unwrap()
+}
+
+fn aggregate_of<'a>(v: &'a Validation, metric: &str) -> &'a MetricAggregate {
+    v.summary.metrics.iter().find(|m| m.metric == metric).unwrap()
+}
+
+fn close(a: f64, b: f64) -> bool {
+    // Step times are rounded to whole nanoseconds: a few parts per million.
+    (a - b).abs() <= 1e-5 * b.abs().max(1e-9)
+}
+
+#[test]
+fn step_errors_are_the_factor_of_each_step_kind() {
+    let factors = Factors {
+        decode: 1.02,
+        prefill: 0.96,
+        mixed: 1.10,
+    };
+    let mut backend = PerturbedBackend::new(factors);
+    let v = validate(BURST, &mut backend, 4);
+    let expected = |kind: StepKind| (factors.of(kind) - 1.0).abs() / factors.of(kind);
+    let mut kinds = std::collections::HashSet::new();
+    for run in &v.runs {
+        assert!(run.plans.is_identical(), "{}: {}", run.name, run.plans.describe());
+        assert_eq!(run.steps.len(), run.measured.metrics.steps.len());
+        for s in &run.steps {
+            kinds.insert(s.kind);
+            assert!(
+                (s.rel_error() - expected(s.kind)).abs() < 1e-6,
+                "{} step {} ({:?}): error {} expected {}",
+                run.name,
+                s.index,
+                s.kind,
+                s.rel_error(),
+                expected(s.kind)
+            );
+            // The sign says which way the model errs: it under-predicts the slowed decode and mixed steps.
+            assert_eq!(s.signed_error() < 0.0, factors.of(s.kind) > 1.0);
+        }
+    }
+    assert_eq!(
+        kinds.len(),
+        3,
+        "the sweep has decode-only, prefill-only and mixed steps"
+    );
+    let by_kind: Vec<(&str, f64, f64)> = v
+        .summary
+        .steps
+        .iter()
+        .map(|k| (k.kind.as_str(), k.median.unwrap(), k.p95.unwrap()))
+        .collect();
+    assert_eq!(
+        by_kind.iter().map(|k| k.0).collect::<Vec<_>>(),
+        ["decode", "prefill", "mixed"]
+    );
+    for (kind, median, p95) in by_kind {
+        let k = match kind {
+            "decode" => StepKind::Decode,
+            "prefill" => StepKind::Prefill,
+            _ => StepKind::Mixed,
+        };
+        assert!(
+            (median - expected(k)).abs() < 1e-6 && (p95 - expected(k)).abs() < 1e-6,
+            "{kind}"
+        );
+    }
+}
+
+#[test]
+fn a_uniformly_slower_engine_gives_known_metric_errors() {
+    let mut backend = PerturbedBackend::new(Factors::uniform(1.05));
+    let v = validate(BURST, &mut backend, 0);
+    for (i, run) in v.runs.iter().enumerate() {
+        assert!(run.plans.is_identical());
+        // Every time is 5% longer: throughput 5% lower, so the simulation is 5% above it; latencies are 5% longer,
+        // so the simulation is 1 − 1/1.05 below them.
+        assert!(close(error_of(&v, i, "output_tok_per_s"), 0.05), "{}", run.name);
+        for metric in [
+            "ttft_mean_ms",
+            "ttft_p95_ms",
+            "itl_mean_ms",
+            "itl_p95_ms",
+            "e2e_mean_ms",
+            "makespan_s",
+        ] {
+            let e = error_of(&v, i, metric);
+            assert!(close(e, 0.05 / 1.05), "{}: {metric} {e}", run.name);
+        }
+        // Memory is not measured by this backend: the measured run keeps the model, error zero by construction.
+        assert!(!run.memory_measured);
+        assert_eq!(error_of(&v, i, "peak_memory_mib"), 0.0);
+        // Counts the scheduler decides are equal.
+        assert_eq!(error_of(&v, i, "steps"), 0.0);
+        assert!(
+            run.metrics.iter().all(|m| m.metric != "requests"),
+            "inputs are not compared"
+        );
+    }
+    let throughput = aggregate_of(&v, "output_tok_per_s");
+    assert_eq!(throughput.runs, 3);
+    assert!(close(throughput.median.unwrap(), 0.05) && close(throughput.p95.unwrap(), 0.05));
+    // 5% median misses the 3% target though the p95 is within 8%.
+    assert_eq!(throughput.verdict, Some(Verdict::Fail));
+    assert_eq!(aggregate_of(&v, "peak_memory_mib").verdict, Some(Verdict::Pass));
+    assert_eq!(
+        aggregate_of(&v, "steps").verdict,
+        None,
+        "only headline metrics are judged"
+    );
+    assert!(!v.summary.metrics_pass());
+    assert!(v.summary.plans_identical());
+    // Scaling every time keeps the policies' order.
+    assert!(v.summary.ranking_reproduced());
+    assert_eq!(v.summary.ranking.len(), 1);
+    assert_eq!(v.summary.ranking[0].verdict, RankingVerdict::Reproduced);
+    assert_eq!(v.summary.ranking[0].policies[0].policy, "continuous");
+
+    let mut backend = PerturbedBackend::new(Factors::uniform(1.02));
+    let v = validate(BURST, &mut backend, 0);
+    assert!(v.summary.metrics_pass(), "{:?}", v.summary.metrics);
+}
+
+#[test]
+fn warm_up_runs_on_the_backend_and_is_discarded() {
+    let (specs, prepared) = runs(BURST);
+    let measured_steps = |backend: &mut PerturbedBackend, warmup| {
+        let v = validate_runs(&specs, &prepared, backend, &options(warmup), &mut |_| {}).unwrap();
+        let steps: u64 = v.runs.iter().map(|r| r.steps.len() as u64).sum();
+        (v, steps)
+    };
+    let mut cold = PerturbedBackend::new(Factors::uniform(1.0));
+    let (cold_v, cold_steps) = measured_steps(&mut cold, 0);
+    assert_eq!(cold.executed.get(), cold_steps);
+    let mut warm = PerturbedBackend::new(Factors::uniform(1.0));
+    let (warm_v, warm_steps) = measured_steps(&mut warm, 5);
+    assert_eq!(warm_steps, cold_steps, "warm-up steps are not part of the measured run");
+    // Each warm-up serves 4 requests with 5 output tokens: at least 5 steps per run.
+    assert!(
+        warm.executed.get() >= warm_steps + 3 * 5,
+        "{} executed",
+        warm.executed.get()
+    );
+    for (a, b) in cold_v.runs.iter().zip(&warm_v.runs) {
+        assert_eq!(a.measured.metrics.summary, b.measured.metrics.summary);
+    }
+    let w = super::driver::warmup_workload(&prepared[0], 5);
+    assert_eq!(w.requests.len(), 4);
+    assert!(
+        w.requests
+            .iter()
+            .all(|r| r.arrival == crate::units::Nanos::ZERO && r.output_len == 5)
+    );
+}
+
+#[test]
+fn measured_memory_replaces_the_model() {
+    let mut backend = PerturbedBackend::new(Factors::uniform(1.0));
+    backend.memory_factor = Some(1.1);
+    let v = validate(BURST, &mut backend, 0);
+    let (_, prepared) = runs(BURST);
+    for (i, run) in v.runs.iter().enumerate() {
+        assert!(run.memory_measured);
+        let mib = |b: u64| b as f64 / crate::units::MIB;
+        let m = &run.measured.metrics.summary;
+        let s = &run.simulated.metrics.summary;
+        let weights = mib((prepared[i].memory.weight_bytes as f64 * 1.1).round() as u64);
+        let workspace = mib((prepared[i].memory.workspace_bytes as f64 * 1.1).round() as u64);
+        assert_eq!(m.weights_mib, weights);
+        assert_eq!(m.peak_kv_mib, 0.0);
+        assert_eq!(m.peak_memory_mib, weights + workspace);
+        assert!(s.peak_kv_mib > 0.0);
+        let expected = (s.peak_memory_mib - m.peak_memory_mib).abs() / m.peak_memory_mib;
+        assert!(close(error_of(&v, i, "peak_memory_mib"), expected));
+        // Time is untouched: the latency metrics agree exactly.
+        assert_eq!(error_of(&v, i, "ttft_mean_ms"), 0.0);
+    }
+}
+
+#[test]
+fn a_policy_measured_much_slower_breaks_the_ranking() {
+    let mut backend = PerturbedBackend::new(Factors::uniform(1.0));
+    backend.policy_factor = vec![("continuous", 3.0)];
+    let v = validate(BURST, &mut backend, 0);
+    let group = &v.summary.ranking[0];
+    assert_eq!(group.verdict, RankingVerdict::NotReproduced);
+    assert!(
+        group
+            .swapped
+            .iter()
+            .any(|(hi, lo)| hi == "static" && lo == "continuous"),
+        "{:?}",
+        group.swapped
+    );
+    assert!(!v.summary.ranking_reproduced());
+}
+
+#[test]
+fn real_time_arrivals_can_split_the_plans_and_the_cause_is_named() {
+    // Same step times: the same plans, also with arrivals in real time.
+    let mut exact = PerturbedBackend::new(Factors::uniform(1.0));
+    let v = validate(POISSON, &mut exact, 0);
+    assert!(v.runs[0].plans.is_identical());
+    // (goodput is undefined: the scenario sets no SLO)
+    let compared = v.runs[0].metrics.iter().filter(|m| m.metric != "goodput_req_per_s");
+    assert!(compared.clone().count() > 30);
+    assert!(
+        compared.clone().all(|m| m.rel_error == Some(0.0)),
+        "{:?}",
+        v.runs[0].metrics
+    );
+
+    let mut slow = PerturbedBackend::new(Factors::uniform(1.5));
+    let v = validate(POISSON, &mut slow, 0);
+    let run = &v.runs[0];
+    match &run.plans {
+        PlanAgreement::Diverged {
+            step,
+            measured,
+            simulated,
+            cause:
+                DivergenceCause::ArrivalTiming {
+                    measured_arrived,
+                    simulated_arrived,
+                },
+            ..
+        } => {
+            // The slower engine has seen more arrivals by the time it plans the step.
+            assert!(
+                measured_arrived > simulated_arrived,
+                "{measured_arrived} vs {simulated_arrived}"
+            );
+            assert_ne!(measured, simulated);
+            assert!(*step > 0);
+        }
+        other => panic!("expected a divergence from arrival timing, got {other:?}"),
+    }
+    assert!(!v.summary.plans_identical());
+    // The step table still compares each measured step with the model's prediction of that very plan.
+    assert!(run.steps.iter().all(|s| (s.rel_error() - 0.5 / 1.5).abs() < 1e-6));
+}
+
+#[test]
+fn a_backend_failure_names_the_run() {
+    let mut backend = PerturbedBackend::new(Factors::uniform(1.0));
+    backend.fail_start = Some(1);
+    let (specs, prepared) = runs(BURST);
+    let err = validate_runs(&specs, &prepared, &mut backend, &options(0), &mut |_| {}).unwrap_err();
+    let text = err.to_string();
+    assert!(text.starts_with("run r001 (scheduler.policy=\"continuous\")"), "{text}");
+    assert!(text.ends_with("no engine for this one"), "{text}");
+}
+
+#[test]
+fn the_files_hold_what_was_compared_and_the_report_reads_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path();
+    let mut backend = PerturbedBackend::new(Factors {
+        decode: 1.02,
+        prefill: 0.96,
+        mixed: 1.10,
+    });
+    let v = validate(BURST, &mut backend, 2);
+    write_validation(out, &v, "validate-burst").unwrap();
+
+    let results = crate::report::load_results(out).unwrap();
+    assert_eq!(results.validation.as_ref(), Some(&v.summary));
+    for (run, tables) in v.runs.iter().zip(&results.runs) {
+        let steps = tables.step_errors.as_ref().expect("step_errors.parquet");
+        assert_eq!(steps.height(), run.steps.len());
+        let measured = steps.column("measured_ms").unwrap().f64().unwrap().get(0).unwrap();
+        assert_eq!(measured, run.steps[0].measured.as_ms());
+        let comparison = std::fs::read_to_string(out.join("runs").join(&run.name).join("comparison.csv")).unwrap();
+        assert!(
+            comparison.starts_with("metric,measured,simulated,rel_error\n"),
+            "{comparison}"
+        );
+        assert_eq!(comparison.lines().count(), run.metrics.len() + 1);
+        // The results' summary is the measured one; the simulated runs are under simulated/.
+        let tps = results.summary.column("output_tok_per_s").unwrap().f64().unwrap();
+        assert!(
+            tps.iter()
+                .any(|x| x == Some(run.measured.metrics.summary.output_tok_per_s))
+        );
+        assert!(
+            out.join("simulated/runs")
+                .join(&run.name)
+                .join("steps.parquet")
+                .is_file()
+        );
+    }
+    let all = std::fs::read_to_string(out.join("validation.csv")).unwrap();
+    assert!(all.starts_with("run,metric,measured,simulated,rel_error\n"));
+    let md = std::fs::read_to_string(out.join("validation.md")).unwrap();
+    assert!(md.starts_with("# Validation: validate-burst\n"), "{md}");
+    assert!(
+        md.contains("- Scheduler plans: PASS — identical step for step in 3 of 3 run(s)."),
+        "{md}"
+    );
+    assert!(md.contains("| mixed "), "{md}");
+    assert!(md.contains("9.09%"), "the mixed steps' error: {md}");
+    // Decode steps dominate, 2% off: within the targets.
+    assert!(md.contains("- Metrics: PASS"), "{md}");
+
+    // simulate writing into the same folder afterwards removes the validation: it would describe other runs.
+    crate::report::write_results(out, &[v.runs[0].simulated.clone()]).unwrap();
+    assert!(!out.join("validation.json").exists());
+    assert!(crate::report::load_results(out).unwrap().validation.is_none());
+}
