@@ -89,6 +89,10 @@ fn config(block_size: u32, gemm: GemmBackend) -> EngineConfig {
         max_context: Some(1024),
         gemm: GemmPolicy::always(gemm),
         prompt_seed: PROMPT_SEED,
+        // Timing the GPU work changes nothing computed: the tests run with it on, so it is exercised too.
+        time_gpu: true,
+        // Decode steps replay captured graphs (padded to their bucket): the logits below check that path.
+        decode_graphs: true,
     }
 }
 

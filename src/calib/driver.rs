@@ -788,6 +788,7 @@ pub fn calibrate_grids(
                 attention_decode,
                 decode_mixed,
                 step_overhead_us: 0.0,
+                engine: None,
                 run: CalibrationRun {
                     seconds,
                     warmup: cfg.warmup as u32,

@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod compare;
 pub mod driver;
+pub mod engine_steps;
 pub mod interp;
 pub mod profile;
 

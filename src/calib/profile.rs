@@ -28,9 +28,91 @@ pub struct Profile {
     pub attention_decode: SurfaceTable,
     /// Decode attention over batches of mixed context lengths, to measure (not assume) what heterogeneity costs.
     pub decode_mixed: Vec<MixedDecode>,
-    /// Host and launch time of one step beyond its kernels (measured on the engine; 0 until it is).
+    /// Host and launch time of one step beyond its kernels, for profiles without [`Profile::engine`] (0).
     pub step_overhead_us: f64,
+    /// What only whole steps on the engine show: the host's time to issue a step and what follows the last of
+    /// host and GPU work (synchronisation, the token copy). Absent in profiles measured before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<EngineSteps>,
     pub run: CalibrationRun,
+}
+
+/// Decode-only, prefill-only and mixed steps differ in the kernels they launch, so each has its own line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepKind {
+    Decode,
+    Prefill,
+    Mixed,
+}
+
+impl StepKind {
+    pub const ALL: [StepKind; 3] = [StepKind::Decode, StepKind::Prefill, StepKind::Mixed];
+
+    pub fn of(decode_seqs: u64, prefill_seqs: u64) -> StepKind {
+        match (decode_seqs > 0, prefill_seqs > 0) {
+            (true, false) => StepKind::Decode,
+            (false, _) => StepKind::Prefill,
+            (true, true) => StepKind::Mixed,
+        }
+    }
+}
+
+/// The engine's whole-step model: a step takes `max(kernels + gap, issue) + tail`, where `kernels` is the sum of
+/// the op tables, `gap` what the same kernels take beyond that inside a step (input copies, the gaps between
+/// dependent kernels), `issue = base_us + per_token_us × tokens` the host's time to prepare and launch the step,
+/// and `tail` what follows the GPU's last kernel (synchronisation, the sampled tokens' copy). All four per step
+/// kind, from steps measured on the engine.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineSteps {
+    pub kinds: Vec<StepKindModel>,
+    /// The steps the model was fitted to.
+    pub samples: Vec<EngineStepSample>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepKindModel {
+    pub kind: StepKind,
+    pub gap_us: f64,
+    pub issue_base_us: f64,
+    pub issue_per_token_us: f64,
+    pub tail_us: f64,
+}
+
+/// One measured engine step (medians over its repeats).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineStepSample {
+    pub kind: StepKind,
+    pub decode_seqs: u32,
+    /// Mean context of the decodes.
+    pub decode_context: u32,
+    pub prefill_seqs: u32,
+    pub prefill_tokens: u32,
+    /// Host time to issue the step.
+    pub issue_us: f64,
+    /// The GPU's time for the step (CUDA events around it).
+    pub gpu_us: f64,
+    /// The step's wall time, plan to tokens on the host.
+    pub wall_us: f64,
+    /// What the op tables alone predict for it.
+    pub kernels_us: f64,
+}
+
+impl EngineSteps {
+    pub fn kind(&self, kind: StepKind) -> Option<&StepKindModel> {
+        self.kinds.iter().find(|k| k.kind == kind)
+    }
+
+    /// The whole step from the op tables' `kernels_us`.
+    pub fn step_us(&self, kind: StepKind, tokens: f64, kernels_us: f64) -> f64 {
+        match self.kind(kind) {
+            Some(k) => (kernels_us + k.gap_us).max(k.issue_base_us + k.issue_per_token_us * tokens) + k.tail_us,
+            None => kernels_us,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -84,19 +166,18 @@ impl GemmTable {
         self.choose(tokens).0
     }
 
-    /// (ours chosen, the chosen kernel's time), each table looked up once: the cost model asks per step.
+    /// (ours chosen, the chosen kernel's time), each table looked up once: the cost model asks per step. Beyond the
+    /// grid the choice stays the last point's (the engine's rules end there) while the time is extrapolated.
     fn choose(&self, tokens: f64) -> (bool, f64) {
         let i = self.cublas_us.x.partition_point(|&x| x < tokens);
-        let spread = self
-            .cublas_spread
-            .get(i.min(self.cublas_us.x.len() - 1))
-            .copied()
-            .unwrap_or(0.0);
-        let (ours, cublas) = (self.ours_us.step_at(tokens), self.cublas_us.step_at(tokens));
-        if ours <= cublas * (1.0 + spread) {
-            (true, ours)
+        let last = self.cublas_us.x.len() - 1;
+        let spread = self.cublas_spread.get(i.min(last)).copied().unwrap_or(0.0);
+        let at = tokens.min(self.cublas_us.x[last]);
+        let ours = self.ours_us.step_at(at) <= self.cublas_us.step_at(at) * (1.0 + spread);
+        if ours {
+            (true, self.ours_us.step_at(tokens))
         } else {
-            (false, cublas)
+            (false, self.cublas_us.step_at(tokens))
         }
     }
 }

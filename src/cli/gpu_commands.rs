@@ -6,7 +6,10 @@ use crate::calib::Profile;
 use crate::calib::bench;
 use crate::calib::compare::{OpErrors, agreement, out_of_sample};
 use crate::calib::driver::{CalibrateConfig, Grid, calibrate_grids};
+use crate::calib::engine_steps;
+use crate::calib::profile::EngineSteps;
 use crate::gpu::Gpu;
+use crate::metrics::percentile_sorted;
 use crate::model::{self, ModelSpec};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -84,7 +87,19 @@ pub fn calibrate(args: CalibrateArgs) -> Result<(), CliError> {
         grids.push(&offset_grid);
     }
     let mut profiles = run_grids(&gpu, &cfg, &grids, "points")?.into_iter();
-    let profile = profiles.next().expect("one profile per grid");
+    let mut profile = profiles.next().expect("one profile per grid");
+    // Whole steps on the engine: the host's issue time and the tail beyond the kernels.
+    let engine_started = Instant::now();
+    let pb = progress(engine_steps::points(), "engine steps");
+    let (steps, _gpu) = engine_steps::measure(gpu, &profile, &mut |_| pb.inc(1))
+        .map_err(|e| CliError::Failed(anyhow::anyhow!("engine steps: {e}")))?;
+    pb.finish_and_clear();
+    eprintln!(
+        "{}",
+        engine_steps_report(&steps, engine_started.elapsed().as_secs_f64())
+    );
+    profile.engine = Some(steps);
+    profile.run.seconds = started.elapsed().as_secs_f64();
     let path = out.join(format!("{}.json", model.name));
     write(&path, &profile.to_json())?;
     let f = &profile.fingerprint;
@@ -103,6 +118,35 @@ pub fn calibrate(args: CalibrateArgs) -> Result<(), CliError> {
     }
     eprintln!("calibrate took {:.1} s in all", started.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// The engine step model as fitted, and how well it reproduces the steps it was fitted to.
+fn engine_steps_report(steps: &EngineSteps, seconds: f64) -> String {
+    let mut s = format!(
+        "engine steps ({} shapes, {seconds:.1} s): step = max(kernels + gap, issue) + tail\n",
+        steps.samples.len()
+    );
+    for k in &steps.kinds {
+        s.push_str(&format!(
+            "  {:?}: gap {:.0} µs, issue {:.0} µs + {:.3} µs/token, tail {:.0} µs\n",
+            k.kind, k.gap_us, k.issue_base_us, k.issue_per_token_us, k.tail_us
+        ));
+    }
+    let mut errors: Vec<f64> = steps
+        .samples
+        .iter()
+        .map(|x| {
+            let tokens = f64::from(x.decode_seqs + x.prefill_tokens);
+            (steps.step_us(x.kind, tokens, x.kernels_us) - x.wall_us).abs() / x.wall_us
+        })
+        .collect();
+    errors.sort_by(f64::total_cmp);
+    s.push_str(&format!(
+        "  fitted steps reproduced within {:.1}% (median), {:.1}% (worst)",
+        100.0 * percentile_sorted(&errors, 50.0),
+        100.0 * errors.last().copied().unwrap_or(0.0)
+    ));
+    s
 }
 
 /// The out-of-sample report: how well `profile` predicts what `offset` measured on its own grid.

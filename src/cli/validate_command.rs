@@ -30,19 +30,11 @@ pub fn validate(args: ValidateArgs) -> Result<(), CliError> {
     validate_with(&args, &runs, &prepared, backend.as_mut())
 }
 
-/// THE PLUG-IN POINT for the GPU engine: a [`Backend`] whose `start(spec, prepared)` builds the engine for one
-/// run (model from `prepared.model`, KV cache of `prepared.limits.kv_capacity_slots` slots in blocks of
-/// `prepared.limits.block_size`, workspace for `prepared.memory.workspace_bytes`) and returns a
-/// [`crate::validate::MeasuredRun`]: the `GpuExecutor` (an `Executor`), a fresh `WallClock` from `clock()` (called
-/// after the warm-up), and the memory it measured from `memory()` (called after the run).
-///
-/// Until `src/engine` has a `GpuExecutor`, this says so and validate stops here.
+/// The GPU engine as the backend: for each run an engine built as the simulator sizes the run (model, KV cache of
+/// `prepared.limits.kv_capacity_slots` slots in blocks of `prepared.limits.block_size`), a `GpuExecutor`, a fresh
+/// `WallClock` after the warm-up, and the memory it measured (see [`crate::validate::EngineBackend`]).
 pub fn gpu_backend(gpu: Gpu) -> Result<Box<dyn Backend>, CliError> {
-    drop(gpu);
-    Err(CliError::Failed(anyhow::anyhow!(
-        "this batchlab has no GPU engine yet (src/engine's GpuExecutor is not built in), so validate cannot execute \
-         runs; `batchlab simulate` works without it"
-    )))
+    Ok(Box::new(crate::validate::EngineBackend::new(gpu)))
 }
 
 /// What identifies the device and this build's kernels, for [`check_profile`].

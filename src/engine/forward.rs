@@ -16,7 +16,7 @@ use crate::model::{ModelError, ModelSpec};
 use crate::sched::{ReqId, StepPlan};
 
 use super::device::{GpuWeights, qkv_dim};
-use super::step::{Sequences, StepError, StepInputs};
+use super::step::{GRAPH_BUCKETS, Sequences, StepError, StepInputs, graph_bucket, padded_for_graph, padding_step};
 use super::weights::{HostWeights, WeightsError};
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +55,8 @@ pub enum KvCapacity {
     Slots(u64),
     /// This fraction (0, 1] of the memory free once weights and workspace are allocated.
     FreeMemory { fraction: f64 },
+    /// `slots`, or as many as `fraction` of the free memory holds if that is fewer.
+    AtMost { slots: u64, fraction: f64 },
 }
 
 /// Which implementation runs a GEMM.
@@ -126,6 +128,12 @@ pub struct EngineConfig {
     pub gemm: GemmPolicy,
     /// Seed of the synthetic prompt tokens ([`super::step::prompt_token`]).
     pub prompt_seed: u64,
+    /// Also time each step's GPU work with CUDA events ([`StepTiming::gpu_ns`]); calibration does.
+    pub time_gpu: bool,
+    /// Run decode-only steps as CUDA graphs, captured at start-up per batch-size bucket
+    /// ([`super::step::GRAPH_BUCKETS`]) with the step padded up to its bucket: such a step then costs GPU time,
+    /// not one host launch per kernel.
+    pub decode_graphs: bool,
 }
 
 impl Default for EngineConfig {
@@ -138,6 +146,8 @@ impl Default for EngineConfig {
             max_context: None,
             gemm: GemmPolicy::default(),
             prompt_seed: 0,
+            time_gpu: false,
+            decode_graphs: true,
         }
     }
 }
@@ -160,6 +170,17 @@ pub struct EngineMemory {
     pub peak_used: u64,
 }
 
+/// Where a step's wall time went.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StepTiming {
+    /// From the plan handed over to the last kernel issued (host preparation, input copies, every launch).
+    pub issue_ns: u64,
+    /// From the plan handed over to the sampled tokens on the host: the step's time.
+    pub total_ns: u64,
+    /// The GPU's own time from the first input copy to the last kernel (only with `time_gpu`).
+    pub gpu_ns: Option<u64>,
+}
+
 /// What a step sampled: for each row that samples, its request and token, in the step's row order (decodes, then
 /// the prefill chunks that sample).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -168,6 +189,7 @@ pub struct StepOutput {
     pub tokens: Vec<u32>,
     /// `[ids.len(), vocab]` f32 logits, only from [`Engine::step_with_logits`].
     pub logits: Vec<f32>,
+    pub timing: StepTiming,
 }
 
 /// The paged KV cache of every layer.
@@ -315,6 +337,18 @@ pub struct Engine {
     bufs: Buffers,
     decode_ws: DecodeWorkspace,
     memory: EngineMemory,
+    stopwatch: Option<crate::gpu::Stopwatch>,
+    /// Decode graphs by bucket.
+    graphs: std::collections::HashMap<usize, CapturedGraph>,
+    last_timing: StepTiming,
+}
+
+/// A decode step captured for one bucket, and the generations of the workspaces it writes into: when one has
+/// moved since, the graph is captured again.
+struct CapturedGraph {
+    graph: crate::gpu::Graph,
+    scratch: u64,
+    workspace: u64,
 }
 
 impl std::fmt::Debug for Engine {
@@ -363,7 +397,7 @@ impl Engine {
                 "block_size, max_seqs and max_step_tokens must be positive: {config:?}"
             )));
         }
-        if let KvCapacity::FreeMemory { fraction } = config.kv
+        if let KvCapacity::FreeMemory { fraction } | KvCapacity::AtMost { fraction, .. } = config.kv
             && !(fraction > 0.0 && fraction <= 1.0)
         {
             return Err(EngineError::Config(format!(
@@ -408,8 +442,11 @@ impl Engine {
                 }
                 blocks
             }
-            KvCapacity::FreeMemory { fraction } => {
-                let blocks = (free_for_kv as f64 * fraction) as u64 / block_bytes;
+            KvCapacity::FreeMemory { fraction } | KvCapacity::AtMost { fraction, .. } => {
+                let mut blocks = (free_for_kv as f64 * fraction) as u64 / block_bytes;
+                if let KvCapacity::AtMost { slots, .. } = config.kv {
+                    blocks = blocks.min(slots.div_ceil(config.block_size as u64).max(1));
+                }
                 if blocks == 0 {
                     return Err(EngineError::OutOfMemory {
                         what: "one KV block".into(),
@@ -474,7 +511,8 @@ impl Engine {
             "engine ready"
         );
         let seqs = Sequences::new(config.block_size, num_blocks, spec.vocab, config.prompt_seed);
-        Ok(Self {
+        let stopwatch = if config.time_gpu { Some(gpu.stopwatch()?) } else { None };
+        Self {
             gpu,
             spec,
             config,
@@ -484,7 +522,72 @@ impl Engine {
             bufs,
             decode_ws: DecodeWorkspace::new(),
             memory,
-        })
+            stopwatch,
+            graphs: std::collections::HashMap::new(),
+            last_timing: StepTiming::default(),
+        }
+        .with_graphs()
+    }
+
+    /// Captures a decode graph for every bucket the buffers hold, largest first (so the workspaces grow once),
+    /// again while a capture moved a workspace an earlier one uses.
+    fn with_graphs(mut self) -> Result<Self, EngineError> {
+        if !self.config.decode_graphs {
+            return Ok(self);
+        }
+        let limit = self.bufs.seqs.min(self.bufs.rows);
+        let buckets: Vec<usize> = GRAPH_BUCKETS.iter().rev().copied().filter(|&b| b <= limit).collect();
+        for _ in 0..3 {
+            for &b in &buckets {
+                if !self.graph_current(b) {
+                    let x = padding_step(b, self.bufs.table_width, self.config.block_size as usize);
+                    self.capture(b, &x)?;
+                }
+            }
+            if buckets.iter().all(|&b| self.graph_current(b)) {
+                break;
+            }
+        }
+        self.gpu.synchronize()?;
+        let used = self.record_memory()?;
+        tracing::debug!(buckets = buckets.len(), used_mib = used / MIB, "decode graphs captured");
+        Ok(self)
+    }
+
+    /// Whether bucket `b` has a graph whose workspaces are still where they were.
+    fn graph_current(&self, b: usize) -> bool {
+        self.graphs
+            .get(&b)
+            .is_some_and(|g| g.scratch == self.gpu.scratch_generation() && g.workspace == self.decode_ws.generation())
+    }
+
+    /// Runs the padded step `x` once as usual (every workspace then has its size, and its result stands), then
+    /// records it as bucket `b`'s graph. Inputs must already be on the GPU.
+    fn capture(&mut self, b: usize, x: &StepInputs) -> Result<(), EngineError> {
+        self.upload_inputs(x)?;
+        self.forward(x)?;
+        self.gpu.begin_capture()?;
+        let issued = self.forward(x);
+        let graph = self.gpu.end_capture(issued)?;
+        self.graphs.insert(
+            b,
+            CapturedGraph {
+                graph,
+                scratch: self.gpu.scratch_generation(),
+                workspace: self.decode_ws.generation(),
+            },
+        );
+        Ok(())
+    }
+
+    /// Where the last step's time went.
+    pub fn last_timing(&self) -> StepTiming {
+        self.last_timing
+    }
+
+    /// Gives the GPU back (weights, cache and buffers are freed), for the next engine on the same device.
+    pub fn into_gpu(self) -> Gpu {
+        self.gpu
     }
 
     pub fn gpu(&self) -> &Gpu {
@@ -558,6 +661,7 @@ impl Engine {
     }
 
     fn run(&mut self, plan: &StepPlan, want_logits: bool) -> Result<StepOutput, EngineError> {
+        let started = std::time::Instant::now();
         if plan.is_empty() {
             for &id in &plan.preempted {
                 self.seqs.release_kv(id);
@@ -580,11 +684,42 @@ impl Engine {
                 "a step outgrew the engine's buffers: reallocating them"
             );
             self.bufs = Buffers::new(&self.gpu, &self.spec, rows, seqs, width)?;
+            // The graphs hold the old buffers' addresses.
+            self.graphs.clear();
         }
-        self.upload_inputs(&x)?;
-        self.forward(&x)?;
+        if let Some(w) = &self.stopwatch {
+            w.start(&self.gpu)?;
+        }
+        let bucket = (self.config.decode_graphs && x.chunks() == 0 && x.decode_blocks_per_seq <= self.bufs.table_width)
+            .then(|| graph_bucket(x.decodes(), self.bufs.seqs.min(self.bufs.rows)))
+            .flatten();
+        match bucket {
+            Some(b) => {
+                let p = padded_for_graph(&x, b, self.bufs.table_width, self.config.block_size as usize);
+                if self.graph_current(b) {
+                    self.upload_inputs(&p)?;
+                    self.graphs[&b].graph.launch()?;
+                } else {
+                    // A workspace moved (or the buffers were reallocated): this step captures the graph anew.
+                    self.capture(b, &p)?;
+                }
+            }
+            None => {
+                self.upload_inputs(&x)?;
+                self.forward(&x)?;
+            }
+        }
+        if let Some(w) = &self.stopwatch {
+            w.stop(&self.gpu)?;
+        }
+        let issue_ns = started.elapsed().as_nanos() as u64;
         let n = x.sample_rows.len();
         let raw = self.gpu.download_prefix(&self.bufs.sampled, n)?;
+        let total_ns = started.elapsed().as_nanos() as u64;
+        let gpu_ns = match &self.stopwatch {
+            Some(w) => Some((w.elapsed_ms()? * 1e6) as u64),
+            None => None,
+        };
         let logits = if want_logits {
             let v = self.spec.vocab as usize;
             let bits = self.gpu.download_prefix(&self.bufs.logits, n * v)?;
@@ -600,10 +735,20 @@ impl Engine {
             }
         }
         self.seqs.commit_samples(&x.sample_ids, &tokens);
+        self.last_timing = StepTiming {
+            issue_ns,
+            total_ns,
+            gpu_ns,
+        };
         Ok(StepOutput {
             ids: x.sample_ids,
             tokens,
             logits,
+            timing: StepTiming {
+                issue_ns,
+                total_ns,
+                gpu_ns,
+            },
         })
     }
 

@@ -25,7 +25,7 @@ pub use device::GpuWeights;
 pub use executor::GpuExecutor;
 pub use forward::{
     Engine, EngineConfig, EngineError, EngineMemory, GemmBackend, GemmOp, GemmPolicy, GemmRule, KvCapacity, StepOutput,
-    WeightSource,
+    StepTiming, WeightSource,
 };
 pub use reference::{HfLogits, ReferenceModel, SeqId, StepErrors, argmax};
 pub use step::{Sequences, StepError, StepInputs, prompt_token};

@@ -448,6 +448,59 @@ impl Sequences {
     }
 }
 
+/// Batch sizes decode graphs are captured for; a step's decodes are padded up to the next one.
+pub const GRAPH_BUCKETS: [usize; 13] = [1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256];
+
+/// The bucket a decode-only step of `decodes` rows runs in (`None`: more than the largest, or than `limit`).
+pub fn graph_bucket(decodes: usize, limit: usize) -> Option<usize> {
+    GRAPH_BUCKETS
+        .iter()
+        .copied()
+        .find(|&b| b >= decodes)
+        .filter(|&b| b <= limit)
+}
+
+/// The decode-only step `x` laid out for the graph of `bucket` rows with block tables `width` wide, whose decode
+/// attention covers up to `width * block_size` tokens: every argument a kernel gets from the host is then the
+/// bucket's own, whatever the step. Rows past the real decodes are padding — token 0 at position 0, no KV slot,
+/// a context of one token over no block (attention gives zero) — and sample too, so the sampled rows are always
+/// `bucket`; only the first `x.sample_ids.len()` are read back.
+pub fn padded_for_graph(x: &StepInputs, bucket: usize, width: usize, block_size: usize) -> StepInputs {
+    let n = x.decodes();
+    assert!(
+        x.chunks() == 0 && n <= bucket && x.decode_blocks_per_seq <= width && x.sample_rows.len() <= bucket,
+        "a decode-only step that fits the bucket"
+    );
+    let mut p = x.clone();
+    p.tokens.resize(bucket, 0);
+    p.positions.resize(bucket, 0);
+    p.slots.resize(bucket, -1);
+    p.decode_context.resize(bucket, 1);
+    p.decode_tables = vec![-1; bucket * width];
+    for s in 0..n {
+        let row = &x.decode_tables[s * x.decode_blocks_per_seq..][..x.decode_blocks_per_seq];
+        p.decode_tables[s * width..][..row.len()].copy_from_slice(row);
+    }
+    p.decode_blocks_per_seq = width;
+    p.max_decode_context = width * block_size;
+    p.sample_rows.extend((n..bucket).map(|r| r as i32));
+    p.sample_rows.resize(bucket, 0);
+    p
+}
+
+/// A decode-only step of `bucket` padding rows: what a graph is captured from before any request needs it.
+pub fn padding_step(bucket: usize, width: usize, block_size: usize) -> StepInputs {
+    padded_for_graph(
+        &StepInputs {
+            prefill_cu: vec![0],
+            ..StepInputs::default()
+        },
+        bucket,
+        width,
+        block_size,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -701,5 +754,39 @@ mod tests {
             .prepare(&plan(vec![chunk(1, 0, 4, 0, true), chunk(1, 0, 4, 0, true)], vec![]))
             .unwrap_err();
         assert!(err.to_string().contains("twice"), "{err}");
+    }
+
+    #[test]
+    fn graph_padding_keeps_the_real_rows_and_pads_the_rest_inert() {
+        let x = StepInputs {
+            tokens: vec![5, 6],
+            positions: vec![9, 3],
+            slots: vec![40, 7],
+            decode_context: vec![10, 4],
+            decode_tables: vec![2, -1, 0, -1],
+            decode_blocks_per_seq: 2,
+            max_decode_context: 10,
+            prefill_cu: vec![2],
+            sample_rows: vec![0, 1],
+            sample_ids: vec![11, 12],
+            ..StepInputs::default()
+        };
+        assert_eq!(graph_bucket(2, 256), Some(2));
+        assert_eq!(graph_bucket(3, 256), Some(4));
+        assert_eq!(graph_bucket(200, 256), Some(256));
+        assert_eq!(graph_bucket(200, 128), None);
+        assert_eq!(graph_bucket(300, 1000), None);
+        let p = padded_for_graph(&x, 4, 3, 16);
+        assert_eq!(p.tokens, vec![5, 6, 0, 0]);
+        assert_eq!(p.positions, vec![9, 3, 0, 0]);
+        assert_eq!(p.slots, vec![40, 7, -1, -1]);
+        assert_eq!(p.decode_context, vec![10, 4, 1, 1]);
+        assert_eq!(p.decode_tables, vec![2, -1, -1, 0, -1, -1, -1, -1, -1, -1, -1, -1]);
+        assert_eq!((p.decode_blocks_per_seq, p.max_decode_context), (3, 48));
+        assert_eq!(p.sample_rows, vec![0, 1, 2, 3]);
+        assert_eq!(p.sample_ids, vec![11, 12]);
+        let q = padding_step(8, 3, 16);
+        assert_eq!((q.rows(), q.decodes(), q.chunks(), q.sample_rows.len()), (8, 8, 0, 8));
+        assert!(q.slots.iter().all(|&s| s == -1) && q.decode_tables.iter().all(|&b| b == -1));
     }
 }

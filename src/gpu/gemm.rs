@@ -278,7 +278,10 @@ impl Gpu {
         let mut scratch = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
         let need = split * m * n;
         if scratch.as_ref().is_none_or(|s| s.len() < need) {
-            *scratch = Some(self.zeros::<f32>(need)?);
+            // Grown geometrically, and counted: a captured graph holds the old buffer's address.
+            *scratch = Some(self.zeros::<f32>(need.next_power_of_two())?);
+            self.scratch_generation
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         let partial = scratch.as_mut().expect("allocated above");
         {

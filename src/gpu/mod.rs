@@ -66,7 +66,7 @@ pub use kernels::{KernelId, Kernels};
 pub use ops::{
     AttentionKernel, DecodeShape, DecodeWorkspace, KvAppendShape, KvCacheMut, PagedKv, PagedKvLayout, PrefillShape,
 };
-pub use timing::Timing;
+pub use timing::{Graph, Stopwatch, Timing};
 
 /// fp16 data on the device, as raw bits (see the module docs).
 pub type F16Buffer = CudaSlice<u16>;
@@ -256,6 +256,8 @@ pub struct Gpu {
     blas: std::sync::OnceLock<cudarc::cublas::CudaBlas>,
     /// Split-K partial sums; grows on demand. Reuse is safe because all work is ordered on the one stream.
     scratch: std::sync::Mutex<Option<CudaSlice<f32>>>,
+    /// Bumped whenever `scratch` is reallocated (see [`Gpu::scratch_generation`]).
+    scratch_generation: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Gpu {
@@ -298,6 +300,7 @@ impl Gpu {
                 kernels,
                 blas: std::sync::OnceLock::new(),
                 scratch: std::sync::Mutex::new(None),
+                scratch_generation: std::sync::atomic::AtomicU64::new(0),
             })
         })
     }
@@ -324,6 +327,11 @@ impl Gpu {
     }
 
     /// Waits for all work issued so far, surfacing any asynchronous kernel error.
+    /// Changes whenever the GEMM split-K scratch moves: a graph captured before then would use freed memory.
+    pub fn scratch_generation(&self) -> u64 {
+        self.scratch_generation.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn synchronize(&self) -> Result<(), GpuError> {
         self.stream.synchronize()?;
         Ok(())

@@ -188,6 +188,8 @@ pub struct DecodeWorkspace {
     /// Per (sequence, kv head): partitions finished so far (the tensor-core kernel's last one merges); zero
     /// between launches.
     counters: Option<CudaSlice<i32>>,
+    /// Bumped whenever a buffer is reallocated: a graph captured before then would use freed memory.
+    generation: u64,
 }
 
 impl DecodeWorkspace {
@@ -195,15 +197,23 @@ impl DecodeWorkspace {
         Self::default()
     }
 
+    /// Changes whenever a buffer moves.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
     fn ensure(&mut self, gpu: &Gpu, out_len: usize, ml_len: usize, counters: usize) -> Result<(), GpuError> {
         if self.counters.as_ref().is_none_or(|b| b.len() < counters) {
             self.counters = Some(gpu.zeros(counters.next_power_of_two())?);
+            self.generation += 1;
         }
         if self.part_out.as_ref().is_none_or(|b| b.len() < out_len) {
-            self.part_out = Some(gpu.zeros(out_len)?);
+            self.part_out = Some(gpu.zeros(out_len.next_power_of_two())?);
+            self.generation += 1;
         }
         if self.part_ml.as_ref().is_none_or(|b| b.len() < ml_len) {
-            self.part_ml = Some(gpu.zeros(ml_len)?);
+            self.part_ml = Some(gpu.zeros(ml_len.next_power_of_two())?);
+            self.generation += 1;
         }
         Ok(())
     }

@@ -78,17 +78,79 @@ impl Gpu {
     where
         F: FnMut(usize) -> Result<(), GpuError>,
     {
-        use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
-        let stream = self.stream();
-        stream.begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED)?;
+        self.begin_capture()?;
         let captured = (0..launches).try_for_each(&mut op);
-        // End the capture whatever happened, so the stream is usable again.
-        let graph = stream.end_capture(CUgraphInstantiate_flags(0));
-        captured?;
+        let graph = self.end_capture(captured)?;
+        self.time(warmup, repeats, |_| graph.launch())
+    }
+}
+
+/// A pair of CUDA events around work issued on the GPU's stream: how long the GPU took for it, read once the
+/// stream has passed the second event.
+pub struct Stopwatch {
+    start: cudarc::driver::CudaEvent,
+    end: cudarc::driver::CudaEvent,
+}
+
+impl Gpu {
+    pub fn stopwatch(&self) -> Result<Stopwatch, GpuError> {
+        let ctx = self.context();
+        Ok(Stopwatch {
+            start: ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))?,
+            end: ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))?,
+        })
+    }
+}
+
+impl Stopwatch {
+    /// Marks the start on `gpu`'s stream.
+    pub fn start(&self, gpu: &Gpu) -> Result<(), GpuError> {
+        Ok(self.start.record(gpu.stream())?)
+    }
+
+    /// Marks the end on `gpu`'s stream.
+    pub fn stop(&self, gpu: &Gpu) -> Result<(), GpuError> {
+        Ok(self.end.record(gpu.stream())?)
+    }
+
+    /// Milliseconds between the marks (waits for the second).
+    pub fn elapsed_ms(&self) -> Result<f64, GpuError> {
+        Ok(f64::from(self.start.elapsed_ms(&self.end)?))
+    }
+}
+
+/// Work captured from the GPU's stream, replayed by [`Graph::launch`] with the same arguments (buffers included:
+/// they must outlive it and stay where they are).
+pub struct Graph {
+    graph: cudarc::driver::CudaGraph,
+}
+
+impl Graph {
+    pub fn launch(&self) -> Result<(), GpuError> {
+        Ok(self.graph.launch()?)
+    }
+}
+
+impl Gpu {
+    /// Starts recording what is issued on the stream instead of running it. Allocations are allowed meanwhile
+    /// (relaxed mode), but nothing may wait on the stream or copy from the host until [`Gpu::end_capture`].
+    pub fn begin_capture(&self) -> Result<(), GpuError> {
+        use cudarc::driver::sys::CUstreamCaptureMode;
+        Ok(self
+            .stream()
+            .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED)?)
+    }
+
+    /// Ends the capture begun by [`Gpu::begin_capture`] — always, so the stream is usable again — and returns the
+    /// graph, or `issued`'s error if issuing the work failed.
+    pub fn end_capture(&self, issued: Result<(), GpuError>) -> Result<Graph, GpuError> {
+        use cudarc::driver::sys::CUgraphInstantiate_flags;
+        let graph = self.stream().end_capture(CUgraphInstantiate_flags(0));
+        issued?;
         let Some(graph) = graph? else {
-            return Err(GpuError::shape("time_graph", "the capture recorded no work"));
+            return Err(GpuError::shape("capture", "the capture recorded no work"));
         };
         graph.upload()?;
-        self.time(warmup, repeats, |_| Ok(graph.launch()?))
+        Ok(Graph { graph })
     }
 }

@@ -8,7 +8,7 @@
 
 use super::CostModel;
 use crate::calib::interp::{Curve, Surface, WorkSurface, prefill_pairs};
-use crate::calib::profile::{GemmTable, Profile};
+use crate::calib::profile::{EngineSteps, GemmTable, Profile, StepKind};
 use crate::model::{ModelSpec, StepShape};
 use crate::sched::StepPlan;
 use crate::units::Nanos;
@@ -26,10 +26,15 @@ pub struct CalibratedCost {
     embedding: Curve,
     argmax: Curve,
     prefill: WorkSurface,
+    /// The most attention pairs per µs (beyond the launch floor) any measured prefill point reached: several
+    /// chunks in one launch run side by side, so together they take no less than their pairs at this rate.
+    prefill_pairs_per_us: f64,
     decode: Surface,
     /// Measured / uniform-predicted decode time as a function of max context / mean context.
     heterogeneity: Option<Curve>,
     overhead_us: f64,
+    /// The engine's whole-step model (host issue time and tail), when the profile measured it.
+    engine: Option<EngineSteps>,
     describe: String,
 }
 
@@ -54,9 +59,11 @@ impl CalibratedCost {
             embedding: op("embedding")?,
             argmax: op("argmax")?,
             prefill: WorkSurface::new(&profile.attention_prefill.us, prefill_pairs),
+            prefill_pairs_per_us: peak_prefill_rate(&profile.attention_prefill.us),
             heterogeneity: heterogeneity_curve(profile, &decode),
             decode,
             overhead_us: profile.step_overhead_us,
+            engine: profile.engine.clone(),
             describe: format!(
                 "calibrated: {} ({} on {}, {})",
                 source, f.model.name, f.gpu_name, f.date
@@ -64,11 +71,22 @@ impl CalibratedCost {
         })
     }
 
-    /// Everything but attention, in µs.
-    fn dense_us(&self, s: &StepShape) -> f64 {
+    /// The whole step from its kernels' time: the engine's step model where the profile has one, else the kernels
+    /// plus the fixed overhead.
+    fn whole_step_us(&self, s: &StepShape, kernels_us: f64) -> f64 {
+        match &self.engine {
+            Some(e) if s.tokens > 0 => {
+                e.step_us(StepKind::of(s.decode_seqs, s.prefill_seqs), s.tokens as f64, kernels_us)
+            }
+            _ => kernels_us + self.overhead_us,
+        }
+    }
+
+    /// Every kernel of the step but attention, in µs.
+    pub fn dense_us(&self, s: &StepShape) -> f64 {
         let t = s.tokens as f64;
         if s.tokens == 0 {
-            return self.overhead_us;
+            return 0.0;
         }
         let per_layer = 2.0 * self.norm.at(t)
             + self.qkv.best_us(t)
@@ -77,7 +95,7 @@ impl CalibratedCost {
             + self.gate_up.best_us(t)
             + self.silu_mul.at(t)
             + self.down.best_us(t);
-        let mut us = self.layers * per_layer + self.embedding.at(t) + self.overhead_us;
+        let mut us = self.layers * per_layer + self.embedding.at(t);
         if s.sampled_seqs > 0 {
             let rows = s.sampled_seqs as f64;
             us += self.norm.at(rows) + self.lm_head.best_us(rows) + self.argmax.at(rows);
@@ -98,10 +116,49 @@ impl CalibratedCost {
         }
     }
 
+    /// The step's kernels alone (the op tables, no host or tail), in µs. The prefill chunks share one attention
+    /// launch: its floor, then the longer of the slowest chunk on its own and all chunks' pairs at the peak rate.
+    pub fn kernels_us(&self, plan: &StepPlan, s: &StepShape) -> f64 {
+        let mut attention = self.decode_us(s);
+        if !plan.prefills.is_empty() {
+            let floor = self.prefill_floor_us();
+            let (mut slowest, mut pairs) = (0.0f64, 0.0);
+            for c in &plan.prefills {
+                let (len, offset) = (f64::from(c.len), f64::from(c.offset));
+                slowest = slowest.max(self.prefill.at(len, offset) - floor);
+                pairs += prefill_pairs(len, offset);
+            }
+            let together = if self.prefill_pairs_per_us > 0.0 {
+                pairs / self.prefill_pairs_per_us
+            } else {
+                0.0
+            };
+            attention += floor + slowest.max(together).max(0.0);
+        }
+        self.dense_us(s) + self.layers * attention
+    }
+
     /// The launch floor of a prefill attention launch: its smallest measured point.
     fn prefill_floor_us(&self) -> f64 {
         self.prefill.floor()
     }
+}
+
+/// Attention pairs per µs beyond the floor (the smallest time) at the measured prefill point that reached the
+/// most.
+fn peak_prefill_rate(t: &Surface) -> f64 {
+    let floor = t.z.iter().copied().fold(f64::INFINITY, f64::min);
+    let ny = t.y.len();
+    let mut best = 0.0f64;
+    for (i, &chunk) in t.x.iter().enumerate() {
+        for (j, &offset) in t.y.iter().enumerate() {
+            let beyond = t.z[i * ny + j] - floor;
+            if beyond > 0.0 {
+                best = best.max(prefill_pairs(chunk, offset) / beyond);
+            }
+        }
+    }
+    best
 }
 
 /// Ratios measured/predicted of the mixed-length decode points, by imbalance (max / mean context), averaged where
@@ -155,19 +212,11 @@ impl CostModel for CalibratedCost {
             let offset = ((s.prefill_attn_pairs as f64 - p * (p + 1.0) / 2.0) / p).max(0.0);
             attention += self.prefill.at(p, offset);
         }
-        to_nanos(self.dense_us(s) + self.layers * attention)
+        to_nanos(self.whole_step_us(s, self.dense_us(s) + self.layers * attention))
     }
 
     fn plan_time(&self, plan: &StepPlan, s: &StepShape) -> Nanos {
-        let mut attention = self.decode_us(s);
-        if !plan.prefills.is_empty() {
-            let floor = self.prefill_floor_us();
-            attention += floor;
-            for c in &plan.prefills {
-                attention += (self.prefill.at(f64::from(c.len), f64::from(c.offset)) - floor).max(0.0);
-            }
-        }
-        to_nanos(self.dense_us(s) + self.layers * attention)
+        to_nanos(self.whole_step_us(s, self.kernels_us(plan, s)))
     }
 
     fn describe(&self) -> String {
@@ -254,6 +303,7 @@ pub(crate) mod tests {
             }),
             decode_mixed: vec![],
             step_overhead_us: 30.0,
+            engine: None,
             run: CalibrationRun {
                 seconds: 1.0,
                 warmup: 3,
@@ -284,26 +334,49 @@ pub(crate) mod tests {
         assert_eq!(c.plan_time(&StepPlan::default(), &s), Nanos::from_us(expected));
     }
 
-    #[test]
-    fn prefill_chunks_share_one_launch_floor() {
-        let model = by_name("qwen2.5-0.5b").unwrap();
-        let c = CalibratedCost::new(&synthetic_profile(&model), &model, "synthetic").unwrap();
+    fn chunks(chunks: &[(u32, u32)]) -> StepPlan {
         let mut plan = StepPlan::default();
-        for (offset, len) in [(0u32, 64u32), (512, 64)] {
+        for (i, &(offset, len)) in chunks.iter().enumerate() {
             plan.prefills.push(PrefillChunk {
-                id: 0,
+                id: i as u32,
                 offset,
                 len,
                 padding: 0,
                 samples: true,
             });
         }
+        plan
+    }
+
+    #[test]
+    fn prefill_chunks_share_one_launch_floor() {
+        let model = by_name("qwen2.5-0.5b").unwrap();
+        let p = synthetic_profile(&model);
+        let c = CalibratedCost::new(&p, &model, "synthetic").unwrap();
+        let plan = chunks(&[(0, 64), (512, 64)]);
         let shape = plan.shape();
         let floor = 3.0 + 0.002 * 1.0 * 1.0;
         let t = |chunk: f64, offset: f64| 3.0 + 0.002 * chunk * (offset + chunk);
-        let attention = floor + (t(64.0, 0.0) - floor) + (t(64.0, 512.0) - floor);
-        let without = c.dense_us(&shape);
-        assert_eq!(c.plan_time(&plan, &shape), Nanos::from_us(without + 24.0 * attention));
+        // The launch's floor once, then the longer of the slowest chunk and all pairs at the table's peak rate.
+        let rate = peak_prefill_rate(&p.attention_prefill.us);
+        let pairs = prefill_pairs(64.0, 0.0) + prefill_pairs(64.0, 512.0);
+        let attention = floor + (t(64.0, 512.0) - floor).max(pairs / rate);
+        let kernels = c.dense_us(&shape) + 24.0 * attention;
+        assert_eq!(c.plan_time(&plan, &shape), Nanos::from_us(kernels + 30.0));
+    }
+
+    #[test]
+    fn many_chunks_in_one_launch_cost_less_than_apart_but_no_less_than_the_slowest() {
+        let model = by_name("qwen2.5-0.5b").unwrap();
+        let c = CalibratedCost::new(&synthetic_profile(&model), &model, "synthetic").unwrap();
+        let one = chunks(&[(0, 512)]);
+        let eight = chunks(&[(0, 512); 8]);
+        let (k1, k8) = (c.kernels_us(&one, &one.shape()), c.kernels_us(&eight, &eight.shape()));
+        let attention = |plan: &StepPlan, k: f64| (k - c.dense_us(&plan.shape())) / 24.0;
+        let (a1, a8) = (attention(&one, k1), attention(&eight, k8));
+        let floor = c.prefill_floor_us();
+        assert!(a8 >= a1, "eight chunks {a8} µs, one {a1} µs");
+        assert!(a8 - floor < 8.0 * (a1 - floor), "eight chunks {a8} µs vs eight apart");
     }
 
     #[test]

@@ -103,10 +103,15 @@ pub fn build_cost_model(
             let rel = profile_relative_path(s, model).ok_or("cost.profile is required for kind = \"calibrated\"")?;
             let path = base_dir.join(&rel);
             let profile = Profile::load(&path).map_err(|e| e.to_string())?;
-            for m in profile.mismatches(model) {
+            // A sweep prepares the same profile for many runs: say what is wrong with it once.
+            let first_time = warned_profiles()
+                .lock()
+                .map(|mut seen| seen.insert(path.clone()))
+                .unwrap_or(true);
+            for m in profile.mismatches(model).into_iter().filter(|_| first_time) {
                 tracing::warn!("profile {} does not match the scenario's model: {m}", path.display());
             }
-            if profile.fingerprint.kernel_source_hash != crate::gpu::kernel_source_hash() {
+            if first_time && profile.fingerprint.kernel_source_hash != crate::gpu::kernel_source_hash() {
                 tracing::warn!(
                     "profile {} was measured with other kernels than this batchlab's (kernel source hash {}); \
                      calibrate again for predictions of these kernels",
@@ -117,6 +122,13 @@ pub fn build_cost_model(
             Box::new(CalibratedCost::new(&profile, model, &rel.display().to_string())?)
         }
     })
+}
+
+/// Profiles already warned about in this process.
+fn warned_profiles() -> &'static std::sync::Mutex<std::collections::HashSet<std::path::PathBuf>> {
+    static SEEN: std::sync::OnceLock<std::sync::Mutex<std::collections::HashSet<std::path::PathBuf>>> =
+        std::sync::OnceLock::new();
+    SEEN.get_or_init(Default::default)
 }
 
 /// The calibration profile a calibrated scenario names, relative to its folder; `None` when it names none.

@@ -14,6 +14,7 @@
 
 pub mod compare;
 pub mod driver;
+pub mod engine_backend;
 pub mod fingerprint;
 pub mod output;
 
@@ -26,6 +27,7 @@ pub use driver::{
     Backend, MeasuredMemory, MeasuredRun, PlanLog, RunValidation, ValidateError, ValidateOptions, Validation,
     validate_run, validate_runs,
 };
+pub use engine_backend::EngineBackend;
 pub use fingerprint::{DeviceFingerprint, ProfileCheck, check_profile};
 pub use output::write_validation;
 

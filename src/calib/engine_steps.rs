@@ -1,0 +1,498 @@
+//! What only whole steps show: `calibrate` runs synthetic steps on the engine — decode-only batches, prefill-only
+//! chunks, mixed steps — and fits the engine's step model ([`EngineSteps`]): the host's time to issue a step (a line
+//! in its token count, per step kind) and the tail that follows the last of host and GPU work (per kind, the
+//! median residual against the op tables' prediction).
+
+use super::profile::{EngineStepSample, EngineSteps, Profile, StepKind, StepKindModel};
+use crate::engine::{
+    Engine, EngineConfig, EngineError, GemmBackend, GemmOp, GemmPolicy, GemmRule, KvCapacity, StepTiming,
+};
+use crate::engine::{GpuExecutor, WallClock};
+use crate::gpu::Gpu;
+use crate::metrics::Recorder;
+use crate::metrics::percentile_sorted;
+use crate::model::StepShape;
+use crate::sched::{DecodeSeq, PrefillChunk, ReqId, SchedulerLimits, StepOutcome, StepPlan};
+use crate::sim::calibrated::CalibratedCost;
+use crate::sim::run::new_scheduler;
+use crate::sim::serving::{ExecError, Executor, serve};
+use crate::units::Nanos;
+use crate::workload::{PolicyKind, Request, Workload};
+
+/// Timed repeats of each step shape (after one untimed).
+const REPEATS: usize = 5;
+const DECODE_BATCHES: [u32; 7] = [1, 2, 4, 8, 16, 32, 64];
+const DECODE_CONTEXTS: [u32; 2] = [128, 1024];
+const PREFILL_CHUNKS: [u32; 6] = [16, 64, 256, 1024, 2048, 4096];
+/// (decodes, their context, prefill chunk) of the mixed steps.
+const MIXED: [(u32, u32, u32); 4] = [(4, 1024, 64), (4, 1024, 512), (32, 1024, 64), (32, 1024, 512)];
+/// Most tokens one prefill step of the setup holds.
+const SETUP_TOKENS: u32 = 8192;
+
+/// How many points [`measure`] times (for a progress bar).
+pub fn points() -> usize {
+    DECODE_BATCHES.len() * DECODE_CONTEXTS.len() + PREFILL_CHUNKS.len() + MIXED.len() + 2
+}
+
+/// Runs the synthetic steps on engines with seeded random weights on `gpu` and fits the step model against
+/// `profile`'s op tables. Each group of steps gets an engine whose longest context is the group's (decode graphs
+/// cover up to it, as in `validate`, which sizes its engines by the workload). Gives the GPU back.
+pub fn measure(gpu: Gpu, profile: &Profile, on_point: &mut dyn FnMut(&str)) -> Result<(EngineSteps, Gpu), EngineError> {
+    let model = profile.fingerprint.model.clone();
+    let cost = CalibratedCost::new(profile, &model, "calibration").map_err(EngineError::Config)?;
+    let gemm = gemm_policy(profile).map_err(EngineError::Config)?;
+    let config = |max_context: u32| EngineConfig {
+        block_size: profile.fingerprint.block_size,
+        kv: KvCapacity::Slots(64 * 1200 + 8192 + 4096),
+        max_step_tokens: SETUP_TOKENS as usize,
+        max_seqs: 128,
+        max_context: Some(max_context + 2 * REPEATS as u32 + 2),
+        time_gpu: true,
+        gemm: gemm.clone(),
+        ..EngineConfig::default()
+    };
+    let mut samples = Vec::new();
+    let mut gpu = Some(gpu);
+    let mut group = |max_context: u32, run: &mut dyn FnMut(&mut StepBench) -> Result<(), EngineError>| {
+        let engine = Engine::random(
+            gpu.take().expect("given back"),
+            model.clone(),
+            0x5eed,
+            config(max_context),
+        )?;
+        let mut bench = StepBench {
+            engine,
+            cost: &cost,
+            next_id: 0,
+            samples: &mut samples,
+        };
+        let done = run(&mut bench);
+        let g = bench.engine.into_gpu();
+        g.synchronize()?;
+        gpu = Some(g);
+        done
+    };
+    for &c in &DECODE_CONTEXTS {
+        group(c, &mut |bench| {
+            for &b in &DECODE_BATCHES {
+                let ids = bench.prefilled(b, c)?;
+                bench.decode_steps(&ids, c, None)?;
+                bench.release(&ids);
+                on_point("engine decode steps");
+            }
+            Ok(())
+        })?;
+    }
+    let longest = PREFILL_CHUNKS.iter().max().copied().unwrap_or(1);
+    group(longest, &mut |bench| {
+        for &p in &PREFILL_CHUNKS {
+            bench.prefill_steps(p)?;
+            on_point("engine prefill steps");
+        }
+        Ok(())
+    })?;
+    let longest = MIXED.iter().map(|m| m.1.max(m.2)).max().unwrap_or(1);
+    group(longest, &mut |bench| {
+        for &(b, c, p) in &MIXED {
+            let ids = bench.prefilled(b, c)?;
+            bench.decode_steps(&ids, c, Some(p))?;
+            bench.release(&ids);
+            on_point("engine mixed steps");
+        }
+        Ok(())
+    })?;
+    // Steps as serving makes them, one after another through the serving loop: the gap and tail are fitted to
+    // these (the shapes above, each repeated in isolation, fix the issue line).
+    let mut serving = Vec::new();
+    for (policy, workload, limits) in serving_workloads(profile.fingerprint.block_size) {
+        let longest = workload
+            .requests
+            .iter()
+            .map(|r| r.prompt_len + r.output_len)
+            .max()
+            .unwrap_or(1);
+        let engine = Engine::random(gpu.take().expect("given back"), model.clone(), 0x5eed, config(longest))?;
+        let mut executor = TimedExecutor {
+            inner: GpuExecutor::new(engine, &workload),
+            cost: &cost,
+            samples: &mut serving,
+        };
+        let mut scheduler = new_scheduler(policy, limits);
+        let mut recorder = Recorder::new(workload.requests.len(), false, false);
+        let served = serve(
+            scheduler.as_mut(),
+            &mut executor,
+            &mut WallClock::new(),
+            &workload,
+            &mut recorder,
+            &mut (),
+        );
+        let g = executor.inner.into_engine().into_gpu();
+        g.synchronize()?;
+        gpu = Some(g);
+        served.map_err(|e| EngineError::Config(format!("serving steps: {e}")))?;
+        on_point("engine serving steps");
+    }
+    Ok((fit(samples, serving), gpu.expect("given back")))
+}
+
+/// The serving workloads steps are measured in: bursts of mixed prompt and output lengths under continuous batching
+/// (chunked prefill, so mixed steps occur) and under static batching (padded prefills).
+fn serving_workloads(block_size: u32) -> Vec<(PolicyKind, Workload, SchedulerLimits)> {
+    let prompts = [64u32, 200, 512, 96, 1024, 300, 128, 700];
+    let outputs = [16u32, 48, 32, 64, 24];
+    let requests = |n: usize| Workload {
+        requests: (0..n)
+            .map(|i| Request {
+                id: i as u32,
+                arrival: Nanos::ZERO,
+                prompt_len: prompts[i % prompts.len()],
+                output_len: outputs[i % outputs.len()],
+            })
+            .collect(),
+        closed_loop: None,
+    };
+    let limits = |batch: u32, tokens: u32, chunked: bool| SchedulerLimits {
+        max_batch_size: batch,
+        max_batch_tokens: tokens,
+        chunked_prefill: chunked,
+        mix_prefill_decode: true,
+        preemption: false,
+        max_wait: Nanos::ZERO,
+        block_size,
+        kv_capacity_slots: 64 * 1200,
+    };
+    vec![
+        (PolicyKind::Continuous, requests(40), limits(16, 1024, true)),
+        (PolicyKind::Static, requests(16), limits(8, 8192, false)),
+    ]
+}
+
+/// The serving loop's executor with each step's timing and kernel prediction kept.
+struct TimedExecutor<'a> {
+    inner: GpuExecutor,
+    cost: &'a CalibratedCost,
+    samples: &'a mut Vec<EngineStepSample>,
+}
+
+impl Executor for TimedExecutor<'_> {
+    fn execute(&mut self, plan: &StepPlan, shape: &StepShape) -> Result<Nanos, ExecError> {
+        let took = self.inner.execute(plan, shape)?;
+        let t = self.inner.engine().last_timing();
+        self.samples.push(sample_of(plan, self.cost, &[t]));
+        Ok(took)
+    }
+
+    fn after_step(&mut self, outcome: &StepOutcome) {
+        self.inner.after_step(outcome);
+    }
+}
+
+/// A step's sample: the medians of `timings` (repeats of `plan`), and what the op tables predict for it.
+fn sample_of(plan: &StepPlan, cost: &CalibratedCost, timings: &[StepTiming]) -> EngineStepSample {
+    let median = |f: &dyn Fn(&StepTiming) -> f64| {
+        let mut v: Vec<f64> = timings.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        percentile_sorted(&v, 50.0)
+    };
+    let shape = plan.shape();
+    let decodes = plan.decodes.len() as u32;
+    EngineStepSample {
+        kind: StepKind::of(shape.decode_seqs, shape.prefill_seqs),
+        decode_seqs: decodes,
+        decode_context: if decodes > 0 {
+            (shape.decode_context_sum / u64::from(decodes)) as u32
+        } else {
+            0
+        },
+        prefill_seqs: shape.prefill_seqs as u32,
+        prefill_tokens: shape.prefill_tokens as u32,
+        issue_us: median(&|t| t.issue_ns as f64 / 1e3),
+        gpu_us: median(&|t| t.gpu_ns.unwrap_or(0) as f64 / 1e3),
+        wall_us: median(&|t| t.total_ns as f64 / 1e3),
+        kernels_us: cost.kernels_us(plan, &shape),
+    }
+}
+
+/// The profile's GEMM choice as engine rules: the cost model's choice is constant over each interval between two
+/// grid points (it looks both tables up at the next point up), so one rule per grid point reproduces it.
+pub fn gemm_policy(profile: &Profile) -> Result<GemmPolicy, String> {
+    let mut rules = Vec::new();
+    for (name, op) in [
+        ("qkv", GemmOp::Qkv),
+        ("o", GemmOp::O),
+        ("gate_up", GemmOp::GateUp),
+        ("down", GemmOp::Down),
+        ("lm_head", GemmOp::LmHead),
+    ] {
+        let table = profile.gemm_table(name)?;
+        let backend = |t: f64| {
+            if table.ours_faster(t) {
+                GemmBackend::Ours
+            } else {
+                GemmBackend::Cublas
+            }
+        };
+        for &x in &table.cublas_us.x {
+            rules.push(GemmRule {
+                op,
+                max_rows: x as usize,
+                backend: backend(x),
+            });
+        }
+        let last = table.cublas_us.x.last().copied().unwrap_or(1.0);
+        rules.push(GemmRule {
+            op,
+            max_rows: usize::MAX,
+            backend: backend(last),
+        });
+    }
+    Ok(GemmPolicy {
+        default: GemmBackend::Cublas,
+        rules,
+    })
+}
+
+struct StepBench<'a> {
+    engine: Engine,
+    cost: &'a CalibratedCost,
+    next_id: ReqId,
+    samples: &'a mut Vec<EngineStepSample>,
+}
+
+impl StepBench<'_> {
+    fn new_ids(&mut self, n: u32, prompt_len: u32) -> Result<Vec<ReqId>, EngineError> {
+        let ids: Vec<ReqId> = (0..n).map(|i| self.next_id + i).collect();
+        self.next_id += n;
+        for &id in &ids {
+            self.engine.register(id, prompt_len)?;
+        }
+        Ok(ids)
+    }
+
+    fn release(&mut self, ids: &[ReqId]) {
+        for &id in ids {
+            self.engine.release(id);
+        }
+    }
+
+    /// `n` new sequences with `context` prompt tokens each, prefilled (untimed), a token sampled for each.
+    fn prefilled(&mut self, n: u32, context: u32) -> Result<Vec<ReqId>, EngineError> {
+        let ids = self.new_ids(n, context)?;
+        let per_step = (SETUP_TOKENS / context).max(1) as usize;
+        for group in ids.chunks(per_step) {
+            let plan = StepPlan {
+                prefills: group.iter().map(|&id| whole_prompt(id, context)).collect(),
+                ..StepPlan::default()
+            };
+            self.engine.step(&plan)?;
+        }
+        Ok(ids)
+    }
+
+    /// Decode steps of `ids` (each `context` tokens cached), with a fresh prefill chunk of `mixed` tokens beside
+    /// them if given; the first untimed.
+    fn decode_steps(&mut self, ids: &[ReqId], context: u32, mixed: Option<u32>) -> Result<(), EngineError> {
+        let mut timings = Vec::new();
+        let mut plan = StepPlan::default();
+        for step in 0..=REPEATS as u32 {
+            plan.clear();
+            plan.decodes = ids
+                .iter()
+                .map(|&id| DecodeSeq {
+                    id,
+                    context: context + 1 + step,
+                    emits: true,
+                })
+                .collect();
+            let fresh = match mixed {
+                Some(p) => {
+                    let fresh = self.new_ids(1, p)?;
+                    plan.prefills.push(whole_prompt(fresh[0], p));
+                    fresh
+                }
+                None => Vec::new(),
+            };
+            let out = self.engine.step(&plan)?;
+            self.release(&fresh);
+            if step > 0 {
+                timings.push(out.timing);
+            }
+        }
+        self.record(&plan, &timings);
+        Ok(())
+    }
+
+    /// Prefill-only steps of one fresh `chunk`-token prompt; the first untimed.
+    fn prefill_steps(&mut self, chunk: u32) -> Result<(), EngineError> {
+        let mut timings = Vec::new();
+        let mut plan = StepPlan::default();
+        for step in 0..=REPEATS {
+            let ids = self.new_ids(1, chunk)?;
+            plan.clear();
+            plan.prefills.push(whole_prompt(ids[0], chunk));
+            let out = self.engine.step(&plan)?;
+            self.release(&ids);
+            if step > 0 {
+                timings.push(out.timing);
+            }
+        }
+        self.record(&plan, &timings);
+        Ok(())
+    }
+
+    /// Keeps the medians of `timings` for `plan` (the last of its repeats: shapes differ by one token of context).
+    fn record(&mut self, plan: &StepPlan, timings: &[StepTiming]) {
+        self.samples.push(sample_of(plan, self.cost, timings));
+    }
+}
+
+fn whole_prompt(id: ReqId, len: u32) -> PrefillChunk {
+    PrefillChunk {
+        id,
+        offset: 0,
+        len,
+        padding: 0,
+        samples: true,
+    }
+}
+
+/// A step is GPU-bound when its GPU work ended this much after the host had issued it all.
+const GPU_BOUND_US: f64 = 50.0;
+
+/// Per kind: the issue line by least squares over (tokens, issue µs) of the repeated shapes `samples`; the tail as
+/// the median of wall − GPU time and the gap as the median of GPU time − kernels over the GPU-bound steps, both
+/// of the `serving` steps where that kind occurs there, else of `samples` (a gap of 0 if no step is GPU-bound).
+/// Every step is kept in the model, the serving ones after the repeated shapes.
+pub fn fit(samples: Vec<EngineStepSample>, serving: Vec<EngineStepSample>) -> EngineSteps {
+    let median = |mut v: Vec<f64>| {
+        if v.is_empty() {
+            return 0.0;
+        }
+        v.sort_by(f64::total_cmp);
+        percentile_sorted(&v, 50.0)
+    };
+    let mut kinds = Vec::new();
+    for kind in StepKind::ALL {
+        let of: Vec<&EngineStepSample> = samples.iter().filter(|s| s.kind == kind).collect();
+        if of.is_empty() {
+            continue;
+        }
+        let points: Vec<(f64, f64)> = of.iter().map(|s| (tokens(s), s.issue_us)).collect();
+        let (base, per_token) = least_squares(&points);
+        let served: Vec<&EngineStepSample> = serving.iter().filter(|s| s.kind == kind).collect();
+        let steps = if served.is_empty() { &of } else { &served };
+        kinds.push(StepKindModel {
+            kind,
+            gap_us: median(
+                steps
+                    .iter()
+                    .filter(|s| s.gpu_us - s.issue_us > GPU_BOUND_US)
+                    .map(|s| s.gpu_us - s.kernels_us)
+                    .collect(),
+            ),
+            issue_base_us: base,
+            issue_per_token_us: per_token,
+            tail_us: median(steps.iter().map(|s| s.wall_us - s.gpu_us).collect()),
+        });
+    }
+    let mut samples = samples;
+    samples.extend(serving);
+    EngineSteps { kinds, samples }
+}
+
+fn tokens(s: &EngineStepSample) -> f64 {
+    f64::from(s.decode_seqs + s.prefill_tokens)
+}
+
+/// (intercept, slope) of the least-squares line through `points`; a flat line through their mean when x does not
+/// vary.
+fn least_squares(points: &[(f64, f64)]) -> (f64, f64) {
+    let n = points.len() as f64;
+    let (mx, my) = (
+        points.iter().map(|p| p.0).sum::<f64>() / n,
+        points.iter().map(|p| p.1).sum::<f64>() / n,
+    );
+    let sxx: f64 = points.iter().map(|p| (p.0 - mx).powi(2)).sum();
+    if sxx <= 0.0 {
+        return (my, 0.0);
+    }
+    let sxy: f64 = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+    let slope = sxy / sxx;
+    (my - slope * mx, slope)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(kind: StepKind, decodes: u32, prefill: u32, issue: f64, kernels: f64, wall: f64) -> EngineStepSample {
+        EngineStepSample {
+            kind,
+            decode_seqs: decodes,
+            decode_context: 100,
+            prefill_seqs: u32::from(prefill > 0),
+            prefill_tokens: prefill,
+            issue_us: issue,
+            gpu_us: kernels,
+            wall_us: wall,
+            kernels_us: kernels,
+        }
+    }
+
+    #[test]
+    fn the_fit_recovers_a_known_step_model() {
+        // Issue 800 + 0.5/token; kernels in a step take 100 µs more than the tables; GPU time = max(kernels + 100,
+        // issue + 10); the tail after the GPU is 40 µs.
+        let issue = |t: f64| 800.0 + 0.5 * t;
+        let mut samples = Vec::new();
+        for (b, kernels) in [(1u32, 300.0f64), (8, 500.0), (64, 1900.0), (256, 3000.0)] {
+            let t = f64::from(b);
+            let gpu = (kernels + 100.0).max(issue(t) + 10.0);
+            let mut s = sample(StepKind::Decode, b, 0, issue(t), kernels, gpu + 40.0);
+            s.gpu_us = gpu;
+            samples.push(s);
+        }
+        let m = fit(samples, Vec::new());
+        let d = m.kind(StepKind::Decode).expect("decode fitted");
+        assert!((d.issue_base_us - 800.0).abs() < 1e-6 && (d.issue_per_token_us - 0.5).abs() < 1e-9);
+        assert!((d.tail_us - 40.0).abs() < 1e-6, "{d:?}");
+        assert!((d.gap_us - 100.0).abs() < 1e-6, "{d:?}");
+        assert!(m.kind(StepKind::Prefill).is_none());
+        // Host-bound and GPU-bound steps: max(kernels + gap, issue) + tail.
+        assert!((m.step_us(StepKind::Decode, 1.0, 300.0) - 840.5).abs() < 1e-6);
+        assert!((m.step_us(StepKind::Decode, 256.0, 3000.0) - 3140.0).abs() < 1e-6);
+        // A kind without samples: the kernels alone.
+        assert_eq!(m.step_us(StepKind::Mixed, 10.0, 123.0), 123.0);
+    }
+
+    #[test]
+    fn the_engine_runs_the_gemm_the_cost_model_prices() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/calibration/h100-80gb-hbm3/qwen2.5-0.5b.json"
+        );
+        let profile = Profile::load(std::path::Path::new(path)).expect("committed profile");
+        let policy = gemm_policy(&profile).expect("every GEMM table");
+        let mut both = [false, false];
+        for (name, op) in [
+            ("qkv", GemmOp::Qkv),
+            ("down", GemmOp::Down),
+            ("lm_head", GemmOp::LmHead),
+        ] {
+            let table = profile.gemm_table(name).unwrap();
+            for rows in (1..10_000).step_by(7) {
+                let ours = table.ours_faster(rows as f64);
+                both[usize::from(ours)] = true;
+                let want = if ours { GemmBackend::Ours } else { GemmBackend::Cublas };
+                assert_eq!(policy.backend(op, rows), want, "{name} at {rows} rows");
+            }
+        }
+        assert_eq!(both, [true, true], "the profile picks each backend somewhere");
+    }
+
+    #[test]
+    fn least_squares_of_a_constant_x_is_the_mean() {
+        assert_eq!(least_squares(&[(3.0, 1.0), (3.0, 3.0)]), (2.0, 0.0));
+    }
+}
