@@ -12,9 +12,10 @@ explain scenario="scenarios/quickstart.toml":
 test:
     cargo test
 
-# GPU tests (kernels against CPU references): run on a machine with an NVIDIA GPU.
+# GPU tests (kernels and the engine against CPU references): run on a machine with an NVIDIA GPU.
 test-gpu:
     cargo test --release --locked --test gpu_kernels -- --ignored --test-threads=1
+    cargo test --release --locked --test gpu_engine -- --ignored --test-threads=1 --skip transformers
 
 # Calibrate this machine's GPU for a model and check the profile out of sample (needs an NVIDIA GPU).
 calibrate model="qwen2.5-0.5b" *args="":
