@@ -133,7 +133,8 @@ pub fn measure(gpu: Gpu, profile: &Profile, on_point: &mut dyn FnMut(&str)) -> R
         served.map_err(|e| EngineError::Config(format!("serving steps: {e}")))?;
         on_point("engine serving steps");
     }
-    Ok((fit(samples, serving), gpu.expect("given back")))
+    samples.extend(serving);
+    Ok((fit(samples), gpu.expect("given back")))
 }
 
 /// The serving workloads steps are measured in: bursts of mixed prompt and output lengths under continuous batching
@@ -360,11 +361,11 @@ fn whole_prompt(id: ReqId, len: u32) -> PrefillChunk {
 /// A step is GPU-bound when its GPU work ended this much after the host had issued it all.
 const GPU_BOUND_US: f64 = 50.0;
 
-/// Per kind: the issue line by least squares over (tokens, issue µs) of the repeated shapes `samples`; the tail as
-/// the median of wall − GPU time and the gap as the median of GPU time − kernels over the GPU-bound steps, both
-/// of the `serving` steps where that kind occurs there, else of `samples` (a gap of 0 if no step is GPU-bound).
-/// Every step is kept in the model, the serving ones after the repeated shapes.
-pub fn fit(samples: Vec<EngineStepSample>, serving: Vec<EngineStepSample>) -> EngineSteps {
+/// Per kind, over every measured step of that kind (the repeated shapes and the serving steps): the issue line by
+/// least squares over (tokens, issue µs); the tail as the median of wall − GPU time; the gap by least squares over
+/// (kernels, GPU time − kernels) of the GPU-bound steps — a line where it grows with the kernels' time, else their
+/// median (a gap that shrank as steps grew would predict big steps faster than their own kernels).
+pub fn fit(samples: Vec<EngineStepSample>) -> EngineSteps {
     let median = |mut v: Vec<f64>| {
         if v.is_empty() {
             return 0.0;
@@ -380,25 +381,37 @@ pub fn fit(samples: Vec<EngineStepSample>, serving: Vec<EngineStepSample>) -> En
         }
         let points: Vec<(f64, f64)> = of.iter().map(|s| (tokens(s), s.issue_us)).collect();
         let (base, per_token) = least_squares(&points);
-        let served: Vec<&EngineStepSample> = serving.iter().filter(|s| s.kind == kind).collect();
-        let steps = if served.is_empty() { &of } else { &served };
+        let gaps: Vec<(f64, f64)> = of
+            .iter()
+            .filter(|s| s.gpu_us - s.issue_us > GPU_BOUND_US)
+            .map(|s| (s.kernels_us, s.gpu_us - s.kernels_us))
+            .collect();
+        let (gap_us, gap_per_kernel_us) = match least_squares(&gaps) {
+            _ if gaps.is_empty() => (0.0, 0.0),
+            (g0, slope) if slope > 0.0 && g0 >= 0.0 => (g0, slope),
+            _ => (median(gaps.iter().map(|g| g.1).collect()), 0.0),
+        };
         kinds.push(StepKindModel {
             kind,
-            gap_us: median(
-                steps
-                    .iter()
-                    .filter(|s| s.gpu_us - s.issue_us > GPU_BOUND_US)
-                    .map(|s| s.gpu_us - s.kernels_us)
-                    .collect(),
-            ),
+            gap_us,
+            gap_per_kernel_us,
             issue_base_us: base,
             issue_per_token_us: per_token,
-            tail_us: median(steps.iter().map(|s| s.wall_us - s.gpu_us).collect()),
+            tail_us: median(of.iter().map(|s| s.wall_us - s.gpu_us).collect()),
         });
     }
-    let mut samples = samples;
-    samples.extend(serving);
     EngineSteps { kinds, samples }
+}
+
+/// The step model fitted again to a profile's own measured steps (what `calibrate` would fit to them now).
+pub fn refit(profile: &mut Profile) -> bool {
+    match profile.engine.take() {
+        Some(e) => {
+            profile.engine = Some(fit(e.samples));
+            true
+        }
+        None => false,
+    }
 }
 
 fn tokens(s: &EngineStepSample) -> f64 {
@@ -453,7 +466,7 @@ mod tests {
             s.gpu_us = gpu;
             samples.push(s);
         }
-        let m = fit(samples, Vec::new());
+        let m = fit(samples);
         let d = m.kind(StepKind::Decode).expect("decode fitted");
         assert!((d.issue_base_us - 800.0).abs() < 1e-6 && (d.issue_per_token_us - 0.5).abs() < 1e-9);
         assert!((d.tail_us - 40.0).abs() < 1e-6, "{d:?}");
@@ -489,6 +502,24 @@ mod tests {
             }
         }
         assert_eq!(both, [true, true], "the profile picks each backend somewhere");
+    }
+
+    #[test]
+    fn a_gap_that_grows_with_the_kernels_is_a_line_and_one_that_shrinks_a_median() {
+        let step = |kernels: f64, gap: f64| {
+            let mut s = sample(StepKind::Prefill, 0, 64, 100.0, kernels, kernels + gap + 30.0);
+            s.gpu_us = kernels + gap;
+            s
+        };
+        // Gap 500 + 0.05 × kernels.
+        let m = fit([1000.0, 3000.0, 9000.0].map(|k| step(k, 500.0 + 0.05 * k)).to_vec());
+        let p = m.kind(StepKind::Prefill).unwrap();
+        assert!((p.gap_us - 500.0).abs() < 1e-6 && (p.gap_per_kernel_us - 0.05).abs() < 1e-9, "{p:?}");
+        assert!((m.step_us(StepKind::Prefill, 64.0, 2000.0) - (2000.0 + 600.0 + 30.0)).abs() < 1e-6);
+        // A shrinking gap: the median, flat.
+        let m = fit([1000.0, 2000.0, 3000.0].map(|k| step(k, 600.0 - 0.1 * k)).to_vec());
+        let p = m.kind(StepKind::Prefill).unwrap();
+        assert_eq!((p.gap_us, p.gap_per_kernel_us), (400.0, 0.0));
     }
 
     #[test]

@@ -59,8 +59,8 @@ impl StepKind {
 }
 
 /// The engine's whole-step model: a step takes `max(kernels + gap, issue) + tail`, where `kernels` is the sum of
-/// the op tables, `gap` what the same kernels take beyond that inside a step (input copies, the gaps between
-/// dependent kernels), `issue = base_us + per_token_us × tokens` the host's time to prepare and launch the step,
+/// the op tables, `gap = gap_us + gap_per_kernel_us × kernels` what the same kernels take beyond that inside a
+/// step (input copies, the gaps between dependent kernels), `issue = base_us + per_token_us × tokens` the host's time to prepare and launch the step,
 /// and `tail` what follows the GPU's last kernel (synchronisation, the sampled tokens' copy). All four per step
 /// kind, from steps measured on the engine.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -75,7 +75,10 @@ pub struct EngineSteps {
 #[serde(deny_unknown_fields)]
 pub struct StepKindModel {
     pub kind: StepKind,
+    /// The gap at no kernel time, and how it grows per µs of kernels (0 when it does not).
     pub gap_us: f64,
+    #[serde(default)]
+    pub gap_per_kernel_us: f64,
     pub issue_base_us: f64,
     pub issue_per_token_us: f64,
     pub tail_us: f64,
@@ -109,7 +112,10 @@ impl EngineSteps {
     /// The whole step from the op tables' `kernels_us`.
     pub fn step_us(&self, kind: StepKind, tokens: f64, kernels_us: f64) -> f64 {
         match self.kind(kind) {
-            Some(k) => (kernels_us + k.gap_us).max(k.issue_base_us + k.issue_per_token_us * tokens) + k.tail_us,
+            Some(k) => {
+                let gap = k.gap_us + k.gap_per_kernel_us * kernels_us;
+                (kernels_us + gap).max(k.issue_base_us + k.issue_per_token_us * tokens) + k.tail_us
+            }
             None => kernels_us,
         }
     }

@@ -54,6 +54,7 @@ pub fn run(command: Command) -> Result<(), CliError> {
         Command::BenchKernels(args) => gpu_commands::bench_kernels(args),
         Command::CompareProfiles(args) => gpu_commands::compare_profiles(args),
         Command::CheckProfile(args) => gpu_commands::check_profile(args),
+        Command::RefitProfile(args) => gpu_commands::refit_profile(args),
         Command::Validate(args) => validate_command::validate(args),
     }
 }

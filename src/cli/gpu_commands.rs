@@ -1,7 +1,7 @@
 //! The subcommands that need a GPU: calibrate, bench-kernels; and compare-profiles, which reads what they wrote.
 
 use super::commands::{CliError, input, progress};
-use super::{BenchKernelsArgs, CalibrateArgs, CompareArgs, GpuModelArgs};
+use super::{BenchKernelsArgs, CalibrateArgs, CompareArgs, GpuModelArgs, RefitArgs};
 use crate::calib::Profile;
 use crate::calib::bench;
 use crate::calib::compare::{OpErrors, agreement, out_of_sample};
@@ -96,7 +96,7 @@ pub fn calibrate(args: CalibrateArgs) -> Result<(), CliError> {
     pb.finish_and_clear();
     eprintln!(
         "{}",
-        engine_steps_report(&steps, engine_started.elapsed().as_secs_f64())
+        engine_steps_report(&steps, Some(engine_started.elapsed().as_secs_f64()))
     );
     profile.engine = Some(steps);
     profile.run.seconds = started.elapsed().as_secs_f64();
@@ -121,15 +121,16 @@ pub fn calibrate(args: CalibrateArgs) -> Result<(), CliError> {
 }
 
 /// The engine step model as fitted, and how well it reproduces the steps it was fitted to.
-fn engine_steps_report(steps: &EngineSteps, seconds: f64) -> String {
+fn engine_steps_report(steps: &EngineSteps, seconds: Option<f64>) -> String {
+    let took = seconds.map_or(String::new(), |s| format!(", {s:.1} s"));
     let mut s = format!(
-        "engine steps ({} shapes, {seconds:.1} s): step = max(kernels + gap, issue) + tail\n",
+        "engine steps ({} steps{took}): step = max(kernels + gap, issue) + tail\n",
         steps.samples.len()
     );
     for k in &steps.kinds {
         s.push_str(&format!(
-            "  {:?}: gap {:.0} µs, issue {:.0} µs + {:.3} µs/token, tail {:.0} µs\n",
-            k.kind, k.gap_us, k.issue_base_us, k.issue_per_token_us, k.tail_us
+            "  {:?}: gap {:.0} µs + {:.3} × kernels, issue {:.0} µs + {:.3} µs/token, tail {:.0} µs\n",
+            k.kind, k.gap_us, k.gap_per_kernel_us, k.issue_base_us, k.issue_per_token_us, k.tail_us
         ));
     }
     let mut errors: Vec<f64> = steps
@@ -198,6 +199,21 @@ pub fn check_profile(args: CompareArgs) -> Result<(), CliError> {
     let profile = Profile::load(&args.first).map_err(input)?;
     let offset = Profile::load(&args.second).map_err(input)?;
     println!("{}", check_report(&profile, &offset)?);
+    Ok(())
+}
+
+pub fn refit_profile(args: RefitArgs) -> Result<(), CliError> {
+    let mut profile = Profile::load(&args.profile).map_err(input)?;
+    let Some(before) = profile.engine.as_ref().map(|e| engine_steps_report(e, None)) else {
+        return Err(input(format!(
+            "{} holds no engine steps (calibrated before they were measured): calibrate again",
+            args.profile.display()
+        )));
+    };
+    engine_steps::refit(&mut profile);
+    let after = engine_steps_report(profile.engine.as_ref().expect("refitted"), None);
+    write(&args.profile, &profile.to_json())?;
+    println!("before:\n{before}\nafter:\n{after}\nwrote {}", args.profile.display());
     Ok(())
 }
 

@@ -71,6 +71,15 @@ pub enum Command {
     /// Report how well a profile predicts the points of an offset grid (the <model>.offset.json that
     /// `calibrate --check` writes), per op: median, p95 and largest relative error.
     CheckProfile(CompareArgs),
+    /// Fit a profile's engine step model again to the engine steps it measured (stored in the profile), as this
+    /// batchlab's `calibrate` fits them, and rewrite the file; prints the model before and after. No GPU needed.
+    RefitProfile(RefitArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RefitArgs {
+    /// The profile to refit in place.
+    pub profile: PathBuf,
 }
 
 #[derive(Debug, Args)]
