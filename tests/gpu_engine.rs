@@ -124,19 +124,11 @@ fn chunk(id: ReqId, offset: u32, len: u32, padding: u32, samples: bool) -> Prefi
 }
 
 fn decode(id: ReqId, context: u32) -> DecodeSeq {
-    DecodeSeq {
-        id,
-        context,
-        emits: true,
-    }
+    DecodeSeq::emitting(id, context)
 }
 
 fn plan(prefills: Vec<PrefillChunk>, decodes: Vec<DecodeSeq>) -> StepPlan {
-    StepPlan {
-        prefills,
-        decodes,
-        preempted: Vec::new(),
-    }
+    StepPlan::new(prefills, decodes)
 }
 
 /// Row `id`'s logits in a step's output.

@@ -283,7 +283,7 @@ impl StepBench<'_> {
         let per_step = (SETUP_TOKENS / context).max(1) as usize;
         for group in ids.chunks(per_step) {
             let plan = StepPlan {
-                prefills: group.iter().map(|&id| whole_prompt(id, context)).collect(),
+                prefills: group.iter().map(|&id| PrefillChunk::whole(id, context)).collect(),
                 ..StepPlan::default()
             };
             self.engine.step(&plan)?;
@@ -300,16 +300,12 @@ impl StepBench<'_> {
             plan.clear();
             plan.decodes = ids
                 .iter()
-                .map(|&id| DecodeSeq {
-                    id,
-                    context: context + 1 + step,
-                    emits: true,
-                })
+                .map(|&id| DecodeSeq::emitting(id, context + 1 + step))
                 .collect();
             let fresh = match mixed {
                 Some(p) => {
                     let fresh = self.new_ids(1, p)?;
-                    plan.prefills.push(whole_prompt(fresh[0], p));
+                    plan.prefills.push(PrefillChunk::whole(fresh[0], p));
                     fresh
                 }
                 None => Vec::new(),
@@ -331,7 +327,7 @@ impl StepBench<'_> {
         for step in 0..=REPEATS {
             let ids = self.new_ids(1, chunk)?;
             plan.clear();
-            plan.prefills.push(whole_prompt(ids[0], chunk));
+            plan.prefills.push(PrefillChunk::whole(ids[0], chunk));
             let out = self.engine.step(&plan)?;
             self.release(&ids);
             if step > 0 {
@@ -345,16 +341,6 @@ impl StepBench<'_> {
     /// Keeps the medians of `timings` for `plan` (the last of its repeats: shapes differ by one token of context).
     fn record(&mut self, plan: &StepPlan, timings: &[StepTiming]) {
         self.samples.push(sample_of(plan, self.cost, timings));
-    }
-}
-
-fn whole_prompt(id: ReqId, len: u32) -> PrefillChunk {
-    PrefillChunk {
-        id,
-        offset: 0,
-        len,
-        padding: 0,
-        samples: true,
     }
 }
 
@@ -514,7 +500,10 @@ mod tests {
         // Gap 500 + 0.05 × kernels.
         let m = fit([1000.0, 3000.0, 9000.0].map(|k| step(k, 500.0 + 0.05 * k)).to_vec());
         let p = m.kind(StepKind::Prefill).unwrap();
-        assert!((p.gap_us - 500.0).abs() < 1e-6 && (p.gap_per_kernel_us - 0.05).abs() < 1e-9, "{p:?}");
+        assert!(
+            (p.gap_us - 500.0).abs() < 1e-6 && (p.gap_per_kernel_us - 0.05).abs() < 1e-9,
+            "{p:?}"
+        );
         assert!((m.step_us(StepKind::Prefill, 64.0, 2000.0) - (2000.0 + 600.0 + 30.0)).abs() < 1e-6);
         // A shrinking gap: the median, flat.
         let m = fit([1000.0, 2000.0, 3000.0].map(|k| step(k, 600.0 - 0.1 * k)).to_vec());

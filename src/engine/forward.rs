@@ -814,14 +814,15 @@ impl Engine {
                 v: &mut kv.v[l],
             };
             gpu.kv_append_rope(&shape, &b.qkv, &b.positions, &b.slots, &mut b.q, cache)?;
+            let paged = |block_tables, max_blocks_per_seq| PagedKv {
+                layout,
+                k: &kv.k[l],
+                v: &kv.v[l],
+                block_tables,
+                max_blocks_per_seq,
+            };
             if x.decodes() > 0 {
-                let paged = PagedKv {
-                    layout,
-                    k: &kv.k[l],
-                    v: &kv.v[l],
-                    block_tables: &b.decode_tables,
-                    max_blocks_per_seq: x.decode_blocks_per_seq,
-                };
+                let paged = paged(&b.decode_tables, x.decode_blocks_per_seq);
                 let shape = DecodeShape {
                     num_seqs: x.decodes(),
                     q_heads: qh,
@@ -831,13 +832,7 @@ impl Engine {
                 gpu.attention_decode(&shape, &b.q, &paged, &b.decode_context, &mut b.attn, decode_ws)?;
             }
             if x.chunks() > 0 {
-                let paged = PagedKv {
-                    layout,
-                    k: &kv.k[l],
-                    v: &kv.v[l],
-                    block_tables: &b.prefill_tables,
-                    max_blocks_per_seq: x.prefill_blocks_per_seq,
-                };
+                let paged = paged(&b.prefill_tables, x.prefill_blocks_per_seq);
                 let shape = PrefillShape {
                     num_seqs: x.chunks(),
                     total_tokens: t,

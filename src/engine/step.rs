@@ -520,19 +520,11 @@ mod tests {
     }
 
     fn decode(id: ReqId, context: u32) -> DecodeSeq {
-        DecodeSeq {
-            id,
-            context,
-            emits: true,
-        }
+        DecodeSeq::emitting(id, context)
     }
 
     fn plan(prefills: Vec<PrefillChunk>, decodes: Vec<DecodeSeq>) -> StepPlan {
-        StepPlan {
-            prefills,
-            decodes,
-            preempted: Vec::new(),
-        }
+        StepPlan::new(prefills, decodes)
     }
 
     fn prompt(id: ReqId, range: std::ops::Range<u32>) -> Vec<i32> {

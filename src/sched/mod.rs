@@ -42,6 +42,19 @@ pub struct PrefillChunk {
     pub samples: bool,
 }
 
+impl PrefillChunk {
+    /// A sequence's whole prompt of `len` tokens in one chunk, sampling its first token.
+    pub fn whole(id: ReqId, len: u32) -> PrefillChunk {
+        PrefillChunk {
+            id,
+            offset: 0,
+            len,
+            padding: 0,
+            samples: true,
+        }
+    }
+}
+
 /// One token of one sequence decoded in a step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DecodeSeq {
@@ -50,6 +63,17 @@ pub struct DecodeSeq {
     pub context: u32,
     /// False for a finished sequence kept in a static batch: computed, and discarded.
     pub emits: bool,
+}
+
+impl DecodeSeq {
+    /// A decode whose token is kept.
+    pub fn emitting(id: ReqId, context: u32) -> DecodeSeq {
+        DecodeSeq {
+            id,
+            context,
+            emits: true,
+        }
+    }
 }
 
 /// What one engine step computes. Produced by a scheduler, consumed by an executor.
@@ -62,6 +86,15 @@ pub struct StepPlan {
 }
 
 impl StepPlan {
+    /// A step of these chunks and decodes, preempting nothing.
+    pub fn new(prefills: Vec<PrefillChunk>, decodes: Vec<DecodeSeq>) -> StepPlan {
+        StepPlan {
+            prefills,
+            decodes,
+            preempted: Vec::new(),
+        }
+    }
+
     pub fn clear(&mut self) {
         self.prefills.clear();
         self.decodes.clear();
