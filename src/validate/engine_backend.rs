@@ -14,7 +14,7 @@ use crate::sched::{StepOutcome, StepPlan, final_kv_tokens};
 use crate::sim::run::{PreparedRun, profile_relative_path};
 use crate::sim::serving::{Clock, ExecError, Executor};
 use crate::units::Nanos;
-use crate::workload::RunSpec;
+use crate::workload::{RunSpec, Workload};
 
 use super::driver::{Backend, MeasuredMemory, MeasuredRun};
 
@@ -83,13 +83,7 @@ impl Backend for EngineBackend {
         if held < limits.kv_capacity_slots {
             // Fewer slots than the simulator's scheduler may use: fine as long as the run can never need them all
             // (every request's whole KV at once, in blocks); otherwise refuse before anything runs.
-            let block = u64::from(limits.block_size);
-            let demand: u64 = run
-                .workload
-                .requests
-                .iter()
-                .map(|r| final_kv_tokens(r.prompt_len, r.output_len).div_ceil(block) * block)
-                .sum();
+            let demand = kv_demand_bound(&run.workload, limits.block_size);
             if demand > held {
                 let gpu = engine.into_gpu();
                 let _ = gpu.synchronize();
@@ -107,6 +101,16 @@ impl Backend for EngineBackend {
             peak_blocks: 0,
         }))
     }
+}
+
+/// KV slots a run can never exceed: every request's whole cache at once, in whole blocks.
+pub fn kv_demand_bound(workload: &Workload, block_size: u32) -> u64 {
+    let block = u64::from(block_size);
+    workload
+        .requests
+        .iter()
+        .map(|r| final_kv_tokens(r.prompt_len, r.output_len).div_ceil(block) * block)
+        .sum()
 }
 
 /// One run on the engine. Dropping it hands the GPU back to the backend.
@@ -172,5 +176,28 @@ impl Drop for EngineRun<'_> {
             let _ = gpu.synchronize();
             *self.home = Some(gpu);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workload::Request;
+
+    #[test]
+    fn the_kv_bound_is_every_request_whole_in_whole_blocks() {
+        let request = |prompt_len, output_len| Request {
+            id: 0,
+            arrival: Nanos::ZERO,
+            prompt_len,
+            output_len,
+        };
+        let w = Workload {
+            // 64 + 16 - 1 = 79 slots → 80 in blocks of 16; 16 + 1 - 1 = 16 → 16; 1 + 2 - 1 = 2 → 16.
+            requests: vec![request(64, 16), request(16, 1), request(1, 2)],
+            closed_loop: None,
+        };
+        assert_eq!(kv_demand_bound(&w, 16), 80 + 16 + 16);
+        assert_eq!(kv_demand_bound(&w, 1), 79 + 16 + 2);
     }
 }
