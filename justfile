@@ -30,6 +30,10 @@ validate scenario="scenarios/seed-matrix.toml" *args="":
 bench-kernels model="qwen2.5-0.5b":
     cargo run --release -- bench-kernels --model {{model}}
 
+# Whole engine steps against the physical floor (needs an NVIDIA GPU).
+bench-engine model="qwen2.5-0.5b" *args="":
+    cargo run --release -- bench-engine --model {{model}} {{args}}
+
 # Redraw the report of a results folder.
 report results:
     cargo run --release -- report {{results}}

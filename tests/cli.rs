@@ -263,7 +263,11 @@ fn bad_input_fails_clearly_and_writes_nothing() {
 #[test]
 fn gpu_commands_fail_with_one_clear_sentence_when_the_gpu_is_missing() {
     // Ordinal 99 exists nowhere: without a driver this reports the missing driver, with one the missing device.
-    for cmd in [&["calibrate", "--gpu", "99"][..], &["bench-kernels", "--gpu", "99"][..]] {
+    for cmd in [
+        &["calibrate", "--gpu", "99"][..],
+        &["bench-kernels", "--gpu", "99"][..],
+        &["bench-engine", "--gpu", "99"][..],
+    ] {
         let err = fails(cmd);
         let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
         assert_eq!(lines.len(), 1, "{err}");

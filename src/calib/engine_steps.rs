@@ -20,7 +20,7 @@ use crate::units::Nanos;
 use crate::workload::{PolicyKind, Request, Workload};
 
 /// Timed repeats of each step shape (after one untimed).
-const REPEATS: usize = 5;
+pub(crate) const REPEATS: usize = 5;
 const DECODE_BATCHES: [u32; 7] = [1, 2, 4, 8, 16, 32, 64];
 const DECODE_CONTEXTS: [u32; 2] = [128, 1024];
 const PREFILL_CHUNKS: [u32; 6] = [16, 64, 256, 1024, 2048, 4096];
@@ -62,7 +62,7 @@ pub fn measure(gpu: Gpu, profile: &Profile, on_point: &mut dyn FnMut(&str)) -> R
         )?;
         let mut bench = StepBench {
             engine,
-            cost: &cost,
+            cost: Some(&cost),
             next_id: 0,
             samples: &mut samples,
         };
@@ -180,7 +180,7 @@ impl Executor for TimedExecutor<'_> {
     fn execute(&mut self, plan: &StepPlan, shape: &StepShape) -> Result<Nanos, ExecError> {
         let took = self.inner.execute(plan, shape)?;
         let t = self.inner.engine().last_timing();
-        self.samples.push(sample_of(plan, self.cost, &[t]));
+        self.samples.push(sample_of(plan, Some(self.cost), &[t]));
         Ok(took)
     }
 
@@ -190,7 +190,7 @@ impl Executor for TimedExecutor<'_> {
 }
 
 /// A step's sample: the medians of `timings` (repeats of `plan`), and what the op tables predict for it.
-fn sample_of(plan: &StepPlan, cost: &CalibratedCost, timings: &[StepTiming]) -> EngineStepSample {
+fn sample_of(plan: &StepPlan, cost: Option<&CalibratedCost>, timings: &[StepTiming]) -> EngineStepSample {
     let median = |f: &dyn Fn(&StepTiming) -> f64| {
         let mut v: Vec<f64> = timings.iter().map(f).collect();
         v.sort_by(f64::total_cmp);
@@ -211,7 +211,7 @@ fn sample_of(plan: &StepPlan, cost: &CalibratedCost, timings: &[StepTiming]) -> 
         issue_us: median(&|t| t.issue_ns as f64 / 1e3),
         gpu_us: median(&|t| t.gpu_ns.unwrap_or(0) as f64 / 1e3),
         wall_us: median(&|t| t.total_ns as f64 / 1e3),
-        kernels_us: cost.kernels_us(plan, &shape),
+        kernels_us: cost.map_or(0.0, |c| c.kernels_us(plan, &shape)),
     }
 }
 
@@ -254,15 +254,17 @@ pub fn gemm_policy(profile: &Profile) -> Result<GemmPolicy, String> {
     })
 }
 
-struct StepBench<'a> {
-    engine: Engine,
-    cost: &'a CalibratedCost,
-    next_id: ReqId,
-    samples: &'a mut Vec<EngineStepSample>,
+/// Synthetic steps on an engine: sequences set up untimed, then the steps of interest repeated and timed.
+pub(crate) struct StepBench<'a> {
+    pub(crate) engine: Engine,
+    /// For each sample's `kernels_us` (0 without a profile).
+    pub(crate) cost: Option<&'a CalibratedCost>,
+    pub(crate) next_id: ReqId,
+    pub(crate) samples: &'a mut Vec<EngineStepSample>,
 }
 
 impl StepBench<'_> {
-    fn new_ids(&mut self, n: u32, prompt_len: u32) -> Result<Vec<ReqId>, EngineError> {
+    pub(crate) fn new_ids(&mut self, n: u32, prompt_len: u32) -> Result<Vec<ReqId>, EngineError> {
         let ids: Vec<ReqId> = (0..n).map(|i| self.next_id + i).collect();
         self.next_id += n;
         for &id in &ids {
@@ -271,14 +273,14 @@ impl StepBench<'_> {
         Ok(ids)
     }
 
-    fn release(&mut self, ids: &[ReqId]) {
+    pub(crate) fn release(&mut self, ids: &[ReqId]) {
         for &id in ids {
             self.engine.release(id);
         }
     }
 
     /// `n` new sequences with `context` prompt tokens each, prefilled (untimed), a token sampled for each.
-    fn prefilled(&mut self, n: u32, context: u32) -> Result<Vec<ReqId>, EngineError> {
+    pub(crate) fn prefilled(&mut self, n: u32, context: u32) -> Result<Vec<ReqId>, EngineError> {
         let ids = self.new_ids(n, context)?;
         let per_step = (SETUP_TOKENS / context).max(1) as usize;
         for group in ids.chunks(per_step) {
@@ -293,7 +295,7 @@ impl StepBench<'_> {
 
     /// Decode steps of `ids` (each `context` tokens cached), with a fresh prefill chunk of `mixed` tokens beside
     /// them if given; the first untimed.
-    fn decode_steps(&mut self, ids: &[ReqId], context: u32, mixed: Option<u32>) -> Result<(), EngineError> {
+    pub(crate) fn decode_steps(&mut self, ids: &[ReqId], context: u32, mixed: Option<u32>) -> Result<(), EngineError> {
         let mut timings = Vec::new();
         let mut plan = StepPlan::default();
         for step in 0..=REPEATS as u32 {
@@ -320,14 +322,14 @@ impl StepBench<'_> {
         Ok(())
     }
 
-    /// Prefill-only steps of one fresh `chunk`-token prompt; the first untimed.
-    fn prefill_steps(&mut self, chunk: u32) -> Result<(), EngineError> {
+    /// Prefill-only steps of `seqs` fresh `len`-token prompts together; the first untimed.
+    pub(crate) fn prefill_batch_steps(&mut self, seqs: u32, len: u32) -> Result<(), EngineError> {
         let mut timings = Vec::new();
         let mut plan = StepPlan::default();
         for step in 0..=REPEATS {
-            let ids = self.new_ids(1, chunk)?;
+            let ids = self.new_ids(seqs, len)?;
             plan.clear();
-            plan.prefills.push(PrefillChunk::whole(ids[0], chunk));
+            plan.prefills = ids.iter().map(|&id| PrefillChunk::whole(id, len)).collect();
             let out = self.engine.step(&plan)?;
             self.release(&ids);
             if step > 0 {
@@ -336,6 +338,11 @@ impl StepBench<'_> {
         }
         self.record(&plan, &timings);
         Ok(())
+    }
+
+    /// Prefill-only steps of one fresh `chunk`-token prompt; the first untimed.
+    pub(crate) fn prefill_steps(&mut self, chunk: u32) -> Result<(), EngineError> {
+        self.prefill_batch_steps(1, chunk)
     }
 
     /// Keeps the medians of `timings` for `plan` (the last of its repeats: shapes differ by one token of context).

@@ -2,6 +2,7 @@
 //! the measurement driver behind `batchlab calibrate`.
 
 pub mod bench;
+pub mod bench_engine;
 pub mod compare;
 pub mod driver;
 pub mod engine_steps;

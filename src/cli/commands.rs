@@ -52,6 +52,7 @@ pub fn run(command: Command) -> Result<(), CliError> {
         Command::Bench(args) => bench(args),
         Command::Calibrate(args) => gpu_commands::calibrate(args),
         Command::BenchKernels(args) => gpu_commands::bench_kernels(args),
+        Command::BenchEngine(args) => gpu_commands::bench_engine(args),
         Command::CompareProfiles(args) => gpu_commands::compare_profiles(args),
         Command::CheckProfile(args) => gpu_commands::check_profile(args),
         Command::RefitProfile(args) => gpu_commands::refit_profile(args),

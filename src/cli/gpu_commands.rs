@@ -1,7 +1,7 @@
 //! The subcommands that need a GPU: calibrate, bench-kernels; and compare-profiles, which reads what they wrote.
 
 use super::commands::{CliError, input, progress};
-use super::{BenchKernelsArgs, CalibrateArgs, CompareArgs, GpuModelArgs, RefitArgs};
+use super::{BenchEngineArgs, BenchKernelsArgs, CalibrateArgs, CompareArgs, GpuModelArgs, RefitArgs};
 use crate::calib::Profile;
 use crate::calib::bench;
 use crate::calib::compare::{OpErrors, agreement, out_of_sample};
@@ -214,6 +214,32 @@ pub fn refit_profile(args: RefitArgs) -> Result<(), CliError> {
     let after = engine_steps_report(profile.engine.as_ref().expect("refitted"), None);
     write(&args.profile, &profile.to_json())?;
     println!("before:\n{before}\nafter:\n{after}\nwrote {}", args.profile.display());
+    Ok(())
+}
+
+pub fn bench_engine(args: BenchEngineArgs) -> Result<(), CliError> {
+    use crate::calib::bench_engine::{DECODE_POINTS, PREFILL_POINTS, bench_engine};
+    let model = model_of(&args.target)?;
+    let gpu = open_gpu(args.target.gpu)?;
+    let decode = if args.decode.is_empty() {
+        DECODE_POINTS.to_vec()
+    } else {
+        args.decode
+    };
+    let prefill = if args.prefill.is_empty() {
+        PREFILL_POINTS.to_vec()
+    } else {
+        args.prefill
+    };
+    let pb = progress(decode.len() + prefill.len() + 2, "engine steps");
+    let (result, _gpu) = bench_engine(gpu, &model, &decode, &prefill, &mut |_| pb.inc(1))
+        .map_err(|e| CliError::Failed(anyhow::anyhow!(e)))?;
+    pb.finish_and_clear();
+    let md = result.markdown();
+    if let Some(path) = &args.out {
+        write(path, &md)?;
+    }
+    println!("{md}");
     Ok(())
 }
 

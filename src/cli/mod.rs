@@ -48,6 +48,10 @@ pub enum Command {
     /// Time each kernel at shapes that reach the hardware's limits and report achieved bandwidth or FLOP/s as a
     /// fraction of the ceilings measured on the same card (needs an NVIDIA GPU).
     BenchKernels(BenchKernelsArgs),
+    /// Time whole engine steps (decode at several batch sizes and contexts, prefills) and report each against the
+    /// physical floor: (weight + KV bytes) at the measured copy bandwidth for decode, FLOPs at the measured GEMM
+    /// throughput for prefill (needs an NVIDIA GPU). Example: batchlab bench-engine --model qwen2.5-0.5b
+    BenchEngine(BenchEngineArgs),
     /// Run a scenario on the real GPU engine and in the simulator, and report how far every simulated metric and
     /// every simulated step is from what was measured (needs an NVIDIA GPU).
     ///
@@ -127,6 +131,36 @@ pub struct BenchKernelsArgs {
     /// Also write the markdown report to this file.
     #[arg(long, short)]
     pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchEngineArgs {
+    #[command(flatten)]
+    pub target: GpuModelArgs,
+    /// Decode points as BATCHxCONTEXT, comma-separated [default: 1x128,1x1024,4x1024,8x1024,64x1024,64x4096,
+    /// 256x1024,256x4096,8x512].
+    #[arg(long, value_delimiter = ',', value_parser = parse_pair)]
+    pub decode: Vec<(u32, u32)>,
+    /// Prefill points as SEQUENCESxTOKENS, comma-separated [default: 8x512,1x4096,2x4096].
+    #[arg(long, value_delimiter = ',', value_parser = parse_pair)]
+    pub prefill: Vec<(u32, u32)>,
+    /// Also write the markdown report to this file.
+    #[arg(long, short)]
+    pub out: Option<PathBuf>,
+}
+
+/// "8x1024" → (8, 1024), both positive.
+fn parse_pair(s: &str) -> Result<(u32, u32), String> {
+    let bad = || format!("`{s}` is not AxB with two positive whole numbers (like 8x1024)");
+    let (a, b) = s.split_once(['x', 'X', '×']).ok_or_else(bad)?;
+    let (a, b) = (
+        a.trim().parse::<u32>().map_err(|_| bad())?,
+        b.trim().parse::<u32>().map_err(|_| bad())?,
+    );
+    if a == 0 || b == 0 {
+        return Err(bad());
+    }
+    Ok((a, b))
 }
 
 #[derive(Debug, Args)]
@@ -226,4 +260,19 @@ fn init_tracing() {
         .with_writer(std::io::stderr)
         .without_time()
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_pair;
+
+    #[test]
+    fn points_parse_as_a_x_b() {
+        assert_eq!(parse_pair("8x1024"), Ok((8, 1024)));
+        assert_eq!(parse_pair(" 1X128"), Ok((1, 128)));
+        assert_eq!(parse_pair("64×4096"), Ok((64, 4096)));
+        for bad in ["8", "8x", "x8", "0x16", "8x0", "-1x4", "axb", "8x1024x2"] {
+            assert!(parse_pair(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -1,0 +1,262 @@
+//! `batchlab bench-engine`: whole engine steps against the physical floor. A decode step cannot beat (weight bytes +
+//! KV bytes read) / copy bandwidth, a prefill step its FLOPs / GEMM FLOP/s; both ceilings are measured on the same
+//! card in the same run.
+
+use super::driver::{Bench, copy_bandwidth_gbps, cublas_tflops};
+use super::engine_steps::{REPEATS, StepBench};
+use super::profile::EngineStepSample;
+use crate::engine::{Engine, EngineConfig, EngineError, KvCapacity};
+use crate::gpu::Gpu;
+use crate::model::{ModelSpec, StepShape};
+
+/// Decode points (batch, context) the issue asks about: batch 1–8 at contexts up to 1024, and 64 and 256 at 1–4k.
+pub const DECODE_POINTS: [(u32, u32); 9] = [
+    (1, 128),
+    (1, 1024),
+    (4, 1024),
+    (8, 1024),
+    (64, 1024),
+    (64, 4096),
+    (256, 1024),
+    (256, 4096),
+    (8, 512),
+];
+/// Prefill points (sequences, tokens each): 8 × 512 and single prompts of 4096 tokens and more.
+pub const PREFILL_POINTS: [(u32, u32); 3] = [(8, 512), (1, 4096), (2, 4096)];
+
+/// One measured point.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EnginePoint {
+    pub what: String,
+    /// Tokens the step produces (decode) or computes (prefill).
+    pub tokens: u64,
+    pub step_us: f64,
+    /// What the step must read and write (weights, KV, activations) and the FLOPs it does.
+    pub bytes: f64,
+    pub flops: f64,
+    /// The physical floor: bytes at copy bandwidth (decode) or FLOPs at GEMM FLOP/s (prefill).
+    pub floor_us: f64,
+}
+
+impl EnginePoint {
+    fn new(what: String, tokens: u64, step_us: f64, ops: (f64, f64), floor_us: f64) -> EnginePoint {
+        EnginePoint {
+            what,
+            tokens,
+            step_us,
+            bytes: ops.0,
+            flops: ops.1,
+            floor_us,
+        }
+    }
+
+    pub fn tokens_per_s(&self) -> f64 {
+        self.tokens as f64 / (self.step_us * 1e-6)
+    }
+
+    pub fn gbps(&self) -> f64 {
+        self.bytes / (self.step_us * 1e-6) / 1e9
+    }
+
+    /// The floor as a share of the measured step (1 = at the floor).
+    pub fn of_floor(&self) -> f64 {
+        self.floor_us / self.step_us
+    }
+}
+
+pub struct EngineBench {
+    pub gpu_name: String,
+    pub model: String,
+    pub copy_gbps: f64,
+    pub gemm_tflops: f64,
+    pub points: Vec<EnginePoint>,
+}
+
+/// Decode floor: every byte the step moves at copy bandwidth (GB/s) — µs.
+pub fn decode_floor_us(bytes: f64, copy_gbps: f64) -> f64 {
+    bytes / (copy_gbps * 1e9) * 1e6
+}
+
+/// Prefill floor: every FLOP at GEMM throughput (TFLOP/s) — µs.
+pub fn prefill_floor_us(flops: f64, gemm_tflops: f64) -> f64 {
+    flops / (gemm_tflops * 1e12) * 1e6
+}
+
+fn ops_of(model: &ModelSpec, sample: &EngineStepSample) -> (f64, f64) {
+    let mut shape = StepShape::default();
+    for _ in 0..sample.decode_seqs {
+        shape.add_decode(u64::from(sample.decode_context), false);
+    }
+    if let Some(each) = sample.prefill_tokens.checked_div(sample.prefill_seqs) {
+        for _ in 0..sample.prefill_seqs {
+            shape.add_prefill(0, u64::from(each), 0, true);
+        }
+    }
+    let ops = model.step_ops(&shape);
+    (ops.bytes(), ops.flops())
+}
+
+/// Measures the ceilings, then each decode and prefill point on an engine with seeded random weights (cuBLAS for
+/// every GEMM). Gives the GPU back.
+pub fn bench_engine(
+    gpu: Gpu,
+    model: &ModelSpec,
+    decode: &[(u32, u32)],
+    prefill: &[(u32, u32)],
+    on_point: &mut dyn FnMut(&str),
+) -> Result<(EngineBench, Gpu), EngineError> {
+    let (copy_gbps, gemm_tflops) = {
+        let mut b = Bench::new(&gpu, 3, 15, on_point);
+        (copy_bandwidth_gbps(&mut b, 1 << 30)?, cublas_tflops(&mut b, 8192)?)
+    };
+    let gpu_name = gpu.info().name.clone();
+    let longest = decode
+        .iter()
+        .map(|p| p.1)
+        .chain(prefill.iter().map(|p| p.1))
+        .max()
+        .unwrap_or(1);
+    let most_seqs = decode
+        .iter()
+        .map(|p| p.0)
+        .chain(prefill.iter().map(|p| p.0))
+        .max()
+        .unwrap_or(1);
+    let slots = decode
+        .iter()
+        .map(|&(b, c)| u64::from(b) * u64::from(c + 2 * REPEATS as u32 + 2))
+        .chain(prefill.iter().map(|&(s, l)| u64::from(s) * u64::from(l)))
+        .max()
+        .unwrap_or(1)
+        + 4096;
+    let step_tokens = prefill.iter().map(|&(s, l)| s * l).max().unwrap_or(0).max(8192);
+    let config = EngineConfig {
+        kv: KvCapacity::Slots(slots),
+        max_step_tokens: step_tokens as usize,
+        max_seqs: most_seqs as usize,
+        max_context: Some(longest + 2 * REPEATS as u32 + 2),
+        time_gpu: true,
+        ..EngineConfig::default()
+    };
+    let mut samples = Vec::new();
+    let mut bench = StepBench {
+        engine: Engine::random(gpu, model.clone(), 0x5eed, config)?,
+        cost: None,
+        next_id: 0,
+        samples: &mut samples,
+    };
+    for &(b, c) in decode {
+        let ids = bench.prefilled(b, c)?;
+        bench.decode_steps(&ids, c, None)?;
+        bench.release(&ids);
+        on_point("engine decode");
+    }
+    for &(s, l) in prefill {
+        bench.prefill_batch_steps(s, l)?;
+        on_point("engine prefill");
+    }
+    let gpu = bench.engine.into_gpu();
+    let points = samples
+        .iter()
+        .map(|x| {
+            let ops = ops_of(model, x);
+            if x.prefill_seqs == 0 {
+                EnginePoint::new(
+                    format!("decode batch {} × context {}", x.decode_seqs, x.decode_context),
+                    u64::from(x.decode_seqs),
+                    x.wall_us,
+                    ops,
+                    decode_floor_us(ops.0, copy_gbps),
+                )
+            } else {
+                EnginePoint::new(
+                    format!(
+                        "prefill {} × {} tokens",
+                        x.prefill_seqs,
+                        x.prefill_tokens / x.prefill_seqs
+                    ),
+                    u64::from(x.prefill_tokens),
+                    x.wall_us,
+                    ops,
+                    prefill_floor_us(ops.1, gemm_tflops),
+                )
+            }
+        })
+        .collect();
+    Ok((
+        EngineBench {
+            gpu_name,
+            model: model.name.clone(),
+            copy_gbps,
+            gemm_tflops,
+            points,
+        },
+        gpu,
+    ))
+}
+
+impl EngineBench {
+    /// A markdown report: per point, the step time, tokens/s, achieved bandwidth and the share of the floor.
+    pub fn markdown(&self) -> String {
+        let mut s = format!(
+            "Engine benchmark, {}, on {} — measured ceilings: device-to-device copy {:.0} GB/s, cuBLAS fp16 GEMM \
+             {:.1} TFLOP/s (8192³). Decode floor: the step's bytes (weights, KV read, activations) at copy bandwidth; \
+             prefill floor: its FLOPs at GEMM throughput. Each step is the median of {REPEATS} after one untimed, \
+             from the plan handed over to the tokens on the host; decode steps replay CUDA graphs.\n\n",
+            self.model, self.gpu_name, self.copy_gbps, self.gemm_tflops
+        );
+        s.push_str("| point | step ms | tokens/s | GB/s | TFLOP/s | floor ms | share of the floor |\n");
+        s.push_str("|---|---:|---:|---:|---:|---:|---:|\n");
+        for p in &self.points {
+            s.push_str(&format!(
+                "| {} | {:.3} | {:.0} | {:.0} | {:.1} | {:.3} | {:.0}% |\n",
+                p.what,
+                p.step_us / 1e3,
+                p.tokens_per_s(),
+                p.gbps(),
+                p.flops / (p.step_us * 1e-6) / 1e12,
+                p.floor_us / 1e3,
+                100.0 * p.of_floor()
+            ));
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::by_name;
+
+    #[test]
+    fn floors_and_shares() {
+        // 1 GB at 2000 GB/s is 500 µs; 2 TFLOP at 500 TFLOP/s is 4000 µs.
+        assert!((decode_floor_us(1e9, 2000.0) - 500.0).abs() < 1e-9);
+        assert!((prefill_floor_us(2e12, 500.0) - 4000.0).abs() < 1e-9);
+        let p = EnginePoint::new("decode".into(), 8, 1000.0, (1.5e9, 0.0), 500.0);
+        assert!((p.of_floor() - 0.5).abs() < 1e-12);
+        assert!((p.gbps() - 1500.0).abs() < 1e-9 && (p.tokens_per_s() - 8000.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_decode_step_moves_at_least_the_weights_and_its_kv() {
+        let m = by_name("qwen2.5-0.5b").unwrap();
+        let sample = |decodes: u32, context: u32| EngineStepSample {
+            kind: crate::calib::profile::StepKind::Decode,
+            decode_seqs: decodes,
+            decode_context: context,
+            prefill_seqs: 0,
+            prefill_tokens: 0,
+            issue_us: 0.0,
+            gpu_us: 0.0,
+            wall_us: 1.0,
+            kernels_us: 0.0,
+        };
+        let (one, _) = ops_of(&m, &sample(1, 1024));
+        let (many, _) = ops_of(&m, &sample(64, 1024));
+        assert!(one >= m.weight_bytes() as f64);
+        // 63 more sequences read 63 × 1024 more tokens of KV.
+        let kv = 63.0 * 1024.0 * m.kv_bytes_per_token() as f64;
+        assert!(many - one >= kv, "{many} - {one} < {kv}");
+    }
+}
