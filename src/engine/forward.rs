@@ -561,8 +561,8 @@ impl Engine {
             .is_some_and(|g| g.scratch == self.gpu.scratch_generation() && g.workspace == self.decode_ws.generation())
     }
 
-    /// Runs the padded step `x` once as usual (every workspace then has its size, and its result stands), then
-    /// records it as bucket `b`'s graph. Inputs must already be on the GPU.
+    /// Uploads the padded step `x` and runs it once as usual (every workspace then has its size, and its result
+    /// stands), then records the same launches as bucket `b`'s graph.
     fn capture(&mut self, b: usize, x: &StepInputs) -> Result<(), EngineError> {
         self.upload_inputs(x)?;
         self.forward(x)?;
