@@ -189,13 +189,18 @@ impl Executor for TimedExecutor<'_> {
     }
 }
 
+/// The median of `v` (0 for none).
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    percentile_sorted(&v, 50.0)
+}
+
 /// A step's sample: the medians of `timings` (repeats of `plan`), and what the op tables predict for it.
 fn sample_of(plan: &StepPlan, cost: Option<&CalibratedCost>, timings: &[StepTiming]) -> EngineStepSample {
-    let median = |f: &dyn Fn(&StepTiming) -> f64| {
-        let mut v: Vec<f64> = timings.iter().map(f).collect();
-        v.sort_by(f64::total_cmp);
-        percentile_sorted(&v, 50.0)
-    };
+    let median = |f: &dyn Fn(&StepTiming) -> f64| median(timings.iter().map(f).collect());
     let shape = plan.shape();
     let decodes = plan.decodes.len() as u32;
     EngineStepSample {
@@ -359,13 +364,6 @@ const GPU_BOUND_US: f64 = 50.0;
 /// (kernels, GPU time − kernels) of the GPU-bound steps — a line where it grows with the kernels' time, else their
 /// median (a gap that shrank as steps grew would predict big steps faster than their own kernels).
 pub fn fit(samples: Vec<EngineStepSample>) -> EngineSteps {
-    let median = |mut v: Vec<f64>| {
-        if v.is_empty() {
-            return 0.0;
-        }
-        v.sort_by(f64::total_cmp);
-        percentile_sorted(&v, 50.0)
-    };
     let mut kinds = Vec::new();
     for kind in StepKind::ALL {
         let of: Vec<&EngineStepSample> = samples.iter().filter(|s| s.kind == kind).collect();
