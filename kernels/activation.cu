@@ -5,6 +5,7 @@
 // out is [tokens, inter]; `inter` is even. Grid-stride over fp16 pairs of the output.
 extern "C" __global__ void silu_mul_f16(const half_t* __restrict__ gate_up, half_t* __restrict__ out, int tokens,
                                         int inter) {
+    pdl_begin();
     const int pairs_per_row = inter / 2;
     const size_t total = (size_t)tokens * pairs_per_row;
     const u32* in2 = reinterpret_cast<const u32*>(gate_up);

@@ -338,17 +338,20 @@ __device__ __forceinline__ void attn_prefill_impl(const half_t* __restrict__ q, 
         const half_t* q, const half_t* k_cache, const half_t* v_cache, const int* block_tables,                   \
         const int* context_lens, half_t* out, float* part_out, float* part_ml, int q_heads, int kv_heads,         \
         int block_size, int max_blocks_per_seq, int num_blocks, int num_parts, int part_size, float scale) {      \
+        pdl_begin();                                                                                              \
         Paged pc{k_cache, v_cache, block_tables, kv_heads, block_size, max_blocks_per_seq, num_blocks};          \
         attn_decode_impl<D>(q, pc, context_lens, out, part_out, part_ml, q_heads, num_parts, part_size, scale);   \
     }                                                                                                              \
     extern "C" __global__ void attn_decode_reduce_d##D##_f16(const float* part_out, const float* part_ml,         \
                                                              half_t* out, int q_heads, int num_parts) {           \
+        pdl_begin();                                                                                              \
         attn_decode_reduce_impl<D>(part_out, part_ml, out, q_heads, num_parts);                                   \
     }                                                                                                              \
     extern "C" __global__ void __launch_bounds__(PF_THREADS) attn_prefill_d##D##_f16(                             \
         const half_t* q, const half_t* k_cache, const half_t* v_cache, const int* block_tables,                   \
         const int* cu_seqlens_q, const int* context_lens, half_t* out, int total_tokens, int q_heads,             \
         int kv_heads, int block_size, int max_blocks_per_seq, int num_blocks, float scale) {                      \
+        pdl_begin();                                                                                              \
         Paged pc{k_cache, v_cache, block_tables, kv_heads, block_size, max_blocks_per_seq, num_blocks};          \
         attn_prefill_impl<D>(q, pc, cu_seqlens_q, context_lens, out, total_tokens, q_heads, scale);               \
     }
@@ -727,6 +730,7 @@ __device__ __forceinline__ void attn_prefill_tc_impl(const half_t* __restrict__ 
         const int* context_lens, half_t* out, float* part_out, float* part_ml, int* counters, int q_heads,         \
         int kv_heads, int block_size, int max_blocks_per_seq, int num_blocks, int num_parts, int part_size,       \
         float scale) {                                                                                             \
+        pdl_begin();                                                                                               \
         Paged pc{k_cache, v_cache, block_tables, kv_heads, block_size, max_blocks_per_seq, num_blocks};          \
         attn_decode_tc_impl<D>(q, pc, context_lens, out, part_out, part_ml, counters, q_heads, num_parts, part_size,  \
                                scale);                                                                             \
@@ -735,6 +739,7 @@ __device__ __forceinline__ void attn_prefill_tc_impl(const half_t* __restrict__ 
         const half_t* q, const half_t* k_cache, const half_t* v_cache, const int* block_tables,                   \
         const int* cu_seqlens_q, const int* context_lens, half_t* out, int total_tokens, int q_heads,             \
         int kv_heads, int block_size, int max_blocks_per_seq, int num_blocks, float scale) {                      \
+        pdl_begin();                                                                                              \
         Paged pc{k_cache, v_cache, block_tables, kv_heads, block_size, max_blocks_per_seq, num_blocks};          \
         attn_prefill_tc_impl<D>(q, pc, cu_seqlens_q, context_lens, out, total_tokens, q_heads, scale);            \
     }

@@ -98,3 +98,27 @@ __device__ __forceinline__ void mma_16816(float* c, const u32* a, u32 b0, u32 b1
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+
+// Programmatic dependent launch (sm_90+). In a decode graph whose kernel-to-kernel edges are programmatic
+// (src/gpu/timing.rs), a kernel may be launched while the one before it still runs: `pdl_trigger` lets the next
+// kernel launch now, and `pdl_wait` returns once every earlier kernel has finished and its writes are visible.
+// Before `pdl_wait` a kernel may only read what no kernel of the step writes (weights, the step's uploaded inputs)
+// and must write nothing. Launched the ordinary way (or before sm_90), both are no-ops.
+__device__ __forceinline__ void pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+// Both, at the top of a kernel that has nothing to start on before its inputs exist.
+__device__ __forceinline__ void pdl_begin() {
+    pdl_trigger();
+    pdl_wait();
+}
+
+// Asks for the 128-byte line at `p` to be brought into L2 (a hint: nothing waits for it).
+__device__ __forceinline__ void prefetch_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }

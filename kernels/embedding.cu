@@ -5,6 +5,7 @@
 // bounds, so a bad id is loud downstream.
 extern "C" __global__ void embedding_f16(const int* __restrict__ ids, const half_t* __restrict__ table,
                                          half_t* __restrict__ out, int vocab, int hidden) {
+    pdl_begin();
     const size_t t = blockIdx.x;
     const int id = ids[t];
     half_t* dst = out + t * hidden;

@@ -35,7 +35,7 @@ __device__ __forceinline__ void gemm_impl(const half_t* __restrict__ x, const ha
     const int kt_begin = blockIdx.z * k_tiles_per_split;
     const int ktiles = min((K + BK - 1) / BK - kt_begin, k_tiles_per_split);  // this block's share
 
-    auto load_tile = [&](int stage, int kt) {
+    auto load_x = [&](int stage, int kt) {
         const int k0 = (kt_begin + kt) * BK;
         for (int c = tid; c < BM * (BK / 8); c += THREADS) {
             const int r = c / (BK / 8), kc = (c % (BK / 8)) * 8;
@@ -43,6 +43,9 @@ __device__ __forceinline__ void gemm_impl(const half_t* __restrict__ x, const ha
             const half_t* g = ok ? x + (size_t)(bm + r) * K + k0 + kc : x;
             cp_async16(smem_addr(&as[stage][r][kc]), g, ok);
         }
+    };
+    auto load_w = [&](int stage, int kt) {
+        const int k0 = (kt_begin + kt) * BK;
         for (int c = tid; c < BN * (BK / 8); c += THREADS) {
             const int r = c / (BK / 8), kc = (c % (BK / 8)) * 8;
             const bool ok = bn + r < N && k0 + kc < K;
@@ -59,16 +62,32 @@ __device__ __forceinline__ void gemm_impl(const half_t* __restrict__ x, const ha
 #pragma unroll
             for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
 
+    // The weights are no kernel's output: while the kernel before this one may still run, start loading this
+    // block's first weight tiles and ask L2 for the rest of its slice (128-byte lines: BK halves of a row).
+    pdl_trigger();
+#pragma unroll
+    for (int st = 0; st < STAGES - 1; ++st)
+        if (st < ktiles) load_w(st, st);
+    for (int c = tid; c < (ktiles - (STAGES - 1)) * BN; c += THREADS) {
+        const int kt = STAGES - 1 + c / BN, r = c % BN;
+        if (bn + r < N) prefetch_l2(w + (size_t)(bn + r) * K + (size_t)(kt_begin + kt) * BK);
+    }
+    pdl_wait();
+    // Commit group st holds tile st's activations (and group 0 the first weight tiles as well), so waiting for
+    // group kt below still means tile kt has fully landed.
 #pragma unroll
     for (int st = 0; st < STAGES - 1; ++st) {
-        if (st < ktiles) load_tile(st, st);
+        if (st < ktiles) load_x(st, st);
         cp_async_commit();
     }
     for (int kt = 0; kt < ktiles; ++kt) {
         cp_async_wait<STAGES - 2>();
         __syncthreads();  // tile kt has landed for everyone, and tile kt-1's buffer is free to overwrite
         const int next = kt + STAGES - 1;
-        if (next < ktiles) load_tile(next % STAGES, next);
+        if (next < ktiles) {
+            load_x(next % STAGES, next);
+            load_w(next % STAGES, next);
+        }
         cp_async_commit();  // an empty group keeps the wait count uniform at the tail
         const int st = kt % STAGES;
 #pragma unroll
@@ -165,6 +184,7 @@ GEMM_KERNEL(gemm_32x64_f16, 128, 32, 64, 64, 32, 16, 4)
 // y[m, n] = sum over splits of partial[s][m][n] (+ bias[n]); grid-stride.
 extern "C" __global__ void gemm_splitk_reduce_f16(const float* __restrict__ partial, const half_t* __restrict__ bias,
                                                   half_t* __restrict__ y, int M, int N, int splits) {
+    pdl_begin();
     const size_t total = (size_t)M * N;
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
         float v = bias != nullptr ? h2f(bias[i % N]) : 0.0f;

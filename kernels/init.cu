@@ -16,6 +16,7 @@ __device__ __forceinline__ u64 mix64(u64 z) {
 // a counter-based generator, so every element is independent of the launch shape. Grid-stride over n elements.
 extern "C" __global__ void init_uniform_f16(half_t* __restrict__ out, u64 n, u64 seed, float center,
                                             float half_width) {
+    pdl_begin();
     for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (u64)gridDim.x * blockDim.x) {
         const u64 h = mix64(seed ^ mix64(i));
         const float u = (float)(unsigned)(h >> 40) * (1.0f / 16777216.0f);

@@ -34,11 +34,14 @@ extern "C" __global__ void kv_append_rope_f16(const half_t* __restrict__ qkv, co
                                               half_t* __restrict__ k_cache, half_t* __restrict__ v_cache,
                                               int q_heads, int kv_heads, int head_dim, long long num_slots,
                                               float theta, int tokens) {
+    pdl_trigger();
     __shared__ float inv_freq[256];
     const int half_dim = head_dim / 2;
-    // Same f32 formula as Hugging Face: inv_freq = 1 / theta^(2i/d); angle = pos * inv_freq.
+    // Same f32 formula as Hugging Face: inv_freq = 1 / theta^(2i/d); angle = pos * inv_freq. (Computed while the
+    // kernel before this one may still run: it reads nothing.)
     for (int i = threadIdx.x; i < half_dim; i += blockDim.x)
         inv_freq[i] = 1.0f / powf(theta, (float)(2 * i) / (float)head_dim);
+    pdl_wait();
     __syncthreads();
     const int per_head = half_dim / 2;
     const int rot_items = (q_heads + kv_heads) * per_head;

@@ -4,6 +4,7 @@
 // out[r] = x[r] / rms(x[r]) * w. One block per row; `hidden` is even (rows are read as fp16 pairs).
 extern "C" __global__ void rmsnorm_f16(const half_t* __restrict__ x, const half_t* __restrict__ w,
                                        half_t* __restrict__ out, int hidden, float eps) {
+    pdl_begin();
     __shared__ float scratch[32];
     const size_t row = blockIdx.x;
     const u32* xr = reinterpret_cast<const u32*>(x + row * hidden);
@@ -29,6 +30,7 @@ extern "C" __global__ void rmsnorm_f16(const half_t* __restrict__ x, const half_
 extern "C" __global__ void add_rmsnorm_f16(const half_t* __restrict__ x, half_t* __restrict__ residual,
                                            const half_t* __restrict__ w, half_t* __restrict__ out, int hidden,
                                            float eps) {
+    pdl_begin();
     __shared__ float scratch[32];
     const size_t row = blockIdx.x;
     const u32* xr = reinterpret_cast<const u32*>(x + row * hidden);

@@ -9,6 +9,7 @@ __device__ __forceinline__ void better(float& bv, int& bi, float v, int i) {
 
 // out[r] = argmax(logits[r]); one block per row (blockDim.x a multiple of 32). A row of only NaNs gives -1.
 extern "C" __global__ void argmax_f16(const half_t* __restrict__ logits, int* __restrict__ out, int vocab) {
+    pdl_begin();
     __shared__ float sv[32];
     __shared__ int si[32];
     const size_t row = blockIdx.x;

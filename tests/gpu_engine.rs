@@ -24,7 +24,7 @@ use batchlab::engine::{
     Engine, EngineConfig, EngineError, GemmBackend, GemmPolicy, GpuExecutor, HfLogits, HostWeights, KvCapacity,
     ReferenceModel, StepOutput, WallClock, WeightSource, prompt_token,
 };
-use batchlab::gpu::{Gpu, init_uniform_value, mix64, reference::rel_l2};
+use batchlab::gpu::{Gpu, Succession, init_uniform_value, mix64, reference::rel_l2};
 use batchlab::metrics::Recorder;
 use batchlab::model::ModelSpec;
 use batchlab::sched::{
@@ -91,8 +91,10 @@ fn config(block_size: u32, gemm: GemmBackend) -> EngineConfig {
         prompt_seed: PROMPT_SEED,
         // Timing the GPU work changes nothing computed: the tests run with it on, so it is exercised too.
         time_gpu: true,
-        // Decode steps replay captured graphs (padded to their bucket): the logits below check that path.
+        // Decode steps replay captured graphs (padded to their bucket), their kernels launched programmatically
+        // where the GPU can: the logits below check that path.
         decode_graphs: true,
+        succession: Succession::Programmatic,
     }
 }
 
@@ -213,6 +215,13 @@ fn prefill_of_odd_prompts_then_decodes_match_the_reference() {
         let mut seqs: Vec<(ReqId, u32)> = lens.iter().enumerate().map(|(i, &l)| (i as ReqId, l)).collect();
         decode_and_check(&mut engine, &mut reference, &mut seqs, &out, 10);
         engine.sequences().check_blocks().unwrap();
+        if engine.gpu().info().compute_capability.0 >= 9 {
+            // The decodes above ran with kernels launching while their predecessors finished.
+            assert!(
+                engine.programmatic_edges() > 0,
+                "no programmatic edge in the decode graphs"
+            );
+        }
     }
 }
 

@@ -5,8 +5,8 @@
 use super::driver::{Bench, copy_bandwidth_gbps, cublas_tflops};
 use super::engine_steps::{REPEATS, StepBench};
 use super::profile::EngineStepSample;
-use crate::engine::{Engine, EngineConfig, EngineError, KvCapacity};
-use crate::gpu::Gpu;
+use crate::engine::{Engine, EngineConfig, EngineError, GemmBackend, GemmPolicy, KvCapacity};
+use crate::gpu::{Gpu, Succession};
 use crate::model::{ModelSpec, StepShape};
 
 /// Decode points (batch, context) the issue asks about: batch 1–8 at contexts up to 1024, and 64 and 256 at 1–4k.
@@ -24,9 +24,44 @@ pub const DECODE_POINTS: [(u32, u32); 9] = [
 /// Prefill points (sequences, tokens each): 8 × 512 and single prompts of 4096 tokens and more.
 pub const PREFILL_POINTS: [(u32, u32); 3] = [(8, 512), (1, 4096), (2, 4096)];
 
+/// How the engine under test is built: which GEMM runs every GEMM, and how a decode graph's kernels follow each
+/// other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EngineVariant {
+    pub gemm: GemmBackend,
+    pub succession: Succession,
+}
+
+impl EngineVariant {
+    /// Every combination, ours and programmatic first.
+    pub const ALL: [EngineVariant; 4] = [
+        EngineVariant::new(GemmBackend::Ours, Succession::Programmatic),
+        EngineVariant::new(GemmBackend::Ours, Succession::Serial),
+        EngineVariant::new(GemmBackend::Cublas, Succession::Programmatic),
+        EngineVariant::new(GemmBackend::Cublas, Succession::Serial),
+    ];
+
+    pub const fn new(gemm: GemmBackend, succession: Succession) -> Self {
+        Self { gemm, succession }
+    }
+
+    pub fn label(&self) -> String {
+        let gemm = match self.gemm {
+            GemmBackend::Ours => "our GEMM",
+            GemmBackend::Cublas => "cuBLAS",
+        };
+        let launch = match self.succession {
+            Succession::Programmatic => "PDL",
+            Succession::Serial => "serial",
+        };
+        format!("{gemm}, {launch}")
+    }
+}
+
 /// One measured point.
 #[derive(Clone, Debug, PartialEq)]
 pub struct EnginePoint {
+    pub variant: EngineVariant,
     pub what: String,
     /// Tokens the step produces (decode) or computes (prefill).
     pub tokens: u64,
@@ -39,8 +74,16 @@ pub struct EnginePoint {
 }
 
 impl EnginePoint {
-    fn new(what: String, tokens: u64, step_us: f64, ops: (f64, f64), floor_us: f64) -> EnginePoint {
+    fn new(
+        variant: EngineVariant,
+        what: String,
+        tokens: u64,
+        step_us: f64,
+        ops: (f64, f64),
+        floor_us: f64,
+    ) -> EnginePoint {
         EnginePoint {
+            variant,
             what,
             tokens,
             step_us,
@@ -96,13 +139,14 @@ fn ops_of(model: &ModelSpec, sample: &EngineStepSample) -> (f64, f64) {
     (ops.bytes(), ops.flops())
 }
 
-/// Measures the ceilings, then each decode and prefill point on an engine with seeded random weights (cuBLAS for
-/// every GEMM). Gives the GPU back.
+/// Measures the ceilings, then each decode and prefill point on an engine with seeded random weights, once per
+/// variant. Gives the GPU back.
 pub fn bench_engine(
-    gpu: Gpu,
+    mut gpu: Gpu,
     model: &ModelSpec,
     decode: &[(u32, u32)],
     prefill: &[(u32, u32)],
+    variants: &[EngineVariant],
     on_point: &mut dyn FnMut(&str),
 ) -> Result<(EngineBench, Gpu), EngineError> {
     let (copy_gbps, gemm_tflops) = {
@@ -130,59 +174,38 @@ pub fn bench_engine(
         .unwrap_or(1)
         + 4096;
     let step_tokens = prefill.iter().map(|&(s, l)| s * l).max().unwrap_or(0).max(8192);
-    let config = EngineConfig {
-        kv: KvCapacity::Slots(slots),
-        max_step_tokens: step_tokens as usize,
-        max_seqs: most_seqs as usize,
-        max_context: Some(longest + 2 * REPEATS as u32 + 2),
-        time_gpu: true,
-        ..EngineConfig::default()
-    };
-    let mut samples = Vec::new();
-    let mut bench = StepBench {
-        engine: Engine::random(gpu, model.clone(), 0x5eed, config)?,
-        cost: None,
-        next_id: 0,
-        samples: &mut samples,
-    };
-    for &(b, c) in decode {
-        let ids = bench.prefilled(b, c)?;
-        bench.decode_steps(&ids, c, None)?;
-        bench.release(&ids);
-        on_point("engine decode");
+    let mut points = Vec::new();
+    for &variant in variants {
+        let config = EngineConfig {
+            kv: KvCapacity::Slots(slots),
+            max_step_tokens: step_tokens as usize,
+            max_seqs: most_seqs as usize,
+            max_context: Some(longest + 2 * REPEATS as u32 + 2),
+            time_gpu: true,
+            gemm: GemmPolicy::always(variant.gemm),
+            succession: variant.succession,
+            ..EngineConfig::default()
+        };
+        let mut samples = Vec::new();
+        let mut bench = StepBench {
+            engine: Engine::random(gpu, model.clone(), 0x5eed, config)?,
+            cost: None,
+            next_id: 0,
+            samples: &mut samples,
+        };
+        for &(b, c) in decode {
+            let ids = bench.prefilled(b, c)?;
+            bench.decode_steps(&ids, c, None)?;
+            bench.release(&ids);
+            on_point("engine decode");
+        }
+        for &(s, l) in prefill {
+            bench.prefill_batch_steps(s, l)?;
+            on_point("engine prefill");
+        }
+        gpu = bench.engine.into_gpu();
+        points.extend(samples.iter().map(|x| point(model, variant, x, copy_gbps, gemm_tflops)));
     }
-    for &(s, l) in prefill {
-        bench.prefill_batch_steps(s, l)?;
-        on_point("engine prefill");
-    }
-    let gpu = bench.engine.into_gpu();
-    let points = samples
-        .iter()
-        .map(|x| {
-            let ops = ops_of(model, x);
-            if x.prefill_seqs == 0 {
-                EnginePoint::new(
-                    format!("decode batch {} × context {}", x.decode_seqs, x.decode_context),
-                    u64::from(x.decode_seqs),
-                    x.wall_us,
-                    ops,
-                    decode_floor_us(ops.0, copy_gbps),
-                )
-            } else {
-                EnginePoint::new(
-                    format!(
-                        "prefill {} × {} tokens",
-                        x.prefill_seqs,
-                        x.prefill_tokens / x.prefill_seqs
-                    ),
-                    u64::from(x.prefill_tokens),
-                    x.wall_us,
-                    ops,
-                    prefill_floor_us(ops.1, gemm_tflops),
-                )
-            }
-        })
-        .collect();
     Ok((
         EngineBench {
             gpu_name,
@@ -195,6 +218,33 @@ pub fn bench_engine(
     ))
 }
 
+fn point(model: &ModelSpec, variant: EngineVariant, x: &EngineStepSample, copy_gbps: f64, tflops: f64) -> EnginePoint {
+    let ops = ops_of(model, x);
+    if x.prefill_seqs == 0 {
+        EnginePoint::new(
+            variant,
+            format!("decode batch {} × context {}", x.decode_seqs, x.decode_context),
+            u64::from(x.decode_seqs),
+            x.wall_us,
+            ops,
+            decode_floor_us(ops.0, copy_gbps),
+        )
+    } else {
+        EnginePoint::new(
+            variant,
+            format!(
+                "prefill {} × {} tokens",
+                x.prefill_seqs,
+                x.prefill_tokens / x.prefill_seqs
+            ),
+            u64::from(x.prefill_tokens),
+            x.wall_us,
+            ops,
+            prefill_floor_us(ops.1, tflops),
+        )
+    }
+}
+
 impl EngineBench {
     /// A markdown report: per point, the step time, tokens/s, achieved bandwidth and the share of the floor.
     pub fn markdown(&self) -> String {
@@ -202,14 +252,17 @@ impl EngineBench {
             "Engine benchmark, {}, on {} — measured ceilings: device-to-device copy {:.0} GB/s, cuBLAS fp16 GEMM \
              {:.1} TFLOP/s (8192³). Decode floor: the step's bytes (weights, KV read, activations) at copy bandwidth; \
              prefill floor: its FLOPs at GEMM throughput. Each step is the median of {REPEATS} after one untimed, \
-             from the plan handed over to the tokens on the host; decode steps replay CUDA graphs.\n\n",
+             from the plan handed over to the tokens on the host; decode steps replay CUDA graphs. Variants: which GEMM \
+             runs every GEMM, and whether a decode graph's kernels launch programmatically (PDL: each launches while \
+             the one before it finishes and starts streaming its weights) or serially.\n\n",
             self.model, self.gpu_name, self.copy_gbps, self.gemm_tflops
         );
-        s.push_str("| point | step ms | tokens/s | GB/s | TFLOP/s | floor ms | share of the floor |\n");
-        s.push_str("|---|---:|---:|---:|---:|---:|---:|\n");
+        s.push_str("| variant | point | step ms | tokens/s | GB/s | TFLOP/s | floor ms | share of the floor |\n");
+        s.push_str("|---|---|---:|---:|---:|---:|---:|---:|\n");
         for p in &self.points {
             s.push_str(&format!(
-                "| {} | {:.3} | {:.0} | {:.0} | {:.1} | {:.3} | {:.0}% |\n",
+                "| {} | {} | {:.3} | {:.0} | {:.0} | {:.1} | {:.3} | {:.0}% |\n",
+                p.variant.label(),
                 p.what,
                 p.step_us / 1e3,
                 p.tokens_per_s(),
@@ -233,7 +286,8 @@ mod tests {
         // 1 GB at 2000 GB/s is 500 µs; 2 TFLOP at 500 TFLOP/s is 4000 µs.
         assert!((decode_floor_us(1e9, 2000.0) - 500.0).abs() < 1e-9);
         assert!((prefill_floor_us(2e12, 500.0) - 4000.0).abs() < 1e-9);
-        let p = EnginePoint::new("decode".into(), 8, 1000.0, (1.5e9, 0.0), 500.0);
+        let variant = EngineVariant::ALL[0];
+        let p = EnginePoint::new(variant, "decode".into(), 8, 1000.0, (1.5e9, 0.0), 500.0);
         assert!((p.of_floor() - 0.5).abs() < 1e-12);
         assert!((p.gbps() - 1500.0).abs() < 1e-9 && (p.tokens_per_s() - 8000.0).abs() < 1e-9);
     }

@@ -218,7 +218,7 @@ pub fn refit_profile(args: RefitArgs) -> Result<(), CliError> {
 }
 
 pub fn bench_engine(args: BenchEngineArgs) -> Result<(), CliError> {
-    use crate::calib::bench_engine::{DECODE_POINTS, PREFILL_POINTS, bench_engine};
+    use crate::calib::bench_engine::{DECODE_POINTS, EngineVariant, PREFILL_POINTS, bench_engine};
     let model = model_of(&args.target)?;
     let gpu = open_gpu(args.target.gpu)?;
     let decode = if args.decode.is_empty() {
@@ -231,8 +231,13 @@ pub fn bench_engine(args: BenchEngineArgs) -> Result<(), CliError> {
     } else {
         args.prefill
     };
-    let pb = progress(decode.len() + prefill.len() + 2, "engine steps");
-    let (result, _gpu) = bench_engine(gpu, &model, &decode, &prefill, &mut |_| pb.inc(1))
+    let variants: Vec<EngineVariant> = EngineVariant::ALL
+        .into_iter()
+        .filter(|v| args.gemm.is_empty() || args.gemm.contains(&v.gemm))
+        .filter(|v| args.launch.is_empty() || args.launch.contains(&v.succession))
+        .collect();
+    let pb = progress((decode.len() + prefill.len()) * variants.len() + 2, "engine steps");
+    let (result, _gpu) = bench_engine(gpu, &model, &decode, &prefill, &variants, &mut |_| pb.inc(1))
         .map_err(|e| CliError::Failed(anyhow::anyhow!(e)))?;
     pb.finish_and_clear();
     let md = result.markdown();

@@ -144,9 +144,32 @@ pub struct BenchEngineArgs {
     /// Prefill points as SEQUENCESxTOKENS, comma-separated [default: 8x512,1x4096,2x4096].
     #[arg(long, value_delimiter = ',', value_parser = parse_pair)]
     pub prefill: Vec<(u32, u32)>,
+    /// Which GEMM runs every GEMM of the engine, comma-separated [default: both].
+    #[arg(long, value_delimiter = ',', value_parser = parse_gemm)]
+    pub gemm: Vec<crate::engine::GemmBackend>,
+    /// How the kernels of a decode graph follow each other: `pdl` (programmatic dependent launch: each kernel
+    /// launches while the one before it finishes) or `serial`, comma-separated [default: both].
+    #[arg(long, value_delimiter = ',', value_parser = parse_launch)]
+    pub launch: Vec<crate::gpu::Succession>,
     /// Also write the markdown report to this file.
     #[arg(long, short)]
     pub out: Option<PathBuf>,
+}
+
+fn parse_gemm(s: &str) -> Result<crate::engine::GemmBackend, String> {
+    match s {
+        "ours" => Ok(crate::engine::GemmBackend::Ours),
+        "cublas" => Ok(crate::engine::GemmBackend::Cublas),
+        _ => Err(format!("`{s}` is not a GEMM: ours or cublas")),
+    }
+}
+
+fn parse_launch(s: &str) -> Result<crate::gpu::Succession, String> {
+    match s {
+        "pdl" => Ok(crate::gpu::Succession::Programmatic),
+        "serial" => Ok(crate::gpu::Succession::Serial),
+        _ => Err(format!("`{s}` is not a launch order: pdl or serial")),
+    }
 }
 
 /// "8x1024" → (8, 1024), both positive.

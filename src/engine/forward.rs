@@ -10,7 +10,7 @@ use std::path::Path;
 
 use crate::gpu::{
     DecodeShape, DecodeWorkspace, F16Buffer, Gpu, GpuError, I32Buffer, KvAppendShape, KvCacheMut, PagedKv,
-    PagedKvLayout, PrefillShape,
+    PagedKvLayout, PrefillShape, Succession,
 };
 use crate::model::{ModelError, ModelSpec};
 use crate::sched::{ReqId, StepPlan};
@@ -134,6 +134,9 @@ pub struct EngineConfig {
     /// ([`super::step::GRAPH_BUCKETS`]) with the step padded up to its bucket: such a step then costs GPU time,
     /// not one host launch per kernel.
     pub decode_graphs: bool,
+    /// How the kernels of a decode graph follow each other: [`Succession::Programmatic`] lets each kernel launch
+    /// (and start streaming its weights) while the one before it finishes, on GPUs that can (sm_90+).
+    pub succession: Succession,
 }
 
 impl Default for EngineConfig {
@@ -148,6 +151,7 @@ impl Default for EngineConfig {
             prompt_seed: 0,
             time_gpu: false,
             decode_graphs: true,
+            succession: Succession::Programmatic,
         }
     }
 }
@@ -568,7 +572,7 @@ impl Engine {
         self.forward(x)?;
         self.gpu.begin_capture()?;
         let issued = self.forward(x);
-        let graph = self.gpu.end_capture(issued)?;
+        let graph = self.gpu.end_capture(issued, self.config.succession)?;
         self.graphs.insert(
             b,
             CapturedGraph {
@@ -578,6 +582,11 @@ impl Engine {
             },
         );
         Ok(())
+    }
+
+    /// Kernel-to-kernel edges made programmatic, over every decode graph captured so far.
+    pub fn programmatic_edges(&self) -> usize {
+        self.graphs.values().map(|g| g.graph.programmatic_edges()).sum()
     }
 
     /// Where the last step's time went.

@@ -400,3 +400,20 @@ pub fn compile_all(target: CompileTarget, resource_report: bool) -> Result<Vec<(
         .map(|f| nvrtc_compile(f, target, &opts).map(|(_, log)| (f.name, log)))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A decode graph's kernel-to-kernel edges are made programmatic, so every kernel must wait for its
+    /// predecessor inside (`pdl_begin` or `pdl_wait`): one forgotten would read its inputs before they exist.
+    #[test]
+    fn every_kernel_waits_for_its_predecessor() {
+        for f in KERNEL_FILES {
+            let kernels = f.source.matches("__global__").count();
+            let waits = f.source.matches("pdl_begin();").count() + f.source.matches("pdl_wait();").count();
+            assert!(kernels > 0, "{} has no kernel", f.name);
+            assert_eq!(waits, kernels, "{}: {kernels} kernels but {waits} waits", f.name);
+        }
+    }
+}

@@ -111,4 +111,9 @@ impl Kernels {
     pub fn get(&self, id: KernelId) -> &CudaFunction {
         &self.funcs[id as usize]
     }
+
+    /// Whether `func` is one of these kernels (each waits for its predecessor in the kernel: `pdl_wait`).
+    pub fn is_ours(&self, func: cudarc::driver::sys::CUfunction) -> bool {
+        !func.is_null() && self.funcs.iter().any(|f| f.cu_function() == func)
+    }
 }

@@ -66,7 +66,7 @@ pub use kernels::{KernelId, Kernels};
 pub use ops::{
     AttentionKernel, DecodeShape, DecodeWorkspace, KvAppendShape, KvCacheMut, PagedKv, PagedKvLayout, PrefillShape,
 };
-pub use timing::{Graph, Stopwatch, Timing};
+pub use timing::{Graph, Stopwatch, Succession, Timing};
 
 /// fp16 data on the device, as raw bits (see the module docs).
 pub type F16Buffer = CudaSlice<u16>;
@@ -326,12 +326,12 @@ impl Gpu {
         &self.kernels
     }
 
-    /// Waits for all work issued so far, surfacing any asynchronous kernel error.
     /// Changes whenever the GEMM split-K scratch moves: a graph captured before then would use freed memory.
     pub fn scratch_generation(&self) -> u64 {
         self.scratch_generation.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Waits for all work issued so far, surfacing any asynchronous kernel error.
     pub fn synchronize(&self) -> Result<(), GpuError> {
         self.stream.synchronize()?;
         Ok(())

@@ -1,7 +1,10 @@
 //! Timing with CUDA events: warm-up runs first (module load, caches, clocks), then each repeat bracketed by its own
 //! pair of events, summarised by the median (robust to the odd preempted run).
 
-use cudarc::driver::sys::CUevent_flags;
+use std::sync::Arc;
+
+use cudarc::driver::sys::{self, CUevent_flags};
+use cudarc::driver::{CudaStream, result};
 
 use super::{Gpu, GpuError};
 
@@ -80,7 +83,7 @@ impl Gpu {
     {
         self.begin_capture()?;
         let captured = (0..launches).try_for_each(&mut op);
-        let graph = self.end_capture(captured)?;
+        let graph = self.end_capture(captured, Succession::Serial)?;
         self.time(warmup, repeats, |_| graph.launch())
     }
 }
@@ -122,12 +125,46 @@ impl Stopwatch {
 /// Work captured from the GPU's stream, replayed by [`Graph::launch`] with the same arguments (buffers included:
 /// they must outlive it and stay where they are).
 pub struct Graph {
-    graph: cudarc::driver::CudaGraph,
+    graph: sys::CUgraph,
+    exec: sys::CUgraphExec,
+    stream: Arc<CudaStream>,
+    programmatic: usize,
+}
+
+/// How the kernels of a captured graph follow one another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Succession {
+    /// Each kernel launches once the one before it has finished (what the stream order says).
+    Serial,
+    /// Programmatic dependent launch (sm_90+): where one of our kernels follows another, it may launch while that
+    /// one still runs, load what no kernel writes (weights) and wait in the kernel for its inputs (`pdl_wait` in
+    /// kernels/common.cuh). Other edges (copies, cuBLAS) stay serial. On older GPUs the same as `Serial`.
+    Programmatic,
 }
 
 impl Graph {
     pub fn launch(&self) -> Result<(), GpuError> {
-        Ok(self.graph.launch()?)
+        self.stream.context().bind_to_thread()?;
+        // SAFETY: `exec` was instantiated from this graph and is destroyed only on drop; the stream outlives it.
+        unsafe { result::graph::launch(self.exec, self.stream.cu_stream()) }?;
+        Ok(())
+    }
+
+    /// How many kernel-to-kernel edges were made programmatic.
+    pub fn programmatic_edges(&self) -> usize {
+        self.programmatic
+    }
+}
+
+impl Drop for Graph {
+    fn drop(&mut self) {
+        let ctx = self.stream.context();
+        // SAFETY: both handles were created by `end_capture` and are destroyed once, here; a launch still running
+        // keeps its own reference to the executable graph (the driver defers the release).
+        unsafe {
+            ctx.record_err(result::graph::exec_destroy(self.exec));
+            ctx.record_err(result::graph::destroy(self.graph));
+        }
     }
 }
 
@@ -142,15 +179,182 @@ impl Gpu {
     }
 
     /// Ends the capture begun by [`Gpu::begin_capture`] — always, so the stream is usable again — and returns the
-    /// graph, or `issued`'s error if issuing the work failed.
-    pub fn end_capture(&self, issued: Result<(), GpuError>) -> Result<Graph, GpuError> {
-        use cudarc::driver::sys::CUgraphInstantiate_flags;
-        let graph = self.stream().end_capture(CUgraphInstantiate_flags(0));
+    /// graph, its kernels following each other as `succession` says, or `issued`'s error if issuing the work failed.
+    pub fn end_capture(&self, issued: Result<(), GpuError>, succession: Succession) -> Result<Graph, GpuError> {
+        self.ctx.bind_to_thread()?;
+        // SAFETY: the stream is ours and was capturing (begin_capture); ending a capture hands us the graph.
+        let graph = unsafe { result::stream::end_capture(self.stream.cu_stream()) };
+        if let Ok(g) = &graph
+            && !g.is_null()
+            && issued.is_err()
+        {
+            // SAFETY: the graph was just created and nothing else holds it.
+            unsafe { self.ctx.record_err(result::graph::destroy(*g)) };
+        }
         issued?;
-        let Some(graph) = graph? else {
+        let graph = graph?;
+        if graph.is_null() {
             return Err(GpuError::shape("capture", "the capture recorded no work"));
+        }
+        let edges = match succession {
+            Succession::Programmatic if self.info.compute_capability.0 >= 9 => {
+                // SAFETY: `graph` is a valid graph we own; the kernels' functions are alive in our modules.
+                unsafe { kernel_edges(graph, &self.kernels) }
+            }
+            _ => Ok(Vec::new()),
         };
-        graph.upload()?;
-        Ok(Graph { graph })
+        // SAFETY: `graph` is ours alone until it is destroyed here or handed to the Graph below.
+        let built = edges.and_then(|edges| unsafe { instantiate_programmatic(graph, &edges) });
+        let (exec, programmatic) = match built {
+            Ok(b) => b,
+            Err(e) => {
+                // SAFETY: as above, the graph is ours alone.
+                unsafe { self.ctx.record_err(result::graph::destroy(graph)) };
+                return Err(e);
+            }
+        };
+        let g = Graph {
+            graph,
+            exec,
+            stream: self.stream.clone(),
+            programmatic,
+        };
+        // SAFETY: `exec` is valid, on our stream.
+        unsafe { result::graph::upload(g.exec, self.stream.cu_stream()) }?;
+        Ok(g)
     }
+}
+
+/// The default (full-completion) edges of `graph` between two of our kernels, in the driver's order.
+///
+/// # Safety
+/// `graph` must be a valid graph not in use by any other thread.
+unsafe fn kernel_edges(graph: sys::CUgraph, kernels: &super::Kernels) -> Result<Vec<Edge>, GpuError> {
+    use std::ptr::null_mut;
+    let mut n = 0usize;
+    // SAFETY (this block): the caller hands a valid graph; each array holds `n` entries as the driver asked for.
+    unsafe {
+        sys::cuGraphGetEdges_v2(graph, null_mut(), null_mut(), null_mut(), &mut n).result()?;
+        let mut from = vec![null_mut(); n];
+        let mut to = vec![null_mut(); n];
+        let mut data = vec![std::mem::zeroed::<sys::CUgraphEdgeData>(); n];
+        sys::cuGraphGetEdges_v2(graph, from.as_mut_ptr(), to.as_mut_ptr(), data.as_mut_ptr(), &mut n).result()?;
+        let ours = |node: sys::CUgraphNode| -> bool {
+            let mut kind = sys::CUgraphNodeType::CU_GRAPH_NODE_TYPE_EMPTY;
+            if sys::cuGraphNodeGetType(node, &mut kind).result().is_err()
+                || kind != sys::CUgraphNodeType::CU_GRAPH_NODE_TYPE_KERNEL
+            {
+                return false;
+            }
+            let mut params = std::mem::zeroed::<sys::CUDA_KERNEL_NODE_PARAMS>();
+            // A kernel the driver will not describe (a library's) is not ours.
+            sys::cuGraphKernelNodeGetParams_v2(node, &mut params).result().is_ok() && kernels.is_ours(params.func)
+        };
+        let default = sys::CUgraphDependencyType::CU_GRAPH_DEPENDENCY_TYPE_DEFAULT as u8;
+        Ok((0..n.min(from.len()))
+            .filter(|&i| data[i].type_ == default && data[i].from_port == 0 && ours(from[i]) && ours(to[i]))
+            .map(|i| Edge {
+                from: from[i],
+                to: to[i],
+            })
+            .collect())
+    }
+}
+
+/// A kernel-to-kernel edge of a graph.
+#[derive(Clone, Copy)]
+struct Edge {
+    from: sys::CUgraphNode,
+    to: sys::CUgraphNode,
+}
+
+/// Makes `edges` programmatic (or default again) in `graph`.
+///
+/// # Safety
+/// `graph` must be valid and hold these edges with the other type, used by no other thread.
+unsafe fn retype(graph: sys::CUgraph, edges: &[Edge], programmatic: bool) -> Result<(), GpuError> {
+    let full = sys::CUgraphEdgeData {
+        from_port: 0,
+        to_port: 0,
+        type_: sys::CUgraphDependencyType::CU_GRAPH_DEPENDENCY_TYPE_DEFAULT as u8,
+        reserved: [0; 5],
+    };
+    let early = sys::CUgraphEdgeData {
+        from_port: sys::CU_GRAPH_KERNEL_NODE_PORT_PROGRAMMATIC as u8,
+        to_port: 0,
+        type_: sys::CUgraphDependencyType::CU_GRAPH_DEPENDENCY_TYPE_PROGRAMMATIC as u8,
+        reserved: [0; 5],
+    };
+    let (old, new) = if programmatic { (full, early) } else { (early, full) };
+    // SAFETY (this block): the caller's graph holds each edge as `old`; it is replaced by `new` between the same
+    // nodes. Should the driver refuse one, that edge and those before it get their old type back, so the graph is
+    // as it was.
+    unsafe {
+        let swap = |e: &Edge, from: &sys::CUgraphEdgeData, to: &sys::CUgraphEdgeData| -> Result<(), GpuError> {
+            sys::cuGraphRemoveDependencies_v2(graph, &e.from, &e.to, from, 1).result()?;
+            if let Err(err) = sys::cuGraphAddDependencies_v2(graph, &e.from, &e.to, to, 1).result() {
+                sys::cuGraphAddDependencies_v2(graph, &e.from, &e.to, from, 1).result()?;
+                return Err(err.into());
+            }
+            Ok(())
+        };
+        for (i, e) in edges.iter().enumerate() {
+            if let Err(err) = swap(e, &old, &new) {
+                for done in &edges[..i] {
+                    swap(done, &new, &old)?;
+                }
+                return Err(err);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Instantiates `graph` with as many of `edges` (a prefix, in order) programmatic as the driver accepts: all of them
+/// normally; where it refuses, the longest prefix it takes (found by halving), with a warning saying why. Returns
+/// the executable graph and the number of programmatic edges.
+///
+/// # Safety
+/// `graph` must be valid, hold `edges` as default edges, and be used by no other thread.
+unsafe fn instantiate_programmatic(graph: sys::CUgraph, edges: &[Edge]) -> Result<(sys::CUgraphExec, usize), GpuError> {
+    // SAFETY (this function): per the caller's promise; every retype is undone before the next attempt.
+    let attempt = |k: usize| -> Result<sys::CUgraphExec, GpuError> {
+        unsafe {
+            retype(graph, &edges[..k], true)?;
+            match result::graph::instantiate(graph, sys::CUgraphInstantiate_flags(0)) {
+                Ok(exec) => Ok(exec),
+                Err(e) => {
+                    retype(graph, &edges[..k], false)?;
+                    Err(e.into())
+                }
+            }
+        }
+    };
+    let first = match attempt(edges.len()) {
+        Ok(exec) => return Ok((exec, edges.len())),
+        Err(e) => e,
+    };
+    // Largest k that instantiates, assuming fewer programmatic edges never make it fail.
+    let (mut ok, mut bad) = (0usize, edges.len());
+    while bad - ok > 1 {
+        let mid = (ok + bad) / 2;
+        match attempt(mid) {
+            Ok(exec) => {
+                unsafe {
+                    result::graph::exec_destroy(exec)?;
+                    retype(graph, &edges[..mid], false)?;
+                }
+                ok = mid;
+            }
+            Err(_) => bad = mid,
+        }
+    }
+    tracing::warn!(
+        error = %first,
+        edges = edges.len(),
+        accepted = ok,
+        "the driver refused a decode graph with every kernel edge programmatic: only the first {ok} of {} are",
+        edges.len()
+    );
+    Ok((attempt(ok)?, ok))
 }
