@@ -138,7 +138,8 @@ pub enum Succession {
     Serial,
     /// Programmatic dependent launch (sm_90+): where one of our kernels follows another, it may launch while that
     /// one still runs, load what no kernel writes (weights) and wait in the kernel for its inputs (`pdl_wait` in
-    /// kernels/common.cuh). Other edges (copies, cuBLAS) stay serial. On older GPUs the same as `Serial`.
+    /// kernels/common.cuh). A graph that also holds library (cuBLAS) kernels stays serial: the driver refused
+    /// programmatic edges in such graphs on an H100. On GPUs before sm_90 the same as `Serial`.
     Programmatic,
 }
 
@@ -239,17 +240,28 @@ unsafe fn kernel_edges(graph: sys::CUgraph, kernels: &super::Kernels) -> Result<
         let mut to = vec![null_mut(); n];
         let mut data = vec![std::mem::zeroed::<sys::CUgraphEdgeData>(); n];
         sys::cuGraphGetEdges_v2(graph, from.as_mut_ptr(), to.as_mut_ptr(), data.as_mut_ptr(), &mut n).result()?;
-        let ours = |node: sys::CUgraphNode| -> bool {
+        let is_kernel = |node: sys::CUgraphNode| -> bool {
             let mut kind = sys::CUgraphNodeType::CU_GRAPH_NODE_TYPE_EMPTY;
-            if sys::cuGraphNodeGetType(node, &mut kind).result().is_err()
-                || kind != sys::CUgraphNodeType::CU_GRAPH_NODE_TYPE_KERNEL
-            {
+            sys::cuGraphNodeGetType(node, &mut kind).result().is_ok()
+                && kind == sys::CUgraphNodeType::CU_GRAPH_NODE_TYPE_KERNEL
+        };
+        let ours = |node: sys::CUgraphNode| -> bool {
+            if !is_kernel(node) {
                 return false;
             }
             let mut params = std::mem::zeroed::<sys::CUDA_KERNEL_NODE_PARAMS>();
             // A kernel the driver will not describe (a library's) is not ours.
             sys::cuGraphKernelNodeGetParams_v2(node, &mut params).result().is_ok() && kernels.is_ours(params.func)
         };
+        // On an H100 (driver 580) the driver refused every programmatic edge of a graph that also held cuBLAS
+        // kernels: such a graph stays serial.
+        let foreign = (0..n.min(from.len()))
+            .flat_map(|i| [from[i], to[i]])
+            .any(|node| is_kernel(node) && !ours(node));
+        if foreign {
+            tracing::debug!("a decode graph with library kernels runs its kernels serially");
+            return Ok(Vec::new());
+        }
         let default = sys::CUgraphDependencyType::CU_GRAPH_DEPENDENCY_TYPE_DEFAULT as u8;
         Ok((0..n.min(from.len()))
             .filter(|&i| data[i].type_ == default && data[i].from_port == 0 && ours(from[i]) && ours(to[i]))
