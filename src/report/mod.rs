@@ -23,6 +23,7 @@
 //! validation.csv, validation.parquet            comparison.csv of every run, with a `run` column
 //! validation.json                               the aggregate: per-metric median/p95, step kinds, plans, ranking
 //! validation.md                                 the same in words and tables
+//! device.json                                   the GPU the runs were measured on (name, compute capability, …)
 //! ```
 //!
 //! Same input, same bytes: Parquet is written with fixed compression and statistics settings and carries no
@@ -80,12 +81,16 @@ use table::Table;
 pub const SUMMARY_FILES: [&str; 3] = ["summary.csv", "summary.parquet", "summary.json"];
 
 /// The files that mark a results folder as validated (written by `validate` after the measured results).
-pub const VALIDATION_FILES: [&str; 4] = [
+pub const VALIDATION_FILES: [&str; 5] = [
     "validation.json",
     "validation.md",
     "validation.csv",
     "validation.parquet",
+    DEVICE_JSON,
 ];
+
+/// `<results>/device.json`: the GPU a validation measured on (`validate` writes it; older folders lack it).
+pub const DEVICE_JSON: &str = "device.json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
