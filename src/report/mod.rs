@@ -31,6 +31,7 @@
 //! into place, and the summary is written after every run's files, so an interrupted write never leaves a
 //! complete-looking summary beside partial runs.
 
+pub mod baseline;
 mod findings;
 mod html;
 mod markdown;
@@ -288,6 +289,17 @@ pub(crate) fn write_atomically(
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Writes a text file (a markdown report, say) through a temporary file, creating its folder.
+pub fn write_markdown_file(path: &Path, text: &str) -> Result<(), ReportError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::create_dir_all(dir).map_err(|source| ReportError::Io {
+            path: dir.to_owned(),
+            source,
+        })?;
+    }
+    write_atomically(path, |file| Ok(file.write_all(text.as_bytes())?))
 }
 
 /// Writes `df` as CSV (the summary's format), through a temporary file.
