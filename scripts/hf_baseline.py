@@ -27,6 +27,10 @@ Modes:
 - `generate_batch_call`: the literal `model.generate_batch(inputs, ...)` call. Every request generates the longest
   target of the burst (32 tokens); only each request's own target is counted as output.
 
+In both continuous batching modes the requests of a burst are queued one after another in a tight loop (as
+`generate_batch` itself does), while the manager's thread already runs: its first step may hold fewer than all of
+them, where batchlab's first step sees the whole burst.
+
 Both continuous batching modes use `ContinuousBatchingConfig(max_requests_per_batch=max_batch,
 allow_block_sharing=False)`: at most `max_batch` sequences per step, as batchlab's `max_batch_size`, and no prefix
 sharing (batchlab has none). Everything else (KV blocks, tokens per step, CUDA graphs) is left to transformers; what
@@ -220,7 +224,11 @@ def workload_hints(max_prompt, max_new):
     except ImportError:
         return None
     kept, _ = supported(WorkloadHints, dict(max_prompt_length=max_prompt, max_generated_length=max_new))
-    return WorkloadHints(**kept)
+    try:
+        return WorkloadHints(**kept)
+    except TypeError as e:  # a version whose hints need more than these: let transformers size without them
+        log(f"warning: no workload hints for continuous batching ({e})")
+        return None
 
 
 def resolved_settings(manager, asked_batch, dropped):
@@ -470,6 +478,8 @@ def main():
                 for max_batch in args.max_batches:
                     measure(GenerateMode(model, max_batch, device), "generate", max_batch)
             cb_modes = [m for m in modes if m != "generate"]
+            # Continuous batching sizes its KV cache from the free memory: give back what generate's runs cached.
+            torch.cuda.empty_cache()
             for max_batch in args.max_batches if cb_modes else []:
                 # generate_batch builds and warms up the manager of this batch limit; generate_batch_call reuses it.
                 for mode in cb_modes:
