@@ -46,3 +46,10 @@ bench:
 check:
     cargo fmt --all -- --check
     cargo clippy --all-targets --locked -- -D warnings
+
+# Time Hugging Face transformers on the seed matrix's bursts (scripts/hf_baseline.py; needs a GPU, torch and
+# transformers 5.x) and put it beside a validate folder of the same card (`just validate` first, on this machine).
+baseline validated="out/seed-matrix-validate" out="out/baseline":
+    python3 scripts/hf_baseline.py --models qwen2.5-0.5b --out {{out}}/hf-qwen2.5-0.5b.csv
+    python3 scripts/hf_baseline.py --models qwen2.5-1.5b --out {{out}}/hf-qwen2.5-1.5b.csv
+    cargo run --release -- baseline-report --validated {{validated}} --baseline {{out}}/hf-qwen2.5-0.5b.csv --baseline {{out}}/hf-qwen2.5-1.5b.csv --out {{out}}/report.md

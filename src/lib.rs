@@ -12,7 +12,7 @@
 //! | [`gpu`] | the only `unsafe`: CUDA context, NVRTC kernel registry, cuBLAS, events, typed kernel wrappers |
 //! | [`engine`] | real execution: host weights (random or safetensors), the f32 CPU reference forward pass |
 //! | [`validate`] | measured against simulated: per-metric, per-step and per-plan comparison, the validation driver |
-//! | [`report`] | Parquet/CSV/JSON writers, markdown tables, charts, HTML/markdown reports (validation's included) |
+//! | [`report`] | Parquet/CSV/JSON writers, markdown tables, charts, HTML/markdown reports (validation's included), the comparison with transformers |
 //! | [`cli`] | argument parsing → validated config → library calls |
 //!
 //! The scheduler and the serving loop do not know whether time is simulated or real: the simulator is the loop

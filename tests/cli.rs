@@ -320,3 +320,69 @@ fn validate_without_a_gpu_says_so_in_one_sentence() {
     let out = batchlab(&["validate", "scenarios/no-such-scenario.toml"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// `baseline-report` joins a validate folder with a transformers CSV, writes the report and prints the headline; a
+/// malformed CSV is bad input (exit 2) named by file and line.
+#[test]
+fn baseline_report_joins_a_validate_folder_and_a_transformers_csv() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("validated");
+    std::fs::create_dir(&dir).unwrap();
+    let run = |name: &str, policy: &str, tok_s: f64| {
+        serde_json::json!({
+            "run": name, "model": "qwen2.5-0.5b", "policy": policy, "max_batch_size": 8,
+            "workload.prompt_len": 512, "requests": 16, "prompt_tokens": 8192, "output_tokens": 384,
+            "output_tok_per_s": tok_s, "gpu": "h100-sxm",
+        })
+    };
+    let summary = serde_json::json!([run("r0", "static", 20000.0), run("r1", "continuous", 30000.0)]);
+    std::fs::write(dir.join("summary.json"), summary.to_string()).unwrap();
+    std::fs::write(dir.join("validation.json"), "{}").unwrap();
+    let header = "model,prompt_len,max_batch,requests,mode,output_tokens,wall_s,output_tok_per_s,gpu,torch,\
+                  transformers,settings,error";
+    let csv = tmp.path().join("hf.csv");
+    std::fs::write(
+        &csv,
+        format!(
+            "{header}\nqwen2.5-0.5b,512,8,16,generate,384,1.0,384.000,NVIDIA H100 80GB HBM3,2.11.0,5.17.0,,\n\
+             qwen2.5-0.5b,512,8,16,generate_batch,384,0.5,768.000,NVIDIA H100 80GB HBM3,2.11.0,5.17.0,,\n"
+        ),
+    )
+    .unwrap();
+    let report = tmp.path().join("out/baseline.md");
+    let out = ok(&[
+        "baseline-report",
+        "--validated",
+        dir.to_str().unwrap(),
+        "--baseline",
+        csv.to_str().unwrap(),
+        "--out",
+        report.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // 30000 / 384 = 78.1×, 30000 / 768 = 39.1×: the target is missed against generate_batch.
+    assert!(stdout.contains("## Headline: max batch 8, 16 requests"), "{stdout}");
+    assert!(
+        stdout.contains("78.1×") && stdout.contains("39.1×") && stdout.contains("FAIL"),
+        "{stdout}"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("warning: the validate folder does not record its card"),
+        "{stderr}"
+    );
+    let md = std::fs::read_to_string(&report).unwrap();
+    assert!(md.starts_with("# batchlab against Hugging Face transformers"), "{md}");
+
+    std::fs::write(&csv, format!("{header}\nqwen2.5-0.5b,512,8,sixteen\n")).unwrap();
+    let out = batchlab(&[
+        "baseline-report",
+        "--validated",
+        dir.to_str().unwrap(),
+        "--baseline",
+        csv.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("hf.csv:2: 4 fields, the header has 13"), "{stderr}");
+}

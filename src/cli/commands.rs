@@ -1,6 +1,6 @@
 //! The subcommands.
 
-use super::{BenchArgs, Command, ScenarioArgs, SimulateArgs};
+use super::{BaselineReportArgs, BenchArgs, Command, ScenarioArgs, SimulateArgs};
 use super::{gpu_commands, validate_command};
 use crate::metrics::RunReport;
 use crate::model::{self, ModelSpec};
@@ -57,7 +57,27 @@ pub fn run(command: Command) -> Result<(), CliError> {
         Command::CheckProfile(args) => gpu_commands::check_profile(args),
         Command::RefitProfile(args) => gpu_commands::refit_profile(args),
         Command::Validate(args) => validate_command::validate(args),
+        Command::BaselineReport(args) => baseline_report(args),
     }
+}
+
+/// Joins a validate folder with transformers' numbers; unreadable or inconsistent input is bad input (exit 2). A
+/// missed target is a finding, not a failure.
+fn baseline_report(args: BaselineReportArgs) -> Result<(), CliError> {
+    let comparison = report::baseline::baseline_comparison(&args.validated, &args.baseline).map_err(input)?;
+    if let Some(warning) = comparison.cards.warning() {
+        eprintln!("warning: {warning}");
+    }
+    match &args.out {
+        None => print!("{}", comparison.markdown()),
+        Some(path) => {
+            let md = comparison.markdown();
+            report::write_markdown_file(path, &md).map_err(|e| anyhow::anyhow!(e))?;
+            print!("{}", comparison.headline_markdown());
+            eprintln!("report written to {}", path.display());
+        }
+    }
+    Ok(())
 }
 
 pub(super) fn load(args: &ScenarioArgs) -> Result<Vec<RunSpec>, CliError> {

@@ -69,6 +69,18 @@ pub enum Command {
     /// A calibrated scenario's profile must have been measured on this GPU with this build's kernels: validate
     /// refuses any other (run `batchlab calibrate` first). Example: batchlab validate scenarios/seed-matrix.toml
     Validate(ValidateArgs),
+    /// Put batchlab's measured output throughput beside Hugging Face transformers' on the same burst workloads
+    /// and check the speed target (no GPU needed: it reads what was measured).
+    ///
+    /// Reads a `batchlab validate` folder (its measured runs: summary.json, and device.json for the card) and the
+    /// CSV(s) that scripts/hf_baseline.py wrote on the same card (transformers' `model.generate` on static padded
+    /// batches and its continuous batching, `generate_batch`), joins them on (model, prompt length, max batch,
+    /// requests) and writes a markdown report: every configuration's output tok/s per batchlab policy and per
+    /// transformers mode with the ratios, the headline check at max batch 8 with 16 requests (batchlab at least
+    /// 50× both), the card each source names (with a warning when they differ), and what is in one source only.
+    /// Example: batchlab baseline-report --validated out/seed-matrix-validate --baseline out/hf.csv --out
+    /// out/baseline.md
+    BaselineReport(BaselineReportArgs),
     /// Compare two calibration profiles of the same grid: per table, how many points agree within the measured
     /// spread.
     CompareProfiles(CompareArgs),
@@ -78,6 +90,19 @@ pub enum Command {
     /// Fit a profile's engine step model again to the engine steps it measured (stored in the profile), as this
     /// batchlab's `calibrate` fits them, and rewrite the file; prints the model before and after. No GPU needed.
     RefitProfile(RefitArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BaselineReportArgs {
+    /// A folder written by `batchlab validate` (its --out).
+    #[arg(long)]
+    pub validated: PathBuf,
+    /// A CSV written by scripts/hf_baseline.py; repeat it for several (one per model, say).
+    #[arg(long, required = true)]
+    pub baseline: Vec<PathBuf>,
+    /// Write the report to this markdown file (and print only the headline) [default: print the whole report].
+    #[arg(long, short)]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

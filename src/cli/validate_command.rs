@@ -11,7 +11,9 @@ use crate::calib::Profile;
 use crate::gpu::Gpu;
 use crate::report;
 use crate::sim::run::{PreparedRun, RecordOptions, describe_run, profile_relative_path};
-use crate::validate::{Backend, DeviceFingerprint, ValidateOptions, check_profile, validate_runs, write_validation};
+use crate::validate::{
+    Backend, DeviceFingerprint, ValidateOptions, check_profile, validate_runs, write_device, write_validation,
+};
 use crate::workload::{CostKind, RunSpec};
 use std::path::PathBuf;
 
@@ -27,7 +29,7 @@ pub fn validate(args: ValidateArgs) -> Result<(), CliError> {
         eprintln!("warning: {warning}");
     }
     let mut backend = gpu_backend(gpu)?;
-    validate_with(&args, &runs, &prepared, backend.as_mut())
+    validate_with(&args, &runs, &prepared, backend.as_mut(), Some(&device))
 }
 
 /// The GPU engine as the backend: for each run an engine built as the simulator sizes the run (model, KV cache of
@@ -101,13 +103,14 @@ pub fn check_profiles(
 }
 
 /// Validates prepared runs with `backend` and writes the results (and, unless `--no-report`, the report) to the
-/// output folder; prints the verdicts unless `--quiet`. Missing the targets is a finding, not a failure: the exit
-/// code is 0 whenever every run executed.
+/// output folder, with `device.json` when the device is known; prints the verdicts unless `--quiet`. Missing the
+/// targets is a finding, not a failure: the exit code is 0 whenever every run executed.
 pub fn validate_with(
     args: &ValidateArgs,
     runs: &[RunSpec],
     prepared: &[PreparedRun],
     backend: &mut dyn Backend,
+    device: Option<&DeviceFingerprint>,
 ) -> Result<(), CliError> {
     let first = &runs[0].scenario;
     let options = ValidateOptions {
@@ -123,6 +126,9 @@ pub fn validate_with(
         .clone()
         .unwrap_or_else(|| PathBuf::from("out").join(format!("{}-validate", folder_name(&first.name))));
     write_validation(&out, &validation, &first.name).map_err(|e| anyhow::anyhow!(e))?;
+    if let Some(device) = device {
+        write_device(&out, device).map_err(|e| anyhow::anyhow!(e))?;
+    }
     if !args.no_report {
         report_folder(&out)?;
     }
@@ -187,17 +193,22 @@ output_len = [4, 8]
         let runs = load(&a.scenario).unwrap();
         let prepared = prepare_all(&runs).unwrap();
         let mut backend = PerturbedBackend::new(Factors::uniform(1.1));
-        validate_with(&a, &runs, &prepared, &mut backend).unwrap();
+        let device = device_of_committed_profile();
+        validate_with(&a, &runs, &prepared, &mut backend, Some(&device)).unwrap();
         let out = tmp.path().join("out");
         for file in [
             "summary.csv",
             "validation.md",
             "validation.json",
+            "device.json",
             "report.html",
             "report.md",
         ] {
             assert!(out.join(file).is_file(), "{file}");
         }
+        let written: DeviceFingerprint =
+            serde_json::from_str(&std::fs::read_to_string(out.join("device.json")).unwrap()).unwrap();
+        assert_eq!(written, device);
         let html = std::fs::read_to_string(out.join("report.html")).unwrap();
         assert!(html.contains("<section id=\"validation\">"));
         assert!(html.contains("Metrics: FAIL"), "10% slower misses the targets");

@@ -23,6 +23,7 @@
 //! validation.csv, validation.parquet            comparison.csv of every run, with a `run` column
 //! validation.json                               the aggregate: per-metric median/p95, step kinds, plans, ranking
 //! validation.md                                 the same in words and tables
+//! device.json                                   the GPU the runs were measured on (name, compute capability, …)
 //! ```
 //!
 //! Same input, same bytes: Parquet is written with fixed compression and statistics settings and carries no
@@ -30,6 +31,7 @@
 //! into place, and the summary is written after every run's files, so an interrupted write never leaves a
 //! complete-looking summary beside partial runs.
 
+pub mod baseline;
 mod findings;
 mod html;
 mod markdown;
@@ -80,12 +82,16 @@ use table::Table;
 pub const SUMMARY_FILES: [&str; 3] = ["summary.csv", "summary.parquet", "summary.json"];
 
 /// The files that mark a results folder as validated (written by `validate` after the measured results).
-pub const VALIDATION_FILES: [&str; 4] = [
+pub const VALIDATION_FILES: [&str; 5] = [
     "validation.json",
     "validation.md",
     "validation.csv",
     "validation.parquet",
+    DEVICE_JSON,
 ];
+
+/// `<results>/device.json`: the GPU a validation measured on (`validate` writes it; older folders lack it).
+pub const DEVICE_JSON: &str = "device.json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
@@ -283,6 +289,17 @@ pub(crate) fn write_atomically(
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Writes a text file (a markdown report, say) through a temporary file, creating its folder.
+pub fn write_markdown_file(path: &Path, text: &str) -> Result<(), ReportError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::create_dir_all(dir).map_err(|source| ReportError::Io {
+            path: dir.to_owned(),
+            source,
+        })?;
+    }
+    write_atomically(path, |file| Ok(file.write_all(text.as_bytes())?))
 }
 
 /// Writes `df` as CSV (the summary's format), through a temporary file.

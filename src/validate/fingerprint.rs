@@ -3,9 +3,11 @@
 
 use crate::calib::Profile;
 use crate::model::ModelSpec;
+use serde::{Deserialize, Serialize};
 
-/// What identifies the GPU and the kernels a validation runs on (the CLI reads it from the device).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What identifies the GPU and the kernels a validation runs on (the CLI reads it from the device; `validate`
+/// writes it to `device.json` beside the measured runs).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceFingerprint {
     pub gpu_name: String,
     /// "9.0"

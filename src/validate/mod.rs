@@ -29,7 +29,7 @@ pub use driver::{
 };
 pub use engine_backend::EngineBackend;
 pub use fingerprint::{DeviceFingerprint, ProfileCheck, check_profile};
-pub use output::write_validation;
+pub use output::{write_device, write_validation};
 
 /// Median relative error every headline metric must stay within (issue 4).
 pub const TARGET_MEDIAN: f64 = 0.03;

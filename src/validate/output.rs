@@ -4,8 +4,9 @@
 
 use super::compare::{MetricComparison, StepComparison};
 use super::driver::Validation;
+use super::fingerprint::DeviceFingerprint;
 use crate::metrics::RunReport;
-use crate::report::{self, ReportError, VALIDATION_JSON, write_atomically, write_csv, write_parquet};
+use crate::report::{self, DEVICE_JSON, ReportError, VALIDATION_JSON, write_atomically, write_csv, write_parquet};
 use polars::prelude::{Column, DataFrame, NamedFrom, PlSmallStr, PolarsResult, Series};
 use std::io::Write;
 use std::path::Path;
@@ -114,4 +115,16 @@ pub fn write_validation(out: &Path, v: &Validation, title: &str) -> Result<(), R
     })?;
     json.push(b'\n');
     write_atomically(&json_path, |file| Ok(file.write_all(&json)?))
+}
+
+/// Writes `<out>/device.json`: the card the measured runs ran on, so what reads the folder later (a comparison with
+/// another tool's numbers, say) can tell which card it describes.
+pub fn write_device(out: &Path, device: &DeviceFingerprint) -> Result<(), ReportError> {
+    let path = out.join(DEVICE_JSON);
+    let mut json = serde_json::to_vec_pretty(device).map_err(|source| ReportError::Json {
+        path: path.clone(),
+        source,
+    })?;
+    json.push(b'\n');
+    write_atomically(&path, |file| Ok(file.write_all(&json)?))
 }
