@@ -475,8 +475,16 @@ template <int D>
 __device__ __forceinline__ void attn_decode_tc_impl(const half_t* __restrict__ q, Paged pc,
                                                     const int* __restrict__ context_lens, half_t* __restrict__ out,
                                                     float* __restrict__ part_out, float* __restrict__ part_ml,
-                                                    int* __restrict__ counters, int q_heads, int num_parts,
-                                                    int part_size, float scale) {
+                                                    int* __restrict__ counters, const int* __restrict__ part_plan,
+                                                    int q_heads, int num_parts, int part_size, float scale) {
+    // A decode graph is launched with a grid for the most partitions its steps can need; each step's own split
+    // (the one a launch for that step alone would use) is read from part_plan = {num_parts, part_size}, written by
+    // the host before the graph runs. Blocks past it have nothing to do.
+    if (part_plan != nullptr) {
+        num_parts = part_plan[0];
+        part_size = part_plan[1];
+    }
+    if ((int)blockIdx.z >= num_parts) return;
     constexpr int RS = D + 8;                       // smem row stride (halves)
     constexpr int KV_WARP = 2 * 16 * RS;            // one warp's K + V chunk (halves)
     constexpr int KV_BYTES = DEC_STAGES * DEC_WARPS * KV_WARP * 2;
@@ -727,13 +735,13 @@ __device__ __forceinline__ void attn_prefill_tc_impl(const half_t* __restrict__ 
 #define TC_KERNELS(D)                                                                                              \
     extern "C" __global__ void __launch_bounds__(DEC_THREADS) attn_decode_tc_d##D##_f16(                          \
         const half_t* q, const half_t* k_cache, const half_t* v_cache, const int* block_tables,                   \
-        const int* context_lens, half_t* out, float* part_out, float* part_ml, int* counters, int q_heads,         \
-        int kv_heads, int block_size, int max_blocks_per_seq, int num_blocks, int num_parts, int part_size,       \
-        float scale) {                                                                                             \
+        const int* context_lens, half_t* out, float* part_out, float* part_ml, int* counters,                      \
+        const int* part_plan, int q_heads, int kv_heads, int block_size, int max_blocks_per_seq, int num_blocks,  \
+        int num_parts, int part_size, float scale) {                                                               \
         pdl_begin();                                                                                               \
         Paged pc{k_cache, v_cache, block_tables, kv_heads, block_size, max_blocks_per_seq, num_blocks};          \
-        attn_decode_tc_impl<D>(q, pc, context_lens, out, part_out, part_ml, counters, q_heads, num_parts, part_size,  \
-                               scale);                                                                             \
+        attn_decode_tc_impl<D>(q, pc, context_lens, out, part_out, part_ml, counters, part_plan, q_heads, num_parts, \
+                               part_size, scale);                                                                  \
     }                                                                                                              \
     extern "C" __global__ void __launch_bounds__(128) attn_prefill_tc_d##D##_f16(                                 \
         const half_t* q, const half_t* k_cache, const half_t* v_cache, const int* block_tables,                   \

@@ -10,8 +10,8 @@
 
 use batchlab::gpu::reference as r;
 use batchlab::gpu::{
-    self, AttentionKernel, CompileTarget, DecodeShape, DecodeWorkspace, GemmPlan, GemmTile, Gpu, KvAppendShape,
-    KvCacheMut, PagedKv, PagedKvLayout, PrefillShape,
+    self, AttentionKernel, CompileTarget, DecodePlan, DecodeShape, DecodeWorkspace, GemmPlan, GemmTile, Gpu,
+    KvAppendShape, KvCacheMut, PagedKv, PagedKvLayout, PrefillShape,
 };
 use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng};
@@ -433,6 +433,32 @@ fn attention_decode_matches_reference() {
                     );
                     check(&tag, &got, &want, seed);
                 }
+            }
+            // As a decode graph launches it: a grid for more partitions than the step uses, the split read from
+            // the device (a few partitions of 128 and one of the kernel's largest).
+            let max_context_len = *ctx.iter().max().unwrap();
+            let shape = DecodeShape {
+                num_seqs: s,
+                q_heads: qh,
+                max_context_len,
+                partition_size: None,
+            };
+            for size in [128usize, AttentionKernel::TensorCore.max_decode_partition()] {
+                let parts = max_context_len.div_ceil(size);
+                let split = g.upload(&[parts as i32, size as i32]).unwrap();
+                let plan = DecodePlan {
+                    split: &split,
+                    max_parts: parts + 5,
+                };
+                let mut out = g.nan_f16(s * qh * d).unwrap();
+                g.attention_decode_planned(&shape, plan, &dq, &dc.kv(), &dl, &mut out, &mut ws)
+                    .unwrap();
+                let got = g.download_f16_as_f32(&out).unwrap();
+                let tag = format!(
+                    "planned decode h{qh}/{kvh} d{d} ctx {ctx:?} {parts} x {size} of {}",
+                    parts + 5
+                );
+                check(&tag, &got, &want, seed);
             }
         }
     }

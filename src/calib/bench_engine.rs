@@ -305,6 +305,7 @@ mod tests {
             gpu_us: 0.0,
             wall_us: 1.0,
             kernels_us: 0.0,
+            graph_rows: 0,
         };
         let (one, _) = ops_of(&m, &sample(1, 1024));
         let (many, _) = ops_of(&m, &sample(64, 1024));

@@ -5,7 +5,7 @@
 
 use super::profile::{EngineStepSample, EngineSteps, Profile, StepKind, StepKindModel};
 use crate::engine::{
-    Engine, EngineConfig, EngineError, GemmBackend, GemmOp, GemmPolicy, GemmRule, KvCapacity, StepTiming,
+    Engine, EngineConfig, EngineError, GRAPH_BUCKETS, GemmBackend, GemmOp, GemmPolicy, GemmRule, KvCapacity, StepTiming,
 };
 use crate::engine::{GpuExecutor, WallClock};
 use crate::gpu::Gpu;
@@ -28,6 +28,8 @@ const PREFILL_CHUNKS: [u32; 6] = [16, 64, 256, 1024, 2048, 4096];
 const MIXED: [(u32, u32, u32); 4] = [(4, 1024, 64), (4, 1024, 512), (32, 1024, 64), (32, 1024, 512)];
 /// Most tokens one prefill step of the setup holds.
 const SETUP_TOKENS: u32 = 8192;
+/// Sequences the calibration engine batches at most (its decode graphs go up to this many rows).
+const ENGINE_SEQS: usize = 128;
 
 /// How many points [`measure`] times (for a progress bar).
 pub fn points() -> usize {
@@ -39,13 +41,16 @@ pub fn points() -> usize {
 /// cover up to it, as in `validate`, which sizes its engines by the workload). Gives the GPU back.
 pub fn measure(gpu: Gpu, profile: &Profile, on_point: &mut dyn FnMut(&str)) -> Result<(EngineSteps, Gpu), EngineError> {
     let model = profile.fingerprint.model.clone();
-    let cost = CalibratedCost::new(profile, &model, "calibration").map_err(EngineError::Config)?;
+    let buckets: Vec<u32> = GRAPH_BUCKETS.iter().map(|&b| b as u32).collect();
+    let cost = CalibratedCost::new(profile, &model, "calibration")
+        .map_err(EngineError::Config)?
+        .with_graphs(buckets.clone(), Some(ENGINE_SEQS as u32));
     let gemm = gemm_policy(profile).map_err(EngineError::Config)?;
     let config = |max_context: u32| EngineConfig {
         block_size: profile.fingerprint.block_size,
         kv: KvCapacity::Slots(64 * 1200 + 8192 + 4096),
         max_step_tokens: SETUP_TOKENS as usize,
-        max_seqs: 128,
+        max_seqs: ENGINE_SEQS,
         max_context: Some(max_context + 2 * REPEATS as u32 + 2),
         time_gpu: true,
         gemm: gemm.clone(),
@@ -134,7 +139,7 @@ pub fn measure(gpu: Gpu, profile: &Profile, on_point: &mut dyn FnMut(&str)) -> R
         on_point("engine serving steps");
     }
     samples.extend(serving);
-    Ok((fit(samples), gpu.expect("given back")))
+    Ok((fit(samples, buckets), gpu.expect("given back")))
 }
 
 /// The serving workloads steps are measured in: bursts of mixed prompt and output lengths under continuous batching
@@ -217,6 +222,7 @@ fn sample_of(plan: &StepPlan, cost: Option<&CalibratedCost>, timings: &[StepTimi
         gpu_us: median(&|t| t.gpu_ns.unwrap_or(0) as f64 / 1e3),
         wall_us: median(&|t| t.total_ns as f64 / 1e3),
         kernels_us: cost.map_or(0.0, |c| c.kernels_us(plan, &shape)),
+        graph_rows: timings.first().and_then(|t| t.graph_rows).unwrap_or(0) as u32,
     }
 }
 
@@ -363,7 +369,8 @@ const GPU_BOUND_US: f64 = 50.0;
 /// least squares over (tokens, issue µs); the tail as the median of wall − GPU time; the gap by least squares over
 /// (kernels, GPU time − kernels) of the GPU-bound steps — a line where it grows with the kernels' time, else their
 /// median (a gap that shrank as steps grew would predict big steps faster than their own kernels).
-pub fn fit(samples: Vec<EngineStepSample>) -> EngineSteps {
+/// The step model of `samples`, for an engine whose decode graphs have `graph_buckets` rows.
+pub fn fit(samples: Vec<EngineStepSample>, graph_buckets: Vec<u32>) -> EngineSteps {
     let mut kinds = Vec::new();
     for kind in StepKind::ALL {
         let of: Vec<&EngineStepSample> = samples.iter().filter(|s| s.kind == kind).collect();
@@ -382,6 +389,21 @@ pub fn fit(samples: Vec<EngineStepSample>) -> EngineSteps {
             (g0, slope) if slope > 0.0 && g0 >= 0.0 => (g0, slope),
             _ => (median(gaps.iter().map(|g| g.1).collect()), 0.0),
         };
+        // Graph replays: the gap by the graph's rows (the median of each bucket's steps).
+        let mut graph_gap_us: Vec<(u32, f64)> = Vec::new();
+        let mut rows: Vec<u32> = of.iter().map(|s| s.graph_rows).filter(|&r| r > 0).collect();
+        rows.sort_unstable();
+        rows.dedup();
+        for r in rows {
+            let gaps: Vec<f64> = of
+                .iter()
+                .filter(|s| s.graph_rows == r && s.gpu_us - s.issue_us > GPU_BOUND_US)
+                .map(|s| s.gpu_us - s.kernels_us)
+                .collect();
+            if !gaps.is_empty() {
+                graph_gap_us.push((r, median(gaps)));
+            }
+        }
         kinds.push(StepKindModel {
             kind,
             gap_us,
@@ -389,16 +411,21 @@ pub fn fit(samples: Vec<EngineStepSample>) -> EngineSteps {
             issue_base_us: base,
             issue_per_token_us: per_token,
             tail_us: median(of.iter().map(|s| s.wall_us - s.gpu_us).collect()),
+            graph_gap_us,
         });
     }
-    EngineSteps { kinds, samples }
+    EngineSteps {
+        kinds,
+        samples,
+        graph_buckets,
+    }
 }
 
 /// The step model fitted again to a profile's own measured steps (what `calibrate` would fit to them now).
 pub fn refit(profile: &mut Profile) -> bool {
     match profile.engine.take() {
         Some(e) => {
-            profile.engine = Some(fit(e.samples));
+            profile.engine = Some(fit(e.samples, e.graph_buckets));
             true
         }
         None => false,
@@ -441,6 +468,7 @@ mod tests {
             gpu_us: kernels,
             wall_us: wall,
             kernels_us: kernels,
+            graph_rows: 0,
         }
     }
 
@@ -457,17 +485,17 @@ mod tests {
             s.gpu_us = gpu;
             samples.push(s);
         }
-        let m = fit(samples);
+        let m = fit(samples, Vec::new());
         let d = m.kind(StepKind::Decode).expect("decode fitted");
         assert!((d.issue_base_us - 800.0).abs() < 1e-6 && (d.issue_per_token_us - 0.5).abs() < 1e-9);
         assert!((d.tail_us - 40.0).abs() < 1e-6, "{d:?}");
         assert!((d.gap_us - 100.0).abs() < 1e-6, "{d:?}");
         assert!(m.kind(StepKind::Prefill).is_none());
         // Host-bound and GPU-bound steps: max(kernels + gap, issue) + tail.
-        assert!((m.step_us(StepKind::Decode, 1.0, 300.0) - 840.5).abs() < 1e-6);
-        assert!((m.step_us(StepKind::Decode, 256.0, 3000.0) - 3140.0).abs() < 1e-6);
+        assert!((m.step_us(StepKind::Decode, 1.0, 300.0, None) - 840.5).abs() < 1e-6);
+        assert!((m.step_us(StepKind::Decode, 256.0, 3000.0, None) - 3140.0).abs() < 1e-6);
         // A kind without samples: the kernels alone.
-        assert_eq!(m.step_us(StepKind::Mixed, 10.0, 123.0), 123.0);
+        assert_eq!(m.step_us(StepKind::Mixed, 10.0, 123.0, None), 123.0);
     }
 
     #[test]
@@ -503,17 +531,46 @@ mod tests {
             s
         };
         // Gap 500 + 0.05 × kernels.
-        let m = fit([1000.0, 3000.0, 9000.0].map(|k| step(k, 500.0 + 0.05 * k)).to_vec());
+        let m = fit(
+            [1000.0, 3000.0, 9000.0].map(|k| step(k, 500.0 + 0.05 * k)).to_vec(),
+            Vec::new(),
+        );
         let p = m.kind(StepKind::Prefill).unwrap();
         assert!(
             (p.gap_us - 500.0).abs() < 1e-6 && (p.gap_per_kernel_us - 0.05).abs() < 1e-9,
             "{p:?}"
         );
-        assert!((m.step_us(StepKind::Prefill, 64.0, 2000.0) - (2000.0 + 600.0 + 30.0)).abs() < 1e-6);
+        assert!((m.step_us(StepKind::Prefill, 64.0, 2000.0, None) - (2000.0 + 600.0 + 30.0)).abs() < 1e-6);
         // A shrinking gap: the median, flat.
-        let m = fit([1000.0, 2000.0, 3000.0].map(|k| step(k, 600.0 - 0.1 * k)).to_vec());
+        let m = fit(
+            [1000.0, 2000.0, 3000.0].map(|k| step(k, 600.0 - 0.1 * k)).to_vec(),
+            Vec::new(),
+        );
         let p = m.kind(StepKind::Prefill).unwrap();
         assert_eq!((p.gap_us, p.gap_per_kernel_us), (400.0, 0.0));
+    }
+
+    #[test]
+    fn graph_replays_get_the_median_gap_of_their_bucket() {
+        let step = |rows: u32, kernels: f64, gap: f64| {
+            let mut s = sample(StepKind::Decode, rows, 0, 20.0, kernels, kernels + gap + 30.0);
+            s.gpu_us = kernels + gap;
+            s.graph_rows = rows;
+            s
+        };
+        let samples = vec![
+            step(1, 900.0, 100.0),
+            step(1, 950.0, 120.0),
+            step(1, 980.0, 400.0),
+            step(8, 1000.0, 250.0),
+        ];
+        let m = fit(samples, vec![1, 8]);
+        let d = m.kind(StepKind::Decode).unwrap();
+        assert_eq!(d.graph_gap_us, vec![(1, 120.0), (8, 250.0)]);
+        assert_eq!(m.graph_buckets, vec![1, 8]);
+        assert_eq!(m.graph_rows(5, None), Some(8));
+        assert_eq!(m.graph_rows(5, Some(4)), None);
+        assert!((m.step_us(StepKind::Decode, 5.0, 1000.0, Some(8)) - 1280.0).abs() < 1e-9);
     }
 
     #[test]

@@ -69,6 +69,10 @@ pub struct EngineSteps {
     pub kinds: Vec<StepKindModel>,
     /// The steps the model was fitted to.
     pub samples: Vec<EngineStepSample>,
+    /// A decode-only step runs as the CUDA graph of the smallest of these row counts that holds it (padded to it),
+    /// where the engine's batch limit allows; empty in profiles from before graphs were modelled.
+    #[serde(default)]
+    pub graph_buckets: Vec<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -82,6 +86,10 @@ pub struct StepKindModel {
     pub issue_base_us: f64,
     pub issue_per_token_us: f64,
     pub tail_us: f64,
+    /// For steps replayed as decode graphs: the gap by the graph's rows, (rows, µs) in increasing rows; between
+    /// them linear, beyond them the nearest. Replaces `gap_us` and `gap_per_kernel_us` for such steps.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub graph_gap_us: Vec<(u32, f64)>,
 }
 
 /// One measured engine step (medians over its repeats).
@@ -102,6 +110,9 @@ pub struct EngineStepSample {
     pub wall_us: f64,
     /// What the op tables alone predict for it.
     pub kernels_us: f64,
+    /// The rows of the decode graph it replayed (its bucket); 0: it was not one.
+    #[serde(default)]
+    pub graph_rows: u32,
 }
 
 impl EngineSteps {
@@ -109,15 +120,42 @@ impl EngineSteps {
         self.kinds.iter().find(|k| k.kind == kind)
     }
 
-    /// The whole step from the op tables' `kernels_us`.
-    pub fn step_us(&self, kind: StepKind, tokens: f64, kernels_us: f64) -> f64 {
+    /// The whole step from the op tables' `kernels_us` (of the padded step, for a graph's: `graph_rows`).
+    pub fn step_us(&self, kind: StepKind, tokens: f64, kernels_us: f64, graph_rows: Option<u32>) -> f64 {
         match self.kind(kind) {
             Some(k) => {
-                let gap = k.gap_us + k.gap_per_kernel_us * kernels_us;
+                let gap = match graph_rows {
+                    Some(rows) if !k.graph_gap_us.is_empty() => graph_gap(&k.graph_gap_us, rows),
+                    _ => k.gap_us + k.gap_per_kernel_us * kernels_us,
+                };
                 (kernels_us + gap).max(k.issue_base_us + k.issue_per_token_us * tokens) + k.tail_us
             }
             None => kernels_us,
         }
+    }
+
+    /// The rows of the decode graph a decode-only step of `decodes` rows replays, with the engine's batch limit
+    /// `limit` (a step whose bucket is beyond it is launched kernel by kernel).
+    pub fn graph_rows(&self, decodes: u32, limit: Option<u32>) -> Option<u32> {
+        self.graph_buckets
+            .iter()
+            .copied()
+            .find(|&b| b >= decodes)
+            .filter(|&b| limit.is_none_or(|l| b <= l))
+    }
+}
+
+/// `points` (rows, gap) read at `rows`: linear between points, the nearest beyond them.
+fn graph_gap(points: &[(u32, f64)], rows: u32) -> f64 {
+    let x = f64::from(rows);
+    match points.iter().position(|p| p.0 >= rows) {
+        Some(0) => points[0].1,
+        Some(i) => {
+            let ((x0, y0), (x1, y1)) = (points[i - 1], points[i]);
+            let (x0, x1) = (f64::from(x0), f64::from(x1));
+            y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+        }
+        None => points.last().map_or(0.0, |p| p.1),
     }
 }
 

@@ -132,13 +132,22 @@ fn engine_steps_report(steps: &EngineSteps, seconds: Option<f64>) -> String {
             "  {:?}: gap {:.0} µs + {:.3} × kernels, issue {:.0} µs + {:.3} µs/token, tail {:.0} µs\n",
             k.kind, k.gap_us, k.gap_per_kernel_us, k.issue_base_us, k.issue_per_token_us, k.tail_us
         ));
+        if !k.graph_gap_us.is_empty() {
+            let gaps: Vec<String> = k
+                .graph_gap_us
+                .iter()
+                .map(|(rows, gap)| format!("{rows} rows {gap:.0} µs"))
+                .collect();
+            s.push_str(&format!("    graph replays, gap by rows: {}\n", gaps.join(", ")));
+        }
     }
     let mut errors: Vec<f64> = steps
         .samples
         .iter()
         .map(|x| {
             let tokens = f64::from(x.decode_seqs + x.prefill_tokens);
-            (steps.step_us(x.kind, tokens, x.kernels_us) - x.wall_us).abs() / x.wall_us
+            let rows = (x.graph_rows > 0).then_some(x.graph_rows);
+            (steps.step_us(x.kind, tokens, x.kernels_us, rows) - x.wall_us).abs() / x.wall_us
         })
         .collect();
     errors.sort_by(f64::total_cmp);

@@ -9,7 +9,7 @@
 use std::path::Path;
 
 use crate::gpu::{
-    DecodeShape, DecodeWorkspace, F16Buffer, Gpu, GpuError, I32Buffer, KvAppendShape, KvCacheMut, PagedKv,
+    DecodePlan, DecodeShape, DecodeWorkspace, F16Buffer, Gpu, GpuError, I32Buffer, KvAppendShape, KvCacheMut, PagedKv,
     PagedKvLayout, PrefillShape, Succession,
 };
 use crate::model::{ModelError, ModelSpec};
@@ -183,6 +183,8 @@ pub struct StepTiming {
     pub total_ns: u64,
     /// The GPU's own time from the first input copy to the last kernel (only with `time_gpu`).
     pub gpu_ns: Option<u64>,
+    /// The rows of the decode graph the step replayed (its bucket), if it ran as one.
+    pub graph_rows: Option<usize>,
 }
 
 /// What a step sampled: for each row that samples, its request and token, in the step's row order (decodes, then
@@ -340,6 +342,8 @@ pub struct Engine {
     seqs: Sequences,
     bufs: Buffers,
     decode_ws: DecodeWorkspace,
+    /// The split of a graphed decode step's attention ({partitions, tokens each}), written before each replay.
+    decode_split: I32Buffer,
     memory: EngineMemory,
     stopwatch: Option<crate::gpu::Stopwatch>,
     /// Decode graphs by bucket.
@@ -515,6 +519,7 @@ impl Engine {
             "engine ready"
         );
         let seqs = Sequences::new(config.block_size, num_blocks, spec.vocab, config.prompt_seed);
+        let gpu_split = gpu.zeros::<i32>(2)?;
         let stopwatch = if config.time_gpu { Some(gpu.stopwatch()?) } else { None };
         Self {
             gpu,
@@ -525,6 +530,7 @@ impl Engine {
             seqs,
             bufs,
             decode_ws: DecodeWorkspace::new(),
+            decode_split: gpu_split,
             memory,
             stopwatch,
             graphs: std::collections::HashMap::new(),
@@ -545,6 +551,7 @@ impl Engine {
             for &b in &buckets {
                 if !self.graph_current(b) {
                     let x = padding_step(b, self.bufs.table_width, self.config.block_size as usize);
+                    self.write_split(&x, b)?;
                     self.capture(b, &x)?;
                 }
             }
@@ -565,13 +572,56 @@ impl Engine {
             .is_some_and(|g| g.scratch == self.gpu.scratch_generation() && g.workspace == self.decode_ws.generation())
     }
 
+    /// The most decode attention partitions a step in bucket `b` can need: over every batch that runs in it (more
+    /// rows than the bucket below) and every context the block tables hold, the most that a launch for that step
+    /// alone would use ([`Gpu::decode_split`], which needs fewer partitions for more rows).
+    fn bucket_parts(&self, b: usize) -> usize {
+        let fewest_rows = GRAPH_BUCKETS.iter().copied().filter(|&x| x < b).max().unwrap_or(0) + 1;
+        let longest = self.bufs.table_width * self.config.block_size as usize;
+        let kv_heads = self.spec.kv_heads as usize;
+        (128..longest + 128)
+            .step_by(128)
+            .map(|c| {
+                let shape = DecodeShape {
+                    num_seqs: fewest_rows,
+                    q_heads: self.spec.heads as usize,
+                    max_context_len: c.min(longest),
+                    partition_size: None,
+                };
+                self.gpu.decode_split(&shape, kv_heads).0
+            })
+            .max()
+            .unwrap_or(1)
+    }
+
+    /// Writes the attention split of the decode-only step `x` (before padding) as the graph of bucket `b` reads it.
+    fn write_split(&mut self, x: &StepInputs, b: usize) -> Result<(), GpuError> {
+        let shape = DecodeShape {
+            num_seqs: x.decodes().max(1),
+            q_heads: self.spec.heads as usize,
+            max_context_len: x.max_decode_context.max(1),
+            partition_size: None,
+        };
+        let (parts, size) = self.gpu.decode_split(&shape, self.spec.kv_heads as usize);
+        let most = self.bucket_parts(b);
+        let (parts, size) = if parts <= most {
+            (parts, size)
+        } else {
+            (most, shape.max_context_len.div_ceil(most))
+        };
+        self.gpu
+            .write_prefix(&[parts as i32, size as i32], &mut self.decode_split)
+    }
+
     /// Uploads the padded step `x` and runs it once as usual (every workspace then has its size, and its result
-    /// stands), then records the same launches as bucket `b`'s graph.
+    /// stands), then records the same launches as bucket `b`'s graph. The attention split must have been written
+    /// ([`Engine::write_split`]).
     fn capture(&mut self, b: usize, x: &StepInputs) -> Result<(), EngineError> {
+        let parts = self.bucket_parts(b);
         self.upload_inputs(x)?;
-        self.forward(x)?;
+        self.forward(x, Some(parts))?;
         self.gpu.begin_capture()?;
-        let issued = self.forward(x);
+        let issued = self.forward(x, Some(parts));
         let graph = self.gpu.end_capture(issued, self.config.succession)?;
         self.graphs.insert(
             b,
@@ -705,6 +755,7 @@ impl Engine {
         match bucket {
             Some(b) => {
                 let p = padded_for_graph(&x, b, self.bufs.table_width, self.config.block_size as usize);
+                self.write_split(&x, b)?;
                 if self.graph_current(b) {
                     self.upload_inputs(&p)?;
                     self.graphs[&b].graph.launch()?;
@@ -715,7 +766,7 @@ impl Engine {
             }
             None => {
                 self.upload_inputs(&x)?;
-                self.forward(&x)?;
+                self.forward(&x, None)?;
             }
         }
         if let Some(w) = &self.stopwatch {
@@ -748,16 +799,13 @@ impl Engine {
             issue_ns,
             total_ns,
             gpu_ns,
+            graph_rows: bucket,
         };
         Ok(StepOutput {
             ids: x.sample_ids,
             tokens,
             logits,
-            timing: StepTiming {
-                issue_ns,
-                total_ns,
-                gpu_ns,
-            },
+            timing: self.last_timing,
         })
     }
 
@@ -779,8 +827,9 @@ impl Engine {
         Ok(())
     }
 
-    /// Issues every kernel of the step on the GPU's stream (nothing waits here).
-    fn forward(&mut self, x: &StepInputs) -> Result<(), GpuError> {
+    /// Issues every kernel of the step on the GPU's stream (nothing waits here). `graph_parts`: the step is a
+    /// decode graph's, whose attention grid covers that many partitions and reads its split from the device.
+    fn forward(&mut self, x: &StepInputs, graph_parts: Option<usize>) -> Result<(), GpuError> {
         let Self {
             gpu,
             spec,
@@ -789,6 +838,7 @@ impl Engine {
             kv,
             bufs: b,
             decode_ws,
+            decode_split,
             ..
         } = self;
         let policy = &config.gemm;
@@ -838,7 +888,24 @@ impl Engine {
                     max_context_len: x.max_decode_context,
                     partition_size: None,
                 };
-                gpu.attention_decode(&shape, &b.q, &paged, &b.decode_context, &mut b.attn, decode_ws)?;
+                match graph_parts {
+                    Some(max_parts) => {
+                        let plan = DecodePlan {
+                            split: decode_split,
+                            max_parts,
+                        };
+                        gpu.attention_decode_planned(
+                            &shape,
+                            plan,
+                            &b.q,
+                            &paged,
+                            &b.decode_context,
+                            &mut b.attn,
+                            decode_ws,
+                        )?
+                    }
+                    None => gpu.attention_decode(&shape, &b.q, &paged, &b.decode_context, &mut b.attn, decode_ws)?,
+                }
             }
             if x.chunks() > 0 {
                 let paged = paged(&b.prefill_tables, x.prefill_blocks_per_seq);

@@ -28,7 +28,7 @@ pub use forward::{
     StepTiming, WeightSource,
 };
 pub use reference::{HfLogits, ReferenceModel, SeqId, StepErrors, argmax};
-pub use step::{Sequences, StepError, StepInputs, prompt_token};
+pub use step::{GRAPH_BUCKETS, Sequences, StepError, StepInputs, prompt_token};
 pub use weights::{HostTensor, HostWeights, TensorSpec, WeightsError, expected_tensors};
 
 #[cfg(test)]

@@ -64,7 +64,8 @@ pub use engine_ops::{init_uniform_value, mix64};
 pub use gemm::{GemmPlan, GemmTile};
 pub use kernels::{KernelId, Kernels};
 pub use ops::{
-    AttentionKernel, DecodeShape, DecodeWorkspace, KvAppendShape, KvCacheMut, PagedKv, PagedKvLayout, PrefillShape,
+    AttentionKernel, DecodePlan, DecodeShape, DecodeWorkspace, KvAppendShape, KvCacheMut, PagedKv, PagedKvLayout,
+    PrefillShape,
 };
 pub use timing::{Graph, Stopwatch, Succession, Timing};
 

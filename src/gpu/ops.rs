@@ -180,6 +180,15 @@ pub struct PrefillShape {
     pub max_chunk_len: usize,
 }
 
+/// A decode launch's split read on the device: `split` = {partitions, tokens each} for the launch at hand (at most
+/// `max_parts` partitions of at most [`AttentionKernel::max_decode_partition`] tokens), written before a captured
+/// graph replays.
+#[derive(Clone, Copy)]
+pub struct DecodePlan<'a> {
+    pub split: &'a CudaSlice<i32>,
+    pub max_parts: usize,
+}
+
 /// Scratch space for decode's per-partition results; grows on demand and is reused across calls.
 #[derive(Debug, Default)]
 pub struct DecodeWorkspace {
@@ -479,12 +488,62 @@ impl Gpu {
         self.attention_decode_with(AttentionKernel::default(), shape, q, kv, context_lens, out, ws)
     }
 
+    /// The split a decode launch of `shape` uses by itself (the tensor-core kernel): (partitions, tokens each).
+    pub fn decode_split(&self, shape: &DecodeShape, kv_heads: usize) -> (usize, usize) {
+        let p = self.decode_partition(AttentionKernel::TensorCore, shape, kv_heads);
+        (shape.max_context_len.div_ceil(p).max(1), p)
+    }
+
     /// [`Gpu::attention_decode`] with a chosen implementation.
     #[allow(clippy::too_many_arguments)] // the decode call's own arguments plus the implementation choice
     pub fn attention_decode_with(
         &self,
         kernel: AttentionKernel,
         shape: &DecodeShape,
+        q: &CudaSlice<u16>,
+        kv: &PagedKv<'_>,
+        context_lens: &CudaSlice<i32>,
+        out: &mut CudaSlice<u16>,
+        ws: &mut DecodeWorkspace,
+    ) -> Result<(), GpuError> {
+        self.decode_launch(kernel, shape, None, q, kv, context_lens, out, ws)
+    }
+
+    /// Decode attention as a graph captures it: the grid covers `plan.max_parts` partitions and the kernel takes
+    /// each replay's own split from `plan.split` (tensor-core kernel only). `shape.max_context_len` bounds the
+    /// contexts of every replay.
+    #[allow(clippy::too_many_arguments)] // the decode call's own arguments plus the plan
+    pub fn attention_decode_planned(
+        &self,
+        shape: &DecodeShape,
+        plan: DecodePlan<'_>,
+        q: &CudaSlice<u16>,
+        kv: &PagedKv<'_>,
+        context_lens: &CudaSlice<i32>,
+        out: &mut CudaSlice<u16>,
+        ws: &mut DecodeWorkspace,
+    ) -> Result<(), GpuError> {
+        let kernel = AttentionKernel::TensorCore;
+        need("attention_decode", "plan", plan.split, 2)?;
+        let fewest = shape.max_context_len.div_ceil(kernel.max_decode_partition()).max(1);
+        if plan.max_parts < fewest {
+            return Err(GpuError::shape(
+                "attention_decode",
+                format!(
+                    "{} partitions cannot cover {} tokens",
+                    plan.max_parts, shape.max_context_len
+                ),
+            ));
+        }
+        self.decode_launch(kernel, shape, Some(plan), q, kv, context_lens, out, ws)
+    }
+
+    #[allow(clippy::too_many_arguments)] // the decode call's own arguments plus kernel and plan
+    fn decode_launch(
+        &self,
+        kernel: AttentionKernel,
+        shape: &DecodeShape,
+        plan: Option<DecodePlan<'_>>,
         q: &CudaSlice<u16>,
         kv: &PagedKv<'_>,
         context_lens: &CudaSlice<i32>,
@@ -525,7 +584,10 @@ impl Gpu {
             }
             None => self.decode_partition(kernel, shape, kv.layout.kv_heads),
         };
-        let parts = shape.max_context_len.div_ceil(part_size).max(1);
+        let parts = match &plan {
+            Some(p) => p.max_parts,
+            None => shape.max_context_len.div_ceil(part_size).max(1),
+        };
         ws.ensure(self, s * qh * parts * d, s * qh * parts * 2, s * kv.layout.kv_heads)?;
         let (Some(part_out), Some(part_ml), Some(counters)) =
             (ws.part_out.as_mut(), ws.part_ml.as_mut(), ws.counters.as_mut())
@@ -563,8 +625,13 @@ impl Gpu {
             .arg(context_lens)
             .arg(&mut *out);
         b.arg(&mut *part_out).arg(&mut *part_ml);
+        let no_plan: u64 = 0;
         if kernel == AttentionKernel::TensorCore {
             b.arg(&mut *counters);
+            match &plan {
+                Some(p) => b.arg(p.split),
+                None => b.arg(&no_plan),
+            };
         }
         b.arg(&qh_i)
             .arg(&kvh)
@@ -574,8 +641,11 @@ impl Gpu {
             .arg(&np)
             .arg(&ps)
             .arg(&scale);
-        // SAFETY: both decode kernels take the same arguments, the tensor-core one with `counters` besides (one per
-        // sequence and kv head: s*kv_heads, allocated by ensure(), read-modify-written atomically and left at 0). They read s*qh*d of q, cache rows only through block-table entries in
+        // SAFETY: both decode kernels take the same arguments, the tensor-core one with `counters` (one per sequence
+        // and kv head: s*kv_heads, allocated by ensure(), read-modify-written atomically and left at 0) and the
+        // plan (null, or 2 ints checked above: blocks past its partition count return at once, and the caller
+        // keeps its partition size within the kernel's and its count within the grid) besides. They read s*qh*d
+        // of q, cache rows only through block-table entries in
         // [0, num_blocks) and tokens below min(context_len, max_blocks*block_size) (checked in the kernel), s rows
         // of block tables and context_lens; it writes s*qh*d of out (one partition) or s*qh*parts*(d+2) floats of
         // the workspace, sized by ensure() above. Lengths checked above.

@@ -35,6 +35,10 @@ pub struct CalibratedCost {
     overhead_us: f64,
     /// The engine's whole-step model (host issue time and tail), when the profile measured it.
     engine: Option<EngineSteps>,
+    /// Row counts of the engine's decode graphs (a decode-only step runs padded to the smallest that holds it).
+    graph_buckets: Vec<u32>,
+    /// The engine's batch limit: a decode step whose graph would have more rows is launched kernel by kernel.
+    batch_limit: Option<u32>,
     describe: String,
 }
 
@@ -64,6 +68,11 @@ impl CalibratedCost {
             decode,
             overhead_us: profile.step_overhead_us,
             engine: profile.engine.clone(),
+            graph_buckets: profile
+                .engine
+                .as_ref()
+                .map_or_else(Vec::new, |e| e.graph_buckets.clone()),
+            batch_limit: None,
             describe: format!(
                 "calibrated: {} ({} on {}, {})",
                 source, f.model.name, f.gpu_name, f.date
@@ -71,14 +80,62 @@ impl CalibratedCost {
         })
     }
 
+    /// Decode graphs of these row counts, on an engine that batches at most `limit` sequences (what calibration
+    /// measures the engine with, before the profile records it).
+    pub fn with_graphs(mut self, buckets: Vec<u32>, limit: Option<u32>) -> Self {
+        self.graph_buckets = buckets;
+        self.batch_limit = limit;
+        self
+    }
+
+    /// The engine's batch limit (the scenario's `max_batch_size`): decode steps beyond its largest graph are
+    /// priced as launched kernel by kernel.
+    pub fn with_batch_limit(mut self, limit: u32) -> Self {
+        self.batch_limit = Some(limit);
+        self
+    }
+
+    /// The rows of the decode graph `s` replays on the engine: a decode-only step, padded to its bucket.
+    fn graph_rows(&self, s: &StepShape) -> Option<u32> {
+        if s.prefill_seqs > 0 || s.decode_seqs == 0 {
+            return None;
+        }
+        let decodes = u32::try_from(s.decode_seqs).ok()?;
+        self.graph_buckets
+            .iter()
+            .copied()
+            .find(|&b| b >= decodes)
+            .filter(|&b| self.batch_limit.is_none_or(|l| b <= l))
+    }
+
     /// The whole step from its kernels' time: the engine's step model where the profile has one, else the kernels
     /// plus the fixed overhead.
     fn whole_step_us(&self, s: &StepShape, kernels_us: f64) -> f64 {
         match &self.engine {
-            Some(e) if s.tokens > 0 => {
-                e.step_us(StepKind::of(s.decode_seqs, s.prefill_seqs), s.tokens as f64, kernels_us)
-            }
+            Some(e) if s.tokens > 0 => e.step_us(
+                StepKind::of(s.decode_seqs, s.prefill_seqs),
+                s.tokens as f64,
+                kernels_us,
+                self.graph_rows(s),
+            ),
             _ => kernels_us + self.overhead_us,
+        }
+    }
+
+    /// Every kernel but attention of the step as the engine runs it: a graphed decode step's dense layers, lm_head
+    /// and sampling over all the graph's rows (the padding rows compute and sample too; their attention is empty).
+    fn dense_as_run_us(&self, s: &StepShape) -> f64 {
+        match self.graph_rows(s) {
+            Some(rows) => {
+                let pad = u64::from(rows) - s.decode_seqs;
+                let padded = StepShape {
+                    tokens: s.tokens + pad,
+                    sampled_seqs: s.sampled_seqs + pad,
+                    ..s.clone()
+                };
+                self.dense_us(&padded)
+            }
+            None => self.dense_us(s),
         }
     }
 
@@ -135,7 +192,7 @@ impl CalibratedCost {
             };
             attention += floor + slowest.max(together).max(0.0);
         }
-        self.dense_us(s) + self.layers * attention
+        self.dense_as_run_us(s) + self.layers * attention
     }
 
     /// The launch floor of a prefill attention launch: its smallest measured point.
@@ -212,7 +269,7 @@ impl CostModel for CalibratedCost {
             let offset = ((s.prefill_attn_pairs as f64 - p * (p + 1.0) / 2.0) / p).max(0.0);
             attention += self.prefill.at(p, offset);
         }
-        to_nanos(self.whole_step_us(s, self.dense_us(s) + self.layers * attention))
+        to_nanos(self.whole_step_us(s, self.dense_as_run_us(s) + self.layers * attention))
     }
 
     fn plan_time(&self, plan: &StepPlan, s: &StepShape) -> Nanos {
@@ -346,6 +403,55 @@ pub(crate) mod tests {
             });
         }
         plan
+    }
+
+    /// A decode-only step runs as the graph of its bucket: its dense layers, lm_head and sampling over the
+    /// bucket's rows, its attention over the real sequences only, and the bucket's own gap; beyond the engine's
+    /// batch limit it is launched kernel by kernel and priced as it is.
+    #[test]
+    fn a_graphed_decode_step_is_priced_padded_to_its_bucket() {
+        use crate::calib::profile::{EngineSteps, StepKindModel};
+        let model = by_name("qwen2.5-0.5b").unwrap();
+        let mut p = synthetic_profile(&model);
+        p.engine = Some(EngineSteps {
+            kinds: vec![StepKindModel {
+                kind: StepKind::Decode,
+                gap_us: 500.0,
+                gap_per_kernel_us: 0.0,
+                issue_base_us: 0.0,
+                issue_per_token_us: 0.0,
+                tail_us: 0.0,
+                graph_gap_us: vec![(2, 100.0), (4, 200.0)],
+            }],
+            samples: vec![],
+            graph_buckets: vec![1, 2, 4, 8],
+        });
+        let c = CalibratedCost::new(&p, &model, "synthetic").unwrap();
+        let mut three = StepShape::default();
+        for _ in 0..3 {
+            three.add_decode(512, true);
+        }
+        let mut four = three.clone();
+        four.add_decode(1, true);
+        let plan = StepPlan::default();
+        let attention = |s: &StepShape| c.layers * c.decode_us(s);
+        // Three rows in the graph of four: the dense work of four, the attention of three, the gap of four.
+        let k3 = c.kernels_us(&plan, &three);
+        assert!((k3 - (c.dense_us(&four) + attention(&three))).abs() < 1e-9, "{k3}");
+        let t3 = c.plan_time(&plan, &three).as_ms() * 1e3;
+        assert!((t3 - (k3 + 200.0)).abs() < 1e-3, "{t3}");
+        // A batch limit of 2: no graph of four rows, so the kernels as they are and the ungraphed gap.
+        let c2 = CalibratedCost::new(&p, &model, "synthetic")
+            .unwrap()
+            .with_batch_limit(2);
+        let k3 = c2.kernels_us(&plan, &three);
+        assert!((k3 - (c2.dense_us(&three) + attention(&three))).abs() < 1e-9);
+        assert!((c2.plan_time(&plan, &three).as_ms() * 1e3 - (k3 + 500.0)).abs() < 1e-3);
+        // Between measured buckets the gap is linear, beyond them the nearest.
+        let e = p.engine.as_ref().unwrap();
+        assert_eq!(e.step_us(StepKind::Decode, 1.0, 0.0, Some(3)), 150.0);
+        assert_eq!(e.step_us(StepKind::Decode, 1.0, 0.0, Some(1)), 100.0);
+        assert_eq!(e.step_us(StepKind::Decode, 1.0, 0.0, Some(8)), 200.0);
     }
 
     #[test]

@@ -119,7 +119,10 @@ pub fn build_cost_model(
                     profile.fingerprint.kernel_source_hash
                 );
             }
-            Box::new(CalibratedCost::new(&profile, model, &rel.display().to_string())?)
+            Box::new(
+                CalibratedCost::new(&profile, model, &rel.display().to_string())?
+                    .with_batch_limit(s.scheduler.max_batch_size),
+            )
         }
     })
 }
