@@ -131,7 +131,7 @@ impl CalibratedCost {
                 let padded = StepShape {
                     tokens: s.tokens + pad,
                     sampled_seqs: s.sampled_seqs + pad,
-                    ..s.clone()
+                    ..*s
                 };
                 self.dense_us(&padded)
             }
@@ -431,7 +431,7 @@ pub(crate) mod tests {
         for _ in 0..3 {
             three.add_decode(512, true);
         }
-        let mut four = three.clone();
+        let mut four = three;
         four.add_decode(1, true);
         let plan = StepPlan::default();
         let attention = |s: &StepShape| c.layers * c.decode_us(s);
