@@ -215,8 +215,9 @@ fn prefill_of_odd_prompts_then_decodes_match_the_reference() {
         let mut seqs: Vec<(ReqId, u32)> = lens.iter().enumerate().map(|(i, &l)| (i as ReqId, l)).collect();
         decode_and_check(&mut engine, &mut reference, &mut seqs, &out, 10);
         engine.sequences().check_blocks().unwrap();
-        if engine.gpu().info().compute_capability.0 >= 9 {
-            // The decodes above ran with kernels launching while their predecessors finished.
+        if engine.gpu().info().compute_capability.0 >= 9 && gemm == GemmBackend::Ours {
+            // The decodes above ran with kernels launching while their predecessors finished (a graph holding
+            // cuBLAS kernels stays serial).
             assert!(
                 engine.programmatic_edges() > 0,
                 "no programmatic edge in the decode graphs"
