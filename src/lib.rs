@@ -3,7 +3,7 @@
 //! | module | owns |
 //! |---|---|
 //! | [`units`] | `Nanos`, the integer time of the core |
-//! | [`model`] | architecture specs, catalog, HF `config.json`, parameter/FLOP/byte accounting |
+//! | [`model`] | architecture specs, catalog, HF `config.json`, parameter/FLOP/byte accounting, the engine's workspace |
 //! | [`workload`] | scenario schema and validation, sweeps, request generation |
 //! | [`sched`] | the `Scheduler` trait, the policies, the KV block manager |
 //! | [`sim`] | event queue, `ServingLoop`, clocks, cost models, hardware presets |

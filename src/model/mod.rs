@@ -1,13 +1,19 @@
-//! Architecture specs and their accounting: parameters, weight bytes, KV bytes per token, and the FLOPs and bytes
-//! of every op of one serving step. No GPU, no I/O beyond reading a `config.json`.
+//! Architecture specs and their accounting: parameters, weight bytes, KV bytes per token, the FLOPs and bytes of
+//! every op of one serving step, and the engine's workspace for a sizing ([`EngineWorkspace`]). No GPU, no I/O beyond reading a `config.json`.
 
 mod accounting;
 mod catalog;
 mod hf;
+mod workspace;
 
 pub use accounting::{OpCost, OpKind, StepOps};
 pub use catalog::{CATALOG, by_name};
 pub use hf::from_hf_config;
+pub use workspace::{
+    ALLOCATION_GRANULE_BYTES, ActivationBuffers, BufferSize, DECODE_PARTITION_MAX, DECODE_PARTITION_MIN,
+    DEFAULT_RUNTIME_OVERHEAD_BYTES, DEFAULT_SM_COUNT, DecodeAttentionWorkspace, EngineSizing, EngineWorkspace,
+    decode_partition, mapped_workspace,
+};
 
 use serde::{Deserialize, Serialize};
 

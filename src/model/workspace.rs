@@ -1,0 +1,409 @@
+//! The engine's workspace — its GPU memory beside the weights and the KV cache — computed from what the engine is
+//! sized for, without a GPU. The engine allocates its buffers from [`ActivationBuffers`] and reports
+//! [`EngineWorkspace`] as what it computed; the simulator predicts a run's workspace with the same function, so the
+//! two cannot drift apart.
+//!
+//! Computed here (exact):
+//! - the activation and input buffers, allocated once, up front, for the largest step ([`ActivationBuffers`]);
+//! - decode attention's split-context workspace ([`DecodeAttentionWorkspace`]), allocated by the first decode step
+//!   — at start-up, when the engine captures its decode graphs.
+//!
+//! The allocator's rounding is computed too ([`mapped_workspace`]): the engine allocates through CUDA's
+//! stream-ordered allocator, which packs allocations one after another into chunks of
+//! [`ALLOCATION_GRANULE_BYTES`] that it maps as they are needed, so the weights and the workspace occupy whole
+//! chunks.
+//!
+//! Not computable, measured instead (`calibrate` stores it in the profile as the engine steps'
+//! `runtime_overhead_bytes`): whatever else the engine holds at its peak beyond the computed buffers (CUDA graph
+//! memory, small allocations of the driver).
+//!
+//! Not workspace at all, on either side: what the process keeps on the GPU across engines — the CUDA context, kernel
+//! code loaded on first use, cuBLAS's handle and workspace, the GEMM's split-K scratch (it belongs to the GPU
+//! handle and only grows). An engine's workspace is measured as what it held at its peak beyond weights and KV
+//! cache, against the memory in use once it is gone, so these never count, whether or not the engine was the first
+//! to pay for them.
+
+use super::{FP16_BYTES, ModelSpec};
+use serde::Serialize;
+
+/// Bytes of an i32 (token ids, positions, block tables).
+const I32_BYTES: u64 = 4;
+/// Bytes of an f32 (decode attention's partial results).
+const F32_BYTES: u64 = 4;
+
+/// The largest context partition decode attention gives one thread block (the tensor-core kernel's
+/// `DECODE_PARTITION_TC`, which the engine runs).
+pub const DECODE_PARTITION_MAX: u64 = 1024;
+/// Decode attention halves its partition down to this while the launch has fewer than two blocks per SM.
+pub const DECODE_PARTITION_MIN: u64 = 128;
+
+/// What a run's workspace adds beyond the computed buffers when no calibration profile measured it
+/// (`runtime_overhead_bytes`): an estimate, not a measurement (what batchlab assumed for library workspaces before
+/// the engine's memory was measured).
+pub const DEFAULT_RUNTIME_OVERHEAD_BYTES: u64 = 64 << 20;
+
+/// The chunk CUDA's stream-ordered allocator (`cuMemAllocAsync` on the device's default pool, which the engine's
+/// allocations go through) maps device memory in: it packs allocations one after another into such chunks and maps
+/// another when one is full. Seen on an H100 with driver 580.159.04 (CUDA 13.0): used memory moves in steps of
+/// 32 MiB, and allocating n bytes in sequence maps n rounded up to 32 MiB (942.3 MiB of weights map 960 MiB; 48 KV
+/// buffers of 1.5 GB, 68,672 MiB for 68,664.6 MiB).
+pub const ALLOCATION_GRANULE_BYTES: u64 = 32 << 20;
+
+/// SMs assumed for decode attention's partitioning when no profile says what the GPU has (an H100 SXM's). Only the
+/// workspace of small decode batches depends on it, by at most a few hundred KiB.
+pub const DEFAULT_SM_COUNT: u32 = 132;
+
+/// What an engine is sized for: its buffers hold any step within these without reallocating.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct EngineSizing {
+    /// Rows of the largest step (prefill tokens, padding included, plus one per decode).
+    pub max_step_tokens: u64,
+    /// Sequences one step may hold (decodes, prefill chunks, rows that sample).
+    pub max_seqs: u64,
+    /// Longest context a sequence reaches, in tokens: sizes the block tables and decode attention's workspace.
+    pub max_context: u64,
+    /// Tokens per KV block.
+    pub block_size: u32,
+}
+
+impl EngineSizing {
+    /// Blocks in one row of a block table: enough for `max_context` tokens.
+    pub fn table_width(&self) -> u64 {
+        self.max_context.max(1).div_ceil(u64::from(self.block_size.max(1)))
+    }
+}
+
+/// One device buffer: `elements` of `elem_bytes` each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct BufferSize {
+    pub elements: u64,
+    pub elem_bytes: u64,
+}
+
+impl BufferSize {
+    fn f16(elements: u64) -> Self {
+        Self {
+            elements,
+            elem_bytes: FP16_BYTES,
+        }
+    }
+
+    fn i32(elements: u64) -> Self {
+        Self {
+            elements,
+            elem_bytes: I32_BYTES,
+        }
+    }
+
+    fn f32(elements: u64) -> Self {
+        Self {
+            elements,
+            elem_bytes: F32_BYTES,
+        }
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.elements * self.elem_bytes
+    }
+}
+
+/// The engine's activation and input buffers, reused by every step, for `rows` rows (padding included), `seqs`
+/// sequences and block tables `table_width` blocks wide (each at least 1). The engine allocates exactly these
+/// (`engine::forward`'s `Buffers::new` takes every field), so [`ActivationBuffers::bytes`] is what it holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct ActivationBuffers {
+    pub rows: u64,
+    pub seqs: u64,
+    pub table_width: u64,
+    /// Per row, fp16: the residual stream, the normed input of each sublayer, q/k/v, the rotated q, attention's
+    /// output, the O and down projections' output, gate/up, SiLU·up.
+    pub residual: BufferSize,
+    pub normed: BufferSize,
+    pub qkv: BufferSize,
+    pub q: BufferSize,
+    pub attn: BufferSize,
+    pub proj: BufferSize,
+    pub gate_up: BufferSize,
+    pub act: BufferSize,
+    /// Per sequence that samples, fp16: its final hidden row and its logits.
+    pub final_rows: BufferSize,
+    pub logits: BufferSize,
+    /// i32 inputs: per row (token, position, KV slot), per sequence (contexts, block tables, chunk offsets, the
+    /// rows that sample, the sampled tokens).
+    pub tokens: BufferSize,
+    pub positions: BufferSize,
+    pub slots: BufferSize,
+    pub decode_context: BufferSize,
+    pub decode_tables: BufferSize,
+    pub prefill_cu: BufferSize,
+    pub prefill_context: BufferSize,
+    pub prefill_tables: BufferSize,
+    pub sample_rows: BufferSize,
+    pub sampled: BufferSize,
+}
+
+impl ActivationBuffers {
+    pub fn new(spec: &ModelSpec, rows: u64, seqs: u64, table_width: u64) -> Self {
+        let (rows, seqs, width) = (rows.max(1), seqs.max(1), table_width.max(1));
+        let (h, i, v) = (
+            u64::from(spec.hidden),
+            u64::from(spec.intermediate),
+            u64::from(spec.vocab),
+        );
+        let (q, qkv) = (spec.q_dim(), spec.q_dim() + 2 * spec.kv_dim());
+        Self {
+            rows,
+            seqs,
+            table_width: width,
+            residual: BufferSize::f16(rows * h),
+            normed: BufferSize::f16(rows * h),
+            qkv: BufferSize::f16(rows * qkv),
+            q: BufferSize::f16(rows * q),
+            attn: BufferSize::f16(rows * q),
+            proj: BufferSize::f16(rows * h),
+            gate_up: BufferSize::f16(rows * 2 * i),
+            act: BufferSize::f16(rows * i),
+            final_rows: BufferSize::f16(seqs * h),
+            logits: BufferSize::f16(seqs * v),
+            tokens: BufferSize::i32(rows),
+            positions: BufferSize::i32(rows),
+            slots: BufferSize::i32(rows),
+            decode_context: BufferSize::i32(seqs),
+            decode_tables: BufferSize::i32(seqs * width),
+            prefill_cu: BufferSize::i32(seqs + 1),
+            prefill_context: BufferSize::i32(seqs),
+            prefill_tables: BufferSize::i32(seqs * width),
+            sample_rows: BufferSize::i32(seqs),
+            sampled: BufferSize::i32(seqs),
+        }
+    }
+
+    /// Every buffer by name, in allocation order.
+    pub fn list(&self) -> [(&'static str, BufferSize); 20] {
+        // Destructured without `..`: a buffer added to the struct must be added here too.
+        let Self {
+            rows: _,
+            seqs: _,
+            table_width: _,
+            residual,
+            normed,
+            qkv,
+            q,
+            attn,
+            proj,
+            gate_up,
+            act,
+            final_rows,
+            logits,
+            tokens,
+            positions,
+            slots,
+            decode_context,
+            decode_tables,
+            prefill_cu,
+            prefill_context,
+            prefill_tables,
+            sample_rows,
+            sampled,
+        } = *self;
+        [
+            ("residual", residual),
+            ("normed", normed),
+            ("qkv", qkv),
+            ("q", q),
+            ("attn", attn),
+            ("proj", proj),
+            ("gate_up", gate_up),
+            ("act", act),
+            ("final_rows", final_rows),
+            ("logits", logits),
+            ("tokens", tokens),
+            ("positions", positions),
+            ("slots", slots),
+            ("decode_context", decode_context),
+            ("decode_tables", decode_tables),
+            ("prefill_cu", prefill_cu),
+            ("prefill_context", prefill_context),
+            ("prefill_tables", prefill_tables),
+            ("sample_rows", sample_rows),
+            ("sampled", sampled),
+        ]
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.list().iter().map(|(_, b)| b.bytes()).sum()
+    }
+}
+
+/// The context partition decode attention picks for `num_seqs` sequences of up to `max_context` tokens on a GPU of
+/// `sm_count` SMs: the largest, halved while the launch (kv heads × sequences × partitions) has fewer than two
+/// blocks per SM, down to [`DECODE_PARTITION_MIN`]. Mirrors `gpu::Gpu::decode_partition` for the tensor-core kernel
+/// (a GPU test checks that they agree).
+pub fn decode_partition(sm_count: u32, kv_heads: u64, num_seqs: u64, max_context: u64) -> u64 {
+    let blocks = |p: u64| kv_heads * num_seqs * max_context.div_ceil(p).max(1);
+    let mut p = DECODE_PARTITION_MAX;
+    while p > DECODE_PARTITION_MIN && 2 * blocks(p) < u64::from(sm_count) {
+        p /= 2;
+    }
+    p
+}
+
+/// Decode attention's workspace: per (sequence, query head, partition) a head's partial output and its (max, sum),
+/// f32, and one i32 counter per (sequence, kv head); each buffer a power of two elements (it grows by doubling).
+/// Sized for `seqs` sequences at a context of `context` tokens: what the engine's start-up capture of its largest
+/// decode graph allocates when `seqs` is a graph bucket (`context` = the block tables' full width). A step of fewer
+/// sequences may pick a smaller partition; it then needs at most as many (sequence, partition) pairs, up to
+/// rounding, which the power of two absorbs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct DecodeAttentionWorkspace {
+    pub partition: u64,
+    pub partitions: u64,
+    pub partial_out: BufferSize,
+    pub partial_max_sum: BufferSize,
+    pub counters: BufferSize,
+}
+
+impl DecodeAttentionWorkspace {
+    pub fn new(spec: &ModelSpec, seqs: u64, context: u64, sm_count: u32) -> Self {
+        let (s, kv) = (seqs.max(1), u64::from(spec.kv_heads));
+        let qh = u64::from(spec.heads);
+        let partition = decode_partition(sm_count, kv, s, context);
+        let parts = context.div_ceil(partition).max(1);
+        Self {
+            partition,
+            partitions: parts,
+            partial_out: BufferSize::f32((s * qh * parts * u64::from(spec.head_dim)).next_power_of_two()),
+            partial_max_sum: BufferSize::f32((s * qh * parts * 2).next_power_of_two()),
+            counters: BufferSize::i32((s * kv).next_power_of_two()),
+        }
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.partial_out.bytes() + self.partial_max_sum.bytes() + self.counters.bytes()
+    }
+}
+
+/// The workspace the engine allocates for a sizing: its buffers and decode attention's workspace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct EngineWorkspace {
+    pub buffers: ActivationBuffers,
+    pub decode_attention: DecodeAttentionWorkspace,
+}
+
+impl EngineWorkspace {
+    pub fn bytes(&self) -> u64 {
+        self.buffers.bytes() + self.decode_attention.bytes()
+    }
+}
+
+/// The memory a workspace of `workspace_bytes` maps beside `weight_bytes` of weights allocated before it, in whole
+/// allocator chunks ([`ALLOCATION_GRANULE_BYTES`]): (weights + workspace) rounded up to chunks, less the weights. What
+/// the engine holds beyond its weights and KV cache is this, when it starts on chunks of its own (its weights are its
+/// first allocation); the rounding is up to a chunk either way.
+pub fn mapped_workspace(weight_bytes: u64, workspace_bytes: u64) -> u64 {
+    (weight_bytes + workspace_bytes).div_ceil(ALLOCATION_GRANULE_BYTES) * ALLOCATION_GRANULE_BYTES - weight_bytes
+}
+
+impl ModelSpec {
+    /// The workspace an engine sized by `sizing` allocates on a GPU of `sm_count` SMs (see the module docs for what
+    /// is and is not in it). Decode steps hold at most one row per sequence, so decode attention is sized for
+    /// min(sequences, rows) sequences, over the block tables' full width.
+    pub fn engine_workspace(&self, sizing: &EngineSizing, sm_count: u32) -> EngineWorkspace {
+        let width = sizing.table_width();
+        let buffers = ActivationBuffers::new(self, sizing.max_step_tokens, sizing.max_seqs, width);
+        let decodes = buffers.seqs.min(buffers.rows);
+        let context = width * u64::from(sizing.block_size.max(1));
+        EngineWorkspace {
+            buffers,
+            decode_attention: DecodeAttentionWorkspace::new(self, decodes, context, sm_count),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::by_name;
+
+    #[test]
+    fn buffers_by_hand() {
+        let spec = by_name("qwen2.5-0.5b").unwrap();
+        let b = ActivationBuffers::new(&spec, 8192, 256, 2048);
+        // 8192 rows of (3·896 + 1152 + 2·896 + 3·4864) fp16, 256 sampled rows of (896 + 151936) fp16, and i32
+        // inputs: 3 per row, (2·2048 + 5) per sequence, one more.
+        let want = 2 * (20224 * 8192 + 152_832 * 256) + 4 * (3 * 8192 + 256 * 4101 + 1);
+        assert_eq!(b.bytes(), want);
+        assert_eq!(b.list().iter().map(|(_, s)| s.bytes()).sum::<u64>(), want);
+        let names: Vec<_> = b.list().iter().map(|(n, _)| *n).collect();
+        let mut unique = names.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), names.len(), "{names:?}");
+        // Nothing is empty, even for an empty configuration.
+        let empty = ActivationBuffers::new(&spec, 0, 0, 0);
+        assert_eq!((empty.rows, empty.seqs, empty.table_width), (1, 1, 1));
+        assert!(empty.list().iter().all(|(_, s)| s.elements > 0));
+    }
+
+    #[test]
+    fn weights_and_workspace_map_whole_chunks() {
+        let mib = 1u64 << 20;
+        // 942.3 MiB of weights map 960; a 2.8 MiB workspace fits the rest of their last chunk, a 22 MiB one does not.
+        let weights = 988_065_536;
+        assert_eq!(weights + mapped_workspace(weights, 0), 960 * mib);
+        assert_eq!(mapped_workspace(weights, 3 * mib), 960 * mib - weights);
+        assert_eq!(mapped_workspace(weights, 22 * mib), 992 * mib - weights);
+        assert_eq!(mapped_workspace(32 * mib, 32 * mib), 32 * mib);
+        assert_eq!(mapped_workspace(32 * mib, 32 * mib + 1), 64 * mib);
+    }
+
+    #[test]
+    fn decode_partition_halves_for_small_batches_only() {
+        // 2 kv heads on 132 SMs: one sequence at 1024 tokens is 2 blocks at 1024, 16 at 128 — the floor.
+        assert_eq!(decode_partition(132, 2, 1, 1024), 128);
+        // 64 sequences at 4096 tokens: 2·64·4 = 512 blocks at 1024, plenty.
+        assert_eq!(decode_partition(132, 2, 64, 4096), 1024);
+        // 8 sequences at 4096: 64 blocks at 1024 (128 < 132) → 512: 128 blocks, 256 ≥ 132.
+        assert_eq!(decode_partition(132, 2, 8, 4096), 512);
+    }
+
+    #[test]
+    fn decode_workspace_by_hand() {
+        let spec = by_name("qwen2.5-0.5b").unwrap();
+        // 256 sequences × 14 heads × 32 partitions of 1024 (32768 tokens) × 64 floats, 2 floats, 256 × 2 counters.
+        let w = DecodeAttentionWorkspace::new(&spec, 256, 32768, 132);
+        assert_eq!((w.partition, w.partitions), (1024, 32));
+        assert_eq!(w.partial_out.bytes(), (256u64 * 14 * 32 * 64).next_power_of_two() * 4);
+        assert_eq!(
+            w.partial_max_sum.bytes(),
+            (256u64 * 14 * 32 * 2).next_power_of_two() * 4
+        );
+        assert_eq!(w.counters.bytes(), 512 * 4);
+    }
+
+    #[test]
+    fn the_engine_workspace_is_its_buffers_and_decode_attention() {
+        let spec = by_name("qwen2.5-1.5b").unwrap();
+        let sizing = EngineSizing {
+            max_step_tokens: 4096,
+            max_seqs: 8,
+            max_context: 545,
+            block_size: 16,
+        };
+        assert_eq!(sizing.table_width(), 35);
+        let w = spec.engine_workspace(&sizing, 132);
+        assert_eq!(w.buffers, ActivationBuffers::new(&spec, 4096, 8, 35));
+        // Decode attention over the tables' full width: 35 blocks of 16 = 560 tokens.
+        assert_eq!(w.decode_attention, DecodeAttentionWorkspace::new(&spec, 8, 560, 132));
+        assert_eq!(w.bytes(), w.buffers.bytes() + w.decode_attention.bytes());
+        // A step holds at most one decode per row.
+        let narrow = EngineSizing {
+            max_step_tokens: 2,
+            ..sizing
+        };
+        assert_eq!(
+            spec.engine_workspace(&narrow, 132).decode_attention,
+            DecodeAttentionWorkspace::new(&spec, 2, 560, 132)
+        );
+    }
+}
