@@ -434,6 +434,77 @@ fn kv_capacity_beyond_memory_is_refused() {
     assert!(m.peak_used >= m.used_after_setup && m.used_after_setup <= m.total);
 }
 
+/// The engine's workspace as `validate` and `calibrate` measure it (against the memory in use once the engine is
+/// gone) holds at least what the model computes for its sizing, and less than an allocator chunk beyond that in
+/// whole chunks: a second engine of the same configuration, after the first paid every first-use cost, measures the
+/// same. Decode attention's partitioning,
+/// which the computed workspace mirrors, is the GPU's own.
+#[test]
+#[ignore = "needs a CUDA GPU: cargo test --release --test gpu_engine -- --ignored"]
+fn the_measured_workspace_is_the_computed_one_and_repeats() {
+    use batchlab::gpu::{AttentionKernel, DecodeShape};
+    let g = gpu();
+    let sm = g.info().sm_count;
+    for (kv_heads, q_heads) in [(1usize, 7usize), (2, 14), (4, 28), (8, 64)] {
+        for seqs in [1usize, 2, 3, 8, 32, 128, 256] {
+            for ctx in [1usize, 100, 1024, 1025, 4096, 4097, 32768] {
+                let shape = DecodeShape {
+                    num_seqs: seqs,
+                    q_heads,
+                    max_context_len: ctx,
+                    partition_size: None,
+                };
+                assert_eq!(
+                    g.decode_partition(AttentionKernel::TensorCore, &shape, kv_heads) as u64,
+                    batchlab::model::decode_partition(sm, kv_heads as u64, seqs as u64, ctx as u64),
+                    "{kv_heads} kv heads, {seqs} sequences, context {ctx}"
+                );
+            }
+        }
+    }
+    let spec = batchlab::model::by_name("qwen2.5-0.5b").unwrap();
+    let mut g = Some(g);
+    let mut measured = Vec::new();
+    for _ in 0..2 {
+        let cfg = EngineConfig {
+            kv: KvCapacity::Slots(20_000),
+            max_step_tokens: 2048,
+            max_seqs: 8,
+            max_context: Some(600),
+            ..EngineConfig::default()
+        };
+        let mut engine = Engine::random(g.take().unwrap(), spec.clone(), 1, cfg).unwrap();
+        engine.register(0, 500).unwrap();
+        engine.step(&plan(vec![chunk(0, 0, 500, 0, true)], vec![])).unwrap();
+        engine.record_memory().unwrap();
+        for c in 0..4 {
+            engine
+                .step(&plan(vec![], vec![DecodeSeq::emitting(0, 501 + c)]))
+                .unwrap();
+            engine.record_memory().unwrap();
+        }
+        let (gpu, m) = engine.close();
+        let m = m.unwrap();
+        eprintln!(
+            "measured {} MiB, computed {} MiB ({} in chunks), overhead {:.1} MiB, kept by the process {:.1} MiB; {:?}",
+            m.measured >> 20,
+            m.computed >> 20,
+            m.computed_mapped() >> 20,
+            m.runtime_overhead() as f64 / (1 << 20) as f64,
+            m.kept_by_process() as f64 / (1 << 20) as f64,
+            m.memory
+        );
+        // In whole allocator chunks beside the weights, and at most a chunk more (graphs, the driver's own).
+        assert!(
+            m.measured >= m.computed && m.runtime_overhead() < batchlab::model::ALLOCATION_GRANULE_BYTES,
+            "{m:?}"
+        );
+        measured.push(m.measured);
+        g = Some(gpu);
+    }
+    assert!(measured[0].abs_diff(measured[1]) <= 2 << 20, "{measured:?}");
+}
+
 /// The serving loop on the real engine, driven by the wall clock: every request gets every token, all KV is freed
 /// at the end (also after preemptions), each step has a measured duration.
 #[test]

@@ -12,7 +12,7 @@ use crate::gpu::{
     DecodePlan, DecodeShape, DecodeWorkspace, F16Buffer, Gpu, GpuError, I32Buffer, KvAppendShape, KvCacheMut, PagedKv,
     PagedKvLayout, PrefillShape, Succession,
 };
-use crate::model::{ModelError, ModelSpec};
+use crate::model::{ActivationBuffers, BufferSize, EngineSizing, ModelError, ModelSpec};
 use crate::sched::{ReqId, StepPlan};
 
 use super::device::{GpuWeights, qkv_dim};
@@ -157,21 +157,98 @@ impl Default for EngineConfig {
 }
 
 /// GPU memory as the engine measured it (`cuMemGetInfo`: used = total − free, so the CUDA context and anything
-/// else on the GPU are included), in bytes.
+/// else on the GPU are included) and as it computed it, in bytes. Readings are taken with the stream synchronised.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct EngineMemory {
     pub total: u64,
-    /// Used before the engine allocated anything (the context, other processes).
+    /// Used before the engine allocated anything (the context, other processes, what the process keeps on the GPU
+    /// across engines).
     pub used_before: u64,
+    /// The weights' bytes (fp16 parameters).
     pub weights: u64,
-    pub kv_cache: u64,
-    /// Activation buffers, allocated up front.
+    /// What used memory grew by while the weights were allocated: `weights` and the allocator's rounding.
+    pub weights_mapped: u64,
+    /// Activation buffers, allocated up front (computed: [`crate::model::ActivationBuffers::bytes`]).
     pub buffers: u64,
-    /// Held back for what grows on demand (decode attention's split-K workspace, GEMM scratch, cuBLAS).
+    /// What used memory grew by while the activation buffers were allocated.
+    pub buffers_mapped: u64,
+    /// Decode attention's workspace, allocated by the first decode step (computed:
+    /// [`crate::model::DecodeAttentionWorkspace::bytes`]).
+    pub decode_attention: u64,
+    /// The KV cache: K and V of every layer and block.
+    pub kv_cache: u64,
+    /// What used memory grew by while the KV cache was allocated: `kv_cache` and the allocator's rounding, which
+    /// depends on the cache's size (a run's capacity, not its use).
+    pub kv_cache_mapped: u64,
+    /// Held back, not allocated, when checking that the engine fits: for what is not computed (cuBLAS's handle and
+    /// workspace, the GEMM's split-K scratch, CUDA graphs, the allocator's rounding).
     pub reserve: u64,
     pub used_after_setup: u64,
-    /// The most ever seen used: after setup and after each step [`Engine::record_memory`] was called for.
+    /// Used once the decode graphs were captured (decode attention's workspace allocated by then).
+    pub used_after_graphs: u64,
+    /// The most ever seen used: after setup, after the decode graphs, and after each step [`Engine::record_memory`]
+    /// was called for.
     pub peak_used: u64,
+}
+
+impl EngineMemory {
+    /// The workspace computed for the engine's sizing: its buffers and decode attention's workspace
+    /// ([`crate::model::EngineWorkspace::bytes`]).
+    pub fn workspace(&self) -> u64 {
+        self.buffers + self.decode_attention
+    }
+}
+
+/// An engine's workspace measured once the engine is gone ([`Engine::close`]), beside the one it computed.
+///
+/// Measured = the most memory used while the engine lived − the memory used once it was dropped and its memory
+/// freed − its weights − its KV cache as mapped. The baseline is taken after the engine, not before it: what the
+/// process keeps on the GPU across engines (kernel code loaded on first use, cuBLAS's handle and workspace, the GEMM's
+/// split-K scratch) is then never counted, whether this engine or an earlier one paid for it, so every engine of a
+/// process is measured alike. The KV cache counts as mapped, rounding included: the rounding follows the cache's
+/// capacity, and capacity is not what peak memory measures (the KV in use is).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct WorkspaceMeasurement {
+    pub memory: EngineMemory,
+    /// Used once the engine was dropped and the stream synchronised (freed pool memory is returned to the driver
+    /// then).
+    pub used_after_release: u64,
+    pub measured: u64,
+    /// [`EngineMemory::workspace`].
+    pub computed: u64,
+}
+
+impl WorkspaceMeasurement {
+    fn new(memory: EngineMemory, used_after_release: u64) -> Self {
+        let measured = memory
+            .peak_used
+            .saturating_sub(used_after_release + memory.weights + memory.kv_cache_mapped);
+        Self {
+            memory,
+            used_after_release,
+            measured,
+            computed: memory.workspace(),
+        }
+    }
+
+    /// The computed workspace in whole allocator chunks beside the weights ([`crate::model::mapped_workspace`]):
+    /// what the engine should hold beyond its weights and KV cache.
+    pub fn computed_mapped(&self) -> u64 {
+        crate::model::mapped_workspace(self.memory.weights, self.computed)
+    }
+
+    /// What the engine held beyond its computed workspace in whole chunks (or 0: an engine that met chunks the
+    /// process had already mapped holds less than it needs on its own): CUDA graphs, small allocations of the
+    /// driver, anything the formula does not know.
+    pub fn runtime_overhead(&self) -> u64 {
+        self.measured.saturating_sub(self.computed_mapped())
+    }
+
+    /// What the process kept on the GPU that it had not before this engine: first-use costs it paid (kernel
+    /// code, cuBLAS, the split-K scratch growing). Not part of [`WorkspaceMeasurement::measured`].
+    pub fn kept_by_process(&self) -> u64 {
+        self.used_after_release.saturating_sub(self.memory.used_before)
+    }
 }
 
 /// Where a step's wall time went.
@@ -233,51 +310,94 @@ struct Buffers {
 }
 
 impl Buffers {
-    /// fp16 elements per row and per sampled sequence, and i32 elements, for `rows` × `seqs` × `table_width`.
-    fn bytes(spec: &ModelSpec, rows: usize, seqs: usize, table_width: usize) -> u64 {
-        let (h, i, v) = (spec.hidden as usize, spec.intermediate as usize, spec.vocab as usize);
-        let q = spec.q_dim() as usize;
-        let per_row = 3 * h + qkv_dim(spec) + 2 * q + 3 * i;
-        let per_seq = h + v;
-        let ints = 3 * rows + seqs * (2 * table_width + 5) + 1;
-        (2 * (per_row * rows + per_seq * seqs) + 4 * ints) as u64
-    }
-
-    fn new(gpu: &Gpu, spec: &ModelSpec, rows: usize, seqs: usize, table_width: usize) -> Result<Self, GpuError> {
-        let (h, i, v) = (spec.hidden as usize, spec.intermediate as usize, spec.vocab as usize);
-        let q = spec.q_dim() as usize;
-        let (rows, seqs, table_width) = (rows.max(1), seqs.max(1), table_width.max(1));
-        Ok(Self {
+    /// Allocates every buffer of `sizes`, each exactly as large as it says: what the engine holds is what
+    /// [`ActivationBuffers::bytes`] computes, and the simulator predicts with the same numbers.
+    fn new(gpu: &Gpu, sizes: &ActivationBuffers) -> Result<Self, GpuError> {
+        // Destructured without `..`: every size is allocated, and nothing is allocated without a size.
+        let ActivationBuffers {
             rows,
             seqs,
             table_width,
-            residual: gpu.zeros(rows * h)?,
-            normed: gpu.zeros(rows * h)?,
-            qkv: gpu.zeros(rows * qkv_dim(spec))?,
-            q: gpu.zeros(rows * q)?,
-            attn: gpu.zeros(rows * q)?,
-            proj: gpu.zeros(rows * h)?,
-            gate_up: gpu.zeros(rows * 2 * i)?,
-            act: gpu.zeros(rows * i)?,
-            final_rows: gpu.zeros(seqs * h)?,
-            logits: gpu.zeros(seqs * v)?,
-            tokens: gpu.zeros(rows)?,
-            positions: gpu.zeros(rows)?,
-            slots: gpu.zeros(rows)?,
-            decode_context: gpu.zeros(seqs)?,
-            decode_tables: gpu.zeros(seqs * table_width)?,
-            prefill_cu: gpu.zeros(seqs + 1)?,
-            prefill_context: gpu.zeros(seqs)?,
-            prefill_tables: gpu.zeros(seqs * table_width)?,
-            sample_rows: gpu.zeros(seqs)?,
-            sampled: gpu.zeros(seqs)?,
+            residual,
+            normed,
+            qkv,
+            q,
+            attn,
+            proj,
+            gate_up,
+            act,
+            final_rows,
+            logits,
+            tokens,
+            positions,
+            slots,
+            decode_context,
+            decode_tables,
+            prefill_cu,
+            prefill_context,
+            prefill_tables,
+            sample_rows,
+            sampled,
+        } = *sizes;
+        Ok(Self {
+            rows: rows as usize,
+            seqs: seqs as usize,
+            table_width: table_width as usize,
+            residual: f16_buffer(gpu, residual)?,
+            normed: f16_buffer(gpu, normed)?,
+            qkv: f16_buffer(gpu, qkv)?,
+            q: f16_buffer(gpu, q)?,
+            attn: f16_buffer(gpu, attn)?,
+            proj: f16_buffer(gpu, proj)?,
+            gate_up: f16_buffer(gpu, gate_up)?,
+            act: f16_buffer(gpu, act)?,
+            final_rows: f16_buffer(gpu, final_rows)?,
+            logits: f16_buffer(gpu, logits)?,
+            tokens: i32_buffer(gpu, tokens)?,
+            positions: i32_buffer(gpu, positions)?,
+            slots: i32_buffer(gpu, slots)?,
+            decode_context: i32_buffer(gpu, decode_context)?,
+            decode_tables: i32_buffer(gpu, decode_tables)?,
+            prefill_cu: i32_buffer(gpu, prefill_cu)?,
+            prefill_context: i32_buffer(gpu, prefill_context)?,
+            prefill_tables: i32_buffer(gpu, prefill_tables)?,
+            sample_rows: i32_buffer(gpu, sample_rows)?,
+            sampled: i32_buffer(gpu, sampled)?,
         })
     }
 
     fn fits(&self, x: &StepInputs) -> bool {
-        let seqs = x.decodes().max(x.chunks()).max(x.sample_rows.len());
-        let width = x.decode_blocks_per_seq.max(x.prefill_blocks_per_seq);
-        x.rows() <= self.rows && seqs <= self.seqs && width <= self.table_width
+        fits(self.rows, self.seqs, self.table_width, x)
+    }
+}
+
+/// A zeroed fp16 buffer of `size` (which must be of 2-byte elements).
+fn f16_buffer(gpu: &Gpu, size: BufferSize) -> Result<F16Buffer, GpuError> {
+    assert_eq!(size.elem_bytes, 2, "an fp16 buffer");
+    gpu.zeros(size.elements as usize)
+}
+
+/// A zeroed i32 buffer of `size` (which must be of 4-byte elements).
+fn i32_buffer(gpu: &Gpu, size: BufferSize) -> Result<I32Buffer, GpuError> {
+    assert_eq!(size.elem_bytes, 4, "an i32 buffer");
+    gpu.zeros(size.elements as usize)
+}
+
+/// Whether buffers of `rows` rows, `seqs` sequences and block tables `table_width` wide hold the step `x` (its rows,
+/// padding included; its decodes, chunks and sampling rows; its block tables).
+pub fn fits(rows: usize, seqs: usize, table_width: usize, x: &StepInputs) -> bool {
+    let step_seqs = x.decodes().max(x.chunks()).max(x.sample_rows.len());
+    let width = x.decode_blocks_per_seq.max(x.prefill_blocks_per_seq);
+    x.rows() <= rows && step_seqs <= seqs && width <= table_width
+}
+
+/// What an engine of `config` is sized for (`max_context` defaults to the model's).
+pub fn sizing(config: &EngineConfig, spec: &ModelSpec) -> EngineSizing {
+    EngineSizing {
+        max_step_tokens: config.max_step_tokens as u64,
+        max_seqs: config.max_seqs as u64,
+        max_context: u64::from(config.max_context.unwrap_or(spec.max_context).max(1)),
+        block_size: config.block_size,
     }
 }
 
@@ -321,16 +441,10 @@ pub fn check_supported(spec: &ModelSpec) -> Result<(), EngineError> {
 }
 
 const MIB: u64 = 1 << 20;
-/// Held back for cuBLAS's own workspace and our GEMM's split-K scratch (at most 16 slices of a product under two
-/// blocks per SM: tens of MiB on an H100).
+/// Held back beside the computed workspace when checking that an engine fits (and never allocated as such): cuBLAS's
+/// own workspace, the GEMM's split-K scratch (at most 16 slices of a product under two blocks per SM: tens of MiB on
+/// an H100), CUDA graphs and the allocator's rounding.
 const LIBRARY_RESERVE: u64 = 128 * MIB;
-
-/// Bytes decode attention's workspace can grow to: partitions of at least 64 tokens over `max_context`, each
-/// holding a head's output and its (max, sum), f32.
-fn decode_workspace_bytes(spec: &ModelSpec, seqs: usize, max_context: usize) -> u64 {
-    let parts = max_context.div_ceil(64).max(1);
-    (seqs * spec.heads as usize * parts * (spec.head_dim as usize + 2) * 4) as u64
-}
 
 /// The engine: a model on one GPU with its KV cache and the requests it serves.
 pub struct Engine {
@@ -412,22 +526,24 @@ impl Engine {
                 "the KV cache's share of free memory must be in (0, 1], got {fraction}"
             )));
         }
+        // Memory freed but not yet handed back (the allocator returns it when the stream is synchronised) is not
+        // in use: wait for it.
+        gpu.synchronize()?;
         let (free, total) = gpu.memory()?;
         let (free, total) = (free as u64, total as u64);
         let used_before = total - free;
         let bs = config.block_size as usize;
-        let max_context = config.max_context.unwrap_or(spec.max_context).max(1) as usize;
-        let table_width = max_context.div_ceil(bs);
-        let buffers = Buffers::bytes(&spec, config.max_step_tokens, config.max_seqs, table_width);
-        let reserve = decode_workspace_bytes(&spec, config.max_seqs, max_context) + LIBRARY_RESERVE;
-        let fixed = spec.weight_bytes() + buffers + reserve;
+        let workspace = spec.engine_workspace(&sizing(&config, &spec), gpu.info().sm_count);
+        let reserve = LIBRARY_RESERVE;
+        let fixed = spec.weight_bytes() + workspace.bytes() + reserve;
         if fixed > free {
             return Err(EngineError::OutOfMemory {
                 what: format!(
-                    "{} (weights {} MiB, activations {} MiB, workspace {} MiB)",
+                    "{} (weights {} MiB, activations {} MiB, decode attention {} MiB, libraries {} MiB)",
                     spec.name,
                     spec.weight_bytes() / MIB,
-                    buffers / MIB,
+                    workspace.buffers.bytes() / MIB,
+                    workspace.decode_attention.bytes() / MIB,
                     reserve / MIB
                 ),
                 needed_mib: fixed.div_ceil(MIB),
@@ -471,11 +587,20 @@ impl Engine {
             .filter(|&b| i32::try_from(b as u64 * config.block_size as u64).is_ok())
             .ok_or_else(|| EngineError::Config(format!("{num_blocks} KV blocks do not fit the kernels' i32 slots")))?;
 
+        // Used memory after each allocation, the stream synchronised: what each took, the allocator's rounding
+        // included (it maps memory in chunks, so the readings step by 2 MiB and more).
+        let used_now = |gpu: &Gpu| -> Result<u64, GpuError> {
+            gpu.synchronize()?;
+            let (free_now, _) = gpu.memory()?;
+            Ok(total - free_now as u64)
+        };
         let weights = match weights {
             WeightSource::Random { seed } => GpuWeights::random(&gpu, &spec, seed)?,
             WeightSource::Host(host) => GpuWeights::upload(&gpu, &spec, host)?,
         };
-        let bufs = Buffers::new(&gpu, &spec, config.max_step_tokens, config.max_seqs, table_width)?;
+        let used_after_weights = used_now(&gpu)?;
+        let bufs = Buffers::new(&gpu, &workspace.buffers)?;
+        let used_after_buffers = used_now(&gpu)?;
         let layout = PagedKvLayout {
             num_blocks: num_blocks as usize,
             block_size: bs,
@@ -488,25 +613,29 @@ impl Engine {
             k.push(gpu.zeros::<u16>(layout.elements())?);
             v.push(gpu.zeros::<u16>(layout.elements())?);
         }
+        let used_after_kv = used_now(&gpu)?;
         if config.gemm.default == GemmBackend::Cublas
             || config.gemm.rules.iter().any(|r| r.backend == GemmBackend::Cublas)
         {
-            // Create cuBLAS's handle (and its workspace) now, so it is part of the memory measured after setup and
-            // not of the first step's time.
+            // Create cuBLAS's handle (and its workspace) now, not in the first step's time. It stays with the GPU
+            // handle for later engines, so it is not this engine's workspace (see `WorkspaceMeasurement`).
             let mut y = gpu.zeros::<u16>(8 * 8)?;
             gpu.gemm_cublas(&bufs.normed, &weights.final_norm, &mut y, (1, 1, 8))?;
         }
-        gpu.synchronize()?;
-        let (free_now, _) = gpu.memory()?;
-        let used_after_setup = total - free_now as u64;
+        let used_after_setup = used_now(&gpu)?;
         let memory = EngineMemory {
             total,
             used_before,
             weights: weights.bytes(),
+            weights_mapped: used_after_weights.saturating_sub(used_before),
+            buffers: workspace.buffers.bytes(),
+            buffers_mapped: used_after_buffers.saturating_sub(used_after_weights),
+            decode_attention: workspace.decode_attention.bytes(),
             kv_cache: 2 * spec.layers as u64 * layout.elements() as u64 * 2,
-            buffers,
+            kv_cache_mapped: used_after_kv.saturating_sub(used_after_buffers),
             reserve,
             used_after_setup,
+            used_after_graphs: used_after_setup,
             peak_used: used_after_setup,
         };
         tracing::info!(
@@ -515,13 +644,14 @@ impl Engine {
             kv_slots = layout.num_slots(),
             weights_mib = memory.weights / MIB,
             kv_mib = memory.kv_cache / MIB,
+            workspace_mib = memory.workspace() / MIB,
             used_mib = used_after_setup / MIB,
             "engine ready"
         );
         let seqs = Sequences::new(config.block_size, num_blocks, spec.vocab, config.prompt_seed);
         let gpu_split = gpu.zeros::<i32>(2)?;
         let stopwatch = if config.time_gpu { Some(gpu.stopwatch()?) } else { None };
-        Self {
+        let mut engine = Self {
             gpu,
             spec,
             config,
@@ -536,7 +666,10 @@ impl Engine {
             graphs: std::collections::HashMap::new(),
             last_timing: StepTiming::default(),
         }
-        .with_graphs()
+        .with_graphs()?;
+        engine.memory.used_after_graphs = engine.record_memory()?;
+        tracing::debug!(memory = ?engine.memory, "engine memory after setup");
+        Ok(engine)
     }
 
     /// Captures a decode graph for every bucket the buffers hold, largest first (so the workspaces grow once),
@@ -649,6 +782,28 @@ impl Engine {
         self.gpu
     }
 
+    /// Gives the GPU back like [`Engine::into_gpu`], once the engine's memory is freed (the stream synchronised:
+    /// the allocator returns freed memory to the driver then), and measures the engine's workspace against the
+    /// memory in use after it ([`WorkspaceMeasurement`]). `validate` and `calibrate` both measure engines this way.
+    pub fn close(self) -> (Gpu, Result<WorkspaceMeasurement, GpuError>) {
+        let memory = self.memory;
+        // Everything but the GPU handle is dropped in `into_gpu`: its frees are queued on the stream.
+        let gpu = self.into_gpu();
+        let measured = gpu.synchronize().and_then(|()| gpu.memory()).map(|(free, total)| {
+            let m = WorkspaceMeasurement::new(memory, (total - free) as u64);
+            tracing::debug!(
+                measured_mib = m.measured as f64 / MIB as f64,
+                computed_mib = m.computed as f64 / MIB as f64,
+                computed_mapped_mib = m.computed_mapped() as f64 / MIB as f64,
+                kept_by_process_mib = m.kept_by_process() as f64 / MIB as f64,
+                measurement = ?m,
+                "engine closed"
+            );
+            m
+        });
+        (gpu, measured)
+    }
+
     pub fn gpu(&self) -> &Gpu {
         &self.gpu
     }
@@ -740,11 +895,14 @@ impl Engine {
                 rows,
                 seqs,
                 width,
-                "a step outgrew the engine's buffers: reallocating them"
+                "a step outgrew the engine's buffers: reallocating them (its workspace is no longer what was computed \
+                 for its sizing)"
             );
-            self.bufs = Buffers::new(&self.gpu, &self.spec, rows, seqs, width)?;
+            let sizes = ActivationBuffers::new(&self.spec, rows as u64, seqs as u64, width as u64);
             // The graphs hold the old buffers' addresses.
             self.graphs.clear();
+            self.bufs = Buffers::new(&self.gpu, &sizes)?;
+            self.memory.buffers = sizes.bytes();
         }
         if let Some(w) = &self.stopwatch {
             w.start(&self.gpu)?;
@@ -1056,13 +1214,73 @@ mod tests {
     }
 
     #[test]
-    fn buffers_and_workspace_are_counted() {
+    fn the_engine_allocates_the_workspace_the_model_computes() {
         let spec = crate::model::by_name("qwen2.5-0.5b").unwrap();
-        // 8192 rows of (3·896 + 1152 + 2·896 + 3·4864) fp16, 256 sampled rows of (896 + 151936) fp16, and i32
-        // inputs: 3 per row, (2·2048 + 5) per sequence, one more.
+        let config = EngineConfig {
+            max_context: Some(32768),
+            ..EngineConfig::default()
+        };
+        let sizing = sizing(&config, &spec);
+        assert_eq!(sizing.table_width(), 2048);
+        let w = spec.engine_workspace(&sizing, 132);
+        // What `Buffers::new` allocates: 8192 rows of (3·896 + 1152 + 2·896 + 3·4864) fp16, 256 sampled rows of
+        // (896 + 151936) fp16, and i32 inputs: 3 per row, (2·2048 + 5) per sequence, one more.
         let want = 2 * (20224 * 8192 + 152_832 * 256) + 4 * (3 * 8192 + 256 * 4101 + 1);
-        assert_eq!(Buffers::bytes(&spec, 8192, 256, 2048), want);
-        // 256 sequences × 14 heads × 512 partitions × 66 floats.
-        assert_eq!(decode_workspace_bytes(&spec, 256, 32768), 256 * 14 * 512 * 66 * 4);
+        assert_eq!(w.buffers.bytes(), want);
+        // fp16 buffers are `F16Buffer`s and i32 ones `I32Buffer`s: each buffer's element size is its type's.
+        let (f16, i32) = (size_of::<u16>() as u64, size_of::<i32>() as u64);
+        let ints = [
+            "tokens",
+            "positions",
+            "slots",
+            "decode_context",
+            "decode_tables",
+            "prefill_cu",
+            "prefill_context",
+            "prefill_tables",
+            "sample_rows",
+            "sampled",
+        ];
+        for (name, size) in w.buffers.list() {
+            let want = if ints.contains(&name) { i32 } else { f16 };
+            assert_eq!(size.elem_bytes, want, "{name}");
+        }
+        // Decode attention as `Gpu::attention_decode` sizes it with the tensor-core kernel (the default): 256
+        // sequences × 14 heads × 32 partitions of 1024 tokens × 64 floats, and 2 floats, each rounded up to a power of
+        // two, and 256 × 2 counters.
+        use crate::gpu::AttentionKernel;
+        assert_eq!(AttentionKernel::default(), AttentionKernel::TensorCore);
+        assert_eq!(
+            AttentionKernel::TensorCore.max_decode_partition() as u64,
+            crate::model::DECODE_PARTITION_MAX
+        );
+        assert_eq!(
+            w.decode_attention.bytes(),
+            ((256u64 * 14 * 32 * 64).next_power_of_two() + (256u64 * 14 * 32 * 2).next_power_of_two()) * 4 + 512 * 4
+        );
+        let mut m = EngineMemory {
+            buffers: w.buffers.bytes(),
+            decode_attention: w.decode_attention.bytes(),
+            ..EngineMemory::default()
+        };
+        assert_eq!(m.workspace(), w.bytes());
+
+        // Measured against the memory in use once the engine is gone: 1000 MiB were in use after it, the peak saw
+        // weights, the KV cache as mapped, the computed workspace in whole chunks beside the weights, and 40 MiB
+        // more.
+        m.weights = 900 * MIB;
+        m.kv_cache_mapped = 5000 * MIB;
+        let mapped = crate::model::mapped_workspace(m.weights, m.workspace());
+        assert_eq!((m.weights + mapped) % crate::model::ALLOCATION_GRANULE_BYTES, 0);
+        m.peak_used = 1000 * MIB + m.weights + m.kv_cache_mapped + mapped + 40 * MIB;
+        m.used_before = 950 * MIB;
+        let measured = WorkspaceMeasurement::new(m, 1000 * MIB);
+        assert_eq!(
+            (measured.measured, measured.computed),
+            (mapped + 40 * MIB, m.workspace())
+        );
+        assert_eq!(measured.computed_mapped(), mapped);
+        assert_eq!(measured.runtime_overhead(), 40 * MIB);
+        assert_eq!(measured.kept_by_process(), 50 * MIB);
     }
 }
