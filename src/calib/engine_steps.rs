@@ -3,7 +3,8 @@
 //! in its token count, per step kind) and the tail that follows the last of host and GPU work (per kind, the
 //! median residual against the op tables' prediction).
 
-use super::profile::{EngineStepSample, EngineSteps, Profile, StepKind, StepKindModel};
+use super::profile::{EngineMemorySample, EngineStepSample, EngineSteps, Profile, StepKind, StepKindModel};
+use crate::engine::forward::sizing;
 use crate::engine::{
     Engine, EngineConfig, EngineError, GRAPH_BUCKETS, GemmBackend, GemmOp, GemmPolicy, GemmRule, KvCapacity, StepTiming,
 };
@@ -11,7 +12,7 @@ use crate::engine::{GpuExecutor, WallClock};
 use crate::gpu::Gpu;
 use crate::metrics::Recorder;
 use crate::metrics::percentile_sorted;
-use crate::model::StepShape;
+use crate::model::{StepShape, mapped_workspace};
 use crate::sched::{DecodeSeq, PrefillChunk, ReqId, SchedulerLimits, StepOutcome, StepPlan};
 use crate::sim::calibrated::CalibratedCost;
 use crate::sim::run::new_scheduler;
@@ -57,6 +58,7 @@ pub fn measure(gpu: Gpu, profile: &Profile, on_point: &mut dyn FnMut(&str)) -> R
         ..EngineConfig::default()
     };
     let mut samples = Vec::new();
+    let mut memory = Vec::new();
     let mut gpu = Some(gpu);
     let mut group = |max_context: u32, run: &mut dyn FnMut(&mut StepBench) -> Result<(), EngineError>| {
         let engine = Engine::random(
@@ -72,10 +74,9 @@ pub fn measure(gpu: Gpu, profile: &Profile, on_point: &mut dyn FnMut(&str)) -> R
             samples: &mut samples,
         };
         let done = run(&mut bench);
-        let g = bench.engine.into_gpu();
-        g.synchronize()?;
+        let (g, closed) = close(bench.engine, &mut memory);
         gpu = Some(g);
-        done
+        done.and(closed)
     };
     for &c in &DECODE_CONTEXTS {
         group(c, &mut |bench| {
@@ -132,14 +133,50 @@ pub fn measure(gpu: Gpu, profile: &Profile, on_point: &mut dyn FnMut(&str)) -> R
             &mut recorder,
             &mut (),
         );
-        let g = executor.inner.into_engine().into_gpu();
-        g.synchronize()?;
+        let (g, closed) = close(executor.inner.into_engine(), &mut memory);
         gpu = Some(g);
         served.map_err(|e| EngineError::Config(format!("serving steps: {e}")))?;
+        closed?;
         on_point("engine serving steps");
     }
     samples.extend(serving);
-    Ok((fit(samples, buckets), gpu.expect("given back")))
+    let overheads = memory
+        .iter()
+        .map(|m| {
+            let computed = mapped_workspace(m.weight_bytes, m.computed_workspace_bytes);
+            m.measured_workspace_bytes.saturating_sub(computed) as f64
+        })
+        .collect();
+    let steps = EngineSteps {
+        runtime_overhead_bytes: Some(median(overheads).round() as u64),
+        memory_samples: memory,
+        ..fit(samples, buckets)
+    };
+    Ok((steps, gpu.expect("given back")))
+}
+
+/// Closes `engine` (see [`Engine::close`]) and keeps its workspace, measured and computed.
+fn close(engine: Engine, memory: &mut Vec<EngineMemorySample>) -> (Gpu, Result<(), EngineError>) {
+    let sizing = sizing(engine.config(), engine.spec());
+    let (gpu, measured) = engine.close();
+    let kept = measured.map_err(EngineError::from).map(|m| {
+        tracing::info!(
+            measured_mib = m.measured as f64 / f64::from(1 << 20),
+            computed_mib = m.computed as f64 / f64::from(1 << 20),
+            computed_mapped_mib = m.computed_mapped() as f64 / f64::from(1 << 20),
+            overhead_mib = m.runtime_overhead() as f64 / f64::from(1 << 20),
+            "engine workspace"
+        );
+        memory.push(EngineMemorySample {
+            max_step_tokens: sizing.max_step_tokens,
+            max_seqs: sizing.max_seqs,
+            max_context: sizing.max_context,
+            weight_bytes: m.memory.weights,
+            measured_workspace_bytes: m.measured,
+            computed_workspace_bytes: m.computed,
+        });
+    });
+    (gpu, kept)
 }
 
 /// The serving workloads steps are measured in: bursts of mixed prompt and output lengths under continuous batching
@@ -300,6 +337,7 @@ impl StepBench<'_> {
                 ..StepPlan::default()
             };
             self.engine.step(&plan)?;
+            self.engine.record_memory()?;
         }
         Ok(ids)
     }
@@ -324,6 +362,7 @@ impl StepBench<'_> {
                 None => Vec::new(),
             };
             let out = self.engine.step(&plan)?;
+            self.engine.record_memory()?;
             self.release(&fresh);
             if step > 0 {
                 timings.push(out.timing);
@@ -342,6 +381,7 @@ impl StepBench<'_> {
             plan.clear();
             plan.prefills = ids.iter().map(|&id| PrefillChunk::whole(id, len)).collect();
             let out = self.engine.step(&plan)?;
+            self.engine.record_memory()?;
             self.release(&ids);
             if step > 0 {
                 timings.push(out.timing);
@@ -418,6 +458,8 @@ pub fn fit(samples: Vec<EngineStepSample>, graph_buckets: Vec<u32>) -> EngineSte
         kinds,
         samples,
         graph_buckets,
+        runtime_overhead_bytes: None,
+        memory_samples: Vec::new(),
     }
 }
 
@@ -425,7 +467,12 @@ pub fn fit(samples: Vec<EngineStepSample>, graph_buckets: Vec<u32>) -> EngineSte
 pub fn refit(profile: &mut Profile) -> bool {
     match profile.engine.take() {
         Some(e) => {
-            profile.engine = Some(fit(e.samples, e.graph_buckets));
+            // The memory measured with the steps is kept as it is: there is nothing to fit.
+            profile.engine = Some(EngineSteps {
+                runtime_overhead_bytes: e.runtime_overhead_bytes,
+                memory_samples: e.memory_samples,
+                ..fit(e.samples, e.graph_buckets)
+            });
             true
         }
         None => false,
@@ -470,6 +517,37 @@ mod tests {
             kernels_us: kernels,
             graph_rows: 0,
         }
+    }
+
+    #[test]
+    fn the_runtime_overhead_is_optional_survives_a_refit_and_round_trips() {
+        // A profile measured before the overhead was: it loads, without one.
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("calibration/h100-80gb-hbm3/qwen2.5-0.5b.json");
+        let mut profile = Profile::load(&path).unwrap();
+        let engine = profile.engine.as_mut().expect("the committed profile has engine steps");
+        assert_eq!(engine.runtime_overhead_bytes, None);
+        assert!(engine.memory_samples.is_empty());
+        engine.runtime_overhead_bytes = Some(36 << 20);
+        engine.memory_samples = vec![EngineMemorySample {
+            max_step_tokens: 8192,
+            max_seqs: 128,
+            max_context: 1036,
+            weight_bytes: 988_065_536,
+            measured_workspace_bytes: 400 << 20,
+            computed_workspace_bytes: 364 << 20,
+        }];
+        let measured = profile.clone();
+        assert!(refit(&mut profile));
+        let (a, b) = (profile.engine.as_ref().unwrap(), measured.engine.as_ref().unwrap());
+        assert_eq!(
+            (a.runtime_overhead_bytes, &a.memory_samples),
+            (b.runtime_overhead_bytes, &b.memory_samples)
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.json");
+        std::fs::write(&file, profile.to_json()).unwrap();
+        assert_eq!(Profile::load(&file).unwrap(), profile);
     }
 
     #[test]

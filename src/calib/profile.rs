@@ -73,6 +73,34 @@ pub struct EngineSteps {
     /// where the engine's batch limit allows; empty in profiles from before graphs were modelled.
     #[serde(default)]
     pub graph_buckets: Vec<u32>,
+    /// GPU memory an engine holds at its peak beyond its weights, its KV cache and the workspace batchlab computes
+    /// for it (`model::EngineWorkspace`: activation buffers, decode attention's workspace) in whole allocator chunks
+    /// (`model::mapped_workspace`), in bytes: CUDA graph memory, small allocations of the driver, whatever else the
+    /// engine holds. Measured on every engine `calibrate` runs (`memory_samples`), each against the memory in use
+    /// once it was gone (`engine::WorkspaceMeasurement`), as measured − computed in chunks or 0, and the median kept.
+    /// The simulator adds it to the computed workspace before rounding to chunks. Absent in profiles measured before
+    /// it existed: the simulator then adds `model::DEFAULT_RUNTIME_OVERHEAD_BYTES` (an estimate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_overhead_bytes: Option<u64>,
+    /// The engines `runtime_overhead_bytes` was measured on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub memory_samples: Vec<EngineMemorySample>,
+}
+
+/// One engine's workspace as `calibrate` measured it, beside the one it computed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineMemorySample {
+    /// What the engine was sized for (`model::EngineSizing`).
+    pub max_step_tokens: u64,
+    pub max_seqs: u64,
+    pub max_context: u64,
+    /// Its weights (allocated first: the workspace fills the rest of their last chunk).
+    pub weight_bytes: u64,
+    /// Peak used − used once the engine was gone − weights − KV cache as mapped.
+    pub measured_workspace_bytes: u64,
+    /// `model::EngineWorkspace::bytes` for its sizing.
+    pub computed_workspace_bytes: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -425,6 +425,8 @@ pub(crate) mod tests {
             }],
             samples: vec![],
             graph_buckets: vec![1, 2, 4, 8],
+            runtime_overhead_bytes: None,
+            memory_samples: vec![],
         });
         let c = CalibratedCost::new(&p, &model, "synthetic").unwrap();
         let mut three = StepShape::default();
