@@ -77,8 +77,6 @@ impl StepOps {
 const LOGIT_BYTES: f64 = 4.0;
 /// Bytes of one sampled token id (i32).
 const TOKEN_ID_BYTES: f64 = 4.0;
-/// CUDA/cuBLAS library workspaces an engine reserves beside its own buffers.
-const LIBRARY_WORKSPACE_BYTES: u64 = 64 << 20;
 
 impl ModelSpec {
     /// All weights, Qwen2/Llama layout: per layer q/k/v projections (+ bias when `qkv_bias`), o, gate, up, down
@@ -169,23 +167,6 @@ impl ModelSpec {
             ),
         ];
         StepOps { ops }
-    }
-
-    /// Activation and workspace memory an engine needs for its largest step, in bytes:
-    /// - per token of the step (fp16), the buffers that live through a layer: the layer's hidden state (also the
-    ///   output of the O and down GEMMs), the residual stream, the normed input (3·hidden), q/k/v
-    ///   (q_dim + 2·kv_dim), the attention output (q_dim), gate/up (2·intermediate) and SiLU·up (intermediate);
-    ///   buffers are reused across layers, so nothing scales with the layer count;
-    /// - per sequence that samples, one row of f32 logits (vocab × 4 bytes);
-    /// - a fixed 64 MiB of cuBLAS/library workspace.
-    ///
-    /// The KV cache and the weights are not included.
-    pub fn workspace_bytes(&self, max_step_tokens: u64, max_seqs: u64) -> u64 {
-        let h = u64::from(self.hidden);
-        let i = u64::from(self.intermediate);
-        let per_token = 3 * h + (self.q_dim() + 2 * self.kv_dim()) + self.q_dim() + 3 * i;
-        let logits = max_seqs * u64::from(self.vocab) * LOGIT_BYTES as u64;
-        per_token * max_step_tokens * FP16_BYTES + logits + LIBRARY_WORKSPACE_BYTES
     }
 }
 
@@ -389,18 +370,5 @@ mod tests {
             9_900.0 * kv_per_token
         );
         assert_eq!(b.op("qkv_gemm"), a.op("qkv_gemm"));
-    }
-
-    #[test]
-    fn workspace_by_hand() {
-        // per token: 3·8 + (8 + 2·4) + 8 + 3·16 = 96 elements = 192 B
-        let w = tiny().workspace_bytes(10, 3);
-        assert_eq!(w, 10 * 192 + 3 * 32 * 4 + (64 << 20));
-        // 7B: 75,776 elements a token; 8192 tokens ≈ 1.24 GB, 256 rows of logits ≈ 156 MB
-        let m = by_name("qwen2.5-7b").unwrap();
-        assert_eq!(
-            m.workspace_bytes(8192, 256),
-            75_776 * 2 * 8192 + 256 * 152_064 * 4 + (64 << 20)
-        );
     }
 }

@@ -10,7 +10,7 @@ use super::serving::{LoopError, StepObserver, serve};
 use super::{CostModel, LinearCost, SimExecutor, VirtualClock};
 use crate::calib::Profile;
 use crate::metrics::{Cell, MemoryModel, Recorder, RunReport, Slo};
-use crate::model::{self, ModelSpec};
+use crate::model::{self, DEFAULT_RUNTIME_OVERHEAD_BYTES, DEFAULT_SM_COUNT, EngineSizing, ModelSpec};
 use crate::sched::{
     ContinuousScheduler, GroupedScheduler, Scheduler, SchedulerLimits, StaticScheduler, final_kv_tokens,
 };
@@ -55,10 +55,97 @@ pub struct PreparedRun {
     pub gpu: GpuSpec,
     pub cost: Box<dyn CostModel>,
     pub limits: SchedulerLimits,
+    /// What an engine serving the run is sized for (`validate` builds its engine with exactly this).
+    pub sizing: EngineSizing,
+    /// How the workspace in `memory` was predicted.
+    pub workspace: WorkspaceModel,
     pub memory: MemoryModel,
     pub workload: Workload,
     pub slo: Slo,
     pub policy: PolicyKind,
+}
+
+/// A run's predicted workspace: what the engine allocates for the run's sizing (computed), what it holds beyond
+/// that (measured by `calibrate`, or a default), both in whole allocator chunks beside the weights
+/// ([`model::mapped_workspace`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WorkspaceModel {
+    /// [`crate::model::EngineWorkspace::bytes`] for the run's [`EngineSizing`].
+    pub computed_bytes: u64,
+    /// The profile's `runtime_overhead_bytes`, or [`DEFAULT_RUNTIME_OVERHEAD_BYTES`] without one.
+    pub runtime_overhead_bytes: u64,
+    /// Whether `runtime_overhead_bytes` was measured (a profile that has it) or is the default.
+    pub overhead_measured: bool,
+    /// The model's weights, allocated before the workspace (the chunks they leave part empty take workspace first).
+    pub weight_bytes: u64,
+    /// `memory.workspace_mib` of the scenario, which replaces the prediction.
+    pub override_bytes: Option<u64>,
+}
+
+impl WorkspaceModel {
+    /// The workspace the run is simulated with.
+    pub fn bytes(&self) -> u64 {
+        self.override_bytes.unwrap_or_else(|| {
+            model::mapped_workspace(self.weight_bytes, self.computed_bytes + self.runtime_overhead_bytes)
+        })
+    }
+}
+
+/// What a calibration profile says about the engine's memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProfileMemory {
+    /// The GPU's SMs (decode attention's partitioning depends on them).
+    pub sm_count: u32,
+    /// What the engine held beyond its computed workspace, measured; `None` in profiles from before it was.
+    pub runtime_overhead_bytes: Option<u64>,
+}
+
+impl ProfileMemory {
+    pub fn of(profile: &Profile) -> ProfileMemory {
+        ProfileMemory {
+            sm_count: profile.fingerprint.sm_count,
+            runtime_overhead_bytes: profile.engine.as_ref().and_then(|e| e.runtime_overhead_bytes),
+        }
+    }
+}
+
+/// What an engine serving a run is sized for, per policy: the largest step the scheduler can plan and the longest
+/// context a sequence reaches.
+/// - continuous: the token budget (`max_batch_tokens`, what vLLM sizes activations by); contexts up to the longest
+///   prompt + output;
+/// - static: a full batch of the longest prompt (a batch's prompts are padded to its longest); a batch decodes until
+///   its longest output, finished sequences too, so a context can reach the longest prompt + the longest output;
+/// - grouped: a full batch of the longest prompt prefilled together; contexts up to the longest prompt + output.
+///
+/// At most `max_batch_size` sequences a step.
+pub fn engine_sizing(
+    policy: PolicyKind,
+    max_batch_size: u32,
+    max_batch_tokens: u32,
+    block_size: u32,
+    workload: &Workload,
+) -> EngineSizing {
+    let requests = &workload.requests;
+    let max_prompt = requests.iter().map(|r| u64::from(r.prompt_len)).max().unwrap_or(0);
+    let max_output = requests.iter().map(|r| u64::from(r.output_len)).max().unwrap_or(0);
+    let max_context = match policy {
+        PolicyKind::Static => max_prompt + max_output,
+        PolicyKind::Continuous | PolicyKind::Grouped => requests
+            .iter()
+            .map(|r| u64::from(r.prompt_len) + u64::from(r.output_len))
+            .max()
+            .unwrap_or(0),
+    };
+    let max_step_tokens = match policy {
+        PolicyKind::Continuous => u64::from(max_batch_tokens),
+        PolicyKind::Static | PolicyKind::Grouped => u64::from(max_batch_size) * max_prompt,
+    };
+    EngineSizing {
+        max_step_tokens: max_step_tokens.max(1),
+        max_seqs: u64::from(max_batch_size).max(1),
+        max_context: max_context.max(1),
+        block_size,
+    }
 }
 
 /// "run r007 (workload.prompt_len=512, scheduler.policy=static)" — how errors name a run of a sweep.
@@ -78,27 +165,34 @@ pub fn resolve_model(scenario: &Scenario, base_dir: &std::path::Path) -> Result<
     }
 }
 
+/// The run's cost model, and for a calibrated one what its profile says about the engine's memory.
 pub fn build_cost_model(
     s: &Scenario,
     base_dir: &std::path::Path,
     model: &ModelSpec,
     gpu: &GpuSpec,
-) -> Result<Box<dyn CostModel>, String> {
+) -> Result<(Box<dyn CostModel>, Option<ProfileMemory>), String> {
     let c = &s.cost;
     Ok(match c.kind {
-        CostKind::Linear => Box::new(LinearCost::from_units(
-            c.base_ms.unwrap_or(0.0),
-            c.per_token_us.unwrap_or(0.0),
-            c.per_seq_ms.unwrap_or(0.0),
-            c.per_kv_token_ns.unwrap_or(0.0),
-        )),
-        CostKind::Analytic => Box::new(AnalyticCost::new(
-            model,
-            gpu,
-            c.bandwidth_efficiency.unwrap_or(DEFAULT_BANDWIDTH_EFFICIENCY),
-            c.compute_efficiency.unwrap_or(DEFAULT_COMPUTE_EFFICIENCY),
-            c.step_overhead_us.unwrap_or(DEFAULT_STEP_OVERHEAD_US),
-        )),
+        CostKind::Linear => (
+            Box::new(LinearCost::from_units(
+                c.base_ms.unwrap_or(0.0),
+                c.per_token_us.unwrap_or(0.0),
+                c.per_seq_ms.unwrap_or(0.0),
+                c.per_kv_token_ns.unwrap_or(0.0),
+            )),
+            None,
+        ),
+        CostKind::Analytic => (
+            Box::new(AnalyticCost::new(
+                model,
+                gpu,
+                c.bandwidth_efficiency.unwrap_or(DEFAULT_BANDWIDTH_EFFICIENCY),
+                c.compute_efficiency.unwrap_or(DEFAULT_COMPUTE_EFFICIENCY),
+                c.step_overhead_us.unwrap_or(DEFAULT_STEP_OVERHEAD_US),
+            )),
+            None,
+        ),
         CostKind::Calibrated => {
             let rel = profile_relative_path(s, model).ok_or("cost.profile is required for kind = \"calibrated\"")?;
             let path = base_dir.join(&rel);
@@ -119,9 +213,12 @@ pub fn build_cost_model(
                     profile.fingerprint.kernel_source_hash
                 );
             }
-            Box::new(
-                CalibratedCost::new(&profile, model, &rel.display().to_string())?
-                    .with_batch_limit(s.scheduler.max_batch_size),
+            (
+                Box::new(
+                    CalibratedCost::new(&profile, model, &rel.display().to_string())?
+                        .with_batch_limit(s.scheduler.max_batch_size),
+                ),
+                Some(ProfileMemory::of(&profile)),
             )
         }
     })
@@ -150,23 +247,22 @@ pub fn prepare(spec: &RunSpec) -> Result<PreparedRun, SimError> {
     let s = &spec.scenario;
     let model = resolve_model(s, &spec.base_dir).map_err(invalid)?;
     let gpu = GpuSpec::resolve(&s.hardware).map_err(|e| invalid(e.to_string()))?;
-    let cost = build_cost_model(s, &spec.base_dir, &model, &gpu).map_err(invalid)?;
+    let (cost, profile_memory) = build_cost_model(s, &spec.base_dir, &model, &gpu).map_err(invalid)?;
     let workload = workload::generate(s, &spec.base_dir).map_err(|e| invalid(e.to_string()))?;
     if workload.requests.is_empty() {
         return Err(invalid("the workload has no requests".into()));
     }
     let sched = &s.scheduler;
-    let max_prompt = workload.requests.iter().map(|r| r.prompt_len).max().unwrap_or(0);
-    // The largest step an engine must hold activations for: a padded prefill of a full batch, or the token budget.
-    let max_step_tokens = match sched.policy {
-        PolicyKind::Continuous => u64::from(sched.max_batch_tokens),
-        PolicyKind::Static | PolicyKind::Grouped => u64::from(sched.max_batch_size) * u64::from(max_prompt),
-    };
+    let sizing = engine_sizing(
+        sched.policy,
+        sched.max_batch_size,
+        sched.max_batch_tokens,
+        s.memory.block_size,
+        &workload,
+    );
     let weight_bytes = model.weight_bytes();
-    let workspace_bytes = match s.memory.workspace_mib {
-        Some(mib) => (mib * MIB) as u64,
-        None => model.workspace_bytes(max_step_tokens, u64::from(sched.max_batch_size)),
-    };
+    let workspace = workspace_model(&model, &sizing, profile_memory, s.memory.workspace_mib);
+    let workspace_bytes = workspace.bytes();
     let kv_bytes = model.kv_bytes_per_token();
     let block = u64::from(s.memory.block_size);
     let kv_capacity_slots = match s.memory.kv_capacity_tokens {
@@ -221,11 +317,33 @@ pub fn prepare(spec: &RunSpec) -> Result<PreparedRun, SimError> {
         gpu,
         cost,
         limits,
+        sizing,
+        workspace,
         memory,
         workload,
         slo,
         policy: sched.policy,
     })
+}
+
+/// A run's workspace: computed for `sizing` on the profile's GPU (or [`DEFAULT_SM_COUNT`] SMs), plus the profile's
+/// measured runtime overhead (or [`DEFAULT_RUNTIME_OVERHEAD_BYTES`]), in whole allocator chunks beside the weights;
+/// `override_mib` replaces it.
+pub fn workspace_model(
+    model: &ModelSpec,
+    sizing: &EngineSizing,
+    profile: Option<ProfileMemory>,
+    override_mib: Option<f64>,
+) -> WorkspaceModel {
+    let sm_count = profile.map_or(DEFAULT_SM_COUNT, |p| p.sm_count);
+    let measured = profile.and_then(|p| p.runtime_overhead_bytes);
+    WorkspaceModel {
+        computed_bytes: model.engine_workspace(sizing, sm_count).bytes(),
+        runtime_overhead_bytes: measured.unwrap_or(DEFAULT_RUNTIME_OVERHEAD_BYTES),
+        overhead_measured: measured.is_some(),
+        weight_bytes: model.weight_bytes(),
+        override_bytes: override_mib.map(|mib| (mib * MIB) as u64),
+    }
 }
 
 /// A request that can never be served is an error before anything runs, not a stall halfway through.
@@ -360,5 +478,141 @@ fn toml_cell(v: &toml::Value) -> Cell {
         toml::Value::Boolean(b) => Cell::Bool(*b),
         toml::Value::String(s) => Cell::Str(s.clone()),
         other => Cell::Str(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::calib::profile::EngineSteps;
+    use crate::sim::calibrated::tests::synthetic_profile;
+    use crate::workload::load_runs_str;
+    use std::path::Path;
+
+    const SCENARIO: &str = r#"
+name = "memory"
+[model]
+name = "qwen2.5-0.5b"
+[hardware]
+gpu = "h100-sxm"
+[cost]
+kind = "analytic"
+[scheduler]
+policy = "continuous"
+max_batch_size = 8
+max_batch_tokens = 2048
+[workload]
+arrival = "burst"
+requests = 6
+prompt_len = [64, 300, 100]
+output_len = [16, 16, 32]
+"#;
+
+    fn prepared(text: &str, dir: &Path, sets: &[&str]) -> PreparedRun {
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        let specs = load_runs_str(text, &dir.join("s.toml"), &sets, None).unwrap();
+        prepare(&specs[0]).unwrap()
+    }
+
+    #[test]
+    fn the_engine_is_sized_for_the_largest_step_each_policy_plans() {
+        let dir = Path::new(".");
+        // Continuous: the token budget. Static: a full batch padded to the longest prompt. Grouped: a full batch of
+        // the longest prompt. Contexts up to the longest prompt + output (300 + 16), or for static, whose batches
+        // decode until their longest output, the longest prompt + the longest output (300 + 32).
+        let cases = [
+            ("continuous", 2048, 316),
+            ("static", 8 * 300, 332),
+            ("grouped", 8 * 300, 316),
+        ];
+        for (policy, tokens, context) in cases {
+            let p = prepared(SCENARIO, dir, &[&format!("scheduler.policy={policy}")]);
+            let want = EngineSizing {
+                max_step_tokens: tokens,
+                max_seqs: 8,
+                max_context: context,
+                block_size: 16,
+            };
+            assert_eq!(p.sizing, want, "{policy}");
+        }
+    }
+
+    #[test]
+    fn without_a_profile_the_workspace_is_computed_plus_the_default_overhead() {
+        let p = prepared(SCENARIO, Path::new("."), &[]);
+        let computed = p.model.engine_workspace(&p.sizing, DEFAULT_SM_COUNT).bytes();
+        let weights = p.model.weight_bytes();
+        assert_eq!(
+            p.workspace,
+            WorkspaceModel {
+                computed_bytes: computed,
+                runtime_overhead_bytes: DEFAULT_RUNTIME_OVERHEAD_BYTES,
+                overhead_measured: false,
+                weight_bytes: weights,
+                override_bytes: None,
+            }
+        );
+        // In whole allocator chunks beside the weights.
+        let workspace = p.memory.workspace_bytes;
+        assert_eq!(
+            workspace,
+            model::mapped_workspace(weights, computed + DEFAULT_RUNTIME_OVERHEAD_BYTES)
+        );
+        assert_eq!((weights + workspace) % model::ALLOCATION_GRANULE_BYTES, 0);
+        assert!(workspace >= computed + DEFAULT_RUNTIME_OVERHEAD_BYTES);
+        assert!(workspace < computed + DEFAULT_RUNTIME_OVERHEAD_BYTES + model::ALLOCATION_GRANULE_BYTES);
+        // `memory.workspace_mib` replaces the prediction.
+        let p = prepared(SCENARIO, Path::new("."), &["memory.workspace_mib=512"]);
+        assert_eq!(p.memory.workspace_bytes, 512 << 20);
+    }
+
+    #[test]
+    fn a_profile_gives_its_sm_count_and_its_measured_overhead() {
+        let model = model::by_name("qwen2.5-0.5b").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let calibrated = format!(
+            "{}\n",
+            SCENARIO.replace("kind = \"analytic\"", "kind = \"calibrated\"\nprofile = \"p.json\"")
+        );
+        // A profile from before the overhead was measured: the default, with the profile's SMs (few, so that decode
+        // attention's partitioning differs from the default's).
+        let mut profile = synthetic_profile(&model);
+        profile.fingerprint.sm_count = 16;
+        std::fs::write(dir.path().join("p.json"), profile.to_json()).unwrap();
+        let old = prepared(&calibrated, dir.path(), &[]);
+        assert_eq!(
+            old.workspace.computed_bytes,
+            model.engine_workspace(&old.sizing, 16).bytes()
+        );
+        assert_ne!(
+            old.workspace.computed_bytes,
+            model.engine_workspace(&old.sizing, DEFAULT_SM_COUNT).bytes()
+        );
+        assert_eq!(
+            (old.workspace.runtime_overhead_bytes, old.workspace.overhead_measured),
+            (DEFAULT_RUNTIME_OVERHEAD_BYTES, false)
+        );
+
+        // With the overhead measured, the simulator adds it instead, and the run's summary says so.
+        profile.engine = Some(EngineSteps {
+            kinds: Vec::new(),
+            samples: Vec::new(),
+            graph_buckets: Vec::new(),
+            runtime_overhead_bytes: Some(40 << 20),
+            memory_samples: Vec::new(),
+        });
+        std::fs::write(dir.path().join("p.json"), profile.to_json()).unwrap();
+        let new = prepared(&calibrated, dir.path(), &[]);
+        assert_eq!(new.workspace.computed_bytes, old.workspace.computed_bytes);
+        assert_eq!(
+            (new.workspace.runtime_overhead_bytes, new.workspace.overhead_measured),
+            (40 << 20, true)
+        );
+        assert_eq!(
+            new.memory.workspace_bytes,
+            model::mapped_workspace(model.weight_bytes(), new.workspace.computed_bytes + (40 << 20))
+        );
+        let metrics = serve_prepared(&new, RecordOptions::SUMMARY_ONLY).unwrap();
+        assert_eq!(metrics.summary.workspace_mib, new.memory.workspace_bytes as f64 / MIB);
     }
 }

@@ -126,7 +126,8 @@ pub struct MemorySection {
     /// Fraction of GPU memory batchlab may use (weights + KV + workspace), as vLLM's `gpu_memory_utilization`.
     #[serde(default = "default_utilization")]
     pub gpu_memory_utilization: f64,
-    /// Activation/workspace memory; default: estimated from the model and the step token budget.
+    /// The engine's workspace beside weights and KV cache; default: computed for the policy's largest step plus the
+    /// calibration profile's measured runtime overhead, in whole allocator chunks (`sim::run::WorkspaceModel`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workspace_mib: Option<f64>,
     /// KV capacity in tokens; overrides the capacity derived from GPU memory.
