@@ -15,7 +15,7 @@ use crate::metrics::percentile_sorted;
 use crate::model::{StepShape, mapped_workspace};
 use crate::sched::{DecodeSeq, PrefillChunk, ReqId, SchedulerLimits, StepOutcome, StepPlan};
 use crate::sim::calibrated::CalibratedCost;
-use crate::sim::run::new_scheduler;
+use crate::sim::run::{engine_sizing, new_scheduler};
 use crate::sim::serving::{ExecError, Executor, serve};
 use crate::units::Nanos;
 use crate::workload::{PolicyKind, Request, Workload};
@@ -111,12 +111,16 @@ pub fn measure(gpu: Gpu, profile: &Profile, on_point: &mut dyn FnMut(&str)) -> R
     // these (the shapes above, each repeated in isolation, fix the issue line).
     let mut serving = Vec::new();
     for (policy, workload, limits) in serving_workloads(profile.fingerprint.block_size) {
-        let longest = workload
-            .requests
-            .iter()
-            .map(|r| r.prompt_len + r.output_len)
-            .max()
-            .unwrap_or(1);
+        // The longest context the policy reaches (a static batch decodes until its longest output), as `validate`
+        // sizes its engines: no step outgrows the engine's buffers.
+        let s = engine_sizing(
+            policy,
+            limits.max_batch_size,
+            limits.max_batch_tokens,
+            limits.block_size,
+            &workload,
+        );
+        let longest = u32::try_from(s.max_context).unwrap_or(u32::MAX);
         let engine = Engine::random(gpu.take().expect("given back"), model.clone(), 0x5eed, config(longest))?;
         let mut executor = TimedExecutor {
             inner: GpuExecutor::new(engine, &workload),
