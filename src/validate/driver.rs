@@ -25,12 +25,15 @@ pub trait MeasuredRun: Executor {
     /// the workload's arrivals happen in real time from the start of the measured run.
     fn clock(&mut self) -> Box<dyn Clock>;
 
-    /// Memory the run used, measured (called after the run); `None` when the backend cannot measure it, in which
-    /// case the measured summary keeps the simulator's memory model and the report says so.
-    fn memory(&self) -> Option<MeasuredMemory>;
+    /// Ends the execution (its engine is released) and returns the memory the run used, measured; `None` when the
+    /// backend cannot measure it, in which case the measured summary keeps the simulator's memory model and the
+    /// report says so.
+    fn finish(self: Box<Self>) -> Option<MeasuredMemory>;
 }
 
 /// Memory an execution measured. Peak memory = weights + KV at its peak + workspace, as DESIGN.md defines it.
+/// The engine measures its workspace against the memory in use once it is gone (`engine::WorkspaceMeasurement`),
+/// as `calibrate` measures the runtime overhead the simulator adds to the workspace it computes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MeasuredMemory {
     pub weight_bytes: u64,
@@ -192,8 +195,7 @@ pub fn validate_run(
         run: run.clone(),
         source,
     })?;
-    let memory = execution.memory();
-    drop(execution);
+    let memory = execution.finish();
     let mut measured = recorder.finish(prepared.memory, prepared.slo);
     if let Some(m) = memory {
         apply_measured_memory(&mut measured, m);

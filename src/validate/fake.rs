@@ -93,7 +93,7 @@ impl MeasuredRun for PerturbedRun<'_> {
         Box::new(VirtualClock::default())
     }
 
-    fn memory(&self) -> Option<MeasuredMemory> {
+    fn finish(self: Box<Self>) -> Option<MeasuredMemory> {
         self.memory
     }
 }
