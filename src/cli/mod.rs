@@ -43,7 +43,8 @@ pub enum Command {
     /// requests per second of wall time and peak memory.
     Bench(BenchArgs),
     /// Measure this GPU: time our CUDA kernels and cuBLAS for every op of a model over the shapes its serving steps
-    /// produce, and write a calibration profile for the `calibrated` cost model (needs an NVIDIA GPU).
+    /// produce, then whole steps on the engine (and the memory each engine holds beyond its computed workspace), and
+    /// write a calibration profile for the `calibrated` cost model (needs an NVIDIA GPU).
     Calibrate(CalibrateArgs),
     /// Time each kernel at shapes that reach the hardware's limits and report achieved bandwidth or FLOP/s as a
     /// fraction of the ceilings measured on the same card (needs an NVIDIA GPU).
@@ -65,6 +66,11 @@ pub enum Command {
     /// the median and p95 error over all runs against the targets median ≤ 3% and p95 ≤ 8%; per-step error for
     /// decode-only, prefill-only and mixed steps; whether the scheduler planned the same steps in both; whether
     /// the policies' throughput ordering is reproduced wherever it was measured more than 5% apart).
+    ///
+    /// Each run's engine is sized for the run as the simulator sizes its workspace; its peak memory is its weights,
+    /// its KV cache at the most it held, and its workspace: the most memory used while it lived, less the memory in
+    /// use once it is gone, its weights and its KV cache (the first run's engine is built and warmed up once before,
+    /// unmeasured, so that no run pays what the process pays once).
     ///
     /// A calibrated scenario's profile must have been measured on this GPU with this build's kernels: validate
     /// refuses any other (run `batchlab calibrate` first). Example: batchlab validate scenarios/seed-matrix.toml
