@@ -464,45 +464,50 @@ fn the_measured_workspace_is_the_computed_one_and_repeats() {
     }
     let spec = batchlab::model::by_name("qwen2.5-0.5b").unwrap();
     let mut g = Some(g);
-    let mut measured = Vec::new();
-    for _ in 0..2 {
-        let cfg = EngineConfig {
-            kv: KvCapacity::Slots(20_000),
-            max_step_tokens: 2048,
-            max_seqs: 8,
-            max_context: Some(600),
-            ..EngineConfig::default()
-        };
-        let mut engine = Engine::random(g.take().unwrap(), spec.clone(), 1, cfg).unwrap();
-        engine.register(0, 500).unwrap();
-        engine.step(&plan(vec![chunk(0, 0, 500, 0, true)], vec![])).unwrap();
-        engine.record_memory().unwrap();
-        for c in 0..4 {
-            engine
-                .step(&plan(vec![], vec![DecodeSeq::emitting(0, 501 + c)]))
-                .unwrap();
+    // A small engine, and one whose decode graphs need 32 MiB of decode attention workspace (256 rows over 32768
+    // tokens): a mistake in the partitions the model computes would show as whole chunks.
+    for (rows, seqs, context) in [(2048, 8, 600), (256, 256, 32768)] {
+        let mut measured = Vec::new();
+        for _ in 0..2 {
+            let cfg = EngineConfig {
+                kv: KvCapacity::Slots(20_000),
+                max_step_tokens: rows,
+                max_seqs: seqs,
+                max_context: Some(context),
+                ..EngineConfig::default()
+            };
+            let mut engine = Engine::random(g.take().unwrap(), spec.clone(), 1, cfg).unwrap();
+            engine.register(0, 200).unwrap();
+            engine.step(&plan(vec![chunk(0, 0, 200, 0, true)], vec![])).unwrap();
             engine.record_memory().unwrap();
+            for c in 0..4 {
+                engine
+                    .step(&plan(vec![], vec![DecodeSeq::emitting(0, 201 + c)]))
+                    .unwrap();
+                engine.record_memory().unwrap();
+            }
+            let (gpu, m) = engine.close();
+            let m = m.unwrap();
+            eprintln!(
+                "{rows} rows, {seqs} sequences, context {context}: measured {} MiB, computed {} MiB ({} in chunks), \
+                 overhead {:.1} MiB, kept by the process {:.1} MiB; {:?}",
+                m.measured >> 20,
+                m.computed >> 20,
+                m.computed_mapped() >> 20,
+                m.runtime_overhead() as f64 / (1 << 20) as f64,
+                m.kept_by_process() as f64 / (1 << 20) as f64,
+                m.memory
+            );
+            // In whole allocator chunks beside the weights, and at most a chunk more (graphs, the driver's own).
+            assert!(
+                m.measured >= m.computed && m.runtime_overhead() < batchlab::model::ALLOCATION_GRANULE_BYTES,
+                "{m:?}"
+            );
+            measured.push(m.measured);
+            g = Some(gpu);
         }
-        let (gpu, m) = engine.close();
-        let m = m.unwrap();
-        eprintln!(
-            "measured {} MiB, computed {} MiB ({} in chunks), overhead {:.1} MiB, kept by the process {:.1} MiB; {:?}",
-            m.measured >> 20,
-            m.computed >> 20,
-            m.computed_mapped() >> 20,
-            m.runtime_overhead() as f64 / (1 << 20) as f64,
-            m.kept_by_process() as f64 / (1 << 20) as f64,
-            m.memory
-        );
-        // In whole allocator chunks beside the weights, and at most a chunk more (graphs, the driver's own).
-        assert!(
-            m.measured >= m.computed && m.runtime_overhead() < batchlab::model::ALLOCATION_GRANULE_BYTES,
-            "{m:?}"
-        );
-        measured.push(m.measured);
-        g = Some(gpu);
+        assert!(measured[0].abs_diff(measured[1]) <= 2 << 20, "{measured:?}");
     }
-    assert!(measured[0].abs_diff(measured[1]) <= 2 << 20, "{measured:?}");
 }
 
 /// The serving loop on the real engine, driven by the wall clock: every request gets every token, all KV is freed

@@ -338,6 +338,8 @@ impl Buffers {
             prefill_tables,
             sample_rows,
             sampled,
+            // Allocated beside the buffers, by `Engine::new` (the decode graphs read it).
+            decode_split: _,
         } = *sizes;
         Ok(Self {
             rows: rows as usize,
@@ -398,6 +400,7 @@ pub fn sizing(config: &EngineConfig, spec: &ModelSpec) -> EngineSizing {
         max_seqs: config.max_seqs as u64,
         max_context: u64::from(config.max_context.unwrap_or(spec.max_context).max(1)),
         block_size: config.block_size,
+        decode_graphs: config.decode_graphs,
     }
 }
 
@@ -649,7 +652,7 @@ impl Engine {
             "engine ready"
         );
         let seqs = Sequences::new(config.block_size, num_blocks, spec.vocab, config.prompt_seed);
-        let gpu_split = gpu.zeros::<i32>(2)?;
+        let gpu_split = i32_buffer(&gpu, workspace.buffers.decode_split)?;
         let stopwatch = if config.time_gpu { Some(gpu.stopwatch()?) } else { None };
         let mut engine = Self {
             gpu,
@@ -1224,8 +1227,8 @@ mod tests {
         assert_eq!(sizing.table_width(), 2048);
         let w = spec.engine_workspace(&sizing, 132);
         // What `Buffers::new` allocates: 8192 rows of (3·896 + 1152 + 2·896 + 3·4864) fp16, 256 sampled rows of
-        // (896 + 151936) fp16, and i32 inputs: 3 per row, (2·2048 + 5) per sequence, one more.
-        let want = 2 * (20224 * 8192 + 152_832 * 256) + 4 * (3 * 8192 + 256 * 4101 + 1);
+        // (896 + 151936) fp16, and i32 inputs: 3 per row, (2·2048 + 5) per sequence, one more, and the graphs' split.
+        let want = 2 * (20224 * 8192 + 152_832 * 256) + 4 * (3 * 8192 + 256 * 4101 + 1 + 2);
         assert_eq!(w.buffers.bytes(), want);
         // fp16 buffers are `F16Buffer`s and i32 ones `I32Buffer`s: each buffer's element size is its type's.
         let (f16, i32) = (size_of::<u16>() as u64, size_of::<i32>() as u64);
@@ -1240,14 +1243,15 @@ mod tests {
             "prefill_tables",
             "sample_rows",
             "sampled",
+            "decode_split",
         ];
         for (name, size) in w.buffers.list() {
             let want = if ints.contains(&name) { i32 } else { f16 };
             assert_eq!(size.elem_bytes, want, "{name}");
         }
-        // Decode attention as `Gpu::attention_decode` sizes it with the tensor-core kernel (the default): 256
-        // sequences × 14 heads × 32 partitions of 1024 tokens × 64 floats, and 2 floats, each rounded up to a power of
-        // two, and 256 × 2 counters.
+        // Decode attention as the engine's graphs size it with the tensor-core kernel (the default): the 256-row
+        // graph, captured for 193 rows' most partitions over 32768 tokens (32 of 1024), × 14 heads × 64 floats and
+        // × 2 floats, each rounded up to a power of two, and 256 × 2 counters.
         use crate::gpu::AttentionKernel;
         assert_eq!(AttentionKernel::default(), AttentionKernel::TensorCore);
         assert_eq!(
@@ -1256,7 +1260,7 @@ mod tests {
         );
         assert_eq!(
             w.decode_attention.bytes(),
-            ((256u64 * 14 * 32 * 64).next_power_of_two() + (256u64 * 14 * 32 * 2).next_power_of_two()) * 4 + 512 * 4
+            ((256u64 * 32 * 14 * 64).next_power_of_two() + (256u64 * 32 * 14 * 2).next_power_of_two()) * 4 + 512 * 4
         );
         let mut m = EngineMemory {
             buffers: w.buffers.bytes(),

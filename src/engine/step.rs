@@ -448,8 +448,9 @@ impl Sequences {
     }
 }
 
-/// Batch sizes decode graphs are captured for; a step's decodes are padded up to the next one.
-pub const GRAPH_BUCKETS: [usize; 13] = [1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256];
+/// Batch sizes decode graphs are captured for; a step's decodes are padded up to the next one. Defined with the
+/// workspace they size (`model::workspace`), which the simulator computes too.
+pub use crate::model::GRAPH_BUCKETS;
 
 /// The bucket a decode-only step of `decodes` rows runs in (`None`: more than the largest, or than `limit`).
 pub fn graph_bucket(decodes: usize, limit: usize) -> Option<usize> {

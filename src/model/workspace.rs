@@ -37,6 +37,12 @@ pub const DECODE_PARTITION_MAX: u64 = 1024;
 /// Decode attention halves its partition down to this while the launch has fewer than two blocks per SM.
 pub const DECODE_PARTITION_MIN: u64 = 128;
 
+/// Batch sizes decode graphs are captured for; a step's decodes are padded up to the next one (`engine::step`).
+pub const GRAPH_BUCKETS: [usize; 13] = [1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256];
+
+/// The context step at which the engine looks for the most partitions a graph bucket can need.
+const GRAPH_CONTEXT_STEP: u64 = 128;
+
 /// What a run's workspace adds beyond the computed buffers when no calibration profile measured it
 /// (`runtime_overhead_bytes`): an estimate, not a measurement (what batchlab assumed for library workspaces before
 /// the engine's memory was measured).
@@ -64,6 +70,8 @@ pub struct EngineSizing {
     pub max_context: u64,
     /// Tokens per KV block.
     pub block_size: u32,
+    /// Decode-only steps replayed as CUDA graphs, one per bucket of [`GRAPH_BUCKETS`] up to min(sequences, rows).
+    pub decode_graphs: bool,
 }
 
 impl EngineSizing {
@@ -140,6 +148,8 @@ pub struct ActivationBuffers {
     pub prefill_tables: BufferSize,
     pub sample_rows: BufferSize,
     pub sampled: BufferSize,
+    /// The split a graphed decode step's attention reads (partitions, tokens each), written before each replay.
+    pub decode_split: BufferSize,
 }
 
 impl ActivationBuffers {
@@ -175,11 +185,12 @@ impl ActivationBuffers {
             prefill_tables: BufferSize::i32(seqs * width),
             sample_rows: BufferSize::i32(seqs),
             sampled: BufferSize::i32(seqs),
+            decode_split: BufferSize::i32(2),
         }
     }
 
     /// Every buffer by name, in allocation order.
-    pub fn list(&self) -> [(&'static str, BufferSize); 20] {
+    pub fn list(&self) -> [(&'static str, BufferSize); 21] {
         // Destructured without `..`: a buffer added to the struct must be added here too.
         let Self {
             rows: _,
@@ -205,6 +216,7 @@ impl ActivationBuffers {
             prefill_tables,
             sample_rows,
             sampled,
+            decode_split,
         } = *self;
         [
             ("residual", residual),
@@ -227,6 +239,7 @@ impl ActivationBuffers {
             ("prefill_tables", prefill_tables),
             ("sample_rows", sample_rows),
             ("sampled", sampled),
+            ("decode_split", decode_split),
         ]
     }
 
@@ -248,32 +261,65 @@ pub fn decode_partition(sm_count: u32, kv_heads: u64, num_seqs: u64, max_context
     p
 }
 
+/// The partitions a decode launch of `num_seqs` sequences over `max_context` tokens uses by itself.
+fn partitions(sm_count: u32, kv_heads: u64, num_seqs: u64, max_context: u64) -> u64 {
+    let p = decode_partition(sm_count, kv_heads, num_seqs, max_context);
+    max_context.div_ceil(p).max(1)
+}
+
+/// The most partitions a decode of `num_seqs` sequences can use at any context up to `longest`, looked at every
+/// [`GRAPH_CONTEXT_STEP`] tokens (partitions are multiples of it, so a count is largest at such a step).
+fn most_partitions(sm_count: u32, kv_heads: u64, num_seqs: u64, longest: u64) -> u64 {
+    (1..=longest.div_ceil(GRAPH_CONTEXT_STEP))
+        .map(|k| partitions(sm_count, kv_heads, num_seqs, (k * GRAPH_CONTEXT_STEP).min(longest)))
+        .max()
+        .unwrap_or(1)
+}
+
+/// The partitions the decode graph of `bucket` rows is captured for: the most any step it replays can need, over
+/// the fewest rows it holds (one more than the bucket below: fewer rows split the context into more partitions) and
+/// every context up to `longest`. Mirrors the engine's `Engine::bucket_parts`.
+pub fn graph_partitions(sm_count: u32, kv_heads: u64, bucket: usize, longest: u64) -> u64 {
+    let fewest = GRAPH_BUCKETS.iter().copied().filter(|&b| b < bucket).max().unwrap_or(0) + 1;
+    most_partitions(sm_count, kv_heads, fewest as u64, longest)
+}
+
 /// Decode attention's workspace: per (sequence, query head, partition) a head's partial output and its (max, sum),
-/// f32, and one i32 counter per (sequence, kv head); each buffer a power of two elements (it grows by doubling).
-/// Sized for `seqs` sequences at a context of `context` tokens: what the engine's start-up capture of its largest
-/// decode graph allocates when `seqs` is a graph bucket (`context` = the block tables' full width). A step of fewer
-/// sequences may pick a smaller partition; it then needs at most as many (sequence, partition) pairs, up to
-/// rounding, which the power of two absorbs.
+/// f32, and one i32 counter per (sequence, kv head); each buffer a power of two elements (it grows by doubling to
+/// the largest launch). The largest launches: each decode graph, captured at start-up for its bucket's rows and
+/// [`graph_partitions`]; and decodes launched without a graph (in mixed steps, beyond the largest bucket, or all
+/// of them without graphs), at most `seqs` of them at their own partitions. A graph's bucket needs at least as much
+/// as any step of no more rows launched alone, so only the rows beyond the largest bucket add launches of their own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct DecodeAttentionWorkspace {
-    pub partition: u64,
-    pub partitions: u64,
+    /// The most (sequence, partition) pairs of one launch.
+    pub sequence_partitions: u64,
     pub partial_out: BufferSize,
     pub partial_max_sum: BufferSize,
     pub counters: BufferSize,
 }
 
 impl DecodeAttentionWorkspace {
-    pub fn new(spec: &ModelSpec, seqs: u64, context: u64, sm_count: u32) -> Self {
-        let (s, kv) = (seqs.max(1), u64::from(spec.kv_heads));
-        let qh = u64::from(spec.heads);
-        let partition = decode_partition(sm_count, kv, s, context);
-        let parts = context.div_ceil(partition).max(1);
+    /// For at most `seqs` decodes a step, contexts of at most `longest` tokens (the block tables' width), graphs
+    /// captured per bucket up to `seqs` or none.
+    pub fn new(spec: &ModelSpec, seqs: u64, longest: u64, graphs: bool, sm_count: u32) -> Self {
+        let (s, kv, qh) = (seqs.max(1), u64::from(spec.kv_heads), u64::from(spec.heads));
+        let longest = longest.max(1);
+        let buckets: Vec<usize> = if graphs {
+            GRAPH_BUCKETS.iter().copied().filter(|&b| b as u64 <= s).collect()
+        } else {
+            Vec::new()
+        };
+        let graphed = buckets
+            .iter()
+            .map(|&b| b as u64 * graph_partitions(sm_count, kv, b, longest));
+        let alone_from = buckets.last().map_or(1, |&b| b as u64 + 1);
+        let alone = (alone_from..=s).map(|n| n * most_partitions(sm_count, kv, n, longest));
+        let pairs = graphed.chain(alone).max().unwrap_or(1);
         Self {
-            partition,
-            partitions: parts,
-            partial_out: BufferSize::f32((s * qh * parts * u64::from(spec.head_dim)).next_power_of_two()),
-            partial_max_sum: BufferSize::f32((s * qh * parts * 2).next_power_of_two()),
+            sequence_partitions: pairs,
+            partial_out: BufferSize::f32((pairs * qh * u64::from(spec.head_dim)).next_power_of_two()),
+            partial_max_sum: BufferSize::f32((pairs * qh * 2).next_power_of_two()),
             counters: BufferSize::i32((s * kv).next_power_of_two()),
         }
     }
@@ -312,10 +358,10 @@ impl ModelSpec {
         let width = sizing.table_width();
         let buffers = ActivationBuffers::new(self, sizing.max_step_tokens, sizing.max_seqs, width);
         let decodes = buffers.seqs.min(buffers.rows);
-        let context = width * u64::from(sizing.block_size.max(1));
+        let longest = width * u64::from(sizing.block_size.max(1));
         EngineWorkspace {
             buffers,
-            decode_attention: DecodeAttentionWorkspace::new(self, decodes, context, sm_count),
+            decode_attention: DecodeAttentionWorkspace::new(self, decodes, longest, sizing.decode_graphs, sm_count),
         }
     }
 }
@@ -330,8 +376,8 @@ mod tests {
         let spec = by_name("qwen2.5-0.5b").unwrap();
         let b = ActivationBuffers::new(&spec, 8192, 256, 2048);
         // 8192 rows of (3·896 + 1152 + 2·896 + 3·4864) fp16, 256 sampled rows of (896 + 151936) fp16, and i32
-        // inputs: 3 per row, (2·2048 + 5) per sequence, one more.
-        let want = 2 * (20224 * 8192 + 152_832 * 256) + 4 * (3 * 8192 + 256 * 4101 + 1);
+        // inputs: 3 per row, (2·2048 + 5) per sequence, one more, and the decode graphs' split (2).
+        let want = 2 * (20224 * 8192 + 152_832 * 256) + 4 * (3 * 8192 + 256 * 4101 + 1 + 2);
         assert_eq!(b.bytes(), want);
         assert_eq!(b.list().iter().map(|(_, s)| s.bytes()).sum::<u64>(), want);
         let names: Vec<_> = b.list().iter().map(|(n, _)| *n).collect();
@@ -343,6 +389,20 @@ mod tests {
         let empty = ActivationBuffers::new(&spec, 0, 0, 0);
         assert_eq!((empty.rows, empty.seqs, empty.table_width), (1, 1, 1));
         assert!(empty.list().iter().all(|(_, s)| s.elements > 0));
+    }
+
+    #[test]
+    fn the_most_partitions_are_at_a_multiple_of_the_context_step() {
+        // Partitions are multiples of 128 tokens, so over every context up to `longest` the most partitions are
+        // reached at a multiple of 128 (or `longest`): the step the engine looks at is enough.
+        for kv in [1, 2, 4, 8] {
+            for seqs in [1, 2, 3, 5, 9, 17, 33, 100, 193] {
+                for longest in [1, 100, 1000, 1025, 4096, 5000, 9000] {
+                    let every = (1..=longest).map(|c| partitions(132, kv, seqs, c)).max().unwrap();
+                    assert_eq!(most_partitions(132, kv, seqs, longest), every, "{kv} {seqs} {longest}");
+                }
+            }
+        }
     }
 
     #[test]
@@ -370,15 +430,34 @@ mod tests {
     #[test]
     fn decode_workspace_by_hand() {
         let spec = by_name("qwen2.5-0.5b").unwrap();
-        // 256 sequences × 14 heads × 32 partitions of 1024 (32768 tokens) × 64 floats, 2 floats, 256 × 2 counters.
-        let w = DecodeAttentionWorkspace::new(&spec, 256, 32768, 132);
-        assert_eq!((w.partition, w.partitions), (1024, 32));
-        assert_eq!(w.partial_out.bytes(), (256u64 * 14 * 32 * 64).next_power_of_two() * 4);
+        // Graphs up to 256 rows over 32768 tokens: the 256-row graph holds at least 193 rows, which take 32
+        // partitions of 1024 (2·193·32 blocks fill 132 SMs); 256 × 32 pairs is the most of any bucket.
+        assert_eq!(graph_partitions(132, 2, 256, 32768), 32);
+        assert_eq!(graph_partitions(132, 2, 1, 32768), 64);
+        let w = DecodeAttentionWorkspace::new(&spec, 256, 32768, true, 132);
+        assert_eq!(w.sequence_partitions, 256 * 32);
+        assert_eq!(w.partial_out.bytes(), (256u64 * 32 * 14 * 64).next_power_of_two() * 4);
         assert_eq!(
             w.partial_max_sum.bytes(),
-            (256u64 * 14 * 32 * 2).next_power_of_two() * 4
+            (256u64 * 32 * 14 * 2).next_power_of_two() * 4
         );
         assert_eq!(w.counters.bytes(), 512 * 4);
+        // The 8-row graph holds 5 to 8 rows and is captured for 5 rows' most partitions: at 3072 tokens, 12 of 256
+        // (2·5·6 = 60 blocks at 512 leave 132 SMs under two each), more than at 4096 (8 of 512). Its 8 × 12 pairs are
+        // the most of the buckets 1 to 8 (the 4-row graph: 3 rows, 20 partitions, 80 pairs).
+        assert_eq!(graph_partitions(132, 2, 8, 4096), 12);
+        assert_eq!(
+            DecodeAttentionWorkspace::new(&spec, 8, 4096, true, 132).sequence_partitions,
+            8 * 12
+        );
+        // Five sequences: the largest bucket is 4 (80 pairs); five launched alone take 5 × 12.
+        assert_eq!(
+            DecodeAttentionWorkspace::new(&spec, 5, 4096, true, 132).sequence_partitions,
+            80
+        );
+        // Without graphs, every batch size is launched alone: one sequence takes 32 partitions of 128.
+        let alone = DecodeAttentionWorkspace::new(&spec, 1, 4096, false, 132);
+        assert_eq!(alone.sequence_partitions, 32);
     }
 
     #[test]
@@ -389,12 +468,16 @@ mod tests {
             max_seqs: 8,
             max_context: 545,
             block_size: 16,
+            decode_graphs: true,
         };
         assert_eq!(sizing.table_width(), 35);
         let w = spec.engine_workspace(&sizing, 132);
         assert_eq!(w.buffers, ActivationBuffers::new(&spec, 4096, 8, 35));
         // Decode attention over the tables' full width: 35 blocks of 16 = 560 tokens.
-        assert_eq!(w.decode_attention, DecodeAttentionWorkspace::new(&spec, 8, 560, 132));
+        assert_eq!(
+            w.decode_attention,
+            DecodeAttentionWorkspace::new(&spec, 8, 560, true, 132)
+        );
         assert_eq!(w.bytes(), w.buffers.bytes() + w.decode_attention.bytes());
         // A step holds at most one decode per row.
         let narrow = EngineSizing {
@@ -403,7 +486,7 @@ mod tests {
         };
         assert_eq!(
             spec.engine_workspace(&narrow, 132).decode_attention,
-            DecodeAttentionWorkspace::new(&spec, 2, 560, 132)
+            DecodeAttentionWorkspace::new(&spec, 2, 560, true, 132)
         );
     }
 }

@@ -145,6 +145,8 @@ pub fn engine_sizing(
         max_seqs: u64::from(max_batch_size).max(1),
         max_context: max_context.max(1),
         block_size,
+        // As `validate` and `calibrate` run the engine.
+        decode_graphs: true,
     }
 }
 
@@ -532,6 +534,7 @@ output_len = [16, 16, 32]
                 max_seqs: 8,
                 max_context: context,
                 block_size: 16,
+                decode_graphs: true,
             };
             assert_eq!(p.sizing, want, "{policy}");
         }

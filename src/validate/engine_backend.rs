@@ -154,6 +154,7 @@ pub fn engine_config(run: &PreparedRun, gemm: GemmPolicy, prompt_seed: u64) -> E
         max_context: Some(u32::try_from(sizing.max_context).unwrap_or(u32::MAX)),
         prompt_seed,
         gemm,
+        decode_graphs: sizing.decode_graphs,
         // As calibration ran the engine (the two CUDA events a step cost nothing measurable, but the conditions
         // the step model was fitted in are then exactly these).
         time_gpu: true,
