@@ -310,9 +310,11 @@ fn validate_without_a_gpu_says_so_in_one_sentence() {
         "/nonexistent/never-written",
     ]);
     assert_eq!(out.status.code(), Some(1));
+    // Warnings may come first (a committed profile measured with other kernels than this build's is said so).
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.starts_with("error: no CUDA driver found"), "{stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| !l.contains("WARN")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].starts_with("error: no CUDA driver found"), "{stderr}");
     assert!(!Path::new("/nonexistent/never-written").exists());
 
     let stderr = fails(&["validate", "scenarios/no-such-scenario.toml"]);
