@@ -1297,7 +1297,8 @@ mod tests {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("reports/seed-matrix-h100-validated");
         let runs = load_validated(&dir).unwrap();
         assert_eq!(runs.runs.len(), 162);
-        assert_eq!(runs.device, None, "written before validate recorded device.json");
+        let device = runs.device.as_ref().expect("validate recorded the card in device.json");
+        assert_eq!(device.gpu_name, "NVIDIA H100 80GB HBM3");
         let r = &runs.runs[161];
         assert_eq!(
             (r.key.clone(), r.policy.as_str(), r.output_tokens),
