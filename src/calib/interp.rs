@@ -1,7 +1,9 @@
 //! Piecewise-linear interpolation over measured grids. Between grid points a kernel's time is close to linear in
 //! its size once the grid is dense where tile and wave effects live (small token counts), so straight lines between
-//! neighbours are both simple and accurate; beyond the grid the last segment is extended (throughput-bound regime),
-//! below it the first point holds (launch-bound regime).
+//! neighbours are both simple and accurate; beyond the grid the trend of its upper half is extended (throughput-bound
+//! regime: the slope from the grid point at half the last one to the last, not the last segment's, whose slope on a
+//! fine grid is mostly measurement noise and, extended far, multiplies it), below it the first point holds
+//! (launch-bound regime).
 
 use serde::{Deserialize, Serialize};
 
@@ -48,18 +50,33 @@ impl Curve {
 }
 
 /// Piecewise-linear y(v) through (xs, ys), xs strictly increasing and non-empty: the first value below the grid,
-/// the last segment extended (never below its end) above it. Allocation-free: cost models call it per step.
+/// the upper half's trend extended (never below its end, [`extension_base`]) above it. Allocation-free: cost models
+/// call it per step.
 pub fn lerp(xs: &[f64], ys: &[f64], v: f64) -> f64 {
     let n = xs.len();
     if n == 1 || v <= xs[0] {
         return ys[0];
     }
-    // The segment holding v, or the last one for extrapolation.
+    if v > xs[n - 1] {
+        let m = extension_base(xs);
+        return extend((xs[m], ys[m]), (xs[n - 1], ys[n - 1]), v);
+    }
     let i = xs.partition_point(|&x| x < v).clamp(1, n - 1);
     let (x0, x1, y0, y1) = (xs[i - 1], xs[i], ys[i - 1], ys[i]);
-    let y = y0 + (y1 - y0) * (v - x0) / (x1 - x0);
-    // Extrapolating a segment that falls must not predict less than its end.
-    if v > x1 { y.max(y1) } else { y }
+    y0 + (y1 - y0) * (v - x0) / (x1 - x0)
+}
+
+/// The grid point a value beyond the grid is extrapolated from, with the last one: the largest at or below half the
+/// last (the first, if none is), never the last itself. `xs` has at least two points.
+fn extension_base(xs: &[f64]) -> usize {
+    let n = xs.len();
+    let half = xs[n - 1] / 2.0;
+    xs.partition_point(|&x| x <= half).saturating_sub(1).min(n - 2)
+}
+
+/// The line through `a` and `b` (b the grid's last point) at `v` beyond `b`, never below b's value.
+fn extend(a: (f64, f64), b: (f64, f64), v: f64) -> f64 {
+    (b.1 + (b.1 - a.1) * (v - b.0) / (b.0 - a.0)).max(b.1)
 }
 
 /// y at the first grid point at or above `v` (the last segment extended beyond the grid): for quantities that are
@@ -111,6 +128,10 @@ impl Surface {
         let n = self.x.len();
         if n == 1 || x <= self.x[0] {
             return row(0);
+        }
+        if x > self.x[n - 1] {
+            let m = extension_base(&self.x);
+            return extend((self.x[m], row(m)), (self.x[n - 1], row(n - 1)), x);
         }
         let i = self.x.partition_point(|&v| v < x).clamp(1, n - 1);
         lerp(&[self.x[i - 1], self.x[i]], &[row(i - 1), row(i)], x)
@@ -178,6 +199,29 @@ mod tests {
         let falling = Curve::new(vec![1.0, 2.0], vec![5.0, 4.0]);
         assert_eq!(falling.at(10.0), 4.0);
         assert_eq!(Curve::new(vec![3.0], vec![7.0]).at(100.0), 7.0);
+    }
+
+    /// Far beyond a fine grid, the last segment's slope is noise: the upper half's trend is extended instead.
+    #[test]
+    fn beyond_the_grid_the_upper_half_trend_is_extended() {
+        // 0.1 per unit up to 8064, then a last segment 30 units steep by noise.
+        let x = vec![1024.0, 2048.0, 4096.0, 8064.0, 8192.0];
+        let y = vec![102.4, 204.8, 409.6, 806.4, 836.4];
+        let c = Curve::new(x.clone(), y.clone());
+        // From (4096, 409.6) to (8192, 836.4): 0.1042 per unit, not the last segment's 0.234.
+        let slope = (836.4 - 409.6) / 4096.0;
+        assert!((c.at(16384.0) - (836.4 + slope * 8192.0)).abs() < 1e-9);
+        assert!(c.at(16384.0) < 836.4 + 0.15 * 8192.0);
+        // The same along a surface's first axis.
+        let s = Surface {
+            x,
+            y: vec![0.0, 1.0],
+            z: y.iter().flat_map(|&v| [v, 2.0 * v]).collect(),
+        };
+        assert!((s.at(16384.0, 1.0) - 2.0 * (836.4 + slope * 8192.0)).abs() < 1e-9);
+        // Two points: the one segment; a falling trend holds its end.
+        assert_eq!(Curve::new(vec![1.0, 3.0], vec![2.0, 4.0]).at(5.0), 6.0);
+        assert_eq!(Curve::new(vec![1.0, 2.0, 4.0], vec![5.0, 9.0, 4.0]).at(10.0), 4.0);
     }
 
     #[test]
