@@ -365,15 +365,21 @@ impl StepBench<'_> {
                 }
                 None => Vec::new(),
             };
-            let out = self.engine.step(&plan)?;
-            self.engine.record_memory()?;
-            self.release(&fresh);
+            let timing = self.step_then_release(&plan, &fresh)?;
             if step > 0 {
-                timings.push(out.timing);
+                timings.push(timing);
             }
         }
         self.record(&plan, &timings);
         Ok(())
+    }
+
+    /// Runs `plan`, notes the memory used, then releases `done` (sequences the step was their last for).
+    fn step_then_release(&mut self, plan: &StepPlan, done: &[ReqId]) -> Result<StepTiming, EngineError> {
+        let out = self.engine.step(plan)?;
+        self.engine.record_memory()?;
+        self.release(done);
+        Ok(out.timing)
     }
 
     /// Prefill-only steps of `seqs` fresh `len`-token prompts together; the first untimed.
@@ -384,11 +390,9 @@ impl StepBench<'_> {
             let ids = self.new_ids(seqs, len)?;
             plan.clear();
             plan.prefills = ids.iter().map(|&id| PrefillChunk::whole(id, len)).collect();
-            let out = self.engine.step(&plan)?;
-            self.engine.record_memory()?;
-            self.release(&ids);
+            let timing = self.step_then_release(&plan, &ids)?;
             if step > 0 {
-                timings.push(out.timing);
+                timings.push(timing);
             }
         }
         self.record(&plan, &timings);
@@ -507,6 +511,7 @@ fn least_squares(points: &[(f64, f64)]) -> (f64, f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::calib::profile::graph_rows;
 
     fn sample(kind: StepKind, decodes: u32, prefill: u32, issue: f64, kernels: f64, wall: f64) -> EngineStepSample {
         EngineStepSample {
@@ -662,8 +667,8 @@ mod tests {
         let d = m.kind(StepKind::Decode).unwrap();
         assert_eq!(d.graph_gap_us, vec![(1, 120.0), (8, 250.0)]);
         assert_eq!(m.graph_buckets, vec![1, 8]);
-        assert_eq!(m.graph_rows(5, None), Some(8));
-        assert_eq!(m.graph_rows(5, Some(4)), None);
+        assert_eq!(graph_rows(&m.graph_buckets, 5, None), Some(8));
+        assert_eq!(graph_rows(&m.graph_buckets, 5, Some(4)), None);
         assert!((m.step_us(StepKind::Decode, 5.0, 1000.0, Some(8)) - 1280.0).abs() < 1e-9);
     }
 

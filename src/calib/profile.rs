@@ -161,16 +161,16 @@ impl EngineSteps {
             None => kernels_us,
         }
     }
+}
 
-    /// The rows of the decode graph a decode-only step of `decodes` rows replays, with the engine's batch limit
-    /// `limit` (a step whose bucket is beyond it is launched kernel by kernel).
-    pub fn graph_rows(&self, decodes: u32, limit: Option<u32>) -> Option<u32> {
-        self.graph_buckets
-            .iter()
-            .copied()
-            .find(|&b| b >= decodes)
-            .filter(|&b| limit.is_none_or(|l| b <= l))
-    }
+/// The rows of the decode graph a decode-only step of `decodes` rows replays on an engine with graphs of `buckets`
+/// rows and the batch limit `limit` (a step whose bucket is beyond it is launched kernel by kernel).
+pub fn graph_rows(buckets: &[u32], decodes: u32, limit: Option<u32>) -> Option<u32> {
+    buckets
+        .iter()
+        .copied()
+        .find(|&b| b >= decodes)
+        .filter(|&b| limit.is_none_or(|l| b <= l))
 }
 
 /// `points` (rows, gap) read at `rows`: linear between points, the nearest beyond them.

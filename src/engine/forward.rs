@@ -12,7 +12,7 @@ use crate::gpu::{
     DecodePlan, DecodeShape, DecodeWorkspace, F16Buffer, Gpu, GpuError, I32Buffer, KvAppendShape, KvCacheMut, PagedKv,
     PagedKvLayout, PrefillShape, Succession,
 };
-use crate::model::{ActivationBuffers, BufferSize, EngineSizing, ModelError, ModelSpec};
+use crate::model::{ActivationBuffers, BufferSize, EngineSizing, ModelError, ModelSpec, graph_partitions};
 use crate::sched::{ReqId, StepPlan};
 
 use super::device::{GpuWeights, qkv_dim};
@@ -474,6 +474,8 @@ struct CapturedGraph {
     graph: crate::gpu::Graph,
     scratch: u64,
     workspace: u64,
+    /// The attention partitions its grid covers ([`Engine::bucket_parts`]).
+    parts: usize,
 }
 
 impl std::fmt::Debug for Engine {
@@ -687,8 +689,9 @@ impl Engine {
             for &b in &buckets {
                 if !self.graph_current(b) {
                     let x = padding_step(b, self.bufs.table_width, self.config.block_size as usize);
-                    self.write_split(&x, b)?;
-                    self.capture(b, &x)?;
+                    let parts = self.bucket_parts(b);
+                    self.write_split(&x, parts)?;
+                    self.capture(b, &x, parts)?;
                 }
             }
             if buckets.iter().all(|&b| self.graph_current(b)) {
@@ -708,30 +711,17 @@ impl Engine {
             .is_some_and(|g| g.scratch == self.gpu.scratch_generation() && g.workspace == self.decode_ws.generation())
     }
 
-    /// The most decode attention partitions a step in bucket `b` can need: over every batch that runs in it (more
-    /// rows than the bucket below) and every context the block tables hold, the most that a launch for that step
-    /// alone would use ([`Gpu::decode_split`], which needs fewer partitions for more rows).
+    /// The most decode attention partitions a step in bucket `b` can need, over every batch that runs in it and
+    /// every context the block tables hold ([`crate::model::graph_partitions`], which the simulator sizes the
+    /// workspace with too).
     fn bucket_parts(&self, b: usize) -> usize {
-        let fewest_rows = GRAPH_BUCKETS.iter().copied().filter(|&x| x < b).max().unwrap_or(0) + 1;
-        let longest = self.bufs.table_width * self.config.block_size as usize;
-        let kv_heads = self.spec.kv_heads as usize;
-        (128..longest + 128)
-            .step_by(128)
-            .map(|c| {
-                let shape = DecodeShape {
-                    num_seqs: fewest_rows,
-                    q_heads: self.spec.heads as usize,
-                    max_context_len: c.min(longest),
-                    partition_size: None,
-                };
-                self.gpu.decode_split(&shape, kv_heads).0
-            })
-            .max()
-            .unwrap_or(1)
+        let longest = self.bufs.table_width as u64 * u64::from(self.config.block_size);
+        graph_partitions(self.gpu.info().sm_count, u64::from(self.spec.kv_heads), b, longest) as usize
     }
 
-    /// Writes the attention split of the decode-only step `x` (before padding) as the graph of bucket `b` reads it.
-    fn write_split(&mut self, x: &StepInputs, b: usize) -> Result<(), GpuError> {
+    /// Writes the attention split of the decode-only step `x` (before padding) as a graph whose grid covers `most`
+    /// partitions reads it.
+    fn write_split(&mut self, x: &StepInputs, most: usize) -> Result<(), GpuError> {
         let shape = DecodeShape {
             num_seqs: x.decodes().max(1),
             q_heads: self.spec.heads as usize,
@@ -739,7 +729,6 @@ impl Engine {
             partition_size: None,
         };
         let (parts, size) = self.gpu.decode_split(&shape, self.spec.kv_heads as usize);
-        let most = self.bucket_parts(b);
         let (parts, size) = if parts <= most {
             (parts, size)
         } else {
@@ -750,10 +739,9 @@ impl Engine {
     }
 
     /// Uploads the padded step `x` and runs it once as usual (every workspace then has its size, and its result
-    /// stands), then records the same launches as bucket `b`'s graph. The attention split must have been written
-    /// ([`Engine::write_split`]).
-    fn capture(&mut self, b: usize, x: &StepInputs) -> Result<(), EngineError> {
-        let parts = self.bucket_parts(b);
+    /// stands), then records the same launches as bucket `b`'s graph, its attention grid covering `parts`
+    /// partitions ([`Engine::bucket_parts`]). The attention split must have been written ([`Engine::write_split`]).
+    fn capture(&mut self, b: usize, x: &StepInputs, parts: usize) -> Result<(), EngineError> {
         self.upload_inputs(x)?;
         self.forward(x, Some(parts))?;
         self.gpu.begin_capture()?;
@@ -765,6 +753,7 @@ impl Engine {
                 graph,
                 scratch: self.gpu.scratch_generation(),
                 workspace: self.decode_ws.generation(),
+                parts,
             },
         );
         Ok(())
@@ -916,13 +905,19 @@ impl Engine {
         match bucket {
             Some(b) => {
                 let p = padded_for_graph(&x, b, self.bufs.table_width, self.config.block_size as usize);
-                self.write_split(&x, b)?;
-                if self.graph_current(b) {
+                let current = self.graph_current(b);
+                let parts = if current {
+                    self.graphs[&b].parts
+                } else {
+                    self.bucket_parts(b)
+                };
+                self.write_split(&x, parts)?;
+                if current {
                     self.upload_inputs(&p)?;
                     self.graphs[&b].graph.launch()?;
                 } else {
                     // A workspace moved (or the buffers were reallocated): this step captures the graph anew.
-                    self.capture(b, &p)?;
+                    self.capture(b, &p, parts)?;
                 }
             }
             None => {

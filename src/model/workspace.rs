@@ -278,7 +278,7 @@ fn most_partitions(sm_count: u32, kv_heads: u64, num_seqs: u64, longest: u64) ->
 
 /// The partitions the decode graph of `bucket` rows is captured for: the most any step it replays can need, over
 /// the fewest rows it holds (one more than the bucket below: fewer rows split the context into more partitions) and
-/// every context up to `longest`. Mirrors the engine's `Engine::bucket_parts`.
+/// every context up to `longest`. The engine captures its decode graphs with it (`Engine::bucket_parts`).
 pub fn graph_partitions(sm_count: u32, kv_heads: u64, bucket: usize, longest: u64) -> u64 {
     let fewest = GRAPH_BUCKETS.iter().copied().filter(|&b| b < bucket).max().unwrap_or(0) + 1;
     most_partitions(sm_count, kv_heads, fewest as u64, longest)

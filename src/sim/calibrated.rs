@@ -8,7 +8,7 @@
 
 use super::CostModel;
 use crate::calib::interp::{Curve, Surface, WorkSurface, prefill_pairs};
-use crate::calib::profile::{EngineSteps, GemmTable, Profile, StepKind};
+use crate::calib::profile::{EngineSteps, GemmTable, Profile, StepKind, graph_rows};
 use crate::model::{ModelSpec, StepShape};
 use crate::sched::StepPlan;
 use crate::units::Nanos;
@@ -101,11 +101,7 @@ impl CalibratedCost {
             return None;
         }
         let decodes = u32::try_from(s.decode_seqs).ok()?;
-        self.graph_buckets
-            .iter()
-            .copied()
-            .find(|&b| b >= decodes)
-            .filter(|&b| self.batch_limit.is_none_or(|l| b <= l))
+        graph_rows(&self.graph_buckets, decodes, self.batch_limit)
     }
 
     /// The whole step from its kernels' time: the engine's step model where the profile has one, else the kernels
