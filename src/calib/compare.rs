@@ -1,7 +1,7 @@
 //! Judging profiles: how well one predicts points it never measured (an offset grid), and whether two calibrations
 //! of the same card agree within their measured spread.
 
-use super::interp::{Curve, Surface, WorkSurface, prefill_pairs};
+use super::interp::{Curve, Surface, WorkSurface, decode_attention_at, prefill_pairs};
 use super::profile::Profile;
 use crate::metrics::percentile_sorted;
 
@@ -116,7 +116,7 @@ pub fn out_of_sample(profile: &Profile, offset: &Profile) -> Result<Vec<OpErrors
     let decode = &profile.attention_decode.us;
     out.push(surface_errors(
         "attention decode",
-        |b, c| decode.at(b, c),
+        |b, c| decode_attention_at(decode, b, c),
         &offset.attention_decode.us,
     ));
     Ok(out)

@@ -61,6 +61,7 @@ pub fn measure(gpu: Gpu, profile: &Profile, on_point: &mut dyn FnMut(&str)) -> R
     let mut memory = Vec::new();
     let mut gpu = Some(gpu);
     let mut group = |max_context: u32, run: &mut dyn FnMut(&mut StepBench) -> Result<(), EngineError>| {
+        tracing::info!(max_context, "engine step group");
         let engine = Engine::random(
             gpu.take().expect("given back"),
             model.clone(),
@@ -121,6 +122,7 @@ pub fn measure(gpu: Gpu, profile: &Profile, on_point: &mut dyn FnMut(&str)) -> R
             &workload,
         );
         let longest = u32::try_from(s.max_context).unwrap_or(u32::MAX);
+        tracing::info!(?policy, "engine serving steps");
         let engine = Engine::random(gpu.take().expect("given back"), model.clone(), 0x5eed, config(longest))?;
         let mut executor = TimedExecutor {
             inner: GpuExecutor::new(engine, &workload),

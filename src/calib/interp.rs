@@ -7,6 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::DECODE_PARTITION_MIN;
+
 /// y(x) measured at increasing x.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Curve {
@@ -178,6 +180,26 @@ impl WorkSurface {
     }
 }
 
+/// Context tokens one decode attention block's warps take per round (4 warps × 16-token tiles): below one
+/// partition a block's time steps at multiples of it.
+pub const DECODE_ROUND_TOKENS: f64 = 64.0;
+
+/// Decode attention's time for `batch` sequences over `context` tokens, from its batch × context table.
+/// The kernel's time is a step function of the context, not a line: a block takes whole 64-token rounds, and past
+/// one partition the context is split into partitions of at least [`DECODE_PARTITION_MIN`] tokens (a multiple of
+/// it), so one token past a partition's edge costs a whole partition more and a merge. The measured grid sits on
+/// those edges (its contexts are multiples of 128), so the context is rounded up to the next edge before the table
+/// is read: 129 tokens cost what 256 cost, not what 130 would on a line from 128 to 256.
+pub fn decode_attention_at(table: &Surface, batch: f64, context: f64) -> f64 {
+    let partition = DECODE_PARTITION_MIN as f64;
+    let edge = if context <= partition {
+        DECODE_ROUND_TOKENS
+    } else {
+        partition
+    };
+    table.at(batch, (context / edge).ceil().max(1.0) * edge)
+}
+
 /// Attention pairs of a causal prefill chunk of `chunk` tokens after `offset` cached ones.
 pub fn prefill_pairs(chunk: f64, offset: f64) -> f64 {
     chunk * offset + chunk * (chunk + 1.0) / 2.0
@@ -291,5 +313,25 @@ mod tests {
         assert_eq!(s.at(1.0, 1.0), 11.0);
         assert_eq!(s.at(8.0, 0.0), 8.0);
         assert_eq!(s.at(0.0, 0.0), 1.0);
+    }
+
+    #[test]
+    fn decode_attention_is_read_at_the_next_partition_edge() {
+        // One block of 128 tokens takes 5 µs, two partitions (and their merge) 10 µs, three 11 µs.
+        let s = Surface {
+            x: vec![1.0],
+            y: vec![64.0, 128.0, 256.0, 384.0],
+            z: vec![4.0, 5.0, 10.0, 11.0],
+        };
+        s.check().unwrap();
+        // 129 tokens need a second partition: as 256 cost, where a line from 128 to 256 would say 5.04.
+        assert_eq!(decode_attention_at(&s, 1.0, 129.0), 10.0);
+        assert_eq!(decode_attention_at(&s, 1.0, 256.0), 10.0);
+        assert_eq!(decode_attention_at(&s, 1.0, 300.0), 11.0);
+        // Within one partition a block takes whole 64-token rounds.
+        assert_eq!(decode_attention_at(&s, 1.0, 65.0), 5.0);
+        assert_eq!(decode_attention_at(&s, 1.0, 40.0), 4.0);
+        // Grid points are read as they are.
+        assert_eq!(decode_attention_at(&s, 1.0, 128.0), 5.0);
     }
 }

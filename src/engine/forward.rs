@@ -936,6 +936,16 @@ impl Engine {
             Some(w) => Some((w.elapsed_ms()? * 1e6) as u64),
             None => None,
         };
+        tracing::debug!(
+            rows = x.rows(),
+            decodes = x.decodes(),
+            chunks = x.chunks(),
+            graph = ?bucket,
+            issue_us = issue_ns / 1000,
+            total_us = total_ns / 1000,
+            gpu_us = gpu_ns.map(|g| g / 1000),
+            "engine step"
+        );
         let logits = if want_logits {
             let v = self.spec.vocab as usize;
             let bits = self.gpu.download_prefix(&self.bufs.logits, n * v)?;

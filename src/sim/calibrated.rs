@@ -3,11 +3,11 @@
 //! Per layer: two RMSNorms (residual fused), the QKV, O, gate/up and down GEMMs (the faster of our kernel and
 //! cuBLAS at that token count, as the engine picks), KV append with RoPE, SiLU·mul, and attention — prefill chunks
 //! in one launch, so the launch floor is paid once and each chunk adds what it costs beyond it; decode from the
-//! batch × context table at the mean context, times the measured cost of mixed lengths. Then the embedding, the
+//! batch × context table at the mean context rounded up to the kernel's next partition edge, times the measured cost of mixed lengths. Then the embedding, the
 //! final norm, lm_head and argmax over the sampled rows, and the step's measured host overhead.
 
 use super::CostModel;
-use crate::calib::interp::{Curve, Surface, WorkSurface, prefill_pairs};
+use crate::calib::interp::{Curve, Surface, WorkSurface, decode_attention_at, prefill_pairs};
 use crate::calib::profile::{EngineSteps, GemmTable, Profile, StepKind, graph_rows};
 use crate::model::{ModelSpec, StepShape};
 use crate::sched::StepPlan;
@@ -162,7 +162,7 @@ impl CalibratedCost {
         }
         let batch = s.decode_seqs as f64;
         let mean = s.decode_context_sum as f64 / batch;
-        let uniform = self.decode.at(batch, mean);
+        let uniform = decode_attention_at(&self.decode, batch, mean);
         match &self.heterogeneity {
             Some(h) => uniform * h.at(s.decode_max_context as f64 / mean),
             None => uniform,
@@ -225,7 +225,7 @@ fn heterogeneity_curve(profile: &Profile, decode: &Surface) -> Option<Curve> {
         let batch = m.contexts.len() as f64;
         let mean = m.contexts.iter().map(|&c| f64::from(c)).sum::<f64>() / batch;
         let max = f64::from(*m.contexts.iter().max().expect("non-empty"));
-        let predicted = decode.at(batch, mean);
+        let predicted = decode_attention_at(decode, batch, mean);
         if predicted > 0.0 {
             points.push((max / mean, m.us / predicted));
         }
