@@ -121,9 +121,15 @@ pub fn measure(gpu: Gpu, profile: &Profile, on_point: &mut dyn FnMut(&str)) -> R
             limits.block_size,
             &workload,
         );
-        let longest = u32::try_from(s.max_context).unwrap_or(u32::MAX);
         tracing::info!(?policy, "engine serving steps");
-        let engine = Engine::random(gpu.take().expect("given back"), model.clone(), 0x5eed, config(longest))?;
+        // Configured as `validate` configures its engines (sizing, a KV cache of most of the free memory), so the
+        // gaps fitted to these steps are those of the engines the step model predicts.
+        let engine = Engine::random(
+            gpu.take().expect("given back"),
+            model.clone(),
+            0x5eed,
+            EngineConfig::serving(&s, u64::MAX, gemm.clone(), 0),
+        )?;
         let mut executor = TimedExecutor {
             inner: GpuExecutor::new(engine, &workload),
             cost: &cost,

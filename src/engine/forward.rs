@@ -156,6 +156,31 @@ impl Default for EngineConfig {
     }
 }
 
+impl EngineConfig {
+    /// An engine serving a run as `validate` runs it (and `calibrate` its serving bursts, so that the step model is
+    /// fitted to engines like the ones it predicts): sized by `sizing` as the simulator sizes the run's workspace,
+    /// a KV cache of `kv_slots` or what 95% of the free memory holds if fewer, steps timed on the GPU too.
+    pub fn serving(sizing: &EngineSizing, kv_slots: u64, gemm: GemmPolicy, prompt_seed: u64) -> Self {
+        Self {
+            block_size: sizing.block_size,
+            // The simulator sizes the cache from its GPU preset; the real card may hold a little less.
+            kv: KvCapacity::AtMost {
+                slots: kv_slots,
+                fraction: 0.95,
+            },
+            max_step_tokens: usize::try_from(sizing.max_step_tokens).unwrap_or(usize::MAX),
+            max_seqs: usize::try_from(sizing.max_seqs).unwrap_or(usize::MAX),
+            // Decode graphs cover the longest context the run reaches (their attention is sized by it).
+            max_context: Some(u32::try_from(sizing.max_context).unwrap_or(u32::MAX)),
+            prompt_seed,
+            gemm,
+            decode_graphs: sizing.decode_graphs,
+            time_gpu: true,
+            ..Self::default()
+        }
+    }
+}
+
 /// GPU memory as the engine measured it (`cuMemGetInfo`: used = total − free, so the CUDA context and anything
 /// else on the GPU are included) and as it computed it, in bytes. Readings are taken with the stream synchronised.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]

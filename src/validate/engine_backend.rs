@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use crate::calib::Profile;
 use crate::calib::engine_steps::gemm_policy;
-use crate::engine::{Engine, EngineConfig, GemmPolicy, GpuExecutor, KvCapacity, WallClock};
+use crate::engine::{Engine, EngineConfig, GemmPolicy, GpuExecutor, WallClock};
 use crate::gpu::Gpu;
 use crate::metrics::Recorder;
 use crate::model::StepShape;
@@ -140,26 +140,7 @@ impl Backend for EngineBackend {
 /// The engine of a validated run: sized exactly as the simulator sized the run's workspace ([`PreparedRun::sizing`]),
 /// its KV cache holding the simulator's capacity (or what 95% of the free memory holds, if less).
 pub fn engine_config(run: &PreparedRun, gemm: GemmPolicy, prompt_seed: u64) -> EngineConfig {
-    let sizing = &run.sizing;
-    EngineConfig {
-        block_size: sizing.block_size,
-        // The simulator sizes the cache from its GPU preset; the real card may hold a little less.
-        kv: KvCapacity::AtMost {
-            slots: run.limits.kv_capacity_slots,
-            fraction: 0.95,
-        },
-        max_step_tokens: sizing.max_step_tokens as usize,
-        max_seqs: sizing.max_seqs as usize,
-        // Decode graphs cover the longest context the run reaches (their attention is sized by it).
-        max_context: Some(u32::try_from(sizing.max_context).unwrap_or(u32::MAX)),
-        prompt_seed,
-        gemm,
-        decode_graphs: sizing.decode_graphs,
-        // As calibration ran the engine (the two CUDA events a step cost nothing measurable, but the conditions
-        // the step model was fitted in are then exactly these).
-        time_gpu: true,
-        ..EngineConfig::default()
-    }
+    EngineConfig::serving(&run.sizing, run.limits.kv_capacity_slots, gemm, prompt_seed)
 }
 
 /// KV slots a run can never exceed: every request's whole cache at once, in whole blocks.
