@@ -434,7 +434,7 @@ pub fn fit(samples: Vec<EngineStepSample>, graph_buckets: Vec<u32>) -> EngineSte
             continue;
         }
         let points: Vec<(f64, f64)> = of.iter().map(|s| (tokens(s), s.issue_us)).collect();
-        let (base, per_token) = least_squares(&points);
+        let (base, per_token) = least_squares_without_stalls(&points);
         let gaps: Vec<(f64, f64)> = of
             .iter()
             .filter(|s| s.gpu_us - s.issue_us > GPU_BOUND_US)
@@ -497,6 +497,38 @@ pub fn refit(profile: &mut Profile) -> bool {
 
 fn tokens(s: &EngineStepSample) -> f64 {
     f64::from(s.decode_seqs + s.prefill_tokens)
+}
+
+/// A point this many median absolute deviations (of the first line's residuals) above it is a stall.
+const STALL_MADS: f64 = 5.0;
+/// ... and at least this far above it (µs): steps of one shape differ by this much without stalling.
+const STALL_FLOOR_US: f64 = 500.0;
+
+/// The least-squares line through `points` after dropping stalls: points far above a first fit (see
+/// [`STALL_MADS`], [`STALL_FLOOR_US`]). A host that stalls now and then while issuing a step (an engine's first
+/// step of a kind, for one) would otherwise tilt the line: a few 15 ms issues among 2 ms ones made it fall with the
+/// step's size.
+fn least_squares_without_stalls(points: &[(f64, f64)]) -> (f64, f64) {
+    let mut kept = points.to_vec();
+    // Each pass drops the points far above the line fitted to those kept so far; a line tilted by big stalls may
+    // hide smaller ones until the big ones are gone.
+    for _ in 0..8 {
+        let (b, m) = least_squares(&kept);
+        let residuals: Vec<f64> = kept.iter().map(|p| p.1 - (b + m * p.0)).collect();
+        let mad = median(residuals.iter().map(|r| r.abs()).collect());
+        let limit = (STALL_MADS * mad).max(STALL_FLOOR_US);
+        let next: Vec<(f64, f64)> = kept
+            .iter()
+            .zip(&residuals)
+            .filter(|(_, r)| **r <= limit)
+            .map(|(p, _)| *p)
+            .collect();
+        if next.len() == kept.len() || next.is_empty() {
+            return (b, m);
+        }
+        kept = next;
+    }
+    least_squares(&kept)
 }
 
 /// (intercept, slope) of the least-squares line through `points`; a flat line through their mean when x does not
@@ -683,6 +715,28 @@ mod tests {
         assert_eq!(graph_rows(&m.graph_buckets, 5, None), Some(8));
         assert_eq!(graph_rows(&m.graph_buckets, 5, Some(4)), None);
         assert!((m.step_us(StepKind::Decode, 5.0, 1000.0, Some(8)) - 1280.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn stalls_do_not_tilt_the_issue_line() {
+        // Issue time 2000 + 0.5 µs per token, ±20 µs, and three steps that stalled for 9–13 ms.
+        let mut points: Vec<(f64, f64)> = (0..30)
+            .map(|i| {
+                let t = f64::from(30 + 35 * i);
+                (t, 2000.0 + 0.5 * t + if i % 2 == 0 { 20.0 } else { -20.0 })
+            })
+            .collect();
+        points.extend([(100.0, 15000.0), (400.0, 14000.0), (700.0, 11000.0)]);
+        let (b, m) = least_squares(&points);
+        assert!(b > 3000.0, "the plain fit is pulled up by the stalls: {b}");
+        let (b, m2) = least_squares_without_stalls(&points);
+        assert!(
+            (b - 2000.0).abs() < 20.0 && (m2 - 0.5).abs() < 0.05,
+            "{b} {m2} (plain slope {m})"
+        );
+        // Without stalls nothing is dropped: the plain line.
+        let clean = &points[..30];
+        assert_eq!(least_squares_without_stalls(clean), least_squares(clean));
     }
 
     #[test]
