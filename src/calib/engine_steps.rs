@@ -499,7 +499,8 @@ fn tokens(s: &EngineStepSample) -> f64 {
     f64::from(s.decode_seqs + s.prefill_tokens)
 }
 
-/// A point this many median absolute deviations (of the first line's residuals) above it is a stall.
+/// A point this many median absolute deviations (of the residuals from the line through the points kept so far)
+/// above that line is a stall.
 const STALL_MADS: f64 = 5.0;
 /// ... and at least this far above it (µs): steps of one shape differ by this much without stalling.
 const STALL_FLOOR_US: f64 = 500.0;

@@ -187,9 +187,10 @@ pub const DECODE_ROUND_TOKENS: f64 = 64.0;
 /// Decode attention's time for `batch` sequences over `context` tokens, from its batch × context table.
 /// The kernel's time is a step function of the context, not a line: a block takes whole 64-token rounds, and past
 /// one partition the context is split into partitions of at least [`DECODE_PARTITION_MIN`] tokens (a multiple of
-/// it), so one token past a partition's edge costs a whole partition more and a merge. The measured grid sits on
-/// those edges (its contexts are multiples of 128), so the context is rounded up to the next edge before the table
-/// is read: 129 tokens cost what 256 cost, not what 130 would on a line from 128 to 256.
+/// it), so one token past a partition's edge costs a whole partition more and a merge. Beyond one partition the
+/// measured grid sits on those edges (its contexts are multiples of 128), so the context is rounded up to the next
+/// multiple of the smallest partition before the table is read: 129 tokens cost what 256 cost, not what 130 would
+/// on a line from 128 to 256.
 pub fn decode_attention_at(table: &Surface, batch: f64, context: f64) -> f64 {
     let partition = DECODE_PARTITION_MIN as f64;
     let edge = if context <= partition {
