@@ -227,11 +227,42 @@ fn warm_up_runs_on_the_backend_and_is_discarded() {
     }
     let w = super::driver::warmup_workload(&prepared[0], 5);
     assert_eq!(w.requests.len(), 4);
-    assert!(
-        w.requests
-            .iter()
-            .all(|r| r.arrival == crate::units::Nanos::ZERO && r.output_len == 5)
-    );
+    assert!(w.requests.iter().all(|r| r.output_len == 5));
+    let arrivals: Vec<u64> = w.requests.iter().map(|r| r.arrival.0).collect();
+    assert_eq!(arrivals, [0, 0, 0, 1]);
+}
+
+#[test]
+fn warm_up_takes_a_mixed_step_where_the_run_can() {
+    use crate::sim::serving::{SimExecutor, VirtualClock, serve};
+    let (_, prepared) = runs(BURST);
+    for run in &prepared {
+        let w = super::driver::warmup_workload(run, 5);
+        let mut scheduler = crate::sim::run::new_scheduler(run.policy, run.limits);
+        let mut recorder = crate::metrics::Recorder::new(w.requests.len(), true, false);
+        let mut executor = SimExecutor {
+            cost: run.cost.as_ref(),
+        };
+        serve(
+            scheduler.as_mut(),
+            &mut executor,
+            &mut VirtualClock::default(),
+            &w,
+            &mut recorder,
+            &mut (),
+        )
+        .unwrap();
+        let steps = recorder.finish(run.memory, run.slo).steps;
+        let mixed = steps.iter().any(|s| s.prefill_seqs > 0 && s.decode_seqs > 0);
+        // Continuous batching adds the late prompt to the others' decode step; static and grouped batching never
+        // mix, in the warm-up as in the run.
+        assert_eq!(
+            mixed,
+            run.policy == crate::workload::PolicyKind::Continuous,
+            "{:?}",
+            run.policy
+        );
+    }
 }
 
 #[test]
