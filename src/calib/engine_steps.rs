@@ -15,8 +15,8 @@ use crate::metrics::percentile_sorted;
 use crate::model::{StepShape, mapped_workspace};
 use crate::sched::{DecodeSeq, PrefillChunk, ReqId, SchedulerLimits, StepOutcome, StepPlan};
 use crate::sim::calibrated::CalibratedCost;
-use crate::sim::run::{engine_sizing, new_scheduler};
-use crate::sim::serving::{ExecError, Executor, serve};
+use crate::sim::run::{WARMUP_STEPS, engine_sizing, new_scheduler, warmup_of};
+use crate::sim::serving::{ExecError, Executor, VirtualClock, serve};
 use crate::units::Nanos;
 use crate::workload::{PolicyKind, Request, Workload};
 
@@ -135,16 +135,27 @@ pub fn measure(gpu: Gpu, profile: &Profile, on_point: &mut dyn FnMut(&str)) -> R
             cost: &cost,
             samples: &mut serving,
         };
-        let mut scheduler = new_scheduler(policy, limits);
-        let mut recorder = Recorder::new(workload.requests.len(), false, false);
+        // As `validate` measures a run: after a warm-up on the same engine, discarded, that takes each kind of step
+        // the burst will take once.
+        let warmup = warmup_of(&workload, limits.max_batch_size, WARMUP_STEPS);
         let served = serve(
-            scheduler.as_mut(),
-            &mut executor,
-            &mut WallClock::new(),
-            &workload,
-            &mut recorder,
+            new_scheduler(policy, limits).as_mut(),
+            &mut executor.inner,
+            &mut VirtualClock::default(),
+            &warmup,
+            &mut Recorder::new(warmup.requests.len(), false, false),
             &mut (),
-        );
+        )
+        .and_then(|()| {
+            serve(
+                new_scheduler(policy, limits).as_mut(),
+                &mut executor,
+                &mut WallClock::new(),
+                &workload,
+                &mut Recorder::new(workload.requests.len(), false, false),
+                &mut (),
+            )
+        });
         let (g, closed) = close(executor.inner.into_engine(), &mut memory);
         gpu = Some(g);
         served.map_err(|e| EngineError::Config(format!("serving steps: {e}")))?;

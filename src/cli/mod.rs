@@ -264,9 +264,11 @@ pub struct ValidateArgs {
     /// The GPU to run on (CUDA ordinal, as nvidia-smi numbers them).
     #[arg(long, default_value_t = 0)]
     pub gpu: usize,
-    /// Before each run, serve a discarded warm-up of about this many steps (one batch of the run's own prompts)
-    /// so kernel compilation, cuBLAS heuristics and clocks settle before anything is measured; 0 for none.
-    #[arg(long, default_value_t = 8, value_name = "N")]
+    /// Before each run, serve a discarded warm-up of about this many steps (one batch of the run's own prompts, the
+    /// last arriving just after the others so that continuous batching takes a mixed step too) so kernel
+    /// compilation, cuBLAS heuristics, clocks and an engine's first step of each kind are paid before anything is
+    /// measured; 0 for none.
+    #[arg(long, default_value_t = crate::sim::run::WARMUP_STEPS, value_name = "N")]
     pub warmup_steps: u32,
     /// Do not print the verdicts and the headline-metric table.
     #[arg(long, short)]

@@ -15,7 +15,7 @@ use crate::sched::{
     ContinuousScheduler, GroupedScheduler, Scheduler, SchedulerLimits, StaticScheduler, final_kv_tokens,
 };
 use crate::units::{GIB, MIB, Nanos};
-use crate::workload::{self, CostKind, PolicyKind, RunSpec, Scenario, Workload};
+use crate::workload::{self, CostKind, PolicyKind, Request, RunSpec, Scenario, Workload};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
@@ -106,6 +106,34 @@ impl ProfileMemory {
             sm_count: profile.fingerprint.sm_count,
             runtime_overhead_bytes: profile.engine.as_ref().and_then(|e| e.runtime_overhead_bytes),
         }
+    }
+}
+
+/// The warm-up of a workload served `max_batch_size` sequences at a time: its first requests (as many as one batch
+/// holds), with outputs cut to `steps` tokens, so prefills of the workload's own prompt lengths and about `steps`
+/// decode steps run, and every warm-up request finishes (an engine frees whatever it holds for them before the
+/// measured run). All but the last arrive at once; the last arrives just after (1 ns, in the warm-up's virtual
+/// time), while the others are in their first step, so a scheduler that adds prefills to decode steps runs a mixed
+/// step too. Each kind of step the workload will take is then taken once before anything is measured: an engine's
+/// first mixed step was seen to stall for milliseconds. `validate` warms each run's engine up with it, `calibrate`
+/// each serving burst's.
+/// Decode steps (about) of a warm-up: `validate`'s default, and `calibrate`'s before each serving burst.
+pub const WARMUP_STEPS: u32 = 8;
+
+pub fn warmup_of(workload: &Workload, max_batch_size: u32, steps: u32) -> Workload {
+    let n = (max_batch_size as usize).clamp(1, workload.requests.len());
+    let requests = workload.requests[..n]
+        .iter()
+        .enumerate()
+        .map(|(i, r)| Request {
+            arrival: if i > 0 && i + 1 == n { Nanos(1) } else { Nanos::ZERO },
+            output_len: r.output_len.min(steps.max(1)),
+            ..*r
+        })
+        .collect();
+    Workload {
+        requests,
+        closed_loop: None,
     }
 }
 

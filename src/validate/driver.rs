@@ -7,10 +7,12 @@
 use super::compare::{self, MetricComparison, PlanAgreement, StepComparison, ValidationSummary};
 use crate::metrics::{Cell, Recorder, RunMetrics, RunReport};
 use crate::sched::{Scheduler, StepPlan};
-use crate::sim::run::{PreparedRun, RecordOptions, describe_run, labels, new_scheduler, serve_prepared_observed};
+use crate::sim::run::{
+    PreparedRun, RecordOptions, describe_run, labels, new_scheduler, serve_prepared_observed, warmup_of,
+};
 use crate::sim::serving::{Clock, Executor, LoopError, StepObserver, VirtualClock, serve};
-use crate::units::{MIB, Nanos};
-use crate::workload::{Request, RunSpec, Workload};
+use crate::units::MIB;
+use crate::workload::{RunSpec, Workload};
 
 /// What executes runs for real: the GPU engine, or a stand-in in tests.
 pub trait Backend {
@@ -108,27 +110,9 @@ pub struct Validation {
     pub summary: ValidationSummary,
 }
 
-/// The warm-up workload of a run: its first requests (as many as one batch holds), with outputs cut to `steps`
-/// tokens, so prefills of the run's own prompt lengths and about `steps` decode steps run, and every warm-up request
-/// finishes (an engine frees whatever it holds for them before the measured run). All but the last arrive at once;
-/// the last arrives just after (1 ns, in the warm-up's virtual time), while the others are in their first step, so
-/// a scheduler that adds prefills to decode steps runs a mixed step too. Each kind of step the run will take is then
-/// taken once before it is measured: an engine's first mixed step was seen to stall for milliseconds.
+/// The warm-up workload of a run: see [`crate::sim::run::warmup_of`].
 pub fn warmup_workload(run: &PreparedRun, steps: u32) -> Workload {
-    let n = (run.limits.max_batch_size as usize).clamp(1, run.workload.requests.len());
-    let requests = run.workload.requests[..n]
-        .iter()
-        .enumerate()
-        .map(|(i, r)| Request {
-            arrival: if i > 0 && i + 1 == n { Nanos(1) } else { Nanos::ZERO },
-            output_len: r.output_len.min(steps.max(1)),
-            ..*r
-        })
-        .collect();
-    Workload {
-        requests,
-        closed_loop: None,
-    }
+    warmup_of(&run.workload, run.limits.max_batch_size, steps)
 }
 
 /// Records a run with steps kept, as both executions must.
