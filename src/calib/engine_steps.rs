@@ -6,13 +6,13 @@
 use super::profile::{EngineMemorySample, EngineStepSample, EngineSteps, Profile, StepKind, StepKindModel};
 use crate::engine::forward::sizing;
 use crate::engine::{
-    Engine, EngineConfig, EngineError, GRAPH_BUCKETS, GemmBackend, GemmOp, GemmPolicy, GemmRule, KvCapacity, StepTiming,
+    Engine, EngineConfig, EngineError, GRAPH_BUCKETS, GemmBackend, GemmOp, GemmPolicy, GemmRule, StepTiming,
 };
 use crate::engine::{GpuExecutor, WallClock};
 use crate::gpu::Gpu;
 use crate::metrics::Recorder;
 use crate::metrics::percentile_sorted;
-use crate::model::{StepShape, mapped_workspace};
+use crate::model::{EngineSizing, StepShape, mapped_workspace};
 use crate::sched::{DecodeSeq, PrefillChunk, ReqId, SchedulerLimits, StepOutcome, StepPlan};
 use crate::sim::calibrated::CalibratedCost;
 use crate::sim::run::{WARMUP_STEPS, engine_sizing, new_scheduler, warmup_of};
@@ -34,7 +34,7 @@ const ENGINE_SEQS: usize = 128;
 
 /// How many points [`measure`] times (for a progress bar).
 pub fn points() -> usize {
-    DECODE_BATCHES.len() * DECODE_CONTEXTS.len() + PREFILL_CHUNKS.len() + MIXED.len() + 2
+    DECODE_BATCHES.len() * DECODE_CONTEXTS.len() + PREFILL_CHUNKS.len() + MIXED.len() + serving_workloads(16).len()
 }
 
 /// Runs the synthetic steps on engines with seeded random weights on `gpu` and fits the step model against
@@ -47,15 +47,17 @@ pub fn measure(gpu: Gpu, profile: &Profile, on_point: &mut dyn FnMut(&str)) -> R
         .map_err(EngineError::Config)?
         .with_graphs(buckets.clone(), Some(ENGINE_SEQS as u32));
     let gemm = gemm_policy(profile).map_err(EngineError::Config)?;
-    let config = |max_context: u32| EngineConfig {
-        block_size: profile.fingerprint.block_size,
-        kv: KvCapacity::Slots(64 * 1200 + 8192 + 4096),
-        max_step_tokens: SETUP_TOKENS as usize,
-        max_seqs: ENGINE_SEQS,
-        max_context: Some(max_context + 2 * REPEATS as u32 + 2),
-        time_gpu: true,
-        gemm: gemm.clone(),
-        ..EngineConfig::default()
+    // Every engine configured as `validate` configures its engines (a KV cache of most of the free memory): the
+    // gaps fitted here are those of the engines the step model predicts.
+    let config = |max_context: u32| {
+        let sizing = EngineSizing {
+            max_step_tokens: u64::from(SETUP_TOKENS),
+            max_seqs: ENGINE_SEQS as u64,
+            max_context: u64::from(max_context) + 2 * REPEATS as u64 + 2,
+            block_size: profile.fingerprint.block_size,
+            decode_graphs: true,
+        };
+        EngineConfig::serving(&sizing, u64::MAX, gemm.clone(), 0)
     };
     let mut samples = Vec::new();
     let mut memory = Vec::new();
@@ -122,8 +124,6 @@ pub fn measure(gpu: Gpu, profile: &Profile, on_point: &mut dyn FnMut(&str)) -> R
             &workload,
         );
         tracing::info!(?policy, "engine serving steps");
-        // Configured as `validate` configures its engines (sizing, a KV cache of most of the free memory), so the
-        // gaps fitted to these steps are those of the engines the step model predicts.
         let engine = Engine::random(
             gpu.take().expect("given back"),
             model.clone(),
@@ -231,6 +231,8 @@ fn serving_workloads(block_size: u32) -> Vec<(PolicyKind, Workload, SchedulerLim
     vec![
         (PolicyKind::Continuous, requests(40), limits(16, 1024, true)),
         (PolicyKind::Static, requests(16), limits(8, 8192, false)),
+        // Decode steps of up to 64 sequences, as open-loop serving at higher rates makes them.
+        (PolicyKind::Continuous, requests(96), limits(64, 1024, true)),
     ]
 }
 
