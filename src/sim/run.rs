@@ -109,6 +109,9 @@ impl ProfileMemory {
     }
 }
 
+/// Decode steps (about) of a warm-up: `validate`'s default, and `calibrate`'s before each serving burst.
+pub const WARMUP_STEPS: u32 = 8;
+
 /// The warm-up of a workload served `max_batch_size` sequences at a time: its first requests (as many as one batch
 /// holds), with outputs cut to `steps` tokens, so prefills of the workload's own prompt lengths and about `steps`
 /// decode steps run, and every warm-up request finishes (an engine frees whatever it holds for them before the
@@ -117,11 +120,8 @@ impl ProfileMemory {
 /// step too. Each kind of step the workload will take is then taken once before anything is measured: an engine's
 /// first mixed step was seen to stall for milliseconds. `validate` warms each run's engine up with it, `calibrate`
 /// each serving burst's.
-/// Decode steps (about) of a warm-up: `validate`'s default, and `calibrate`'s before each serving burst.
-pub const WARMUP_STEPS: u32 = 8;
-
 pub fn warmup_of(workload: &Workload, max_batch_size: u32, steps: u32) -> Workload {
-    let n = (max_batch_size as usize).clamp(1, workload.requests.len());
+    let n = (max_batch_size as usize).max(1).min(workload.requests.len());
     let requests = workload.requests[..n]
         .iter()
         .enumerate()
