@@ -183,13 +183,7 @@ fn close(engine: Engine, memory: &mut Vec<EngineMemorySample>) -> (Gpu, Result<(
     let sizing = sizing(engine.config(), engine.spec());
     let (gpu, measured) = engine.close();
     let kept = measured.map_err(EngineError::from).map(|m| {
-        tracing::info!(
-            measured_mib = m.measured as f64 / f64::from(1 << 20),
-            computed_mib = m.computed as f64 / f64::from(1 << 20),
-            computed_mapped_mib = m.computed_mapped() as f64 / f64::from(1 << 20),
-            overhead_mib = m.runtime_overhead() as f64 / f64::from(1 << 20),
-            "engine workspace"
-        );
+        m.log();
         memory.push(EngineMemorySample {
             max_step_tokens: sizing.max_step_tokens,
             max_seqs: sizing.max_seqs,

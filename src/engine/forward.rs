@@ -274,6 +274,19 @@ impl WorkspaceMeasurement {
     pub fn kept_by_process(&self) -> u64 {
         self.used_after_release.saturating_sub(self.memory.used_before)
     }
+
+    /// Logs the measurement beside what was computed (info level): `calibrate` and `validate` both log each engine's.
+    pub fn log(&self) {
+        let mib = |b: u64| b as f64 / f64::from(1 << 20);
+        tracing::info!(
+            measured_mib = mib(self.measured),
+            computed_mib = mib(self.computed),
+            computed_mapped_mib = mib(self.computed_mapped()),
+            runtime_overhead_mib = mib(self.runtime_overhead()),
+            kept_by_process_mib = mib(self.kept_by_process()),
+            "engine workspace"
+        );
+    }
 }
 
 /// Where a step's wall time went.

@@ -205,13 +205,7 @@ impl MeasuredRun for EngineRun<'_> {
                 return None;
             }
         };
-        tracing::info!(
-            measured_mib = m.measured as f64 / f64::from(1 << 20),
-            computed_mib = m.computed as f64 / f64::from(1 << 20),
-            runtime_overhead_mib = m.runtime_overhead() as f64 / f64::from(1 << 20),
-            kept_by_process_mib = m.kept_by_process() as f64 / f64::from(1 << 20),
-            "engine workspace"
-        );
+        m.log();
         Some(MeasuredMemory {
             weight_bytes: m.memory.weights,
             kv_bytes: u64::from(self.peak_blocks) * block_bytes,
