@@ -10,7 +10,7 @@ use std::path::Path;
 
 use crate::gpu::{
     DecodePlan, DecodeShape, DecodeWorkspace, F16Buffer, Gpu, GpuError, I32Buffer, KvAppendShape, KvCacheMut, PagedKv,
-    PagedKvLayout, PrefillShape, Succession,
+    PagedKvLayout, PrefillShape, Staging, Succession,
 };
 use crate::model::{ActivationBuffers, BufferSize, EngineSizing, ModelError, ModelSpec, graph_partitions};
 use crate::sched::{ReqId, StepPlan};
@@ -409,6 +409,23 @@ impl Buffers {
     fn fits(&self, x: &StepInputs) -> bool {
         fits(self.rows, self.seqs, self.table_width, x)
     }
+
+    /// Staging for two steps' inputs (every input buffer full, and a decode split): one step's copies can still
+    /// be in flight while the next is written.
+    fn staging_len(&self) -> usize {
+        let inputs = [
+            &self.tokens,
+            &self.positions,
+            &self.slots,
+            &self.decode_context,
+            &self.decode_tables,
+            &self.prefill_cu,
+            &self.prefill_context,
+            &self.prefill_tables,
+            &self.sample_rows,
+        ];
+        2 * (inputs.iter().map(|b| b.len()).sum::<usize>() + 2)
+    }
 }
 
 /// A zeroed fp16 buffer of `size` (which must be of 2-byte elements).
@@ -499,6 +516,8 @@ pub struct Engine {
     decode_ws: DecodeWorkspace,
     /// The split of a graphed decode step's attention ({partitions, tokens each}), written before each replay.
     decode_split: I32Buffer,
+    /// Page-locked memory the step inputs are copied to the GPU from ([`Buffers::staging_len`]).
+    staging: Staging,
     memory: EngineMemory,
     stopwatch: Option<crate::gpu::Stopwatch>,
     /// Decode graphs by bucket.
@@ -642,7 +661,7 @@ impl Engine {
             WeightSource::Host(host) => GpuWeights::upload(&gpu, &spec, host)?,
         };
         let used_after_weights = used_now(&gpu)?;
-        let bufs = Buffers::new(&gpu, &workspace.buffers)?;
+        let mut bufs = Buffers::new(&gpu, &workspace.buffers)?;
         let used_after_buffers = used_now(&gpu)?;
         let layout = PagedKvLayout {
             num_blocks: num_blocks as usize,
@@ -657,13 +676,12 @@ impl Engine {
             v.push(gpu.zeros::<u16>(layout.elements())?);
         }
         let used_after_kv = used_now(&gpu)?;
-        if config.gemm.default == GemmBackend::Cublas
-            || config.gemm.rules.iter().any(|r| r.backend == GemmBackend::Cublas)
-        {
-            // Create cuBLAS's handle (and its workspace) now, not in the first step's time. It stays with the GPU
-            // handle for later engines, so it is not this engine's workspace (see `WorkspaceMeasurement`).
-            let mut y = gpu.zeros::<u16>(8 * 8)?;
-            gpu.gemm_cublas(&bufs.normed, &weights.final_norm, &mut y, (1, 1, 8))?;
+        // cuBLAS's handle, its workspace and the kernels it picks are created and loaded now, not in a step's time.
+        // They stay with the GPU handle for later engines, so they are not this engine's workspace (see
+        // `WorkspaceMeasurement`).
+        let warmed = warm_cublas(&gpu, &config.gemm, &spec, &weights, &mut bufs)?;
+        if warmed > 0 {
+            tracing::debug!(shapes = warmed, "cuBLAS shapes warmed");
         }
         let used_after_setup = used_now(&gpu)?;
         let memory = EngineMemory {
@@ -693,6 +711,7 @@ impl Engine {
         );
         let seqs = Sequences::new(config.block_size, num_blocks, spec.vocab, config.prompt_seed);
         let gpu_split = i32_buffer(&gpu, workspace.buffers.decode_split)?;
+        let staging = gpu.staging(bufs.staging_len())?;
         let stopwatch = if config.time_gpu { Some(gpu.stopwatch()?) } else { None };
         let mut engine = Self {
             gpu,
@@ -704,6 +723,7 @@ impl Engine {
             bufs,
             decode_ws: DecodeWorkspace::new(),
             decode_split: gpu_split,
+            staging,
             memory,
             stopwatch,
             graphs: std::collections::HashMap::new(),
@@ -773,7 +793,7 @@ impl Engine {
             (most, shape.max_context_len.div_ceil(most))
         };
         self.gpu
-            .write_prefix(&[parts as i32, size as i32], &mut self.decode_split)
+            .write_prefix_staged(&mut self.staging, &[parts as i32, size as i32], &mut self.decode_split)
     }
 
     /// Uploads the padded step `x` and runs it once as usual (every workspace then has its size, and its result
@@ -781,9 +801,9 @@ impl Engine {
     /// partitions ([`Engine::bucket_parts`]). The attention split must have been written ([`Engine::write_split`]).
     fn capture(&mut self, b: usize, x: &StepInputs, parts: usize) -> Result<(), EngineError> {
         self.upload_inputs(x)?;
-        self.forward(x, Some(parts))?;
+        self.forward(x, Some(parts), &mut HostProbe::new())?;
         self.gpu.begin_capture()?;
-        let issued = self.forward(x, Some(parts));
+        let issued = self.forward(x, Some(parts), &mut HostProbe::new());
         let graph = self.gpu.end_capture(issued, self.config.succession)?;
         self.graphs.insert(
             b,
@@ -912,7 +932,9 @@ impl Engine {
             }
             return Ok(StepOutput::default());
         }
+        let mut probe = HostProbe::new();
         let x = self.seqs.prepare(plan)?;
+        probe.mark("prepare");
         if !self.bufs.fits(&x) {
             let seqs = x.decodes().max(x.chunks()).max(x.sample_rows.len());
             let width = x.decode_blocks_per_seq.max(x.prefill_blocks_per_seq);
@@ -932,6 +954,7 @@ impl Engine {
             // The graphs hold the old buffers' addresses.
             self.graphs.clear();
             self.bufs = Buffers::new(&self.gpu, &sizes)?;
+            self.staging = self.gpu.staging(self.bufs.staging_len())?;
             self.memory.buffers = sizes.bytes();
         }
         if let Some(w) = &self.stopwatch {
@@ -952,7 +975,9 @@ impl Engine {
                 self.write_split(&x, parts)?;
                 if current {
                     self.upload_inputs(&p)?;
+                    probe.mark("upload");
                     self.graphs[&b].graph.launch()?;
+                    probe.mark("graph launch");
                 } else {
                     // A workspace moved (or the buffers were reallocated): this step captures the graph anew.
                     self.capture(b, &p, parts)?;
@@ -960,7 +985,8 @@ impl Engine {
             }
             None => {
                 self.upload_inputs(&x)?;
-                self.forward(&x, None)?;
+                probe.mark("upload");
+                self.forward(&x, None, &mut probe)?;
             }
         }
         if let Some(w) = &self.stopwatch {
@@ -982,6 +1008,8 @@ impl Engine {
             issue_us = issue_ns / 1000,
             total_us = total_ns / 1000,
             gpu_us = gpu_ns.map(|g| g / 1000),
+            slowest_call = probe.slowest.1,
+            slowest_call_us = probe.slowest.0.as_micros() as u64,
             "engine step"
         );
         let logits = if want_logits {
@@ -1014,26 +1042,26 @@ impl Engine {
     }
 
     fn upload_inputs(&mut self, x: &StepInputs) -> Result<(), GpuError> {
-        let (g, b) = (&self.gpu, &mut self.bufs);
-        g.write_prefix(&x.tokens, &mut b.tokens)?;
-        g.write_prefix(&x.positions, &mut b.positions)?;
-        g.write_prefix(&x.slots, &mut b.slots)?;
+        let (g, b, st) = (&self.gpu, &mut self.bufs, &mut self.staging);
+        g.write_prefix_staged(st, &x.tokens, &mut b.tokens)?;
+        g.write_prefix_staged(st, &x.positions, &mut b.positions)?;
+        g.write_prefix_staged(st, &x.slots, &mut b.slots)?;
         if x.decodes() > 0 {
-            g.write_prefix(&x.decode_context, &mut b.decode_context)?;
-            g.write_prefix(&x.decode_tables, &mut b.decode_tables)?;
+            g.write_prefix_staged(st, &x.decode_context, &mut b.decode_context)?;
+            g.write_prefix_staged(st, &x.decode_tables, &mut b.decode_tables)?;
         }
         if x.chunks() > 0 {
-            g.write_prefix(&x.prefill_cu, &mut b.prefill_cu)?;
-            g.write_prefix(&x.prefill_context, &mut b.prefill_context)?;
-            g.write_prefix(&x.prefill_tables, &mut b.prefill_tables)?;
+            g.write_prefix_staged(st, &x.prefill_cu, &mut b.prefill_cu)?;
+            g.write_prefix_staged(st, &x.prefill_context, &mut b.prefill_context)?;
+            g.write_prefix_staged(st, &x.prefill_tables, &mut b.prefill_tables)?;
         }
-        g.write_prefix(&x.sample_rows, &mut b.sample_rows)?;
+        g.write_prefix_staged(st, &x.sample_rows, &mut b.sample_rows)?;
         Ok(())
     }
 
     /// Issues every kernel of the step on the GPU's stream (nothing waits here). `graph_parts`: the step is a
     /// decode graph's, whose attention grid covers that many partitions and reads its split from the device.
-    fn forward(&mut self, x: &StepInputs, graph_parts: Option<usize>) -> Result<(), GpuError> {
+    fn forward(&mut self, x: &StepInputs, graph_parts: Option<usize>, probe: &mut HostProbe) -> Result<(), GpuError> {
         let Self {
             gpu,
             spec,
@@ -1053,8 +1081,10 @@ impl Engine {
         let layout = kv.layout;
 
         gpu.embedding(&b.tokens, &weights.embedding, &mut b.residual, t, (vocab, h))?;
+        probe.mark("embedding");
         let first_norm = weights.layers.first().map_or(&weights.final_norm, |l| &l.input_norm);
         gpu.rmsnorm(&b.residual, first_norm, &mut b.normed, t, h, eps)?;
+        probe.mark("rmsnorm");
         for (l, w) in weights.layers.iter().enumerate() {
             gemm(
                 gpu,
@@ -1066,6 +1096,7 @@ impl Engine {
                 &mut b.qkv,
                 (t, qkv, h),
             )?;
+            probe.mark("qkv gemm");
             let shape = KvAppendShape {
                 tokens: t,
                 q_heads: qh,
@@ -1077,6 +1108,7 @@ impl Engine {
                 v: &mut kv.v[l],
             };
             gpu.kv_append_rope(&shape, &b.qkv, &b.positions, &b.slots, &mut b.q, cache)?;
+            probe.mark("kv append");
             let paged = |block_tables, max_blocks_per_seq| PagedKv {
                 layout,
                 k: &kv.k[l],
@@ -1110,6 +1142,7 @@ impl Engine {
                     }
                     None => gpu.attention_decode(&shape, &b.q, &paged, &b.decode_context, &mut b.attn, decode_ws)?,
                 }
+                probe.mark("decode attention");
             }
             if x.chunks() > 0 {
                 let paged = paged(&b.prefill_tables, x.prefill_blocks_per_seq);
@@ -1120,9 +1153,12 @@ impl Engine {
                     max_chunk_len: x.max_chunk,
                 };
                 gpu.attention_prefill(&shape, &b.q, &paged, &b.prefill_cu, &b.prefill_context, &mut b.attn)?;
+                probe.mark("prefill attention");
             }
             gemm(gpu, policy, GemmOp::O, &b.attn, &w.o, None, &mut b.proj, (t, h, q_dim))?;
+            probe.mark("o gemm");
             gpu.add_rmsnorm_eps(&b.proj, &mut b.residual, &w.post_norm, &mut b.normed, (t, h), eps)?;
+            probe.mark("add rmsnorm");
             gemm(
                 gpu,
                 policy,
@@ -1133,7 +1169,9 @@ impl Engine {
                 &mut b.gate_up,
                 (t, 2 * inter, h),
             )?;
+            probe.mark("gate_up gemm");
             gpu.silu_mul(&b.gate_up, &mut b.act, t, inter)?;
+            probe.mark("silu mul");
             gemm(
                 gpu,
                 policy,
@@ -1144,8 +1182,10 @@ impl Engine {
                 &mut b.proj,
                 (t, h, inter),
             )?;
+            probe.mark("down gemm");
             let next_norm = weights.layers.get(l + 1).map_or(&weights.final_norm, |n| &n.input_norm);
             gpu.add_rmsnorm_eps(&b.proj, &mut b.residual, next_norm, &mut b.normed, (t, h), eps)?;
+            probe.mark("add rmsnorm");
         }
         let s = x.sample_rows.len();
         if s > 0 {
@@ -1161,9 +1201,77 @@ impl Engine {
                 &mut b.logits,
                 (s, vocab, h),
             )?;
+            probe.mark("lm_head gemm");
             gpu.argmax(&b.logits, &mut b.sampled, s, vocab)?;
+            probe.mark("argmax");
         }
         Ok(())
+    }
+}
+
+/// Row counts an engine warms its cuBLAS GEMMs at, up to `max`: every count to 256, every 8th to 1024, every
+/// 32nd beyond, and `max` itself. cuBLAS's heuristic changes kernels at a few row counts (on tile boundaries), so
+/// this grid meets the kernels a step of any row count runs.
+fn warm_rows(max: usize) -> impl Iterator<Item = usize> {
+    (1..=max).filter(move |&m| m <= 256 || (m <= 1024 && m % 8 == 0) || m % 32 == 0 || m == max)
+}
+
+/// Runs each of the model's GEMMs that the policy sends to cuBLAS once at every row count of [`warm_rows`] the
+/// buffers hold, skipping shapes this GPU handle has run (see [`Gpu::warm_cublas`]); how many it ran. The first layer's
+/// weights serve for all layers (they share shapes).
+fn warm_cublas(
+    gpu: &Gpu,
+    policy: &GemmPolicy,
+    spec: &ModelSpec,
+    w: &GpuWeights,
+    b: &mut Buffers,
+) -> Result<usize, GpuError> {
+    let Some(layer) = w.layers.first() else {
+        return Ok(0);
+    };
+    let (h, inter, vocab) = (spec.hidden as usize, spec.intermediate as usize, spec.vocab as usize);
+    let (rows, sampled) = (b.rows, b.seqs.min(b.rows));
+    let mut warmed = 0;
+    for op in [GemmOp::Qkv, GemmOp::O, GemmOp::GateUp, GemmOp::Down, GemmOp::LmHead] {
+        // Into the buffers the step writes the same product to (nothing is in them yet).
+        let (x, weight, y, n, k, most) = match op {
+            GemmOp::Qkv => (&b.normed, &layer.qkv, &mut b.qkv, qkv_dim(spec), h, rows),
+            GemmOp::O => (&b.attn, &layer.o, &mut b.proj, h, spec.q_dim() as usize, rows),
+            GemmOp::GateUp => (&b.normed, &layer.gate_up, &mut b.gate_up, 2 * inter, h, rows),
+            GemmOp::Down => (&b.act, &layer.down, &mut b.proj, h, inter, rows),
+            GemmOp::LmHead => (&b.final_rows, w.lm_head(), &mut b.logits, vocab, h, sampled),
+        };
+        for m in warm_rows(most).filter(|&m| policy.backend(op, m) == GemmBackend::Cublas) {
+            warmed += usize::from(gpu.warm_cublas(x, weight, y, (m, n, k))?);
+        }
+    }
+    Ok(warmed)
+}
+
+/// The host's slowest call of a step's issue, for the debug trace (a step that took milliseconds to issue names the
+/// call that did: an allocation, a library loading a kernel, a blocked launch queue).
+#[derive(Clone, Copy, Debug)]
+struct HostProbe {
+    last: std::time::Instant,
+    slowest: (std::time::Duration, &'static str),
+}
+
+impl HostProbe {
+    fn new() -> HostProbe {
+        HostProbe {
+            last: std::time::Instant::now(),
+            slowest: (std::time::Duration::ZERO, "none"),
+        }
+    }
+
+    /// Ends the call named `what` (the time since the previous mark).
+    fn mark(&mut self, what: &'static str) {
+        let now = std::time::Instant::now();
+        let took = now - self.last;
+        if took > self.slowest.0 {
+            self.slowest = (took, what);
+        }
+        self.last = now;
     }
 }
 
@@ -1194,6 +1302,16 @@ fn gemm(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cublas_is_warmed_at_every_small_row_count_and_on_a_coarser_grid_beyond() {
+        let rows: Vec<usize> = warm_rows(2000).collect();
+        assert!((1..=256).all(|m| rows.contains(&m)));
+        assert!(rows.contains(&264) && !rows.contains(&260) && rows.contains(&1024));
+        assert!(rows.contains(&1056) && !rows.contains(&1032) && rows.contains(&2000));
+        assert!(rows.windows(2).all(|w| w[0] < w[1] && w[1] - w[0] <= 32));
+        assert_eq!(warm_rows(3).collect::<Vec<_>>(), vec![1, 2, 3]);
+    }
 
     #[test]
     fn gemm_policy_takes_the_first_matching_rule() {

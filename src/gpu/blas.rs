@@ -23,6 +23,26 @@ impl Gpu {
         Ok(self.blas.get().expect("just set"))
     }
 
+    /// [`Gpu::gemm_cublas`] of `dims`, unless this context already ran that shape; whether it ran. cuBLAS loads the
+    /// kernel its heuristic picks for a shape when the shape first runs (CUDA loads modules lazily), and that takes
+    /// milliseconds of host time: an engine warms the shapes its steps will run before it serves, so that no step
+    /// pays for it (steps seen on an H100 took 5–16 ms to issue instead of 2 ms, each paying for a few loads).
+    pub fn warm_cublas(
+        &self,
+        x: &CudaSlice<u16>,
+        w: &CudaSlice<u16>,
+        y: &mut CudaSlice<u16>,
+        dims: (usize, usize, usize),
+    ) -> Result<bool, GpuError> {
+        let mut warmed = self.cublas_warmed.lock().unwrap_or_else(|e| e.into_inner());
+        if warmed.contains(&dims) {
+            return Ok(false);
+        }
+        self.gemm_cublas(x, w, y, dims)?;
+        warmed.insert(dims);
+        Ok(true)
+    }
+
     /// `y[m, n] = x[m, k] . w[n, k]^T` through cuBLAS (fp16 in and out, f32 accumulation, default algorithm).
     pub fn gemm_cublas(
         &self,

@@ -60,7 +60,7 @@ use half::f16;
 use half::slice::HalfFloatSliceExt;
 
 pub use compile::{CompileTarget, kernel_source_hash};
-pub use engine_ops::{init_uniform_value, mix64};
+pub use engine_ops::{Staging, init_uniform_value, mix64};
 pub use gemm::{GemmPlan, GemmTile};
 pub use kernels::{KernelId, Kernels};
 pub use ops::{
@@ -259,6 +259,8 @@ pub struct Gpu {
     scratch: std::sync::Mutex<Option<CudaSlice<f32>>>,
     /// Bumped whenever `scratch` is reallocated (see [`Gpu::scratch_generation`]).
     scratch_generation: std::sync::atomic::AtomicU64,
+    /// The (m, n, k) cuBLAS GEMMs this context has run once (see [`Gpu::warm_cublas`]).
+    cublas_warmed: std::sync::Mutex<std::collections::HashSet<(usize, usize, usize)>>,
 }
 
 impl std::fmt::Debug for Gpu {
@@ -302,6 +304,7 @@ impl Gpu {
                 blas: std::sync::OnceLock::new(),
                 scratch: std::sync::Mutex::new(None),
                 scratch_generation: std::sync::atomic::AtomicU64::new(0),
+                cublas_warmed: std::sync::Mutex::new(std::collections::HashSet::new()),
             })
         })
     }
