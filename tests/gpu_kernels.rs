@@ -227,6 +227,32 @@ fn argmax_matches_reference() {
     }
 }
 
+#[test]
+#[ignore = "needs a CUDA GPU: cargo test --release --test gpu_kernels -- --ignored"]
+fn staged_copies_land_whole_while_the_ring_wraps() {
+    let g = gpu();
+    let (mut rng, seed) = rng("staged copies");
+    // A ring of 100 values: the copies below wrap it many times, each queued without waiting, so a region written
+    // again before its earlier copy ran would show up as a wrong prefix.
+    let mut staging = g.staging(100).unwrap();
+    let mut devs: Vec<_> = (0..4).map(|_| g.upload(&vec![-1i32; 64]).unwrap()).collect();
+    let mut want = vec![vec![-1i32; 64]; 4];
+    for round in 0..50 {
+        for (d, (dev, want)) in devs.iter_mut().zip(&mut want).enumerate() {
+            let n = rng.random_range(0..=64usize);
+            let host: Vec<i32> = (0..n).map(|i| (round * 1000 + d * 100 + i) as i32).collect();
+            g.write_prefix_staged(&mut staging, &host, dev).unwrap();
+            want[..n].copy_from_slice(&host);
+        }
+    }
+    for (d, (dev, want)) in devs.iter().zip(&want).enumerate() {
+        assert_eq!(&g.download(dev).unwrap(), want, "buffer {d} (seed {seed})");
+    }
+    // More than the ring holds, or than the buffer holds, is refused.
+    assert!(g.write_prefix_staged(&mut staging, &[0; 101], &mut devs[0]).is_err());
+    assert!(g.write_prefix_staged(&mut staging, &[0; 65], &mut devs[0]).is_err());
+}
+
 /// A paged cache full of random values, each sequence owning a random set of distinct blocks.
 struct RandomCache {
     layout: PagedKvLayout,
