@@ -3,7 +3,9 @@
 //! in its token count, per step kind) and the tail that follows the last of host and GPU work (per kind, the
 //! median residual against the op tables' prediction).
 
-use super::profile::{EngineMemorySample, EngineStepSample, EngineSteps, Profile, StepKind, StepKindModel};
+use super::profile::{
+    EngineMemorySample, EngineStepSample, EngineSteps, Profile, SampledPlan, StepKind, StepKindModel,
+};
 use crate::engine::forward::sizing;
 use crate::engine::{
     Engine, EngineConfig, EngineError, GRAPH_BUCKETS, GemmBackend, GemmOp, GemmPolicy, GemmRule, StepTiming,
@@ -279,6 +281,7 @@ fn sample_of(plan: &StepPlan, cost: Option<&CalibratedCost>, timings: &[StepTimi
         wall_us: median(&|t| t.total_ns as f64 / 1e3),
         kernels_us: cost.map_or(0.0, |c| c.kernels_us(plan, &shape)),
         graph_rows: timings.first().and_then(|t| t.graph_rows).unwrap_or(0) as u32,
+        plan: Some(SampledPlan::of(plan)),
     }
 }
 
@@ -486,20 +489,39 @@ pub fn fit(samples: Vec<EngineStepSample>, graph_buckets: Vec<u32>) -> EngineSte
     }
 }
 
-/// The step model fitted again to a profile's own measured steps (what `calibrate` would fit to them now).
-pub fn refit(profile: &mut Profile) -> bool {
-    match profile.engine.take() {
-        Some(e) => {
-            // The memory measured with the steps is kept as it is: there is nothing to fit.
-            profile.engine = Some(EngineSteps {
-                runtime_overhead_bytes: e.runtime_overhead_bytes,
-                memory_samples: e.memory_samples,
-                ..fit(e.samples, e.graph_buckets)
-            });
-            true
+/// The step model fitted again to a profile's own measured steps (what `calibrate` would fit to them now): each
+/// sample that kept its plan is priced again by this batchlab's cost model first (`kernels_us`), the others keep
+/// the pricing they were measured with.
+pub fn refit(profile: &mut Profile) -> Result<bool, String> {
+    let Some(e) = profile.engine.as_ref() else {
+        return Ok(false);
+    };
+    let model = profile.fingerprint.model.clone();
+    let cost = CalibratedCost::new(profile, &model, "calibration")?
+        .with_graphs(e.graph_buckets.clone(), Some(ENGINE_SEQS as u32));
+    let kernels: Vec<Option<f64>> = e
+        .samples
+        .iter()
+        .map(|s| {
+            s.plan.as_ref().map(|p| {
+                let plan = p.plan();
+                cost.kernels_us(&plan, &plan.shape())
+            })
+        })
+        .collect();
+    let mut e = profile.engine.take().expect("checked above");
+    for (s, k) in e.samples.iter_mut().zip(kernels) {
+        if let Some(k) = k {
+            s.kernels_us = k;
         }
-        None => false,
     }
+    // The memory measured with the steps is kept as it is: there is nothing to fit.
+    profile.engine = Some(EngineSteps {
+        runtime_overhead_bytes: e.runtime_overhead_bytes,
+        memory_samples: e.memory_samples,
+        ..fit(e.samples, e.graph_buckets)
+    });
+    Ok(true)
 }
 
 fn tokens(s: &EngineStepSample) -> f64 {
@@ -573,7 +595,85 @@ mod tests {
             wall_us: wall,
             kernels_us: kernels,
             graph_rows: 0,
+            plan: None,
         }
+    }
+
+    #[test]
+    fn a_sampled_plan_prices_as_the_plan_it_was_taken_from() {
+        let plan = StepPlan::new(
+            vec![
+                PrefillChunk {
+                    id: 7,
+                    offset: 256,
+                    len: 64,
+                    padding: 0,
+                    samples: true,
+                },
+                PrefillChunk {
+                    id: 9,
+                    offset: 0,
+                    len: 512,
+                    padding: 100,
+                    samples: false,
+                },
+            ],
+            vec![
+                DecodeSeq {
+                    id: 3,
+                    context: 700,
+                    emits: true,
+                },
+                DecodeSeq {
+                    id: 4,
+                    context: 90,
+                    emits: false,
+                },
+            ],
+        );
+        let again = SampledPlan::of(&plan).plan();
+        assert_eq!(again.shape(), plan.shape());
+        assert_eq!((again.prefills.len(), again.decodes.len()), (2, 2));
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("calibration/h100-80gb-hbm3/qwen2.5-0.5b.json");
+        let profile = Profile::load(&path).unwrap();
+        let model = profile.fingerprint.model.clone();
+        let cost = CalibratedCost::new(&profile, &model, "test").unwrap();
+        assert_eq!(
+            cost.kernels_us(&again, &again.shape()),
+            cost.kernels_us(&plan, &plan.shape())
+        );
+        // It survives the profile's JSON.
+        let sample = EngineStepSample {
+            plan: Some(SampledPlan::of(&plan)),
+            ..sample(StepKind::Mixed, 2, 576, 2000.0, 3000.0, 3100.0)
+        };
+        let json = serde_json::to_string(&sample).unwrap();
+        assert_eq!(serde_json::from_str::<EngineStepSample>(&json).unwrap(), sample);
+    }
+
+    #[test]
+    fn a_refit_prices_the_samples_that_kept_their_plan_again_and_leaves_the_others() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("calibration/h100-80gb-hbm3/qwen2.5-0.5b.json");
+        let mut profile = Profile::load(&path).unwrap();
+        let engine = profile.engine.as_mut().unwrap();
+        // The first sample with a plan priced as nothing; the second without one, its pricing kept.
+        let plan = StepPlan::new(Vec::new(), (0..4).map(|i| DecodeSeq::emitting(i, 300)).collect());
+        engine.samples[0].plan = Some(SampledPlan::of(&plan));
+        engine.samples[0].kernels_us = 0.0;
+        engine.samples[1].plan = None;
+        let kept = engine.samples[1].kernels_us;
+        let buckets = engine.graph_buckets.clone();
+        assert_eq!(refit(&mut profile), Ok(true));
+        let model = profile.fingerprint.model.clone();
+        let cost = CalibratedCost::new(&profile, &model, "test")
+            .unwrap()
+            .with_graphs(buckets, Some(ENGINE_SEQS as u32));
+        let samples = &profile.engine.as_ref().unwrap().samples;
+        assert_eq!(samples[0].kernels_us, cost.kernels_us(&plan, &plan.shape()));
+        assert!(samples[0].kernels_us > 0.0);
+        assert_eq!(samples[1].kernels_us, kept);
     }
 
     #[test]
@@ -605,7 +705,7 @@ mod tests {
             computed_workspace_bytes: 364 << 20,
         }];
         let measured = profile.clone();
-        assert!(refit(&mut profile));
+        assert_eq!(refit(&mut profile), Ok(true));
         let (a, b) = (profile.engine.as_ref().unwrap(), measured.engine.as_ref().unwrap());
         assert_eq!(
             (a.runtime_overhead_bytes, &a.memory_samples),

@@ -6,6 +6,7 @@
 
 use super::interp::{Curve, Surface};
 use crate::model::ModelSpec;
+use crate::sched::{DecodeSeq, PrefillChunk, StepPlan};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -141,6 +142,57 @@ pub struct EngineStepSample {
     /// The rows of the decode graph it replayed (its bucket); 0: it was not one.
     #[serde(default)]
     pub graph_rows: u32,
+    /// The step itself, so that `refit-profile` prices it again with this batchlab's cost model (`kernels_us` is
+    /// the pricing of the batchlab that measured it). Absent from profiles measured before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<SampledPlan>,
+}
+
+/// As much of a step's plan as prices it: each decode's context and whether it emits, each prefill chunk's cached
+/// tokens, length, padding and whether it samples (request ids are not kept).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SampledPlan {
+    /// (context, emits) of each decode.
+    pub decodes: Vec<(u32, bool)>,
+    /// (offset, len, padding, samples) of each prefill chunk.
+    pub prefills: Vec<(u32, u32, u32, bool)>,
+}
+
+impl SampledPlan {
+    pub fn of(plan: &StepPlan) -> SampledPlan {
+        SampledPlan {
+            decodes: plan.decodes.iter().map(|d| (d.context, d.emits)).collect(),
+            prefills: plan
+                .prefills
+                .iter()
+                .map(|c| (c.offset, c.len, c.padding, c.samples))
+                .collect(),
+        }
+    }
+
+    /// The plan again, its requests numbered in order (chunks first, then decodes).
+    pub fn plan(&self) -> StepPlan {
+        let chunks = self.prefills.len() as u32;
+        StepPlan::new(
+            self.prefills
+                .iter()
+                .zip(0..)
+                .map(|(&(offset, len, padding, samples), id)| PrefillChunk {
+                    id,
+                    offset,
+                    len,
+                    padding,
+                    samples,
+                })
+                .collect(),
+            self.decodes
+                .iter()
+                .zip(chunks..)
+                .map(|(&(context, emits), id)| DecodeSeq { id, context, emits })
+                .collect(),
+        )
+    }
 }
 
 impl EngineSteps {

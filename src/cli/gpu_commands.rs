@@ -219,7 +219,7 @@ pub fn refit_profile(args: RefitArgs) -> Result<(), CliError> {
             args.profile.display()
         )));
     };
-    engine_steps::refit(&mut profile);
+    engine_steps::refit(&mut profile).map_err(|e| input(format!("{}: {e}", args.profile.display())))?;
     let after = engine_steps_report(profile.engine.as_ref().expect("refitted"), None);
     write(&args.profile, &profile.to_json())?;
     println!("before:\n{before}\nafter:\n{after}\nwrote {}", args.profile.display());

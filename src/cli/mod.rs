@@ -94,7 +94,9 @@ pub enum Command {
     /// `calibrate --check` writes), per op: median, p95 and largest relative error.
     CheckProfile(CompareArgs),
     /// Fit a profile's engine step model again to the engine steps it measured (stored in the profile), as this
-    /// batchlab's `calibrate` fits them, and rewrite the file; prints the model before and after. No GPU needed.
+    /// batchlab's `calibrate` fits them, and rewrite the file; prints the model before and after. Steps stored with
+    /// their plan (profiles calibrated by this version on) are first priced again by this batchlab's cost model, so
+    /// a change to the cost model can be fitted without a GPU. No GPU needed.
     RefitProfile(RefitArgs),
 }
 
