@@ -55,6 +55,7 @@ pub fn run(command: Command) -> Result<(), CliError> {
         Command::BenchEngine(args) => gpu_commands::bench_engine(args),
         Command::CompareProfiles(args) => gpu_commands::compare_profiles(args),
         Command::CheckProfile(args) => gpu_commands::check_profile(args),
+        Command::CompareSummaries(args) => gpu_commands::compare_summaries(args),
         Command::RefitProfile(args) => gpu_commands::refit_profile(args),
         Command::Validate(args) => validate_command::validate(args),
         Command::BaselineReport(args) => baseline_report(args),

@@ -274,6 +274,37 @@ pub fn bench_kernels(args: BenchKernelsArgs) -> Result<(), CliError> {
     Ok(())
 }
 
+/// A folder's `summary.json` (or the file itself) as its rows.
+fn summary_rows(path: &Path) -> Result<Vec<serde_json::Value>, CliError> {
+    let file = if path.is_dir() {
+        path.join("summary.json")
+    } else {
+        path.to_path_buf()
+    };
+    let text = std::fs::read_to_string(&file).map_err(|e| input(format!("cannot read {}: {e}", file.display())))?;
+    serde_json::from_str(&text).map_err(|e| input(format!("{} is not a summary.json: {e}", file.display())))
+}
+
+pub fn compare_summaries(args: CompareArgs) -> Result<(), CliError> {
+    let measured = summary_rows(&args.first)?;
+    let simulated = summary_rows(&args.second)?;
+    let metrics = crate::validate::compare::compare_summary_rows(&measured, &simulated).map_err(input)?;
+    let percent = |v: Option<f64>| v.map_or("—".to_owned(), |v| format!("{:.2}%", 100.0 * v));
+    println!("| metric | runs | median | p95 | max | verdict |\n|---|---:|---:|---:|---:|---|");
+    for m in &metrics {
+        println!(
+            "| {} | {} | {} | {} | {} | {} |",
+            m.metric,
+            m.runs,
+            percent(m.median),
+            percent(m.p95),
+            percent(m.max),
+            m.verdict.map_or("", |v| v.as_str())
+        );
+    }
+    Ok(())
+}
+
 pub fn compare_profiles(args: CompareArgs) -> Result<(), CliError> {
     let a = Profile::load(&args.first).map_err(input)?;
     let b = Profile::load(&args.second).map_err(input)?;

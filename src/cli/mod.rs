@@ -90,6 +90,12 @@ pub enum Command {
     /// Compare two calibration profiles of the same grid: per table, how many points agree within the measured
     /// spread.
     CompareProfiles(CompareArgs),
+    /// Compare the headline metrics of two summaries of the same runs, run by run: a `validate` folder (measured)
+    /// and a `simulate` folder (simulated) of the same scenario, for example after refitting a profile or changing
+    /// the cost model (`simulate` reproduces `validate`'s simulated side), without a GPU. Prints per metric the
+    /// median, p95 and largest relative error and the verdict against the targets. Example: batchlab
+    /// compare-summaries reports/seed-matrix-h100-validated out/seed-matrix
+    CompareSummaries(CompareArgs),
     /// Report how well a profile predicts the points of an offset grid (the <model>.offset.json that
     /// `calibrate --check` writes), per op: median, p95 and largest relative error.
     CheckProfile(CompareArgs),

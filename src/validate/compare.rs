@@ -491,6 +491,15 @@ impl ValidationSummary {
     }
 }
 
+/// A headline metric's verdict from its median and p95 error against [`TARGET_MEDIAN`] and [`TARGET_P95`].
+fn verdict_of(median: Option<f64>, p95: Option<f64>) -> Verdict {
+    match (median, p95) {
+        (Some(med), Some(p)) if med <= TARGET_MEDIAN && p <= TARGET_P95 => Verdict::Pass,
+        (Some(_), Some(_)) => Verdict::Fail,
+        _ => Verdict::NoData,
+    }
+}
+
 fn median_p95_max(mut values: Vec<f64>) -> (Option<f64>, Option<f64>, Option<f64>) {
     if values.is_empty() {
         return (None, None, None);
@@ -538,12 +547,7 @@ pub fn aggregate(runs: &[RunValidation]) -> ValidationSummary {
             let runs_with = errors.len() as u64;
             let (median, p95, max) = median_p95_max(errors);
             let headline = HEADLINE_METRICS.iter().any(|(m, _)| *m == name);
-            let judged = match (median, p95) {
-                (Some(med), Some(p)) if med <= TARGET_MEDIAN && p <= TARGET_P95 => Verdict::Pass,
-                (Some(_), Some(_)) => Verdict::Fail,
-                _ => Verdict::NoData,
-            };
-            let verdict = headline.then_some(judged);
+            let verdict = headline.then_some(verdict_of(median, p95));
             MetricAggregate {
                 metric: name,
                 runs: runs_with,
@@ -639,6 +643,70 @@ pub fn aggregate(runs: &[RunValidation]) -> ValidationSummary {
             })
             .collect(),
     }
+}
+
+/// The headline metrics of two summaries of the same runs compared run by run — `measured` from a `validate`
+/// folder's `summary.json`, `simulated` from a `simulate` folder's (for example after a change to the cost model or
+/// a refitted profile: `simulate` reproduces `validate`'s simulated side) — as [`aggregate`] judges them. Runs are
+/// matched by their `run` name; a run whose sweep settings differ, or that one side lacks, is an error.
+pub fn compare_summary_rows(
+    measured: &[serde_json::Value],
+    simulated: &[serde_json::Value],
+) -> Result<Vec<MetricAggregate>, String> {
+    let run_of = |row: &serde_json::Value| row.get("run").and_then(|r| r.as_str()).map(str::to_owned);
+    let number = |row: &serde_json::Value, metric: &str| row.get(metric).and_then(serde_json::Value::as_f64);
+    let mut errors: Vec<Vec<f64>> = vec![Vec::new(); HEADLINE_METRICS.len()];
+    for m in measured {
+        let run = run_of(m).ok_or("a measured row has no `run`")?;
+        let s = simulated
+            .iter()
+            .find(|s| run_of(s).as_deref() == Some(run.as_str()))
+            .ok_or_else(|| format!("run {run} is measured but not simulated"))?;
+        // Every column before the first outcome restates the run (scenario, seed, sweep settings, model, policy).
+        let settings = |row: &serde_json::Value| -> Vec<(String, serde_json::Value)> {
+            row.as_object()
+                .map(|o| {
+                    o.iter()
+                        .take_while(|(k, _)| k.as_str() != "requests")
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        if settings(m) != settings(s) {
+            return Err(format!(
+                "run {run} was run with other settings in the two summaries (not the same scenario?)"
+            ));
+        }
+        for (i, (metric, _)) in HEADLINE_METRICS.iter().enumerate() {
+            if let Some(e) = relative_error(number(m, metric), number(s, metric)) {
+                errors[i].push(e);
+            }
+        }
+    }
+    if simulated.len() != measured.len() {
+        return Err(format!(
+            "{} runs measured, {} simulated",
+            measured.len(),
+            simulated.len()
+        ));
+    }
+    Ok(HEADLINE_METRICS
+        .iter()
+        .zip(errors)
+        .map(|((metric, _), errors)| {
+            let runs = errors.len() as u64;
+            let (median, p95, max) = median_p95_max(errors);
+            MetricAggregate {
+                metric: (*metric).to_owned(),
+                runs,
+                median,
+                p95,
+                max,
+                verdict: Some(verdict_of(median, p95)),
+            }
+        })
+        .collect())
 }
 
 #[cfg(test)]

@@ -419,3 +419,40 @@ fn the_files_hold_what_was_compared_and_the_report_reads_them() {
     assert!(!out.join("validation.json").exists());
     assert!(crate::report::load_results(out).unwrap().validation.is_none());
 }
+
+#[test]
+fn summaries_compared_offline_judge_as_the_validation_did() {
+    let factors = Factors {
+        decode: 1.05,
+        prefill: 0.9,
+        mixed: 1.2,
+    };
+    let v = validate(BURST, &mut PerturbedBackend::new(factors), 4);
+    let dir = tempfile::tempdir().unwrap();
+    let rows = |name: &str, reports: Vec<crate::metrics::RunReport>| -> Vec<serde_json::Value> {
+        let out = dir.path().join(name);
+        std::fs::create_dir_all(&out).unwrap();
+        crate::report::write_summary(&out, &reports).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap()
+    };
+    let measured = rows("measured", v.runs.iter().map(|r| r.measured.clone()).collect());
+    let simulated = rows("simulated", v.runs.iter().map(|r| r.simulated.clone()).collect());
+    let offline = compare::compare_summary_rows(&measured, &simulated).unwrap();
+    assert_eq!(offline.len(), HEADLINE_METRICS.len());
+    for m in &offline {
+        let online = aggregate_of(&v, &m.metric);
+        assert_eq!((m.runs, m.verdict), (online.runs, online.verdict), "{}", m.metric);
+        for (a, b) in [(m.median, online.median), (m.p95, online.p95), (m.max, online.max)] {
+            assert!(close(a.unwrap(), b.unwrap()), "{}: {a:?} against {b:?}", m.metric);
+        }
+    }
+    assert!(
+        aggregate_of(&v, "itl_mean_ms").median.unwrap() > 0.01,
+        "the factors show"
+    );
+    // A run missing on one side, or run with other settings, is refused.
+    assert!(compare::compare_summary_rows(&measured, &simulated[1..]).is_err());
+    let mut other = simulated.clone();
+    other[0]["scheduler.policy"] = serde_json::json!("something else");
+    assert!(compare::compare_summary_rows(&measured, &other).is_err());
+}
