@@ -45,9 +45,7 @@ pub fn points() -> usize {
 pub fn measure(gpu: Gpu, profile: &Profile, on_point: &mut dyn FnMut(&str)) -> Result<(EngineSteps, Gpu), EngineError> {
     let model = profile.fingerprint.model.clone();
     let buckets: Vec<u32> = GRAPH_BUCKETS.iter().map(|&b| b as u32).collect();
-    let cost = CalibratedCost::new(profile, &model, "calibration")
-        .map_err(EngineError::Config)?
-        .with_graphs(buckets.clone(), Some(ENGINE_SEQS as u32));
+    let cost = sample_pricing(profile, buckets.clone()).map_err(EngineError::Config)?;
     let gemm = gemm_policy(profile).map_err(EngineError::Config)?;
     // Every engine configured as `validate` configures its engines (a KV cache of most of the free memory): the
     // gaps fitted here are those of the engines the step model predicts.
@@ -489,6 +487,13 @@ pub fn fit(samples: Vec<EngineStepSample>, graph_buckets: Vec<u32>) -> EngineSte
     }
 }
 
+/// The cost model a measured step is priced by (its `kernels_us`): `profile`'s op tables, decode steps replayed as the
+/// graphs of `graph_buckets` on an engine of [`ENGINE_SEQS`] sequences. `measure` and `refit` price alike.
+fn sample_pricing(profile: &Profile, graph_buckets: Vec<u32>) -> Result<CalibratedCost, String> {
+    let model = profile.fingerprint.model.clone();
+    Ok(CalibratedCost::new(profile, &model, "calibration")?.with_graphs(graph_buckets, Some(ENGINE_SEQS as u32)))
+}
+
 /// The step model fitted again to a profile's own measured steps (what `calibrate` would fit to them now): each
 /// sample that kept its plan is priced again by this batchlab's cost model first (`kernels_us`), the others keep
 /// the pricing they were measured with.
@@ -496,9 +501,7 @@ pub fn refit(profile: &mut Profile) -> Result<bool, String> {
     let Some(e) = profile.engine.as_ref() else {
         return Ok(false);
     };
-    let model = profile.fingerprint.model.clone();
-    let cost = CalibratedCost::new(profile, &model, "calibration")?
-        .with_graphs(e.graph_buckets.clone(), Some(ENGINE_SEQS as u32));
+    let cost = sample_pricing(profile, e.graph_buckets.clone())?;
     let kernels: Vec<Option<f64>> = e
         .samples
         .iter()
