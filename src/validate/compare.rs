@@ -655,6 +655,13 @@ pub fn compare_summary_rows(
 ) -> Result<Vec<MetricAggregate>, String> {
     let run_of = |row: &serde_json::Value| row.get("run").and_then(|r| r.as_str()).map(str::to_owned);
     let number = |row: &serde_json::Value, metric: &str| row.get(metric).and_then(serde_json::Value::as_f64);
+    if simulated.len() != measured.len() {
+        return Err(format!(
+            "{} runs measured, {} simulated",
+            measured.len(),
+            simulated.len()
+        ));
+    }
     let mut errors: Vec<Vec<f64>> = vec![Vec::new(); HEADLINE_METRICS.len()];
     for m in measured {
         let run = run_of(m).ok_or("a measured row has no `run`")?;
@@ -683,13 +690,6 @@ pub fn compare_summary_rows(
                 errors[i].push(e);
             }
         }
-    }
-    if simulated.len() != measured.len() {
-        return Err(format!(
-            "{} runs measured, {} simulated",
-            measured.len(),
-            simulated.len()
-        ));
     }
     Ok(HEADLINE_METRICS
         .iter()
