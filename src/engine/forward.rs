@@ -1251,8 +1251,10 @@ fn warm_cublas(
 
 /// The host's slowest call of a step's issue, for the debug trace (a step that took milliseconds to issue names the
 /// call that did: an allocation, a library loading a kernel, a blocked launch queue).
+/// It reads the clock only while that trace is on: a prefill step marks a few hundred calls.
 #[derive(Clone, Copy, Debug)]
 struct HostProbe {
+    on: bool,
     last: std::time::Instant,
     slowest: (std::time::Duration, &'static str),
 }
@@ -1260,6 +1262,7 @@ struct HostProbe {
 impl HostProbe {
     fn new() -> HostProbe {
         HostProbe {
+            on: tracing::enabled!(tracing::Level::DEBUG),
             last: std::time::Instant::now(),
             slowest: (std::time::Duration::ZERO, "none"),
         }
@@ -1267,6 +1270,9 @@ impl HostProbe {
 
     /// Ends the call named `what` (the time since the previous mark).
     fn mark(&mut self, what: &'static str) {
+        if !self.on {
+            return;
+        }
         let now = std::time::Instant::now();
         let took = now - self.last;
         if took > self.slowest.0 {
