@@ -105,6 +105,11 @@ impl GemmPolicy {
         }
     }
 
+    /// Whether any GEMM this policy runs goes to cuBLAS.
+    pub fn uses_cublas(&self) -> bool {
+        self.default == GemmBackend::Cublas || self.rules.iter().any(|r| r.backend == GemmBackend::Cublas)
+    }
+
     pub fn backend(&self, op: GemmOp, rows: usize) -> GemmBackend {
         self.rules
             .iter()
@@ -587,6 +592,11 @@ impl Engine {
             return Err(EngineError::Config(format!(
                 "the KV cache's share of free memory must be in (0, 1], got {fraction}"
             )));
+        }
+        // cuBLAS's handle and its workspace belong to the GPU handle (made once, kept for later engines): made
+        // before this engine's memory baseline, so that no engine counts them as its own.
+        if config.gemm.uses_cublas() {
+            gpu.prepare_cublas()?;
         }
         // Memory freed but not yet handed back (the allocator returns it when the stream is synchronised) is not
         // in use: wait for it.
@@ -1318,6 +1328,23 @@ mod tests {
         assert!(rows.contains(&1056) && !rows.contains(&1032) && rows.contains(&2000));
         assert!(rows.windows(2).all(|w| w[0] < w[1] && w[1] - w[0] <= 32));
         assert_eq!(warm_rows(3).collect::<Vec<_>>(), vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn a_policy_uses_cublas_by_default_or_by_any_rule() {
+        assert!(GemmPolicy::always(GemmBackend::Cublas).uses_cublas());
+        assert!(!GemmPolicy::always(GemmBackend::Ours).uses_cublas());
+        let rule = |backend| GemmRule {
+            op: GemmOp::Down,
+            max_rows: 64,
+            backend,
+        };
+        let ours_but = |backend| GemmPolicy {
+            default: GemmBackend::Ours,
+            rules: vec![rule(GemmBackend::Ours), rule(backend)],
+        };
+        assert!(ours_but(GemmBackend::Cublas).uses_cublas());
+        assert!(!ours_but(GemmBackend::Ours).uses_cublas());
     }
 
     #[test]

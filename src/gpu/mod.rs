@@ -254,7 +254,7 @@ pub struct Gpu {
     info: DeviceInfo,
     target: CompileTarget,
     kernels: Kernels,
-    blas: std::sync::OnceLock<cudarc::cublas::CudaBlas>,
+    blas: std::sync::OnceLock<blas::BlasHandle>,
     /// Split-K partial sums; grows on demand. Reuse is safe because all work is ordered on the one stream.
     scratch: std::sync::Mutex<Option<CudaSlice<f32>>>,
     /// Bumped whenever `scratch` is reallocated (see [`Gpu::scratch_generation`]).

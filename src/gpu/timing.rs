@@ -197,6 +197,12 @@ impl Gpu {
         if graph.is_null() {
             return Err(GpuError::shape("capture", "the capture recorded no work"));
         }
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            // SAFETY: `graph` is a valid graph we own.
+            if let Ok(census) = unsafe { node_census(graph) } {
+                tracing::debug!(?census, "graph captured: nodes by type");
+            }
+        }
         let edges = match succession {
             Succession::Programmatic if self.info.compute_capability.0 >= 9 => {
                 // SAFETY: `graph` is a valid graph we own; the kernels' functions are alive in our modules.
@@ -223,6 +229,31 @@ impl Gpu {
         // SAFETY: `exec` is valid, on our stream.
         unsafe { result::graph::upload(g.exec, self.stream.cu_stream()) }?;
         Ok(g)
+    }
+}
+
+/// How many nodes of each type `graph` holds, as (type, count) for the types present.
+///
+/// # Safety
+/// `graph` must be a valid graph not in use by any other thread.
+unsafe fn node_census(graph: sys::CUgraph) -> Result<Vec<(String, usize)>, GpuError> {
+    let mut n = 0usize;
+    // SAFETY (this block): the caller hands a valid graph; the array holds `n` entries as the driver asked for.
+    unsafe {
+        sys::cuGraphGetNodes(graph, std::ptr::null_mut(), &mut n).result()?;
+        let mut nodes = vec![std::ptr::null_mut(); n];
+        sys::cuGraphGetNodes(graph, nodes.as_mut_ptr(), &mut n).result()?;
+        let mut counts: Vec<(String, usize)> = Vec::new();
+        for &node in nodes.iter().take(n) {
+            let mut kind = sys::CUgraphNodeType::CU_GRAPH_NODE_TYPE_EMPTY;
+            sys::cuGraphNodeGetType(node, &mut kind).result()?;
+            let name = format!("{kind:?}");
+            match counts.iter_mut().find(|c| c.0 == name) {
+                Some(c) => c.1 += 1,
+                None => counts.push((name, 1)),
+            }
+        }
+        Ok(counts)
     }
 }
 
