@@ -780,6 +780,7 @@ pub fn calibrate_grids(
                     model: m.clone(),
                     block_size: cfg.block_size,
                     batchlab_version: env!("CARGO_PKG_VERSION").to_string(),
+                    engine_revision: crate::engine::ENGINE_REVISION,
                     date: utc_now(),
                 },
                 gemm,

@@ -256,6 +256,10 @@ pub struct Fingerprint {
     pub model: ModelSpec,
     pub block_size: u32,
     pub batchlab_version: String,
+    /// The engine revision the whole-step samples were measured on ([`crate::engine::ENGINE_REVISION`]; 0 where
+    /// the profile predates the field).
+    #[serde(default)]
+    pub engine_revision: u32,
     /// UTC, ISO 8601.
     pub date: String,
 }

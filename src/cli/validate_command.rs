@@ -51,6 +51,7 @@ pub fn device_fingerprint(gpu: &Gpu) -> DeviceFingerprint {
         driver_version: crate::gpu::kernel_driver_version(),
         cuda_version: info.driver_cuda_version.clone(),
         kernel_source_hash: crate::gpu::kernel_source_hash(),
+        engine_revision: crate::engine::ENGINE_REVISION,
     }
 }
 
@@ -243,6 +244,7 @@ output_len = [4, 8]
             driver_version: Some(f.driver_version),
             cuda_version: f.cuda_version,
             kernel_source_hash: f.kernel_source_hash,
+            engine_revision: f.engine_revision,
         }
     }
 

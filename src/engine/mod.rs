@@ -31,5 +31,15 @@ pub use reference::{HfLogits, ReferenceModel, SeqId, StepErrors, argmax};
 pub use step::{GRAPH_BUCKETS, Sequences, StepError, StepInputs, prompt_token};
 pub use weights::{HostTensor, HostWeights, TensorSpec, WeightsError, expected_tensors};
 
+/// What the engine's whole steps are, as far as their timing goes: `calibrate` records it in a profile beside the
+/// steps it measured on the engine, and `validate` warns when a profile's differs from this build's (the op tables
+/// stay valid, the step model fitted to those steps may not).
+///
+/// - 0: profiles that do not record it (measured before 2026-11-28).
+/// - 1: every decode graph launched once right after capture (engines that skipped it replayed their graphs about
+///   100 µs per step slower until some later launch, depending on the order of the run's batch sizes); cuBLAS with a
+///   workspace of its own.
+pub const ENGINE_REVISION: u32 = 1;
+
 #[cfg(test)]
 mod tests;

@@ -1014,6 +1014,7 @@ mod tests {
             driver_version: Some("580.159.04".to_owned()),
             cuda_version: "13.0".to_owned(),
             kernel_source_hash: "abc123".to_owned(),
+            engine_revision: crate::engine::ENGINE_REVISION,
         }
     }
 

@@ -345,6 +345,7 @@ pub(crate) mod tests {
                 model: model.clone(),
                 block_size: 16,
                 batchlab_version: "test".into(),
+                engine_revision: crate::engine::ENGINE_REVISION,
                 date: "2026-11-27T00:00:00Z".into(),
             },
             gemm,

@@ -20,6 +20,9 @@ pub struct DeviceFingerprint {
     pub cuda_version: String,
     /// `gpu::kernel_source_hash()` of this build.
     pub kernel_source_hash: String,
+    /// [`crate::engine::ENGINE_REVISION`] of this build (0 in a `device.json` written before it was recorded).
+    #[serde(default)]
+    pub engine_revision: u32,
 }
 
 /// What is wrong with a profile for this device and model.
@@ -78,6 +81,13 @@ pub fn check_profile(profile: &Profile, device: &DeviceFingerprint, model: &Mode
         ));
     }
     check.refusals.extend(profile.mismatches(model));
+    if profile.engine.is_some() && f.engine_revision != device.engine_revision {
+        check.warnings.push(format!(
+            "engine: profile's whole steps were measured on engine revision {}, this build's engine is revision {} \
+             (see ENGINE_REVISION): its step model may be off by several percent; calibrate again",
+            f.engine_revision, device.engine_revision
+        ));
+    }
     if let Some(driver) = &device.driver_version
         && *driver != f.driver_version
     {
@@ -115,6 +125,7 @@ mod tests {
             driver_version: Some(f.driver_version.clone()),
             cuda_version: f.cuda_version.clone(),
             kernel_source_hash: f.kernel_source_hash.clone(),
+            engine_revision: f.engine_revision,
         }
     }
 
@@ -163,5 +174,19 @@ mod tests {
         let check = check_profile(&profile, &device, &model);
         assert!(check.is_fresh());
         assert_eq!(check.warnings.len(), 2, "{:?}", check.warnings);
+    }
+
+    #[test]
+    fn steps_measured_on_another_engine_revision_only_warn() {
+        let profile = committed_profile();
+        assert!(profile.engine.is_some());
+        let model = profile.fingerprint.model.clone();
+        let mut device = device_of(&profile);
+        device.engine_revision = profile.fingerprint.engine_revision + 1;
+        let check = check_profile(&profile, &device, &model);
+        assert!(check.is_fresh());
+        assert_eq!(check.warnings.len(), 1, "{:?}", check.warnings);
+        assert!(check.warnings[0].starts_with("engine: "), "{:?}", check.warnings);
+        assert!(check.warnings[0].contains("calibrate again"), "{:?}", check.warnings);
     }
 }
