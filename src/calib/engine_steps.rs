@@ -25,7 +25,9 @@ use crate::workload::{PolicyKind, Request, Workload};
 /// Timed repeats of each step shape (after one untimed).
 pub(crate) const REPEATS: usize = 5;
 const DECODE_BATCHES: [u32; 7] = [1, 2, 4, 8, 16, 32, 64];
-const DECODE_CONTEXTS: [u32; 2] = [128, 1024];
+/// Cached tokens of the decode steps' sequences: 64 (one attention partition at every batch size, no merge, as
+/// short prompts decode), 128 and 1024 (split into partitions, merged, at small batch sizes).
+const DECODE_CONTEXTS: [u32; 3] = [64, 128, 1024];
 const PREFILL_CHUNKS: [u32; 6] = [16, 64, 256, 1024, 2048, 4096];
 /// (decodes, their context, prefill chunk) of the mixed steps.
 const MIXED: [(u32, u32, u32); 4] = [(4, 1024, 64), (4, 1024, 512), (32, 1024, 64), (32, 1024, 512)];

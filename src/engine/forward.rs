@@ -781,7 +781,9 @@ impl Engine {
     /// against 1.07 ms; qwen2.5-1.5b: 2.16 against 2.03 ms) until one step happened to launch a graph that flipped it
     /// to the faster state, which depended on the order the run's batch sizes came in: the same run of `validate`
     /// measured 10% slower or not depending on the runs before it. With each graph launched once right after
-    /// capture, every engine probed replayed at the faster time from its first step. Why is not known.
+    /// capture, every engine probed replayed at the faster time from its first step. Why is not known. A graph that
+    /// a step captures again later (a workspace moved) is not launched this way; probes found graphs captured a
+    /// second time slow again until launched, and a second launch of every graph then needed in one of six engines.
     fn replay_all_graphs(&mut self) -> Result<(), EngineError> {
         let mut buckets: Vec<usize> = self.graphs.keys().copied().collect();
         buckets.sort_unstable();
