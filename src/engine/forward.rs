@@ -776,14 +776,13 @@ impl Engine {
 
     /// Launches every captured decode graph once, smallest first, each on its bucket's padding step with the
     /// attention split it was captured for — exactly what its capture ran, so no KV is written and the decode
-    /// attention's merge counters end at zero as they began. Measured on an H100 (driver 580): an engine whose
-    /// graphs had only been captured replayed them about 100 µs slower per step (qwen2.5-0.5b at one row: 1.17
-    /// against 1.07 ms; qwen2.5-1.5b: 2.16 against 2.03 ms) until one step happened to launch a graph that flipped it
-    /// to the faster state, which depended on the order the run's batch sizes came in: the same run of `validate`
-    /// measured 10% slower or not depending on the runs before it. With each graph launched once right after
-    /// capture, every engine probed replayed at the faster time from its first step. Why is not known. A graph that
-    /// a step captures again later (a workspace moved) is not launched this way; probes found graphs captured a
-    /// second time slow again until launched, and a second launch of every graph then needed in one of six engines.
+    /// attention's merge counters end at zero as they began. Measured on an H100 (driver 580): nearly every engine
+    /// whose graphs had only been captured replayed them about 100 µs per step slower (qwen2.5-0.5b's one-row step
+    /// 1.14–1.17 against 1.05–1.09 ms; qwen2.5-1.5b's 2.13–2.16 against 2.00–2.04 ms) until a step launched some
+    /// graph for the first time, so whether a `validate` run measured 10% slower depended on the runs before it.
+    /// Launched once each right after capture, every engine probed replayed at the faster time from its first step.
+    /// Why is not known. A graph a step captures again later (after a workspace moved) is not launched this way:
+    /// probes found such graphs slow again, and one launch of every graph put five of six engines right.
     fn replay_all_graphs(&mut self) -> Result<(), EngineError> {
         let mut buckets: Vec<usize> = self.graphs.keys().copied().collect();
         buckets.sort_unstable();
