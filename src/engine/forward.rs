@@ -778,7 +778,7 @@ impl Engine {
     /// attention split it was captured for — exactly what its capture ran, so no KV is written and the decode
     /// attention's merge counters end at zero as they began. Measured on an H100 (driver 580): nearly every engine
     /// whose graphs had only been captured replayed them about 100 µs per step slower (qwen2.5-0.5b's one-row step
-    /// 1.14–1.17 against 1.05–1.09 ms; qwen2.5-1.5b's 2.13–2.16 against 2.00–2.04 ms) until a step launched some
+    /// 1.14–1.17 against 1.05–1.09 ms; qwen2.5-1.5b's 2.12–2.17 against 2.00–2.04 ms) until a step launched some
     /// graph for the first time, so whether a `validate` run measured 10% slower depended on the runs before it.
     /// Launched once each right after capture, every engine probed replayed at the faster time from its first step.
     /// Why is not known. A graph a step captures again later (after a workspace moved) is not launched this way:
