@@ -227,6 +227,45 @@ fn prefill_of_odd_prompts_then_decodes_match_the_reference() {
 }
 
 /// One step holding a decode, the last chunk of a chunked prefill and a whole prefill; then decodes of all three.
+/// Decode attention's merge counters are zero between steps: once the engine is built (its decode graphs captured and
+/// each launched once on its padding step) and after decode steps split into several partitions, replayed from
+/// graphs of several buckets and launched without a graph beside a prefill. (An engine that launched its graphs
+/// without their own attention split left counters set, and a later step's logits came out NaN.)
+#[test]
+#[ignore = "needs a CUDA GPU: cargo test --release --test gpu_engine -- --ignored"]
+fn decode_merge_counters_are_at_rest_between_steps() {
+    let spec = odd_qwen();
+    let (mut engine, _) = pair(&spec, 21, 16, GemmBackend::Ours);
+    assert!(engine.decode_counters_at_rest().unwrap(), "after the engine was built");
+    // Prompts of 200 tokens: one kv head, so a few sequences split their context into partitions of 128.
+    let ids: Vec<ReqId> = (0..5).collect();
+    for &id in &ids {
+        engine.register(id, 200).unwrap();
+        engine.step(&plan(vec![chunk(id, 0, 200, 0, true)], vec![])).unwrap();
+    }
+    assert!(engine.decode_counters_at_rest().unwrap(), "after the prefills");
+    let mut context = 201;
+    for rows in [1, 3, 5, 2] {
+        let decodes = ids[..rows].iter().map(|&id| decode(id, context)).collect();
+        let out = engine.step(&plan(vec![], decodes)).unwrap();
+        assert!(out.timing.graph_rows.is_some(), "{rows} rows: a graph replay");
+        assert!(
+            engine.decode_counters_at_rest().unwrap(),
+            "after a decode step of {rows} rows"
+        );
+        // Every sequence advances together: those left out of this step decode their missing token next.
+        for &id in &ids[rows..] {
+            let out = engine.step(&plan(vec![], vec![decode(id, context)])).unwrap();
+            assert!(out.tokens.iter().all(|&t| t < spec.vocab), "{out:?}");
+        }
+        context += 1;
+    }
+    engine.register(9, 40).unwrap();
+    let decodes = ids.iter().map(|&id| decode(id, context)).collect();
+    engine.step(&plan(vec![chunk(9, 0, 40, 0, true)], decodes)).unwrap();
+    assert!(engine.decode_counters_at_rest().unwrap(), "after a mixed step");
+}
+
 #[test]
 #[ignore = "needs a CUDA GPU: cargo test --release --test gpu_engine -- --ignored"]
 fn mixed_step_and_chunked_prefill_match_the_reference() {

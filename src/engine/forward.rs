@@ -796,6 +796,13 @@ impl Engine {
         Ok(())
     }
 
+    /// Whether decode attention's merge counters (one per sequence and kv head, reset by the last partition to
+    /// finish) are all zero, as they must be between steps: a launch that left one set would make a later step merge
+    /// before all its partitions are done. For tests.
+    pub fn decode_counters_at_rest(&self) -> Result<bool, EngineError> {
+        Ok(self.decode_ws.counters_at_rest(&self.gpu)?)
+    }
+
     /// Whether bucket `b` has a graph whose workspaces are still where they were.
     fn graph_current(&self, b: usize) -> bool {
         self.graphs

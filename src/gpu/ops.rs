@@ -211,6 +211,15 @@ impl DecodeWorkspace {
         self.generation
     }
 
+    /// Whether every merge counter is zero, as it must be between launches (none allocated yet: true). Waits for
+    /// the stream.
+    pub fn counters_at_rest(&self, gpu: &Gpu) -> Result<bool, GpuError> {
+        match &self.counters {
+            Some(c) => Ok(gpu.download(c)?.iter().all(|&n| n == 0)),
+            None => Ok(true),
+        }
+    }
+
     fn ensure(&mut self, gpu: &Gpu, out_len: usize, ml_len: usize, counters: usize) -> Result<(), GpuError> {
         if self.counters.as_ref().is_none_or(|b| b.len() < counters) {
             self.counters = Some(gpu.zeros(counters.next_power_of_two())?);
