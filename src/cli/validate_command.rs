@@ -266,4 +266,21 @@ output_len = [4, 8]
         assert!(text.contains("GPU: profile measured NVIDIA H100"), "{text}");
         assert!(text.contains("run `batchlab calibrate`"), "{text}");
     }
+
+    #[test]
+    fn a_profile_from_another_engine_revision_is_used_with_a_warning_naming_it() {
+        let (runs, prepared) = seed_matrix();
+        let committed = device_of_committed_profile();
+        let device = DeviceFingerprint {
+            engine_revision: committed.engine_revision + 1,
+            ..committed
+        };
+        let warnings = check_profiles(&runs, &prepared, &device).unwrap();
+        // The three runs share one profile: one warning.
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with("profile ../calibration/h100-80gb-hbm3/qwen2.5-0.5b.json: engine: "),
+            "{warnings:?}"
+        );
+    }
 }
