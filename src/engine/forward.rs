@@ -1021,7 +1021,16 @@ impl Engine {
                     probe.mark("graph launch");
                 } else {
                     // A workspace moved (or the buffers were reallocated): this step captures the graph anew.
+                    let (scratch, workspace) = match self.graphs.get(&b) {
+                        Some(g) => (
+                            g.scratch != self.gpu.scratch_generation(),
+                            g.workspace != self.decode_ws.generation(),
+                        ),
+                        None => (false, false),
+                    };
+                    tracing::debug!(bucket = b, scratch, workspace, "decode graph captured again in a step");
                     self.capture(b, &p, parts)?;
+                    probe.mark("graph capture");
                 }
             }
             None => {
