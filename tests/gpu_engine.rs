@@ -226,7 +226,6 @@ fn prefill_of_odd_prompts_then_decodes_match_the_reference() {
     }
 }
 
-/// One step holding a decode, the last chunk of a chunked prefill and a whole prefill; then decodes of all three.
 /// Decode attention's merge counters are zero between steps: once the engine is built (its decode graphs captured and
 /// each launched once on its padding step) and after decode steps split into several partitions, replayed from
 /// graphs of several buckets and launched without a graph beside a prefill. (An engine that launched its graphs
@@ -273,6 +272,7 @@ fn decode_merge_counters_are_at_rest_between_steps() {
     assert!(engine.decode_counters_at_rest().unwrap(), "after a mixed step");
 }
 
+/// One step holding a decode, the last chunk of a chunked prefill and a whole prefill; then decodes of all three.
 #[test]
 #[ignore = "needs a CUDA GPU: cargo test --release --test gpu_engine -- --ignored"]
 fn mixed_step_and_chunked_prefill_match_the_reference() {
