@@ -686,9 +686,8 @@ impl Engine {
             v.push(gpu.zeros::<u16>(layout.elements())?);
         }
         let used_after_kv = used_now(&gpu)?;
-        // cuBLAS's handle, its workspace and the kernels it picks are created and loaded now, not in a step's time.
-        // They stay with the GPU handle for later engines, so they are not this engine's workspace (see
-        // `WorkspaceMeasurement`).
+        // The kernels cuBLAS picks for the engine's shapes are loaded now, not in a step's time. They stay with the
+        // GPU handle for later engines, so they are not this engine's workspace (see `WorkspaceMeasurement`).
         let warmed = warm_cublas(&gpu, &config.gemm, &spec, &weights, &mut bufs)?;
         if warmed > 0 {
             tracing::debug!(shapes = warmed, "cuBLAS shapes warmed");
@@ -805,9 +804,18 @@ impl Engine {
 
     /// Whether bucket `b` has a graph whose workspaces are still where they were.
     fn graph_current(&self, b: usize) -> bool {
-        self.graphs
-            .get(&b)
-            .is_some_and(|g| g.scratch == self.gpu.scratch_generation() && g.workspace == self.decode_ws.generation())
+        self.graph_moved(b) == Some((false, false))
+    }
+
+    /// For bucket `b`'s graph, whether the GEMM scratch and the decode attention workspace moved since it was
+    /// captured (`None`: there is no graph).
+    fn graph_moved(&self, b: usize) -> Option<(bool, bool)> {
+        self.graphs.get(&b).map(|g| {
+            (
+                g.scratch != self.gpu.scratch_generation(),
+                g.workspace != self.decode_ws.generation(),
+            )
+        })
     }
 
     /// The most decode attention partitions a step in bucket `b` can need, over every batch that runs in it and
@@ -1021,13 +1029,7 @@ impl Engine {
                     probe.mark("graph launch");
                 } else {
                     // A workspace moved (or the buffers were reallocated): this step captures the graph anew.
-                    let (scratch, workspace) = match self.graphs.get(&b) {
-                        Some(g) => (
-                            g.scratch != self.gpu.scratch_generation(),
-                            g.workspace != self.decode_ws.generation(),
-                        ),
-                        None => (false, false),
-                    };
+                    let (scratch, workspace) = self.graph_moved(b).unwrap_or_default();
                     tracing::debug!(bucket = b, scratch, workspace, "decode graph captured again in a step");
                     self.capture(b, &p, parts)?;
                     probe.mark("graph capture");
