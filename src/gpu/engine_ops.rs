@@ -1,7 +1,7 @@
 //! What the engine needs beyond the timed kernels: seeded random weights generated on the device
 //! (kernels/init.cu), the bias epilogue of cuBLAS GEMMs (kernels/bias.cu), and copies of a buffer's prefix (the
-//! engine's input buffers are sized for its largest step and filled to each step's length), from pageable memory or
-//! staged in page-locked memory.
+//! engine's input buffers are sized for its largest step and filled to each step's length), staged in page-locked
+//! memory.
 
 use cudarc::driver::sys::CUevent_flags;
 use cudarc::driver::{CudaEvent, CudaSlice, DevicePtrMut, DeviceRepr, LaunchConfig, PinnedHostSlice, PushKernelArg};
@@ -113,22 +113,6 @@ impl Gpu {
         Ok(())
     }
 
-    /// Copies `host` into the first `host.len()` elements of `dev` (which may be longer).
-    pub fn write_prefix<T: DeviceRepr>(&self, host: &[T], dev: &mut CudaSlice<T>) -> Result<(), GpuError> {
-        if host.len() > dev.len() {
-            return Err(GpuError::shape(
-                "write_prefix",
-                format!("host has {} elements, device {}", host.len(), dev.len()),
-            ));
-        }
-        if host.is_empty() {
-            return Ok(());
-        }
-        let mut view = dev.slice_mut(0..host.len());
-        self.stream().memcpy_htod(host, &mut view)?;
-        Ok(())
-    }
-
     /// Page-locked host memory for `len` i32 values to stage copies in (see [`Gpu::write_prefix_staged`]).
     pub fn staging(&self, len: usize) -> Result<Staging, GpuError> {
         let ctx = self.context();
@@ -142,8 +126,8 @@ impl Gpu {
         })
     }
 
-    /// [`Gpu::write_prefix`] through `staging`: `host` is written into page-locked memory and its copy queued on the
-    /// stream, and this returns without waiting for it. (A copy from pageable memory makes the host wait while the
+    /// Copies `host` into the first `host.len()` elements of `dev` (which may be longer) through `staging`: `host` is
+    /// written into page-locked memory and its copy queued on the stream, and this returns without waiting for it. (A copy from pageable memory makes the host wait while the
     /// driver moves it through a buffer of its own: on an H100 an engine step's few small copies took from 20 µs to
     /// over 200 µs that way, varying from run to run.) A region of `staging` is written again only once every copy
     /// queued from it before is done.
