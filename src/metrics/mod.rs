@@ -245,6 +245,11 @@ impl Recorder {
         }
     }
 
+    /// The steps so far (none unless made with `keep_steps`).
+    pub fn steps(&self) -> &[StepRecord] {
+        &self.steps
+    }
+
     pub fn requests(&self) -> &[RequestRecord] {
         &self.requests
     }

@@ -417,3 +417,56 @@ proptest! {
         assert_served_exactly(&w, &m);
     }
 }
+
+/// A clock on which the host's work takes time: every reading of it costs `host`, and a step ends `duration` after
+/// the moment its executor was called (as on the wall clock, whatever `start` the loop read before planning it).
+struct HostClock {
+    t: Nanos,
+    host: Nanos,
+}
+
+impl super::serving::Clock for HostClock {
+    fn now(&self) -> Nanos {
+        self.t
+    }
+
+    fn wait_until(&mut self, t: Nanos) {
+        self.t = self.t.max(t);
+    }
+
+    fn step_finished(&mut self, _start: Nanos, duration: Nanos) -> Nanos {
+        // The loop's work between two steps, then the step.
+        self.t = self.t + self.host + duration;
+        self.t
+    }
+}
+
+#[test]
+fn a_steps_record_holds_the_loops_work_since_the_step_before() {
+    let w = burst(2);
+    let mut recorder = Recorder::new(w.requests.len(), true, false);
+    let mut clock = HostClock {
+        t: Nanos::ZERO,
+        host: Nanos(7_000),
+    };
+    serve(
+        &mut StaticScheduler::new(limits(2)),
+        &mut SimExecutor {
+            cost: &every_step_20ms(),
+        },
+        &mut clock,
+        &w,
+        &mut recorder,
+        &mut (),
+    )
+    .expect("run completes");
+    let steps = recorder.steps();
+    assert_eq!(steps.len(), 32, "one prefill, 31 decodes to the longest output");
+    // Back to back, each step's record runs from the end of the one before: the 7 µs of host work are in it, and
+    // the records tile the run.
+    for pair in steps.windows(2) {
+        assert_eq!(pair[1].start, pair[0].end());
+        assert_eq!(pair[1].duration, Nanos::from_ms(20.0) + Nanos(7_000));
+    }
+    assert_eq!(steps.last().unwrap().end(), clock.t);
+}

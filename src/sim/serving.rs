@@ -121,6 +121,10 @@ where
     let mut sent = 0usize; // requests delivered to the scheduler so far; also the next request id
     let mut pending_wake: Option<Nanos> = None;
     let mut step_index = 0u64;
+    // When the last step ended, unless the loop has waited since: a step's recorded time runs from there, so it
+    // holds the host's work between two steps (the last step's bookkeeping, this one's planning) as well as the
+    // step itself. On the virtual clock that work takes no time and the record is the executor's duration.
+    let mut last_end: Option<Nanos> = None;
     loop {
         let now = clock.now();
         while let Some((t, event)) = events.pop_due(now) {
@@ -159,6 +163,8 @@ where
                 let preempted = plan.preempted.len() as u32;
                 let mut emitted = 0u32;
                 let end = clock.step_finished(now, duration);
+                let start = last_end.unwrap_or(now);
+                last_end = Some(end);
                 for id in plan.emitting() {
                     recorder.on_token(id, end);
                     emitted += 1;
@@ -182,8 +188,8 @@ where
                 observer.after_complete(scheduler);
                 recorder.on_step(StepRecord {
                     index: step_index,
-                    start: now,
-                    duration,
+                    start,
+                    duration: end - start,
                     prefill_seqs: shape.prefill_seqs as u32,
                     decode_seqs: shape.decode_seqs as u32,
                     prefill_tokens: shape.prefill_tokens as u32,
@@ -204,6 +210,7 @@ where
                     events.push(t, Event::Wake);
                     pending_wake = Some(t);
                 }
+                last_end = None;
                 match events.peek_time() {
                     Some(t) => clock.wait_until(t),
                     None if sent == requests.len() && scheduler.waiting() == 0 && scheduler.running() == 0 => {
