@@ -306,6 +306,7 @@ mod tests {
             wall_us: 1.0,
             kernels_us: 0.0,
             graph_rows: 0,
+            serving_us: None,
             plan: None,
         };
         let (one, _) = ops_of(&m, &sample(1, 1024));

@@ -134,8 +134,7 @@ pub fn measure(gpu: Gpu, profile: &Profile, on_point: &mut dyn FnMut(&str)) -> R
         )?;
         let mut executor = TimedExecutor {
             inner: GpuExecutor::new(engine, &workload),
-            cost: &cost,
-            samples: &mut serving,
+            steps: Vec::new(),
         };
         // As `validate` measures a run: after a warm-up on the same engine, discarded, that takes each kind of step
         // the burst will take once.
@@ -149,14 +148,23 @@ pub fn measure(gpu: Gpu, profile: &Profile, on_point: &mut dyn FnMut(&str)) -> R
             &mut (),
         )
         .and_then(|()| {
+            let mut scheduler = new_scheduler(policy, limits);
+            let mut recorder = Recorder::new(workload.requests.len(), true, false);
             serve(
-                new_scheduler(policy, limits).as_mut(),
+                scheduler.as_mut(),
                 &mut executor,
                 &mut WallClock::new(),
                 &workload,
-                &mut Recorder::new(workload.requests.len(), false, false),
+                &mut recorder,
                 &mut (),
-            )
+            )?;
+            // Priced after serving, so that the loop's recorded times hold only what `validate`'s hold.
+            for ((plan, timing), record) in executor.steps.iter().zip(recorder.steps()) {
+                let mut sample = sample_of(plan, Some(&cost), std::slice::from_ref(timing));
+                sample.serving_us = Some(record.duration.0 as f64 / 1e3);
+                serving.push(sample);
+            }
+            Ok(())
         });
         let (g, closed) = close(executor.inner.into_engine(), &mut memory);
         gpu = Some(g);
@@ -232,18 +240,16 @@ fn serving_workloads(block_size: u32) -> Vec<(PolicyKind, Workload, SchedulerLim
     ]
 }
 
-/// The serving loop's executor with each step's timing and kernel prediction kept.
-struct TimedExecutor<'a> {
+/// The serving loop's executor with each step's plan and timing kept.
+struct TimedExecutor {
     inner: GpuExecutor,
-    cost: &'a CalibratedCost,
-    samples: &'a mut Vec<EngineStepSample>,
+    steps: Vec<(StepPlan, StepTiming)>,
 }
 
-impl Executor for TimedExecutor<'_> {
+impl Executor for TimedExecutor {
     fn execute(&mut self, plan: &StepPlan, shape: &StepShape) -> Result<Nanos, ExecError> {
         let took = self.inner.execute(plan, shape)?;
-        let t = self.inner.engine().last_timing();
-        self.samples.push(sample_of(plan, Some(self.cost), &[t]));
+        self.steps.push((plan.clone(), self.inner.engine().last_timing()));
         Ok(took)
     }
 
@@ -281,6 +287,7 @@ fn sample_of(plan: &StepPlan, cost: Option<&CalibratedCost>, timings: &[StepTimi
         wall_us: median(&|t| t.total_ns as f64 / 1e3),
         kernels_us: cost.map_or(0.0, |c| c.kernels_us(plan, &shape)),
         graph_rows: timings.first().and_then(|t| t.graph_rows).unwrap_or(0) as u32,
+        serving_us: None,
         plan: Some(SampledPlan::of(plan)),
     }
 }
@@ -478,6 +485,7 @@ pub fn fit(samples: Vec<EngineStepSample>, graph_buckets: Vec<u32>) -> EngineSte
             issue_per_token_us: per_token,
             tail_us: median(of.iter().map(|s| s.wall_us - s.gpu_us).collect()),
             graph_gap_us,
+            loop_us: median(of.iter().filter_map(|s| s.serving_us.map(|t| t - s.wall_us)).collect()),
         });
     }
     EngineSteps {
@@ -600,6 +608,7 @@ mod tests {
             wall_us: wall,
             kernels_us: kernels,
             graph_rows: 0,
+            serving_us: None,
             plan: None,
         }
     }
@@ -746,6 +755,38 @@ mod tests {
         assert!((m.step_us(StepKind::Decode, 256.0, 3000.0, None) - 3140.0).abs() < 1e-6);
         // A kind without samples: the kernels alone.
         assert_eq!(m.step_us(StepKind::Mixed, 10.0, 123.0, None), 123.0);
+        // No step came through the serving loop: nothing is added for it.
+        assert_eq!(d.loop_us, 0.0);
+    }
+
+    #[test]
+    fn the_serving_loops_own_time_is_the_median_excess_of_its_records_over_the_engines_wall_time() {
+        let mut samples = Vec::new();
+        for (i, excess) in [12.0, 9.0, 30.0, 11.0, 10.0].into_iter().enumerate() {
+            let wall = 1000.0 + 100.0 * i as f64;
+            let mut s = sample(StepKind::Decode, 1 + i as u32, 0, 50.0, wall - 40.0, wall);
+            s.gpu_us = wall - 20.0;
+            s.serving_us = Some(wall + excess);
+            samples.push(s);
+        }
+        // Steps repeated in isolation (no loop around them) leave it alone.
+        samples.push(sample(StepKind::Decode, 3, 0, 50.0, 900.0, 1000.0));
+        let m = fit(samples, Vec::new());
+        let d = m.kind(StepKind::Decode).unwrap();
+        assert!((d.loop_us - 11.0).abs() < 1e-9, "{d:?}");
+        let without = StepKindModel {
+            loop_us: 0.0,
+            ..d.clone()
+        };
+        let bare = EngineSteps {
+            kinds: vec![without],
+            ..m.clone()
+        };
+        let (with, no) = (
+            m.step_us(StepKind::Decode, 4.0, 1200.0, None),
+            bare.step_us(StepKind::Decode, 4.0, 1200.0, None),
+        );
+        assert!((with - no - 11.0).abs() < 1e-9, "{with} vs {no}");
     }
 
     #[test]

@@ -119,6 +119,11 @@ pub struct StepKindModel {
     /// them linear, beyond them the nearest. Replaces `gap_us` and `gap_per_kernel_us` for such steps.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub graph_gap_us: Vec<(u32, f64)>,
+    /// The serving loop's own host time per step (the bookkeeping after a step's tokens, the planning of the next:
+    /// what the wall clock adds to the engine's step between two steps served back to back), µs; 0 in profiles
+    /// measured before it was.
+    #[serde(default)]
+    pub loop_us: f64,
 }
 
 /// One measured engine step (medians over its repeats).
@@ -142,6 +147,11 @@ pub struct EngineStepSample {
     /// The rows of the decode graph it replayed (its bucket); 0: it was not one.
     #[serde(default)]
     pub graph_rows: u32,
+    /// For a step served through the serving loop: the time the loop's wall clock recorded for it (from the end of
+    /// the step before, when the loop did not wait in between), µs. Absent for steps repeated in isolation and in
+    /// profiles measured before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving_us: Option<f64>,
     /// The step itself, so that `refit-profile` prices it again with this batchlab's cost model (`kernels_us` is
     /// the pricing of the batchlab that measured it). Absent from profiles measured before it was kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -208,7 +218,7 @@ impl EngineSteps {
                     Some(rows) if !k.graph_gap_us.is_empty() => graph_gap(&k.graph_gap_us, rows),
                     _ => k.gap_us + k.gap_per_kernel_us * kernels_us,
                 };
-                (kernels_us + gap).max(k.issue_base_us + k.issue_per_token_us * tokens) + k.tail_us
+                (kernels_us + gap).max(k.issue_base_us + k.issue_per_token_us * tokens) + k.tail_us + k.loop_us
             }
             None => kernels_us,
         }

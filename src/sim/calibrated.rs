@@ -420,6 +420,7 @@ pub(crate) mod tests {
                 issue_per_token_us: 0.0,
                 tail_us: 0.0,
                 graph_gap_us: vec![(2, 100.0), (4, 200.0)],
+                loop_us: 0.0,
             }],
             samples: vec![],
             graph_buckets: vec![1, 2, 4, 8],
