@@ -322,8 +322,8 @@ fn mixed_step_and_chunked_prefill_match_the_reference() {
     engine.sequences().check_blocks().unwrap();
 }
 
-/// A static batch: prompts padded to the longest. Padding is computed, not cached, not sampled; decodes carry the
-/// padded context; a finished sequence keeps decoding (emits = false).
+/// A static batch: prompts padded to the longest. Padding is computed, not cached, not sampled; each decode carries
+/// its own real context; a finished sequence keeps decoding (emits = false).
 #[test]
 #[ignore = "needs a CUDA GPU: cargo test --release --test gpu_engine -- --ignored"]
 fn static_batch_with_padding_matches_the_reference() {
@@ -355,7 +355,10 @@ fn static_batch_with_padding_matches_the_reference() {
         inputs.push(token(&out, id));
     }
     for step in 0..9u32 {
-        let mut p = plan(vec![], (0..3).map(|id| decode(id, padded + step + 1)).collect());
+        let mut p = plan(
+            vec![],
+            (0..3).map(|id| decode(id, lens[id as usize] + step + 1)).collect(),
+        );
         p.decodes[1].emits = step < 3; // request 1 "finished": still computed
         let out = engine.step_with_logits(&p).unwrap();
         for id in 0..3u32 {

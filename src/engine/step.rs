@@ -8,8 +8,8 @@
 //!
 //! Padding (a static batch pads prompts to the longest) sits at the end of its chunk: those rows are computed, never
 //! written to the KV cache (slot -1) and never sampled. A request's cache therefore holds its real tokens only, and
-//! its later decodes attend to those: the plan's `DecodeSeq::context` counts the padding too, so the engine checks
-//! `context == cached + 1 + padding` rather than using it.
+//! its later decodes attend to those: the static scheduler plans each decode with its own real context, which the
+//! engine checks (`context == cached + 1`).
 
 use std::collections::HashMap;
 
@@ -47,8 +47,6 @@ pub struct SeqState {
     pub prompt: Option<Vec<u32>>,
     /// Tokens in the KV cache (positions `0..cached`); padding is never cached.
     pub cached: u32,
-    /// Padding of the static prefill this request was part of (the plan's decode contexts count it).
-    pub padding: u32,
     pub blocks: Vec<BlockId>,
     /// Every token sampled for this request, in order (also those of a finished sequence kept in a static batch,
     /// which are computed and discarded): token `prompt_len + i` of the sequence is `sampled[i]`.
@@ -173,7 +171,6 @@ impl Sequences {
                 prompt_len,
                 prompt,
                 cached: 0,
-                padding: 0,
                 blocks: Vec::new(),
                 sampled: Vec::new(),
                 finished: false,
@@ -192,7 +189,6 @@ impl Sequences {
         if let Some(s) = self.seqs.get_mut(&id) {
             self.pool.release(&mut s.blocks);
             s.cached = 0;
-            s.padding = 0;
         }
     }
 
@@ -280,13 +276,12 @@ impl Sequences {
         }
         for d in &plan.decodes {
             let s = self.state(d.id)?;
-            let want = s.cached + 1 + s.padding;
-            if d.context != want {
+            if d.context != s.cached + 1 {
                 return Err(StepError::Inconsistent {
                     id: d.id,
                     detail: format!(
-                        "decode context {} but the engine has {} cached tokens (+1 new, +{} padding)",
-                        d.context, s.cached, s.padding
+                        "decode context {} but the engine has {} cached tokens (+1 new)",
+                        d.context, s.cached
                     ),
                 });
             }
@@ -366,7 +361,6 @@ impl Sequences {
             let grown = self.pool.grow(&mut s.blocks, u64::from(c.offset + real));
             debug_assert!(grown, "blocks counted above");
             s.cached = c.offset + real;
-            s.padding = c.padding;
             let s = &self.seqs[&c.id];
             for i in 0..c.len {
                 let pos = c.offset + i;
@@ -618,10 +612,10 @@ mod tests {
         );
         assert_eq!(x.sample_rows, vec![3, 11]);
         s.commit_samples(&x.sample_ids, &[10, 11]);
-        assert_eq!((s.get(0).unwrap().cached, s.get(0).unwrap().padding), (4, 2));
+        assert_eq!(s.get(0).unwrap().cached, 4);
 
-        // The static batch decodes both with the padded context 7; the engine attends over the real tokens.
-        let x = s.prepare(&plan(vec![], vec![decode(0, 7), decode(1, 7)])).unwrap();
+        // The static batch decodes each over its own real tokens (5 and 7), the padding never among them.
+        let x = s.prepare(&plan(vec![], vec![decode(0, 5), decode(1, 7)])).unwrap();
         assert_eq!(x.tokens, vec![10, 11]);
         assert_eq!(x.positions, vec![4, 6]);
         assert_eq!(x.decode_context, vec![5, 7]);
@@ -633,8 +627,8 @@ mod tests {
         assert_eq!(x.decode_tables, vec![0, 3, 1, 2]);
         // A context that disagrees with the engine's state is an error, not a silent guess.
         s.commit_samples(&x.sample_ids, &[1, 2]);
-        let err = s.prepare(&plan(vec![], vec![decode(0, 7)])).unwrap_err();
-        assert!(err.to_string().contains("decode context 7"), "{err}");
+        let err = s.prepare(&plan(vec![], vec![decode(0, 8)])).unwrap_err();
+        assert!(err.to_string().contains("decode context 8"), "{err}");
     }
 
     #[test]

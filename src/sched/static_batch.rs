@@ -2,6 +2,10 @@
 //! order; one prefill over the whole batch, prompts padded to the longest; decode steps until the batch's longest
 //! target is reached. Finished sequences stay in the batch, costing compute and growing their KV cache, and the
 //! next batch starts only when this one ends.
+//!
+//! The padding is computed in the prefill, never cached (the engine's paged cache holds each sequence's own tokens,
+//! as [`crate::engine`] does): a sequence's cache is its prompt plus every token fed since, and its decodes attend
+//! to exactly that.
 
 use super::{
     Decision, DecodeSeq, NewRequest, PrefillChunk, ReqId, Scheduler, SchedulerLimits, StepOutcome, StepPlan,
@@ -13,6 +17,7 @@ use std::collections::VecDeque;
 #[derive(Clone, Copy, Debug)]
 struct Member {
     id: ReqId,
+    prompt_len: u32,
     output_len: u32,
     generated: u32,
 }
@@ -44,17 +49,23 @@ impl StaticScheduler {
         }
     }
 
-    /// Takes requests from the head of the queue while the batch's final cache (every member padded to the longest
-    /// prompt and grown to the longest target) fits the KV capacity.
+    /// Takes requests from the head of the queue while the batch's final caches (every member's prompt grown to the
+    /// longest target) fit the KV capacity.
     fn launch(&mut self) {
-        let (mut prompt, mut output) = (0u32, 0u32);
+        let (mut prompt, mut output, mut prompts) = (0u32, 0u32, 0u64);
         let mut n = 0usize;
         for r in self.waiting.iter().take(self.limits.max_batch_size as usize) {
-            let (p, o) = (prompt.max(r.prompt_len), output.max(r.output_len));
-            if (n as u64 + 1) * final_kv_tokens(p, o) > self.limits.kv_capacity_slots && n > 0 {
+            let (p, o, sum) = (
+                prompt.max(r.prompt_len),
+                output.max(r.output_len),
+                prompts + u64::from(r.prompt_len),
+            );
+            // Σ final_kv_tokens(prompt_i, o) = Σ prompt_i + (o − 1) per member, this one included.
+            let need = sum + (n as u64 + 1) * (final_kv_tokens(0, o));
+            if need > self.limits.kv_capacity_slots && n > 0 {
                 break;
             }
-            (prompt, output, n) = (p, o, n + 1);
+            (prompt, output, prompts, n) = (p, o, sum, n + 1);
         }
         self.padded_prompt = prompt;
         self.longest_output = output;
@@ -63,6 +74,7 @@ impl StaticScheduler {
         for r in self.waiting.drain(..n) {
             self.batch.push(Member {
                 id: r.id,
+                prompt_len: r.prompt_len,
                 output_len: r.output_len,
                 generated: 0,
             });
@@ -78,12 +90,12 @@ impl StaticScheduler {
 
     fn plan_decode(&mut self) {
         self.plan.clear();
-        // The token fed at decode step j sits at position padded_prompt + j - 1; attention covers it and all before.
-        let context = self.padded_prompt + self.decode_steps + 1;
+        // The token fed at decode step j sits at position prompt + j - 1 of its sequence (the padding is not
+        // cached); attention covers it and every token before it.
         for m in &self.batch {
             self.plan.decodes.push(DecodeSeq {
                 id: m.id,
-                context,
+                context: m.prompt_len + self.decode_steps + 1,
                 emits: m.generated < m.output_len,
             });
         }
@@ -130,11 +142,12 @@ impl Scheduler for StaticScheduler {
             }
         }
         if self.batch.iter().all(|m| m.generated == m.output_len) {
-            let held = u64::from(self.padded_prompt) + u64::from(self.decode_steps);
-            debug_assert_eq!(held, final_kv_tokens(self.padded_prompt, self.longest_output));
-            self.outcome
-                .kv_released
-                .extend(self.batch.drain(..).map(|m| (m.id, held)));
+            let steps = u64::from(self.decode_steps);
+            for m in self.batch.drain(..) {
+                let held = u64::from(m.prompt_len) + steps;
+                debug_assert_eq!(held, final_kv_tokens(m.prompt_len, self.longest_output));
+                self.outcome.kv_released.push((m.id, held));
+            }
         }
         self.plan.clear();
         &self.outcome
@@ -149,9 +162,10 @@ impl Scheduler for StaticScheduler {
     }
 
     fn kv_slots(&self) -> u64 {
-        // Each cache holds the padded prompt plus every token fed so far, an in-flight decode step's included.
-        let in_flight = u32::from(!self.plan.decodes.is_empty());
-        self.batch.len() as u64 * u64::from(self.padded_prompt + self.decode_steps + in_flight)
+        // Each cache holds its prompt plus every token fed so far, an in-flight decode step's included.
+        let in_flight = u64::from(!self.plan.decodes.is_empty());
+        let fed = (u64::from(self.decode_steps) + in_flight) * self.batch.len() as u64;
+        self.batch.iter().map(|m| u64::from(m.prompt_len)).sum::<u64>() + fed
     }
 
     fn kv_capacity(&self) -> u64 {

@@ -114,12 +114,55 @@ fn static_worked_example() {
     assert_eq!(ttfts_ms(&m), [20.0, 20.0, 20.0, 20.0, 660.0, 660.0, 660.0, 660.0]);
     // The 16-token requests finish at step 16 of their batch; the batch runs on to step 32 regardless.
     assert_eq!(e2es_ms(&m), [320.0, 640.0, 320.0, 640.0, 960.0, 1280.0, 960.0, 1280.0]);
-    // Every cache grows to padded prompt + longest output - 1, finished or not.
+    // Every cache grows to its prompt + the longest output - 1, finished or not.
     assert!(m.requests.iter().all(|r| r.kv_peak_slots == 64 + 31));
     // Finished sequences keep decoding as padding: 2 of 4 sequences for 16 of the 31 decode steps, per batch.
     let padding: u32 = m.steps.iter().map(|s| s.padding_tokens).sum();
     assert_eq!(padding, 2 * 2 * 16);
     assert_eq!(m.steps.iter().map(|s| s.kv_slots).max(), Some(4 * 95));
+}
+
+#[test]
+fn a_static_batch_computes_its_prompts_padding_but_never_caches_it() {
+    let requests = [(10, 4), (40, 2), (25, 3)]
+        .into_iter()
+        .enumerate()
+        .map(|(id, (prompt_len, output_len))| Request {
+            id: id as u32,
+            arrival: Nanos::ZERO,
+            prompt_len,
+            output_len,
+        })
+        .collect();
+    let w = Workload {
+        requests,
+        closed_loop: None,
+    };
+    /// Every plan, in order.
+    struct Plans(Vec<StepPlan>);
+    impl<S: Scheduler> StepObserver<S> for Plans {
+        fn after_plan(&mut self, _scheduler: &S, plan: &StepPlan) {
+            self.0.push(plan.clone());
+        }
+    }
+    let mut plans = Plans(Vec::new());
+    let m = check_run(&mut StaticScheduler::new(limits(3)), &w, &mut plans);
+    // The prefill computes every prompt padded to 40 tokens.
+    let prefill = &plans.0[0];
+    assert_eq!(
+        prefill.prefills.iter().map(|c| (c.len, c.padding)).collect::<Vec<_>>(),
+        [(40, 30), (40, 0), (40, 15)]
+    );
+    // Each decode attends to its own prompt and the tokens fed since: the padding is not in the cache.
+    let contexts: Vec<Vec<u32>> = plans.0[1..]
+        .iter()
+        .map(|p| p.decodes.iter().map(|d| d.context).collect())
+        .collect();
+    assert_eq!(contexts, [[11, 41, 26], [12, 42, 27], [13, 43, 28]]);
+    // Each cache grows to its own prompt + the longest output − 1 (finished sequences keep growing).
+    let peaks: Vec<u64> = m.requests.iter().map(|r| r.kv_peak_slots).collect();
+    assert_eq!(peaks, [13, 43, 28]);
+    assert_eq!(m.steps.iter().map(|s| s.kv_slots).max(), Some(13 + 43 + 28));
 }
 
 #[test]
