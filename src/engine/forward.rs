@@ -1261,12 +1261,14 @@ impl Engine {
     }
 }
 
-/// Row counts an engine warms its cuBLAS GEMMs at, up to `max`: every count to 256, every 8th to 1024, every
-/// 32nd beyond, and `max` itself. cuBLAS's heuristic changes kernels at a few row counts, so this grid meets most
-/// of the kernels steps run, not all: in a validation of the seed matrix on an H100, 4 steps at row counts off the
-/// grid (769, 1,028, 1,537 and 2,052) still loaded one, against 41 steps without warming.
+/// Row counts an engine warms its cuBLAS GEMMs at, up to `max`: every count to 256; beyond, every 8th to 1024 and
+/// every 32nd after, each with the count one past it; and `max` itself. cuBLAS's heuristic changes kernels at a few
+/// row counts, and the grid alone missed some just past its points: in a validation of the seed matrix on an H100,
+/// 4 steps at row counts off it (769, 1,028, 1,537 and 2,052: a prefill of a round token count plus a few decodes)
+/// still loaded a kernel, against 41 steps without warming.
 fn warm_rows(max: usize) -> impl Iterator<Item = usize> {
-    (1..=max).filter(move |&m| m <= 256 || (m <= 1024 && m % 8 == 0) || m % 32 == 0 || m == max)
+    let point = |m: usize| (m <= 1024 && m.is_multiple_of(8)) || m.is_multiple_of(32);
+    (1..=max).filter(move |&m| m <= 256 || point(m) || point(m - 1) || m == max)
 }
 
 /// Runs each of the model's GEMMs that the policy sends to cuBLAS once at every row count of [`warm_rows`] the
@@ -1366,8 +1368,9 @@ mod tests {
     fn cublas_is_warmed_at_every_small_row_count_and_on_a_coarser_grid_beyond() {
         let rows: Vec<usize> = warm_rows(2000).collect();
         assert!((1..=256).all(|m| rows.contains(&m)));
-        assert!(rows.contains(&264) && !rows.contains(&260) && rows.contains(&1024));
-        assert!(rows.contains(&1056) && !rows.contains(&1032) && rows.contains(&2000));
+        assert!(rows.contains(&264) && rows.contains(&265) && !rows.contains(&260) && rows.contains(&1024));
+        assert!(rows.contains(&1025) && rows.contains(&1056) && rows.contains(&1057));
+        assert!(!rows.contains(&1032) && !rows.contains(&1026) && rows.contains(&2000));
         assert!(rows.windows(2).all(|w| w[0] < w[1] && w[1] - w[0] <= 32));
         assert_eq!(warm_rows(3).collect::<Vec<_>>(), vec![1, 2, 3]);
     }
