@@ -3,7 +3,7 @@
 //! written as markdown or HTML, so both say the same thing.
 
 use super::{ReportError, markdown::aligned_table, markdown::escape as escape_md};
-use crate::validate::{HEADLINE_METRICS, PlanAgreement, RankingVerdict, ValidationSummary, Verdict};
+use crate::validate::{HEADLINE_METRICS, PlanAgreement, RankingVerdict, STALL, ValidationSummary, Verdict};
 use std::path::Path;
 
 /// `<results>/validation.json`: the summary a validation writes, and what marks a results folder as validated.
@@ -188,16 +188,25 @@ pub(super) fn sections(v: &ValidationSummary) -> Vec<Section> {
 
     out.push(Section {
         title: "Step time by step kind".to_owned(),
-        paragraphs: vec![
+        paragraphs: vec![format!(
             "Each measured step against the cost model's prediction for the plan it ran, pooled over all runs. \
-             Signed error is (predicted − measured) / measured: positive means the model predicts the step too slow."
-                .to_owned(),
-        ],
+                 Signed error is (predicted − measured) / measured: positive means the model predicts the step too \
+                 slow. Stalled: steps that took over {} ms longer than predicted, as a host interruption or a kernel \
+                 loaded in mid-step does; many of them say the machine's host, not the model, sets the tails.",
+            STALL.as_ms()
+        )],
         table: Some(Table {
-            headers: ["step kind", "steps", "median error", "p95 error", "median signed error"]
-                .map(String::from)
-                .to_vec(),
-            right: vec![false, true, true, true, true],
+            headers: [
+                "step kind",
+                "steps",
+                "median error",
+                "p95 error",
+                "median signed error",
+                "stalled",
+            ]
+            .map(String::from)
+            .to_vec(),
+            right: vec![false, true, true, true, true, true],
             rows: v
                 .steps
                 .iter()
@@ -208,6 +217,10 @@ pub(super) fn sections(v: &ValidationSummary) -> Vec<Section> {
                         percent_cell(s.median),
                         percent_cell(s.p95),
                         percent_cell(s.median_signed),
+                        match s.stalled {
+                            Some(n) => Cell::number(n.to_string(), n as f64),
+                            None => Cell::text(super::render::MISSING),
+                        },
                     ]
                 })
                 .collect(),

@@ -350,6 +350,20 @@ pub struct StepKindAggregate {
     pub p95: Option<f64>,
     /// Median of the signed error: positive when the model predicts this kind too slow.
     pub median_signed: Option<f64>,
+    /// Steps that took more than [`STALL`] longer than predicted: what a host interruption or a kernel loaded in
+    /// mid-step looks like, beyond any step model's reach. `None` in validations written before it was counted.
+    #[serde(default)]
+    pub stalled: Option<u64>,
+}
+
+/// How much longer than predicted a step must take to count as stalled ([`StepKindAggregate::stalled`]).
+pub const STALL: Nanos = Nanos(1_000_000);
+
+impl StepComparison {
+    /// The step took more than [`STALL`] longer than its prediction.
+    pub fn stalled(&self) -> bool {
+        self.measured > self.predicted + STALL
+    }
 }
 
 /// One policy's throughput in a ranking group.
@@ -576,6 +590,7 @@ pub fn aggregate(runs: &[RunValidation]) -> ValidationSummary {
                 median,
                 p95,
                 median_signed,
+                stalled: Some(of_kind().filter(|s| s.stalled()).count() as u64),
             })
         })
         .collect();

@@ -20,7 +20,7 @@ pub mod output;
 
 pub use compare::{
     DivergenceCause, MetricAggregate, MetricComparison, PlanAgreement, PolicyThroughput, RankingGroup, RankingVerdict,
-    StepComparison, StepKindAggregate, ValidationSummary, Verdict, aggregate, compare_metrics, compare_plans,
+    STALL, StepComparison, StepKindAggregate, ValidationSummary, Verdict, aggregate, compare_metrics, compare_plans,
     compare_steps, rank_policies, relative_error,
 };
 pub use driver::{

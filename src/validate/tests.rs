@@ -5,6 +5,7 @@ use super::fake::{Factors, PerturbedBackend};
 use super::*;
 use crate::metrics::StepKind;
 use crate::sim::run::{PreparedRun, RecordOptions, prepare};
+use crate::units::Nanos;
 use crate::workload::{RunSpec, load_runs_str};
 use std::path::Path;
 
@@ -146,6 +147,50 @@ fn step_errors_are_the_factor_of_each_step_kind() {
             "{kind}"
         );
     }
+    // 2–10% off, no step of this sweep is a millisecond late.
+    assert!(v.summary.steps.iter().all(|k| k.stalled == Some(0)));
+}
+
+#[test]
+fn steps_a_millisecond_late_are_counted_as_stalled_by_kind() {
+    // Mixed steps take three times their prediction; the others as predicted.
+    let mut backend = PerturbedBackend::new(Factors {
+        decode: 1.0,
+        prefill: 1.0,
+        mixed: 3.0,
+    });
+    let v = validate(BURST, &mut backend, 4);
+    let steps = || v.runs.iter().flat_map(|r| &r.steps);
+    let late = steps()
+        .filter(|s| s.kind == StepKind::Mixed && s.predicted > Nanos(STALL.0 / 2))
+        .count() as u64;
+    assert!(late > 0, "the sweep has mixed steps of over half a millisecond");
+    for k in &v.summary.steps {
+        let want = if k.kind == "mixed" { late } else { 0 };
+        assert_eq!(k.stalled, Some(want), "{}", k.kind);
+    }
+}
+
+#[test]
+fn a_step_more_than_a_millisecond_late_is_stalled() {
+    let step = |measured_ms: f64, predicted_ms: f64| StepComparison {
+        index: 0,
+        kind: StepKind::Prefill,
+        prefill_seqs: 1,
+        decode_seqs: 0,
+        prefill_tokens: 64,
+        decode_tokens: 0,
+        padding_tokens: 0,
+        kv_read_tokens: 64,
+        max_context: 64,
+        measured: Nanos::from_ms(measured_ms),
+        predicted: Nanos::from_ms(predicted_ms),
+    };
+    assert!(step(3.6, 2.5).stalled());
+    assert!(!step(3.4, 2.5).stalled(), "0.9 ms late");
+    assert!(!step(20.0, 25.0).stalled(), "early");
+    // Relative error alone would not tell: 40% late at 0.5 ms is not a stall, 10% late at 20 ms is.
+    assert!(!step(0.7, 0.5).stalled() && step(22.0, 20.0).stalled());
 }
 
 #[test]
