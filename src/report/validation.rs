@@ -135,6 +135,15 @@ fn verdict_lines(v: &ValidationSummary) -> Vec<String> {
             )
         },
     ];
+    let stalled: u64 = v.steps.iter().filter_map(|k| k.stalled).sum();
+    if stalled > 0 {
+        let steps: u64 = v.steps.iter().map(|k| k.steps).sum();
+        out.push(format!(
+            "Stalls: {stalled} of {steps} step(s) took over {} ms longer than predicted (by kind below): a host \
+             interruption or a kernel loaded mid-step does that, and such steps widen the tails whatever the model.",
+            STALL.as_ms()
+        ));
+    }
     let unmeasured = v.runs.iter().filter(|r| !r.memory_measured).count();
     if unmeasured > 0 {
         out.push(format!(

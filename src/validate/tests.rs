@@ -147,8 +147,9 @@ fn step_errors_are_the_factor_of_each_step_kind() {
             "{kind}"
         );
     }
-    // 2–10% off, no step of this sweep is a millisecond late.
+    // 2–10% off, no step of this sweep is a millisecond late, and the verdict has no stall line.
     assert!(v.summary.steps.iter().all(|k| k.stalled == Some(0)));
+    assert!(!crate::report::validation_markdown(&v.summary, "burst").contains("Stalls:"));
 }
 
 #[test]
@@ -169,6 +170,10 @@ fn steps_a_millisecond_late_are_counted_as_stalled_by_kind() {
         let want = if k.kind == "mixed" { late } else { 0 };
         assert_eq!(k.stalled, Some(want), "{}", k.kind);
     }
+    // The verdict says so, with the count.
+    let md = crate::report::validation_markdown(&v.summary, "burst");
+    let steps: u64 = v.summary.steps.iter().map(|k| k.steps).sum();
+    assert!(md.contains(&format!("Stalls: {late} of {steps} step(s)")), "{md}");
 }
 
 #[test]
