@@ -68,11 +68,15 @@ fn rows_for_64mib(bytes_per_row: usize) -> usize {
     (64usize << 20).div_ceil(bytes_per_row).next_multiple_of(1024).max(8192)
 }
 
+/// The decode attention points `bench-kernels` times unless told others: (batch, context).
+pub const DECODE_POINTS: [(usize, usize); 5] = [(1, 4096), (8, 8192), (32, 4096), (64, 2048), (256, 1024)];
+
+/// Times every kernel; decode attention at `decode` points (batch, context). `(warmup, repeats)` per point.
 pub fn bench_kernels(
     gpu: &Gpu,
     m: &ModelSpec,
-    warmup: usize,
-    repeats: usize,
+    (warmup, repeats): (usize, usize),
+    decode: &[(usize, usize)],
     on_point: &mut dyn FnMut(&str),
 ) -> Result<KernelBench, GpuError> {
     let mut b = Bench::new(gpu, warmup, repeats, on_point);
@@ -196,7 +200,7 @@ pub fn bench_kernels(
     drop((k_cache, v_cache, qkv, positions, q_out));
 
     // Decode attention: K and V of every context token are read once.
-    for (batch, ctx) in [(1usize, 4096usize), (8, 8192), (32, 4096), (64, 2048), (256, 1024)] {
+    for &(batch, ctx) in decode {
         let per_seq = ctx.div_ceil(block_size);
         let layout = PagedKvLayout {
             num_blocks: batch * per_seq,

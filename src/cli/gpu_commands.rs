@@ -260,10 +260,20 @@ pub fn bench_engine(args: BenchEngineArgs) -> Result<(), CliError> {
 pub fn bench_kernels(args: BenchKernelsArgs) -> Result<(), CliError> {
     let model = model_of(&args.target)?;
     let gpu = open_gpu(args.target.gpu)?;
-    let pb = progress(80, "kernels");
-    let result = bench::bench_kernels(&gpu, &model, args.target.warmup, args.target.repeats, &mut |_| {
-        pb.inc(1)
-    })
+    let decode: Vec<(usize, usize)> = if args.decode.is_empty() {
+        bench::DECODE_POINTS.to_vec()
+    } else {
+        args.decode.iter().map(|&(b, c)| (b as usize, c as usize)).collect()
+    };
+    // Six timings per decode point (its default split and five partition sizes), about 50 for the rest.
+    let pb = progress(50 + 6 * decode.len(), "kernels");
+    let result = bench::bench_kernels(
+        &gpu,
+        &model,
+        (args.target.warmup, args.target.repeats),
+        &decode,
+        &mut |_| pb.inc(1),
+    )
     .map_err(|e| CliError::Failed(anyhow::anyhow!(e)))?;
     pb.finish_and_clear();
     let md = result.markdown(&model.name);

@@ -167,6 +167,11 @@ pub struct CalibrateArgs {
 pub struct BenchKernelsArgs {
     #[command(flatten)]
     pub target: GpuModelArgs,
+    /// Decode attention points as BATCHxCONTEXT, comma-separated, each timed with its default split and with every
+    /// partition size [default: 1x4096,8x8192,32x4096,64x2048,256x1024]. E.g. contexts of 11 and 12 partitions:
+    /// `--decode 3x1300,3x1408,3x1536`.
+    #[arg(long, value_delimiter = ',', value_parser = parse_pair)]
+    pub decode: Vec<(u32, u32)>,
     /// Also write the markdown report to this file.
     #[arg(long, short)]
     pub out: Option<PathBuf>,
@@ -328,7 +333,22 @@ fn init_tracing() {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_pair;
+    use super::{Cli, Command, parse_pair};
+    use clap::Parser;
+
+    #[test]
+    fn bench_kernels_takes_decode_points_or_none() {
+        let args = |line: &str| match Cli::try_parse_from(line.split(' ')).unwrap().command {
+            Command::BenchKernels(a) => a.decode,
+            _ => panic!("not bench-kernels"),
+        };
+        assert_eq!(
+            args("batchlab bench-kernels --decode 3x1300,12x2600"),
+            [(3, 1300), (12, 2600)]
+        );
+        assert!(args("batchlab bench-kernels").is_empty());
+        assert!(Cli::try_parse_from(["batchlab", "bench-kernels", "--decode", "3x0"]).is_err());
+    }
 
     #[test]
     fn points_parse_as_a_x_b() {
