@@ -127,10 +127,10 @@ impl Gpu {
     }
 
     /// Copies `host` into the first `host.len()` elements of `dev` (which may be longer) through `staging`: `host` is
-    /// written into page-locked memory and its copy queued on the stream, and this returns without waiting for it. (A copy from pageable memory makes the host wait while the
-    /// driver moves it through a buffer of its own: on an H100 an engine step's few small copies took from 20 µs to
-    /// over 200 µs that way, varying from run to run.) A region of `staging` is written again only once every copy
-    /// queued from it before is done.
+    /// written into page-locked memory and its copy queued on the stream, and this returns without waiting for it.
+    /// (A copy from pageable memory makes the host wait while the driver moves it through a buffer of its own: on an
+    /// H100 an engine step's few small copies took from 20 µs to over 200 µs that way, varying from run to run.) A
+    /// region of `staging` is written again only once every copy queued from it before is done.
     pub fn write_prefix_staged(
         &self,
         staging: &mut Staging,
