@@ -181,6 +181,159 @@ GEMM_KERNEL(gemm_16x32_f16, 64, 16, 32, 64, 16, 16, 4)
 // M up to 32: 4 warps of 32 x 16 (54 KB).
 GEMM_KERNEL(gemm_32x64_f16, 128, 32, 64, 64, 32, 16, 4)
 
+// A 16-byte load of weights, kept out of L1 (each is read once). Not volatile: the weights are no kernel's output,
+// so the compiler may schedule these loads anywhere.
+__device__ __forceinline__ uint4 ld_stream16(const half_t* p) {
+    uint4 v;
+    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+        : "l"(p));
+    return v;
+}
+
+// A read-only 16-byte load through L1 (the token rows, read by every block of their k range). Volatile: it reads
+// the previous kernel's output, so it must stay after pdl_wait.
+__device__ __forceinline__ uint4 ld_nc16(const half_t* p) {
+    uint4 v;
+    asm volatile("ld.global.nc.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "l"(p)
+                 : "memory");
+    return v;
+}
+
+// Skinny GEMM for decode-sized M: the weights are mma's A operand (16 weight rows per m16 tile) and the tokens its
+// B operand (8 per n8 tile), so a step of one to eight tokens spends no tensor-core rows on padding, and both are
+// read straight from global memory into registers with 16-byte loads (no shared-memory staging: the weights are
+// read once, the few tokens' rows stay in L1/L2). Thread (g = lane / 4, t = lane % 4) loads, per unit of 32 k,
+// the 8 halves at k0 + 8t of weight rows g and g + 8 and of token g; the first four are mma step 0's k slots
+// {2t, 2t + 1, 2t + 8, 2t + 9} and the last four step 1's (a permutation of k applied to both operands alike, so
+// the dot products are unchanged). A block's KW warps take interleaved units of the same rows (their loads of a
+// row are contiguous) and add their sums up in shared memory; blockIdx.x picks 16 * MT weight rows, blockIdx.y
+// 8 * NT tokens, blockIdx.z a split-K slice of k_tiles_per_split tiles of KW * 32 k (with `partial`, as above).
+template <int NT, int MT, int KW, int U>
+__device__ __forceinline__ void gemm_skinny_impl(const half_t* __restrict__ x, const half_t* __restrict__ w,
+                                                 const half_t* __restrict__ bias, half_t* __restrict__ y,
+                                                 float* __restrict__ partial, int M, int N, int K,
+                                                 int k_tiles_per_split) {
+    constexpr int ROWS = 16 * MT, TOKS = 8 * NT;
+    __shared__ float red[KW][TOKS][ROWS + 1];
+    const int lane = threadIdx.x & 31, kw = threadIdx.x >> 5;
+    const int g = lane >> 2, t = lane & 3;
+    const int r0 = blockIdx.x * ROWS, m0 = blockIdx.y * TOKS;
+    const int ktiles = (K + KW * 32 - 1) / (KW * 32);
+    const int tile_begin = blockIdx.z * k_tiles_per_split;
+    const int tile_end = min(ktiles, tile_begin + k_tiles_per_split);
+    auto kpos = [&](int tile) { return (tile * KW + kw) * 32 + 8 * t; };
+
+    float acc[MT][NT][4];
+#pragma unroll
+    for (int i = 0; i < MT; ++i)
+#pragma unroll
+        for (int j = 0; j < NT; ++j)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
+
+    // The weights are no kernel's output: ask L2 for this thread's first weight chunks while the kernel before may
+    // still run. (The next kernel is let launch only once this one's loads are done, below: with hundreds of small
+    // blocks, launching it at the start let a cascade of waiting kernels in behind this one.)
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+        const int k = kpos(tile_begin + u);
+        if (tile_begin + u < tile_end && k < K) {
+#pragma unroll
+            for (int i = 0; i < MT; ++i)
+#pragma unroll
+                for (int h = 0; h < 2; ++h) {
+                    const int r = r0 + i * 16 + g + 8 * h;
+                    if (r < N) prefetch_l2(w + (size_t)r * K + k);
+                }
+        }
+    }
+    pdl_wait();
+
+    const uint4 zero = make_uint4(0, 0, 0, 0);
+    for (int t0 = tile_begin; t0 < tile_end; t0 += U) {
+        uint4 wr[U][MT][2];
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            const int k = kpos(t0 + u);
+            const bool ok = t0 + u < tile_end && k < K;
+#pragma unroll
+            for (int i = 0; i < MT; ++i)
+#pragma unroll
+                for (int h = 0; h < 2; ++h) {
+                    const int r = r0 + i * 16 + g + 8 * h;
+                    wr[u][i][h] = ok && r < N ? ld_stream16(w + (size_t)r * K + k) : zero;
+                }
+        }
+        uint4 xv[U][NT];
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            const int k = kpos(t0 + u);
+            const bool ok = t0 + u < tile_end && k < K;
+#pragma unroll
+            for (int j = 0; j < NT; ++j) {
+                const int m = m0 + j * 8 + g;
+                xv[u][j] = ok && m < M ? ld_nc16(x + (size_t)m * K + k) : zero;
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+#pragma unroll
+            for (int i = 0; i < MT; ++i) {
+                const u32 a0[4] = {wr[u][i][0].x, wr[u][i][1].x, wr[u][i][0].y, wr[u][i][1].y};
+                const u32 a1[4] = {wr[u][i][0].z, wr[u][i][1].z, wr[u][i][0].w, wr[u][i][1].w};
+#pragma unroll
+                for (int j = 0; j < NT; ++j) {
+                    mma_16816(acc[i][j], a0, xv[u][j].x, xv[u][j].y);
+                    mma_16816(acc[i][j], a1, xv[u][j].z, xv[u][j].w);
+                }
+            }
+        }
+    }
+
+    pdl_trigger();
+    // acc[i][j]: rows i*16 + g (+8), tokens j*8 + 2t (+1).
+#pragma unroll
+    for (int i = 0; i < MT; ++i)
+#pragma unroll
+        for (int j = 0; j < NT; ++j)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) red[kw][j * 8 + 2 * t + (e & 1)][i * 16 + g + 8 * (e >> 1)] = acc[i][j][e];
+    __syncthreads();
+    for (int e = threadIdx.x; e < ROWS * TOKS; e += KW * 32) {
+        const int rr = e % ROWS, tt = e / ROWS;
+        const int r = r0 + rr, m = m0 + tt;
+        if (r >= N || m >= M) continue;
+        float v = 0.0f;
+#pragma unroll
+        for (int q = 0; q < KW; ++q) v += red[q][tt][rr];
+        if (partial != nullptr) {
+            partial[(size_t)blockIdx.z * M * N + (size_t)m * N + r] = v;
+        } else {
+            if (bias != nullptr) v += h2f(bias[r]);
+            y[(size_t)m * N + r] = f2h(v);
+        }
+    }
+}
+
+#define GEMM_SKINNY_KERNEL(NAME, NT, MT, KW, U)                                                                     \
+    extern "C" __global__ void __launch_bounds__(KW * 32)                                                          \
+        NAME(const half_t* x, const half_t* w, const half_t* bias, half_t* y, float* partial, int M, int N, int K,  \
+             int k_tiles_per_split) {                                                                              \
+        gemm_skinny_impl<NT, MT, KW, U>(x, w, bias, y, partial, M, N, K, k_tiles_per_split);                       \
+    }
+
+// Up to 8 tokens: 16 weight rows per block, 4 warps, 4 units of 32 k in flight per warp.
+GEMM_SKINNY_KERNEL(gemm_s8_f16, 1, 1, 4, 4)
+// Up to 16 tokens.
+GEMM_SKINNY_KERNEL(gemm_s16_f16, 2, 1, 4, 4)
+// Up to 32 tokens: 32 weight rows per block (each token row loaded serves two m16 tiles).
+GEMM_SKINNY_KERNEL(gemm_s32_f16, 4, 2, 4, 2)
+// Up to 64 tokens.
+GEMM_SKINNY_KERNEL(gemm_s64_f16, 8, 2, 4, 2)
+
 // y[m, n] = sum over splits of partial[s][m][n] (+ bias[n]); grid-stride.
 extern "C" __global__ void gemm_splitk_reduce_f16(const float* __restrict__ partial, const half_t* __restrict__ bias,
                                                   half_t* __restrict__ y, int M, int N, int splits) {

@@ -333,7 +333,7 @@ pub fn bench_kernels(
             if t <= 64 {
                 let mut timed = Vec::new();
                 for tile in GemmTile::ALL.into_iter().filter(|t| t.rows() <= 64) {
-                    for split_k in [1usize, 2, 3, 4, 6, 8] {
+                    for split_k in [1usize, 2, 3, 4, 6, 8, 12, 16] {
                         if split_k > k.div_ceil(64) {
                             continue;
                         }

@@ -1,7 +1,7 @@
 //! Our tensor-core GEMM (kernels/gemm.cu): `y = x . W^T (+ bias)`, fp16 in/out, f32 accumulation.
 //!
-//! Three tile shapes and optional split-K; [`Gpu::gemm_plan`] picks what fills the GPU, [`Gpu::gemm_with`] lets
-//! calibration time any plan.
+//! Tiled kernels of several shapes, skinny ones for decode-sized products, and optional split-K; [`gemm_plan`]
+//! picks what fills the GPU, [`Gpu::gemm_with`] lets calibration time any plan.
 
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 
@@ -27,10 +27,19 @@ pub enum GemmTile {
     T16x32,
     /// 32 × 64, 4 warps of 32 × 16.
     T32x64,
+    /// Skinny (weights as the 16-row mma operand, tokens as the 8-column one, no shared-memory staging): up to 8
+    /// tokens × 16 weight rows, 4 warps splitting k.
+    S8,
+    /// Skinny, up to 16 tokens × 16 weight rows.
+    S16,
+    /// Skinny, up to 32 tokens × 32 weight rows.
+    S32,
+    /// Skinny, up to 64 tokens × 32 weight rows.
+    S64,
 }
 
 impl GemmTile {
-    pub const ALL: [GemmTile; 8] = [
+    pub const ALL: [GemmTile; 12] = [
         GemmTile::T128x128,
         GemmTile::T64x64,
         GemmTile::T64x64W8,
@@ -39,7 +48,16 @@ impl GemmTile {
         GemmTile::T16x128,
         GemmTile::T16x32,
         GemmTile::T32x64,
+        GemmTile::S8,
+        GemmTile::S16,
+        GemmTile::S32,
+        GemmTile::S64,
     ];
+
+    /// Whether this is one of the skinny kernels (`gemm_s*`).
+    pub fn is_skinny(self) -> bool {
+        matches!(self, Self::S8 | Self::S16 | Self::S32 | Self::S64)
+    }
 
     /// Rows of x one block covers.
     pub fn rows(self) -> usize {
@@ -57,6 +75,10 @@ impl GemmTile {
             Self::T16x128 => "16x128",
             Self::T16x32 => "16x32",
             Self::T32x64 => "32x64",
+            Self::S8 => "s8",
+            Self::S16 => "s16",
+            Self::S32 => "s32",
+            Self::S64 => "s64",
         }
     }
 
@@ -127,6 +149,10 @@ impl GemmTile {
                 threads: 128,
                 id: KernelId::Gemm32x64F16,
             },
+            Self::S8 => TileConfig::skinny(8, 16, KernelId::GemmS8F16),
+            Self::S16 => TileConfig::skinny(16, 16, KernelId::GemmS16F16),
+            Self::S32 => TileConfig::skinny(32, 32, KernelId::GemmS32F16),
+            Self::S64 => TileConfig::skinny(64, 32, KernelId::GemmS64F16),
         }
     }
 }
@@ -141,7 +167,20 @@ struct TileConfig {
 }
 
 impl TileConfig {
-    /// Dynamic shared memory: STAGES x (BM + BN) rows of BK + 8 halves.
+    /// A skinny kernel (`gemm_s*` in kernels/gemm.cu): `bm` tokens × `bn` weight rows, 4 warps taking interleaved
+    /// 32-k units (a k tile is one unit per warp), nothing staged in dynamic shared memory.
+    const fn skinny(bm: usize, bn: usize, id: KernelId) -> Self {
+        TileConfig {
+            bm,
+            bn,
+            bk: 4 * 32,
+            stages: 0,
+            threads: 128,
+            id,
+        }
+    }
+
+    /// Dynamic shared memory: STAGES x (BM + BN) rows of BK + 8 halves (none for the skinny kernels).
     fn smem_bytes(&self) -> u32 {
         (self.stages * (self.bm + self.bn) * (self.bk + 8) * 2) as u32
     }
@@ -149,10 +188,13 @@ impl TileConfig {
 
 /// The dynamic shared memory each GEMM kernel needs, for raising its limit when the module is loaded.
 pub(crate) fn gemm_smem_limits() -> impl Iterator<Item = (KernelId, u32)> {
-    GemmTile::ALL.into_iter().map(|t| {
-        let c = t.config();
-        (c.id, c.smem_bytes())
-    })
+    GemmTile::ALL
+        .into_iter()
+        .map(|t| {
+            let c = t.config();
+            (c.id, c.smem_bytes())
+        })
+        .filter(|&(_, bytes)| bytes > 0)
 }
 
 /// How one GEMM is launched: the tile, and into how many slices K is split (1 = no split).
@@ -162,43 +204,57 @@ pub struct GemmPlan {
     pub split_k: usize,
 }
 
-/// Fewest k tiles a split-K slice gets: below this the partial sums' traffic outweighs the gain.
+/// Fewest k tiles a split-K slice of the tiled kernels gets: below this the partial sums' traffic outweighs the
+/// gain.
 const MIN_TILES_PER_SPLIT: usize = 2;
 const MAX_SPLIT_K: usize = 16;
 
+/// The plan for `y[m, n] = x[m, k] . w[n, k]^T` on a GPU of `sms` SMs. Products of up to 16 rows take the skinny
+/// kernel that covers them (8 or 16 tokens): they are bound by reading the weights, which the skinny kernels stream
+/// straight into registers with no tensor-core row spent on padding tokens; then split-K (slices of two k tiles, the
+/// last one may hold one) while the grid is under three of its small blocks per SM. Up to 64 rows take the narrowest tiled kernel
+/// that covers them (32 × 64, 64 × 64 with 8 warps; the skinny ones re-read every token row for each 16 weight rows
+/// and fall behind there); larger products 128 × 128 where that still gives every SM a block, else 64 × 64. The
+/// tiled ones split K while the grid is under two blocks per SM, each slice keeping at least two k tiles. (From
+/// sweeps of every tile × split on an H100: `bench-kernels` prints one against this choice.)
+pub fn gemm_plan(sms: usize, m: usize, n: usize, k: usize) -> GemmPlan {
+    let blocks = |t: GemmTile| {
+        let c = t.config();
+        m.div_ceil(c.bm) * n.div_ceil(c.bn)
+    };
+    // (tile, blocks per SM to reach)
+    let (tile, per_sm) = if m <= 8 {
+        (GemmTile::S8, 3)
+    } else if m <= 16 {
+        (GemmTile::S16, 3)
+    } else if m <= 32 {
+        (GemmTile::T32x64, 2)
+    } else if m <= 64 {
+        (GemmTile::T64x64W8, 2)
+    } else if blocks(GemmTile::T128x128) >= sms {
+        (GemmTile::T128x128, 2)
+    } else {
+        (GemmTile::T64x64, 2)
+    };
+    let base = blocks(tile).max(1);
+    let ktiles = k.div_ceil(tile.config().bk);
+    // Slices of two k tiles at least; the skinny kernels' last slice may hold one (7 tiles of 128: 4 slices).
+    let most = if tile.is_skinny() {
+        ktiles.div_ceil(MIN_TILES_PER_SPLIT)
+    } else {
+        ktiles / MIN_TILES_PER_SPLIT
+    };
+    let mut split_k = 1;
+    if base < per_sm * sms {
+        split_k = (per_sm * sms).div_ceil(base).min(most).clamp(1, MAX_SPLIT_K);
+    }
+    GemmPlan { tile, split_k }
+}
+
 impl Gpu {
-    /// The plan [`Gpu::gemm`] uses. Decode-sized products (m ≤ 64) take the narrowest tile that covers their rows
-    /// (16 × 64, 32 × 64, 64 × 64 with 8 warps): they are bound by reading the weights, and a 128-row tile would
-    /// mostly multiply padding. Larger ones take 128 × 128 where that still gives every SM a block, else 64 × 64.
-    /// Then split-K while the grid is under two blocks per SM, each slice keeping at least two k tiles. (Chosen from
-    /// a sweep of every tile × split on an H100: `bench-kernels` prints it.)
+    /// The plan [`Gpu::gemm`] uses: [`gemm_plan`] for this GPU's SM count.
     pub fn gemm_plan(&self, m: usize, n: usize, k: usize) -> GemmPlan {
-        let sms = self.info().sm_count as usize;
-        let blocks = |t: GemmTile| {
-            let c = t.config();
-            m.div_ceil(c.bm) * n.div_ceil(c.bn)
-        };
-        let tile = if m <= 16 {
-            GemmTile::T16x64
-        } else if m <= 32 {
-            GemmTile::T32x64
-        } else if m <= 64 {
-            GemmTile::T64x64W8
-        } else if blocks(GemmTile::T128x128) >= sms {
-            GemmTile::T128x128
-        } else {
-            GemmTile::T64x64
-        };
-        let base = blocks(tile).max(1);
-        let ktiles = k.div_ceil(tile.config().bk);
-        let mut split_k = 1;
-        if base < 2 * sms {
-            split_k = (2 * sms)
-                .div_ceil(base)
-                .min(ktiles / MIN_TILES_PER_SPLIT)
-                .clamp(1, MAX_SPLIT_K);
-        }
-        GemmPlan { tile, split_k }
+        gemm_plan(self.info().sm_count as usize, m, n, k)
     }
 
     /// `y[m, n] = x[m, k] . w[n, k]^T (+ bias[n])` on the tensor cores (our own mma.sync kernel); k a multiple of 8.
@@ -320,5 +376,51 @@ impl Gpu {
         // writes m*n of y (checked above), grid-stride bounded by m*n.
         unsafe { b.launch(cfg) }?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decode_sized_products_take_the_skinny_kernel_covering_their_rows() {
+        let sms = 132;
+        for (m, tile) in [
+            (1, GemmTile::S8),
+            (8, GemmTile::S8),
+            (9, GemmTile::S16),
+            (16, GemmTile::S16),
+            (17, GemmTile::T32x64),
+            (33, GemmTile::T64x64W8),
+            (64, GemmTile::T64x64W8),
+        ] {
+            let plan = gemm_plan(sms, m, 9728, 896);
+            assert_eq!(plan.tile, tile, "m = {m}");
+            assert!(plan.tile.rows() >= m);
+        }
+        let larger = gemm_plan(sms, 65, 9728, 896).tile;
+        assert!(matches!(larger, GemmTile::T128x128 | GemmTile::T64x64), "{larger:?}");
+    }
+
+    #[test]
+    fn split_k_fills_a_small_grid() {
+        let sms = 132;
+        // 896 x 4864 at one token: 56 skinny blocks of 16 weight rows, 38 k tiles of 128.
+        assert_eq!(gemm_plan(sms, 1, 896, 4864).split_k, (3 * sms).div_ceil(56));
+        // 896 x 896: 7 k tiles, at most 4 slices (2, 2, 2, 1).
+        assert_eq!(gemm_plan(sms, 1, 896, 896).split_k, 4);
+        // A wide product fills the GPU without splitting.
+        assert_eq!(gemm_plan(sms, 1, 151_936, 896).split_k, 1);
+        // The tiled kernels keep two k tiles of 64 a slice: 896 / 64 = 14 tiles, 7 slices at most.
+        assert_eq!(gemm_plan(sms, 32, 896, 896).split_k, 7);
+        for (m, n, k) in [(1, 128, 64), (64, 64, 8), (300, 256, 4096), (4096, 4096, 4096)] {
+            let plan = gemm_plan(sms, m, n, k);
+            assert!((1..=MAX_SPLIT_K).contains(&plan.split_k), "{m}x{n}x{k}: {plan:?}");
+            assert!(
+                plan.split_k <= k.div_ceil(plan.tile.config().bk),
+                "{m}x{n}x{k}: {plan:?}"
+            );
+        }
     }
 }
