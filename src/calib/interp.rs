@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::DECODE_PARTITION_MIN;
+use crate::model::{DECODE_PARTITION_MIN, DECODE_UNSPLIT_MAX};
 
 /// y(x) measured at increasing x.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -185,18 +185,16 @@ impl WorkSurface {
 pub const DECODE_ROUND_TOKENS: f64 = 64.0;
 
 /// Decode attention's time for `batch` sequences over `context` tokens, from its batch × context table.
-/// The kernel's time is a step function of the context, not a line: a block takes whole 64-token rounds, and past
-/// one partition the context is split into partitions of at least [`DECODE_PARTITION_MIN`] tokens (a multiple of
-/// it), so one token past a partition's edge costs a whole partition more and a merge. Beyond one partition the
-/// measured grid sits on those edges (its contexts are multiples of 128), so the context is rounded up to the next
-/// multiple of the smallest partition before the table is read: 129 tokens cost what 256 cost, not what 130 would
-/// on a line from 128 to 256.
+/// The kernel's time is a step function of the context, not a line: a block takes whole 64-token rounds, and
+/// contexts over [`DECODE_UNSPLIT_MAX`] tokens are split into partitions of at least [`DECODE_PARTITION_MIN`] tokens
+/// (a multiple of it), so one token past a partition's edge costs a whole partition more. Up to that the context is
+/// rounded up to whole rounds, beyond it to the next multiple of the smallest partition (the measured grid sits on
+/// those edges) before the table is read: 513 tokens cost what 768 cost, not what 514 would on a line from 512.
 pub fn decode_attention_at(table: &Surface, batch: f64, context: f64) -> f64 {
-    let partition = DECODE_PARTITION_MIN as f64;
-    let edge = if context <= partition {
+    let edge = if context <= DECODE_UNSPLIT_MAX as f64 {
         DECODE_ROUND_TOKENS
     } else {
-        partition
+        DECODE_PARTITION_MIN as f64
     };
     table.at(batch, (context / edge).ceil().max(1.0) * edge)
 }
@@ -318,21 +316,23 @@ mod tests {
 
     #[test]
     fn decode_attention_is_read_at_the_next_partition_edge() {
-        // One block of 128 tokens takes 5 µs, two partitions (and their merge) 10 µs, three 11 µs.
+        // One partition up to 512 tokens (whole 64-token rounds); beyond, partitions of 256 and a merge.
         let s = Surface {
             x: vec![1.0],
-            y: vec![64.0, 128.0, 256.0, 384.0],
-            z: vec![4.0, 5.0, 10.0, 11.0],
+            y: vec![64.0, 128.0, 512.0, 768.0, 1024.0],
+            z: vec![4.0, 5.0, 9.0, 12.0, 13.0],
         };
         s.check().unwrap();
-        // 129 tokens need a second partition: as 256 cost, where a line from 128 to 256 would say 5.04.
-        assert_eq!(decode_attention_at(&s, 1.0, 129.0), 10.0);
-        assert_eq!(decode_attention_at(&s, 1.0, 256.0), 10.0);
-        assert_eq!(decode_attention_at(&s, 1.0, 300.0), 11.0);
+        // 513 tokens need a third partition of 256: as 768 cost, where a line from 512 to 768 would say 9.01.
+        assert_eq!(decode_attention_at(&s, 1.0, 513.0), 12.0);
+        assert_eq!(decode_attention_at(&s, 1.0, 768.0), 12.0);
+        assert_eq!(decode_attention_at(&s, 1.0, 800.0), 13.0);
         // Within one partition a block takes whole 64-token rounds.
         assert_eq!(decode_attention_at(&s, 1.0, 65.0), 5.0);
         assert_eq!(decode_attention_at(&s, 1.0, 40.0), 4.0);
+        assert_eq!(decode_attention_at(&s, 1.0, 129.0), 5.0 + 4.0 * 64.0 / 384.0);
         // Grid points are read as they are.
         assert_eq!(decode_attention_at(&s, 1.0, 128.0), 5.0);
+        assert_eq!(decode_attention_at(&s, 1.0, 512.0), 9.0);
     }
 }

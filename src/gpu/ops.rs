@@ -11,6 +11,7 @@ use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 
 use super::kernels::KernelId;
 use super::{Gpu, GpuError};
+use crate::model::{DECODE_PARTITION_MIN, DECODE_UNSPLIT_MAX};
 
 /// The most context tokens one decode block of the SIMT kernel covers (`DEC_PART` in kernels/attention.cu).
 pub const DECODE_PARTITION: usize = 256;
@@ -470,13 +471,19 @@ impl Gpu {
     }
 
     /// The partition size [`Gpu::attention_decode`] picks when the shape names none: the kernel's largest
-    /// (longest loops, fewest partial results), halved (down to 128 tokens) while the grid would leave more than
-    /// half the SMs without a block. (A sweep on an H100 found the longest loops worth more than the SMs they leave
-    /// idle: `bench-kernels` prints it.)
+    /// (longest loops, fewest partial results), halved while the grid has fewer blocks than the GPU has SMs, down to
+    /// 256 tokens; contexts of at most 512 tokens are not split at all (a merge cost more on an H100 than the SMs
+    /// one partition leaves idle; `bench-kernels` sweeps every size). `model::workspace::decode_partition` mirrors
+    /// it for the tensor-core kernel.
     pub fn decode_partition(&self, kernel: AttentionKernel, shape: &DecodeShape, kv_heads: usize) -> usize {
         let blocks = |p: usize| kv_heads * shape.num_seqs * shape.max_context_len.div_ceil(p).max(1);
+        let floor = if shape.max_context_len as u64 <= DECODE_UNSPLIT_MAX {
+            DECODE_UNSPLIT_MAX
+        } else {
+            DECODE_PARTITION_MIN
+        } as usize;
         let mut p = kernel.max_decode_partition();
-        while p > 128 && 2 * blocks(p) < self.info().sm_count as usize {
+        while p > floor && blocks(p) < self.info().sm_count as usize {
             p /= 2;
         }
         p

@@ -34,8 +34,11 @@ const F32_BYTES: u64 = 4;
 /// The largest context partition decode attention gives one thread block (the tensor-core kernel's
 /// `DECODE_PARTITION_TC`, which the engine runs).
 pub const DECODE_PARTITION_MAX: u64 = 1024;
-/// Decode attention halves its partition down to this while the launch has fewer than two blocks per SM.
-pub const DECODE_PARTITION_MIN: u64 = 128;
+/// Decode attention halves its partition down to this while the launch has fewer blocks than the GPU has SMs.
+pub const DECODE_PARTITION_MIN: u64 = 256;
+/// Contexts up to this many tokens are never split (one partition, no merge): on an H100 a merge cost more than the
+/// SMs a single partition leaves idle (`bench-kernels` sweeps it).
+pub const DECODE_UNSPLIT_MAX: u64 = 512;
 
 /// Batch sizes decode graphs are captured for; a step's decodes are padded up to the next one (`engine::step`).
 pub const GRAPH_BUCKETS: [usize; 13] = [1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256];
@@ -249,13 +252,19 @@ impl ActivationBuffers {
 }
 
 /// The context partition decode attention picks for `num_seqs` sequences of up to `max_context` tokens on a GPU of
-/// `sm_count` SMs: the largest, halved while the launch (kv heads × sequences × partitions) has fewer than two
-/// blocks per SM, down to [`DECODE_PARTITION_MIN`]. Mirrors `gpu::Gpu::decode_partition` for the tensor-core kernel
-/// (a GPU test checks that they agree).
+/// `sm_count` SMs: the largest, halved while the launch (kv heads × sequences × partitions) has fewer blocks than
+/// SMs, down to [`DECODE_PARTITION_MIN`] — or, for contexts of at most [`DECODE_UNSPLIT_MAX`] tokens, down to that
+/// (one partition). Mirrors `gpu::Gpu::decode_partition` for the tensor-core kernel (a GPU test checks that they
+/// agree).
 pub fn decode_partition(sm_count: u32, kv_heads: u64, num_seqs: u64, max_context: u64) -> u64 {
     let blocks = |p: u64| kv_heads * num_seqs * max_context.div_ceil(p).max(1);
+    let floor = if max_context <= DECODE_UNSPLIT_MAX {
+        DECODE_UNSPLIT_MAX
+    } else {
+        DECODE_PARTITION_MIN
+    };
     let mut p = DECODE_PARTITION_MAX;
-    while p > DECODE_PARTITION_MIN && 2 * blocks(p) < u64::from(sm_count) {
+    while p > floor && blocks(p) < u64::from(sm_count) {
         p /= 2;
     }
     p
@@ -419,12 +428,17 @@ mod tests {
 
     #[test]
     fn decode_partition_halves_for_small_batches_only() {
-        // 2 kv heads on 132 SMs: one sequence at 1024 tokens is 2 blocks at 1024, 16 at 128 — the floor.
-        assert_eq!(decode_partition(132, 2, 1, 1024), 128);
+        // 2 kv heads on 132 SMs: one sequence at 1024 tokens is 2 blocks at 1024, 8 at 256 — the floor.
+        assert_eq!(decode_partition(132, 2, 1, 1024), 256);
+        // Up to 512 tokens, one partition however few the blocks.
+        assert_eq!(decode_partition(132, 2, 1, 512), 512);
+        assert_eq!(decode_partition(132, 2, 3, 300), 512);
         // 64 sequences at 4096 tokens: 2·64·4 = 512 blocks at 1024, plenty.
         assert_eq!(decode_partition(132, 2, 64, 4096), 1024);
-        // 8 sequences at 4096: 64 blocks at 1024 (128 < 132) → 512: 128 blocks, 256 ≥ 132.
-        assert_eq!(decode_partition(132, 2, 8, 4096), 512);
+        // 12 sequences at 2600: 2·12·3 = 72 blocks at 1024 → 512: 144 ≥ 132.
+        assert_eq!(decode_partition(132, 2, 12, 2600), 512);
+        // 8 sequences at 4096: 64 blocks at 1024 → 512: 128 → 256: 256 ≥ 132.
+        assert_eq!(decode_partition(132, 2, 8, 4096), 256);
     }
 
     #[test]
@@ -433,7 +447,8 @@ mod tests {
         // Graphs up to 256 rows over 32768 tokens: the 256-row graph holds at least 193 rows, which take 32
         // partitions of 1024 (2·193·32 blocks fill 132 SMs); 256 × 32 pairs is the most of any bucket.
         assert_eq!(graph_partitions(132, 2, 256, 32768), 32);
-        assert_eq!(graph_partitions(132, 2, 1, 32768), 64);
+        // One row: partitions of 256 (2 blocks each never fill 132 SMs), 128 of them at 32768 tokens.
+        assert_eq!(graph_partitions(132, 2, 1, 32768), 128);
         let w = DecodeAttentionWorkspace::new(&spec, 256, 32768, true, 132);
         assert_eq!(w.sequence_partitions, 256 * 32);
         assert_eq!(w.partial_out.bytes(), (256u64 * 32 * 14 * 64).next_power_of_two() * 4);
@@ -442,22 +457,22 @@ mod tests {
             (256u64 * 32 * 14 * 2).next_power_of_two() * 4
         );
         assert_eq!(w.counters.bytes(), 512 * 4);
-        // The 8-row graph holds 5 to 8 rows and is captured for 5 rows' most partitions: at 3072 tokens, 12 of 256
-        // (2·5·6 = 60 blocks at 512 leave 132 SMs under two each), more than at 4096 (8 of 512). Its 8 × 12 pairs are
-        // the most of the buckets 1 to 8 (the 4-row graph: 3 rows, 20 partitions, 80 pairs).
-        assert_eq!(graph_partitions(132, 2, 8, 4096), 12);
+        // The 8-row graph holds 5 to 8 rows and is captured for 5 rows' most partitions: at 4096 tokens, 16 of 256
+        // (2·5·8 = 80 blocks at 512 leave some of 132 SMs without one). Its 8 × 16 pairs are the most of the buckets
+        // 1 to 8 (the 4-row graph: 3 rows, 16 partitions, 64 pairs).
+        assert_eq!(graph_partitions(132, 2, 8, 4096), 16);
         assert_eq!(
             DecodeAttentionWorkspace::new(&spec, 8, 4096, true, 132).sequence_partitions,
-            8 * 12
+            8 * 16
         );
-        // Five sequences: the largest bucket is 4 (80 pairs); five launched alone take 5 × 12.
+        // Five sequences: the largest bucket is 4 (64 pairs); five launched alone take 5 × 16.
         assert_eq!(
             DecodeAttentionWorkspace::new(&spec, 5, 4096, true, 132).sequence_partitions,
             80
         );
-        // Without graphs, every batch size is launched alone: one sequence takes 32 partitions of 128.
+        // Without graphs, every batch size is launched alone: one sequence takes 16 partitions of 256.
         let alone = DecodeAttentionWorkspace::new(&spec, 1, 4096, false, 132);
-        assert_eq!(alone.sequence_partitions, 32);
+        assert_eq!(alone.sequence_partitions, 16);
     }
 
     #[test]

@@ -606,11 +606,12 @@ output_len = [16, 16, 32]
             SCENARIO.replace("kind = \"analytic\"", "kind = \"calibrated\"\nprofile = \"p.json\"")
         );
         // A profile from before the overhead was measured: the default, with the profile's SMs (few, so that decode
-        // attention's partitioning differs from the default's).
+        // attention's partitioning of a 3000-token context differs from the default's).
         let mut profile = synthetic_profile(&model);
         profile.fingerprint.sm_count = 16;
         std::fs::write(dir.path().join("p.json"), profile.to_json()).unwrap();
-        let old = prepared(&calibrated, dir.path(), &[]);
+        let long = ["workload.prompt_len=[64, 3000, 100]"];
+        let old = prepared(&calibrated, dir.path(), &long);
         assert_eq!(
             old.workspace.computed_bytes,
             model.engine_workspace(&old.sizing, 16).bytes()
@@ -633,7 +634,7 @@ output_len = [16, 16, 32]
             memory_samples: Vec::new(),
         });
         std::fs::write(dir.path().join("p.json"), profile.to_json()).unwrap();
-        let new = prepared(&calibrated, dir.path(), &[]);
+        let new = prepared(&calibrated, dir.path(), &long);
         assert_eq!(new.workspace.computed_bytes, old.workspace.computed_bytes);
         assert_eq!(
             (new.workspace.runtime_overhead_bytes, new.workspace.overhead_measured),
