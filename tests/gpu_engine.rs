@@ -234,23 +234,28 @@ fn prefill_of_odd_prompts_then_decodes_match_the_reference() {
 #[ignore = "needs a CUDA GPU: cargo test --release --test gpu_engine -- --ignored"]
 fn decode_merge_counters_are_at_rest_between_steps() {
     let spec = odd_qwen();
-    // Graphs up to 128 rows: the largest covers its contexts in one partition of 1024 tokens while a one-row step
-    // splits the same contexts into partitions of 128, so a graph launched with another bucket's split would leave
-    // counters set.
+    // Graphs up to 128 rows: the largest covers its contexts in partitions of 512 tokens while a one-row step splits
+    // the same contexts into partitions of 256, so a graph launched with another bucket's split would leave counters
+    // set.
     let cfg = EngineConfig {
         max_seqs: 128,
         ..config(16, GemmBackend::Ours)
     };
     let mut engine = Engine::random(gpu(), spec.clone(), 21, cfg).unwrap_or_else(|e| panic!("{e}"));
     assert!(engine.decode_counters_at_rest().unwrap(), "after the engine was built");
-    // Prompts of 200 tokens: one kv head, so a few sequences split their context into partitions of 128.
+    // Prompts of 600 tokens (contexts up to 512 are never split): one kv head, so a few sequences split their
+    // context into partitions of 256.
     let ids: Vec<ReqId> = (0..5).collect();
     for &id in &ids {
-        engine.register(id, 200).unwrap();
-        engine.step(&plan(vec![chunk(id, 0, 200, 0, true)], vec![])).unwrap();
+        engine.register(id, 600).unwrap();
+        for offset in [0, 200, 400] {
+            engine
+                .step(&plan(vec![chunk(id, offset, 200, 0, offset == 400)], vec![]))
+                .unwrap();
+        }
     }
     assert!(engine.decode_counters_at_rest().unwrap(), "after the prefills");
-    let mut context = 201;
+    let mut context = 601;
     for rows in [1, 3, 5, 2] {
         let decodes = ids[..rows].iter().map(|&id| decode(id, context)).collect();
         let out = engine.step(&plan(vec![], decodes)).unwrap();
