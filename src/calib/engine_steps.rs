@@ -462,21 +462,28 @@ pub fn fit(samples: Vec<EngineStepSample>, graph_buckets: Vec<u32>) -> EngineSte
             (g0, slope) if slope > 0.0 && g0 >= 0.0 => (g0, slope),
             _ => (median(gaps.iter().map(|g| g.1).collect()), 0.0),
         };
-        // Graph replays: the gap by the graph's rows (the median of each bucket's steps).
-        let mut graph_gap_us: Vec<(u32, f64)> = Vec::new();
-        let mut rows: Vec<u32> = of.iter().map(|s| s.graph_rows).filter(|&r| r > 0).collect();
-        rows.sort_unstable();
-        rows.dedup();
-        for r in rows {
-            let gaps: Vec<f64> = of
-                .iter()
-                .filter(|s| s.graph_rows == r && s.gpu_us - s.issue_us > GPU_BOUND_US)
-                .map(|s| s.gpu_us - s.kernels_us)
-                .collect();
-            if !gaps.is_empty() {
-                graph_gap_us.push((r, median(gaps)));
+        // Graph replays: the gap by the graph's rows (the median of each bucket's steps), over all of them and over
+        // those whose longest decode was split into partitions or not.
+        let graph_gaps = |keep: &dyn Fn(&EngineStepSample) -> bool| {
+            let mut by_rows: Vec<(u32, f64)> = Vec::new();
+            let mut rows: Vec<u32> = of.iter().map(|s| s.graph_rows).filter(|&r| r > 0).collect();
+            rows.sort_unstable();
+            rows.dedup();
+            for r in rows {
+                let gaps: Vec<f64> = of
+                    .iter()
+                    .filter(|s| s.graph_rows == r && s.gpu_us - s.issue_us > GPU_BOUND_US && keep(s))
+                    .map(|s| s.gpu_us - s.kernels_us)
+                    .collect();
+                if !gaps.is_empty() {
+                    by_rows.push((r, median(gaps)));
+                }
             }
-        }
+            by_rows
+        };
+        let graph_gap_us = graph_gaps(&|_| true);
+        let graph_gap_split_us = graph_gaps(&|s| s.splits());
+        let graph_gap_unsplit_us = graph_gaps(&|s| !s.splits());
         kinds.push(StepKindModel {
             kind,
             gap_us,
@@ -485,6 +492,8 @@ pub fn fit(samples: Vec<EngineStepSample>, graph_buckets: Vec<u32>) -> EngineSte
             issue_per_token_us: per_token,
             tail_us: median(of.iter().map(|s| s.wall_us - s.gpu_us).collect()),
             graph_gap_us,
+            graph_gap_split_us,
+            graph_gap_unsplit_us,
             loop_us: median(of.iter().filter_map(|s| s.serving_us.map(|t| t - s.wall_us)).collect()),
         });
     }
@@ -751,10 +760,10 @@ mod tests {
         assert!((d.gap_us - 100.0).abs() < 1e-6, "{d:?}");
         assert!(m.kind(StepKind::Prefill).is_none());
         // Host-bound and GPU-bound steps: max(kernels + gap, issue) + tail.
-        assert!((m.step_us(StepKind::Decode, 1.0, 300.0, None) - 840.5).abs() < 1e-6);
-        assert!((m.step_us(StepKind::Decode, 256.0, 3000.0, None) - 3140.0).abs() < 1e-6);
+        assert!((m.step_us(StepKind::Decode, 1.0, 300.0, None, false) - 840.5).abs() < 1e-6);
+        assert!((m.step_us(StepKind::Decode, 256.0, 3000.0, None, false) - 3140.0).abs() < 1e-6);
         // A kind without samples: the kernels alone.
-        assert_eq!(m.step_us(StepKind::Mixed, 10.0, 123.0, None), 123.0);
+        assert_eq!(m.step_us(StepKind::Mixed, 10.0, 123.0, None, false), 123.0);
         // No step came through the serving loop: nothing is added for it.
         assert_eq!(d.loop_us, 0.0);
     }
@@ -783,8 +792,8 @@ mod tests {
             ..m.clone()
         };
         let (with, no) = (
-            m.step_us(StepKind::Decode, 4.0, 1200.0, None),
-            bare.step_us(StepKind::Decode, 4.0, 1200.0, None),
+            m.step_us(StepKind::Decode, 4.0, 1200.0, None, false),
+            bare.step_us(StepKind::Decode, 4.0, 1200.0, None, false),
         );
         assert!((with - no - 11.0).abs() < 1e-9, "{with} vs {no}");
     }
@@ -838,7 +847,7 @@ mod tests {
             (p.gap_us - 500.0).abs() < 1e-6 && (p.gap_per_kernel_us - 0.05).abs() < 1e-9,
             "{p:?}"
         );
-        assert!((m.step_us(StepKind::Prefill, 64.0, 2000.0, None) - (2000.0 + 600.0 + 30.0)).abs() < 1e-6);
+        assert!((m.step_us(StepKind::Prefill, 64.0, 2000.0, None, false) - (2000.0 + 600.0 + 30.0)).abs() < 1e-6);
         // A shrinking gap: the median, flat.
         let m = fit(
             [1000.0, 2000.0, 3000.0].map(|k| step(k, 600.0 - 0.1 * k)).to_vec(),
@@ -868,7 +877,45 @@ mod tests {
         assert_eq!(m.graph_buckets, vec![1, 8]);
         assert_eq!(graph_rows(&m.graph_buckets, 5, None), Some(8));
         assert_eq!(graph_rows(&m.graph_buckets, 5, Some(4)), None);
-        assert!((m.step_us(StepKind::Decode, 5.0, 1000.0, Some(8)) - 1280.0).abs() < 1e-9);
+        assert!((m.step_us(StepKind::Decode, 5.0, 1000.0, Some(8), false) - 1280.0).abs() < 1e-9);
+    }
+
+    /// Replays whose longest decode is split into partitions get a gap of their own, as do those whose decodes are
+    /// not; a bucket with steps of one kind only leaves the other curve without that point.
+    #[test]
+    fn split_and_unsplit_replays_are_fitted_apart() {
+        let step = |rows: u32, longest: u32, gap: f64| {
+            let mut s = sample(StepKind::Decode, rows, 0, 20.0, 1000.0, 1000.0 + gap + 30.0);
+            s.gpu_us = 1000.0 + gap;
+            s.graph_rows = rows;
+            s.plan = Some(SampledPlan {
+                decodes: (0..rows).map(|i| (if i == 0 { longest } else { 64 }, true)).collect(),
+                prefills: Vec::new(),
+            });
+            s
+        };
+        let samples = vec![
+            step(1, 100, 250.0),
+            step(1, 200, 260.0),
+            step(1, 1030, 430.0),
+            step(8, 513, 320.0),
+            step(8, 512, 270.0),
+        ];
+        assert!(samples[2].splits() && samples[3].splits() && !samples[4].splits());
+        let m = fit(samples, vec![1, 8]);
+        let d = m.kind(StepKind::Decode).unwrap();
+        assert_eq!(d.graph_gap_us, vec![(1, 260.0), (8, 295.0)]);
+        assert_eq!(d.graph_gap_split_us, vec![(1, 430.0), (8, 320.0)]);
+        assert_eq!(d.graph_gap_unsplit_us, vec![(1, 255.0), (8, 270.0)]);
+        assert!((m.step_us(StepKind::Decode, 1.0, 1000.0, Some(1), true) - (1000.0 + 430.0 + 30.0)).abs() < 1e-9);
+        assert!((m.step_us(StepKind::Decode, 1.0, 1000.0, Some(1), false) - (1000.0 + 255.0 + 30.0)).abs() < 1e-9);
+        // A profile fitted before the split was told apart: the one curve for both.
+        let mut old = m.clone();
+        old.kinds.iter_mut().for_each(|k| {
+            k.graph_gap_split_us.clear();
+            k.graph_gap_unsplit_us.clear();
+        });
+        assert!((old.step_us(StepKind::Decode, 1.0, 1000.0, Some(1), true) - (1000.0 + 260.0 + 30.0)).abs() < 1e-9);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! calibrations of the same card agree when their medians differ by less than it.
 
 use super::interp::{Curve, Surface};
-use crate::model::ModelSpec;
+use crate::model::{DECODE_UNSPLIT_MAX, ModelSpec};
 use crate::sched::{DecodeSeq, PrefillChunk, StepPlan};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -119,6 +119,15 @@ pub struct StepKindModel {
     /// them linear, beyond them the nearest. Replaces `gap_us` and `gap_per_kernel_us` for such steps.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub graph_gap_us: Vec<(u32, f64)>,
+    /// The same, fitted to the replays whose longest decode is split into partitions (a context over
+    /// [`DECODE_UNSPLIT_MAX`] tokens) alone: their merges make a graph take longer beyond its kernels' tables (on an
+    /// H100 about 180 µs more a qwen2.5-1.5b step at one row). Empty in profiles fitted before it was; then, or
+    /// where it has no point, `graph_gap_us` serves.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub graph_gap_split_us: Vec<(u32, f64)>,
+    /// The same for the replays whose decodes are all unsplit.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub graph_gap_unsplit_us: Vec<(u32, f64)>,
     /// The serving loop's own host time per step (the bookkeeping after a step's tokens, the planning of the next:
     /// what the wall clock adds to the engine's step between two steps served back to back), µs; 0 in profiles
     /// measured before it was.
@@ -169,6 +178,17 @@ pub struct SampledPlan {
     pub prefills: Vec<(u32, u32, u32, bool)>,
 }
 
+impl EngineStepSample {
+    /// Whether its longest decode was split into partitions: from its plan, or (in profiles without one) from its
+    /// decodes' mean context.
+    pub fn splits(&self) -> bool {
+        let longest = self.plan.as_ref().map_or(self.decode_context, |p| {
+            p.decodes.iter().map(|d| d.0).max().unwrap_or(0)
+        });
+        decode_splits(u64::from(longest))
+    }
+}
+
 impl SampledPlan {
     pub fn of(plan: &StepPlan) -> SampledPlan {
         SampledPlan {
@@ -210,12 +230,20 @@ impl EngineSteps {
         self.kinds.iter().find(|k| k.kind == kind)
     }
 
-    /// The whole step from the op tables' `kernels_us` (of the padded step, for a graph's: `graph_rows`).
-    pub fn step_us(&self, kind: StepKind, tokens: f64, kernels_us: f64, graph_rows: Option<u32>) -> f64 {
+    /// The whole step from the op tables' `kernels_us` (of the padded step, for a graph's: `graph_rows`); `split`:
+    /// whether its longest decode is split into partitions (see [`decode_splits`]).
+    pub fn step_us(&self, kind: StepKind, tokens: f64, kernels_us: f64, graph_rows: Option<u32>, split: bool) -> f64 {
         match self.kind(kind) {
             Some(k) => {
                 let gap = match graph_rows {
-                    Some(rows) if !k.graph_gap_us.is_empty() => graph_gap(&k.graph_gap_us, rows),
+                    Some(rows) if !k.graph_gap_us.is_empty() => {
+                        let by_split = if split {
+                            &k.graph_gap_split_us
+                        } else {
+                            &k.graph_gap_unsplit_us
+                        };
+                        graph_gap(if by_split.is_empty() { &k.graph_gap_us } else { by_split }, rows)
+                    }
                     _ => k.gap_us + k.gap_per_kernel_us * kernels_us,
                 };
                 (kernels_us + gap).max(k.issue_base_us + k.issue_per_token_us * tokens) + k.tail_us + k.loop_us
@@ -233,6 +261,11 @@ pub fn graph_rows(buckets: &[u32], decodes: u32, limit: Option<u32>) -> Option<u
         .copied()
         .find(|&b| b >= decodes)
         .filter(|&b| limit.is_none_or(|l| b <= l))
+}
+
+/// Whether decode attention splits a context of `longest` tokens into partitions (and merges them).
+pub fn decode_splits(longest: u64) -> bool {
+    longest > DECODE_UNSPLIT_MAX
 }
 
 /// `points` (rows, gap) read at `rows`: linear between points, the nearest beyond them.

@@ -147,7 +147,7 @@ fn engine_steps_report(steps: &EngineSteps, seconds: Option<f64>) -> String {
         .map(|x| {
             let tokens = f64::from(x.decode_seqs + x.prefill_tokens);
             let rows = (x.graph_rows > 0).then_some(x.graph_rows);
-            (steps.step_us(x.kind, tokens, x.kernels_us, rows) - x.wall_us).abs() / x.wall_us
+            (steps.step_us(x.kind, tokens, x.kernels_us, rows, x.splits()) - x.wall_us).abs() / x.wall_us
         })
         .collect();
     errors.sort_by(f64::total_cmp);

@@ -9,7 +9,7 @@
 
 use super::CostModel;
 use crate::calib::interp::{Curve, Surface, WorkSurface, decode_attention_at, prefill_pairs};
-use crate::calib::profile::{EngineSteps, GemmTable, Profile, StepKind, graph_rows};
+use crate::calib::profile::{EngineSteps, GemmTable, Profile, StepKind, decode_splits, graph_rows};
 use crate::model::{ModelSpec, StepShape};
 use crate::sched::StepPlan;
 use crate::units::Nanos;
@@ -114,6 +114,7 @@ impl CalibratedCost {
                 s.tokens as f64,
                 kernels_us,
                 self.graph_rows(s),
+                decode_splits(s.decode_max_context),
             ),
             _ => kernels_us + self.overhead_us,
         }
@@ -420,6 +421,8 @@ pub(crate) mod tests {
                 issue_per_token_us: 0.0,
                 tail_us: 0.0,
                 graph_gap_us: vec![(2, 100.0), (4, 200.0)],
+                graph_gap_split_us: vec![(4, 260.0)],
+                graph_gap_unsplit_us: vec![],
                 loop_us: 0.0,
             }],
             samples: vec![],
@@ -448,11 +451,19 @@ pub(crate) mod tests {
         let k3 = c2.kernels_us(&plan, &three);
         assert!((k3 - (c2.dense_us(&three) + attention(&three))).abs() < 1e-9);
         assert!((c2.plan_time(&plan, &three).as_ms() * 1e3 - (k3 + 500.0)).abs() < 1e-3);
+        // A longest decode over 512 tokens is split into partitions: the gap fitted to such replays (here only
+        // its curve; the unsplit steps above, with no curve of their own, took the one fitted to all).
+        let mut split = StepShape::default();
+        for context in [600, 100, 100] {
+            split.add_decode(context, true);
+        }
+        let ks = c.kernels_us(&plan, &split);
+        assert!((c.plan_time(&plan, &split).as_ms() * 1e3 - (ks + 260.0)).abs() < 1e-3);
         // Between measured buckets the gap is linear, beyond them the nearest.
         let e = p.engine.as_ref().unwrap();
-        assert_eq!(e.step_us(StepKind::Decode, 1.0, 0.0, Some(3)), 150.0);
-        assert_eq!(e.step_us(StepKind::Decode, 1.0, 0.0, Some(1)), 100.0);
-        assert_eq!(e.step_us(StepKind::Decode, 1.0, 0.0, Some(8)), 200.0);
+        assert_eq!(e.step_us(StepKind::Decode, 1.0, 0.0, Some(3), false), 150.0);
+        assert_eq!(e.step_us(StepKind::Decode, 1.0, 0.0, Some(1), false), 100.0);
+        assert_eq!(e.step_us(StepKind::Decode, 1.0, 0.0, Some(8), false), 200.0);
     }
 
     #[test]
