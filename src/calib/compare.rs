@@ -4,6 +4,7 @@
 use super::interp::{Curve, Surface, WorkSurface, decode_attention_at, prefill_pairs};
 use super::profile::Profile;
 use crate::metrics::percentile_sorted;
+use crate::sim::calibrated::CalibratedCost;
 
 /// Relative prediction errors of one op over the points of the other grid.
 #[derive(Clone, Debug, PartialEq)]
@@ -119,6 +120,18 @@ pub fn out_of_sample(profile: &Profile, offset: &Profile) -> Result<Vec<OpErrors
         |b, c| decode_attention_at(decode, b, c),
         &offset.attention_decode.us,
     ));
+    // Decode attention over batches of mixed context lengths, as the cost model prices a step's decodes.
+    if !offset.decode_mixed.is_empty() {
+        let cost = CalibratedCost::new(profile, &profile.fingerprint.model, "check")?;
+        let errors = (offset.decode_mixed.iter())
+            .map(|m| rel(cost.decode_attention_us(&m.contexts), m.us))
+            .collect();
+        out.push(OpErrors {
+            op: "attention decode, mixed lengths".into(),
+            used: true,
+            errors,
+        });
+    }
     Ok(out)
 }
 
@@ -199,6 +212,7 @@ pub fn agreement(a: &Profile, b: &Profile) -> Result<Vec<Agreement>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::calib::profile::MixedDecode;
     use crate::model::by_name;
     use crate::sim::calibrated::tests::synthetic_profile;
 
@@ -223,6 +237,39 @@ mod tests {
         let qkv = errors.iter().find(|e| e.op == "gemm qkv (ours)").unwrap();
         assert!(qkv.max() < 1e-12, "{qkv:?}");
         assert!(errors.iter().all(|e| e.median() < 1e-9), "{errors:?}");
+    }
+
+    /// Mixed-length decode points are priced as steps are: the uniform table at their mean context, scaled by the
+    /// heterogeneity the profile measured; an offset point measured at what that predicts has no error, one 10%
+    /// slower 10% (of the measured time: 1/1.1).
+    #[test]
+    fn mixed_length_decodes_are_checked_as_the_cost_model_prices_them() {
+        let model = by_name("qwen2.5-0.5b").unwrap();
+        let p = synthetic_profile(&model);
+        let cost = CalibratedCost::new(&p, &model, "synthetic").unwrap();
+        let contexts = vec![100, 900, 3000];
+        let predicted = cost.decode_attention_us(&contexts);
+        let mut offset = p.clone();
+        offset.decode_mixed = vec![
+            MixedDecode {
+                contexts: contexts.clone(),
+                us: predicted,
+            },
+            MixedDecode {
+                contexts,
+                us: 1.1 * predicted,
+            },
+        ];
+        let errors = out_of_sample(&p, &offset).unwrap();
+        let mixed = errors
+            .iter()
+            .find(|e| e.op == "attention decode, mixed lengths")
+            .unwrap();
+        assert!(mixed.used && mixed.errors.len() == 2, "{mixed:?}");
+        assert!(
+            mixed.errors[0] < 1e-12 && (mixed.errors[1] - (1.0 - 1.0 / 1.1)).abs() < 1e-9,
+            "{mixed:?}"
+        );
     }
 
     #[test]
