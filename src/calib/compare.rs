@@ -239,9 +239,8 @@ mod tests {
         assert!(errors.iter().all(|e| e.median() < 1e-9), "{errors:?}");
     }
 
-    /// Mixed-length decode points are priced as steps are: the uniform table at their mean context, scaled by the
-    /// heterogeneity the profile measured; an offset point measured at what that predicts has no error, one 10%
-    /// slower 10% (of the measured time: 1/1.1).
+    /// Mixed-length decode points are priced as a step's decodes are (`CalibratedCost::decode_attention_us`): an
+    /// offset point measured at what that predicts has no error, one measured 10% slower an error of 1 - 1/1.1.
     #[test]
     fn mixed_length_decodes_are_checked_as_the_cost_model_prices_them() {
         let model = by_name("qwen2.5-0.5b").unwrap();

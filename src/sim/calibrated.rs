@@ -176,17 +176,18 @@ impl CalibratedCost {
         self.decode_of(&s, Some(&plan))
     }
 
+    /// Decode attention of a step's decodes, one layer, from its shape alone ([`Self::decode_of`]).
+    fn decode_us(&self, s: &StepShape) -> f64 {
+        self.decode_of(s, None)
+    }
+
     /// Decode attention of a step's decodes, one layer. Two readings of the uniform table bracket a batch of mixed
     /// lengths: at its mean context (as if the work spread evenly) and the equivalent batch at its longest context
     /// ([`Self::decode_equivalent_us`]: as if only the partitions counted); the model takes their geometric mean,
     /// times the heterogeneity measured against that same reading. (Out of sample, qwen2.5-0.5b's 9 mixed-length
     /// points on an H100 and an H200: the mean reading alone was 20% and 15% off at the median, the partitions
-    /// alone 7% and 17%, their geometric mean 5% and 6%.) From the decodes' contexts where the plan lists them, else
+    /// alone 6% and 13%, their geometric mean 5% and 6%.) From the decodes' contexts where `plan` lists them, else
     /// from the shape's mean and longest context (as if every other decode were at the mean).
-    fn decode_us(&self, s: &StepShape) -> f64 {
-        self.decode_of(s, None)
-    }
-
     fn decode_of(&self, s: &StepShape, plan: Option<&StepPlan>) -> f64 {
         if s.decode_seqs == 0 {
             return 0.0;
