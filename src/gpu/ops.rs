@@ -11,7 +11,7 @@ use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 
 use super::kernels::KernelId;
 use super::{Gpu, GpuError};
-use crate::model::{DECODE_PARTITION_MIN, DECODE_UNSPLIT_MAX};
+use crate::model::decode_partition_within;
 
 /// The most context tokens one decode block of the SIMT kernel covers (`DEC_PART` in kernels/attention.cu).
 pub const DECODE_PARTITION: usize = 256;
@@ -473,20 +473,16 @@ impl Gpu {
     /// The partition size [`Gpu::attention_decode`] picks when the shape names none: the kernel's largest
     /// (longest loops, fewest partial results), halved while the grid has fewer blocks than the GPU has SMs, down to
     /// 256 tokens; contexts of at most 512 tokens are not split at all (a merge cost more on an H100 than the SMs
-    /// one partition leaves idle; `bench-kernels` sweeps every size). `model::workspace::decode_partition` mirrors
-    /// it for the tensor-core kernel.
+    /// one partition leaves idle; `bench-kernels` sweeps every size). The rule is
+    /// `model::workspace::decode_partition_within`, which the simulator's workspace sizing reads too.
     pub fn decode_partition(&self, kernel: AttentionKernel, shape: &DecodeShape, kv_heads: usize) -> usize {
-        let blocks = |p: usize| kv_heads * shape.num_seqs * shape.max_context_len.div_ceil(p).max(1);
-        let floor = if shape.max_context_len as u64 <= DECODE_UNSPLIT_MAX {
-            DECODE_UNSPLIT_MAX
-        } else {
-            DECODE_PARTITION_MIN
-        } as usize;
-        let mut p = kernel.max_decode_partition();
-        while p > floor && blocks(p) < self.info().sm_count as usize {
-            p /= 2;
-        }
-        p
+        decode_partition_within(
+            kernel.max_decode_partition() as u64,
+            self.info().sm_count,
+            kv_heads as u64,
+            shape.num_seqs as u64,
+            shape.max_context_len as u64,
+        ) as usize
     }
 
     /// Decode attention: query `[num_seqs, q_heads, head_dim]` (one token per sequence) against each sequence's

@@ -252,18 +252,23 @@ impl ActivationBuffers {
 }
 
 /// The context partition decode attention picks for `num_seqs` sequences of up to `max_context` tokens on a GPU of
-/// `sm_count` SMs: the largest, halved while the launch (kv heads × sequences × partitions) has fewer blocks than
-/// SMs, down to [`DECODE_PARTITION_MIN`] — or, for contexts of at most [`DECODE_UNSPLIT_MAX`] tokens, down to that
-/// (one partition). Mirrors `gpu::Gpu::decode_partition` for the tensor-core kernel (a GPU test checks that they
-/// agree).
+/// `sm_count` SMs: [`decode_partition_within`] the tensor-core kernel's largest, [`DECODE_PARTITION_MAX`], which
+/// the engine runs (`gpu::Gpu::decode_partition` applies the same rule to either kernel).
 pub fn decode_partition(sm_count: u32, kv_heads: u64, num_seqs: u64, max_context: u64) -> u64 {
+    decode_partition_within(DECODE_PARTITION_MAX, sm_count, kv_heads, num_seqs, max_context)
+}
+
+/// The partition for a kernel whose blocks take at most `largest` context tokens: the largest, halved while the
+/// launch (kv heads × sequences × partitions) has fewer blocks than SMs, down to [`DECODE_PARTITION_MIN`] — or,
+/// for contexts of at most [`DECODE_UNSPLIT_MAX`] tokens, down to that (one partition).
+pub fn decode_partition_within(largest: u64, sm_count: u32, kv_heads: u64, num_seqs: u64, max_context: u64) -> u64 {
     let blocks = |p: u64| kv_heads * num_seqs * max_context.div_ceil(p).max(1);
     let floor = if max_context <= DECODE_UNSPLIT_MAX {
         DECODE_UNSPLIT_MAX
     } else {
         DECODE_PARTITION_MIN
     };
-    let mut p = DECODE_PARTITION_MAX;
+    let mut p = largest;
     while p > floor && blocks(p) < u64::from(sm_count) {
         p /= 2;
     }

@@ -172,8 +172,15 @@ impl CalibratedCost {
 
     /// One layer's decode attention over decodes at `contexts`, as a step's decodes are priced.
     pub(crate) fn decode_attention_us(&self, contexts: &[u32]) -> f64 {
-        let (s, plan) = decodes(contexts);
-        self.decode_of(&s, Some(&plan))
+        let decodes = (contexts.iter().zip(0..))
+            .map(|(&context, id)| DecodeSeq {
+                id,
+                context,
+                emits: true,
+            })
+            .collect();
+        let plan = StepPlan::new(Vec::new(), decodes);
+        self.decode_of(&plan.shape(), Some(&plan))
     }
 
     /// Decode attention of a step's decodes, one layer, from its shape alone ([`Self::decode_of`]).
@@ -312,25 +319,6 @@ fn heterogeneity_curve(profile: &Profile, predicted: impl Fn(&[u32]) -> f64) -> 
         }
     }
     Some(Curve { x, y })
-}
-
-/// A decode-only step of one decode at each of `contexts`: its shape and its plan.
-fn decodes(contexts: &[u32]) -> (StepShape, StepPlan) {
-    let mut s = StepShape::default();
-    for &c in contexts {
-        s.add_decode(u64::from(c), false);
-    }
-    let plan = StepPlan::new(
-        Vec::new(),
-        (contexts.iter().zip(0..))
-            .map(|(&context, id)| DecodeSeq {
-                id,
-                context,
-                emits: true,
-            })
-            .collect(),
-    );
-    (s, plan)
 }
 
 fn to_nanos(us: f64) -> Nanos {
