@@ -628,8 +628,8 @@ __device__ __forceinline__ void attn_decode_tc_impl(const half_t* __restrict__ q
     // Each head's weights, normalised, go to shared memory (over the K/V staging area); then each thread sums its
     // elements over the partitions, eight partitions' loads of every element in flight at once. Up to 32 partitions
     // a warp per head reads every (m, l) at once (a lane each); beyond, two passes, the weights as many partitions at
-    // a time as fit. (A loop per element over the partitions, one load after another, cost 5 µs at two partitions
-    // on an H100 and made odd counts 10-20% slower than the next even one.)
+    // a time as fit. (A loop per element over the partitions, one load after another, doubled the step from one
+    // partition to two on an H100 and made odd counts 10-20% slower than the next even one.)
     float* wt = reinterpret_cast<float*>(smem);
     constexpr int WT_CAP = REGION / 4;
     constexpr int ACC = (16 * D + DEC_THREADS - 1) / DEC_THREADS;

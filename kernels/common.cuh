@@ -98,6 +98,16 @@ __device__ __forceinline__ void mma_16816(float* c, const u32* a, u32 b0, u32 b1
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+// Zeroes an MT x NT grid of mma accumulators (16x8 f32 each, four per thread).
+template <int MT, int NT>
+__device__ __forceinline__ void zero_acc(float (&acc)[MT][NT][4]) {
+#pragma unroll
+    for (int i = 0; i < MT; ++i)
+#pragma unroll
+        for (int j = 0; j < NT; ++j)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
+}
 
 // Programmatic dependent launch (sm_90+). In a decode graph whose kernel-to-kernel edges are programmatic
 // (src/gpu/timing.rs), a kernel may be launched while the one before it still runs: `pdl_trigger` lets the next

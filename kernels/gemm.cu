@@ -55,12 +55,7 @@ __device__ __forceinline__ void gemm_impl(const half_t* __restrict__ x, const ha
     };
 
     float acc[MT][NT][4];
-#pragma unroll
-    for (int i = 0; i < MT; ++i)
-#pragma unroll
-        for (int j = 0; j < NT; ++j)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
+    zero_acc(acc);
 
     // The weights are no kernel's output: while the kernel before this one may still run, start loading this
     // block's first weight tiles and ask L2 for the rest of its slice (128-byte lines: BK halves of a row).
@@ -227,12 +222,7 @@ __device__ __forceinline__ void gemm_skinny_impl(const half_t* __restrict__ x, c
     auto kpos = [&](int tile) { return (tile * KW + kw) * 32 + 8 * t; };
 
     float acc[MT][NT][4];
-#pragma unroll
-    for (int i = 0; i < MT; ++i)
-#pragma unroll
-        for (int j = 0; j < NT; ++j)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
+    zero_acc(acc);
 
     // The weights are no kernel's output: ask L2 for this thread's first weight chunks while the kernel before may
     // still run. (The next kernel is let launch only once this one's loads are done, below: with hundreds of small
@@ -254,30 +244,32 @@ __device__ __forceinline__ void gemm_skinny_impl(const half_t* __restrict__ x, c
 
     const uint4 zero = make_uint4(0, 0, 0, 0);
     for (int t0 = tile_begin; t0 < tile_end; t0 += U) {
-        uint4 wr[U][MT][2];
+        int k[U];
+        bool ok[U];
 #pragma unroll
         for (int u = 0; u < U; ++u) {
-            const int k = kpos(t0 + u);
-            const bool ok = t0 + u < tile_end && k < K;
+            k[u] = kpos(t0 + u);
+            ok[u] = t0 + u < tile_end && k[u] < K;
+        }
+        // Every weight load of the U units first, then the token loads: all in flight before the first mma.
+        uint4 wr[U][MT][2];
+#pragma unroll
+        for (int u = 0; u < U; ++u)
 #pragma unroll
             for (int i = 0; i < MT; ++i)
 #pragma unroll
                 for (int h = 0; h < 2; ++h) {
                     const int r = r0 + i * 16 + g + 8 * h;
-                    wr[u][i][h] = ok && r < N ? ld_stream16(w + (size_t)r * K + k) : zero;
+                    wr[u][i][h] = ok[u] && r < N ? ld_stream16(w + (size_t)r * K + k[u]) : zero;
                 }
-        }
         uint4 xv[U][NT];
 #pragma unroll
-        for (int u = 0; u < U; ++u) {
-            const int k = kpos(t0 + u);
-            const bool ok = t0 + u < tile_end && k < K;
+        for (int u = 0; u < U; ++u)
 #pragma unroll
             for (int j = 0; j < NT; ++j) {
                 const int m = m0 + j * 8 + g;
-                xv[u][j] = ok && m < M ? ld_nc16(x + (size_t)m * K + k) : zero;
+                xv[u][j] = ok[u] && m < M ? ld_nc16(x + (size_t)m * K + k[u]) : zero;
             }
-        }
 #pragma unroll
         for (int u = 0; u < U; ++u) {
 #pragma unroll
@@ -331,8 +323,14 @@ GEMM_SKINNY_KERNEL(gemm_s8_f16, 1, 1, 4, 4)
 GEMM_SKINNY_KERNEL(gemm_s16_f16, 2, 1, 4, 4)
 // Up to 32 tokens: 32 weight rows per block (each token row loaded serves two m16 tiles).
 GEMM_SKINNY_KERNEL(gemm_s32_f16, 4, 2, 4, 2)
+// Up to 32 tokens, 16 weight rows per block, 4 units in flight: twice the blocks, half the round trips per warp.
+GEMM_SKINNY_KERNEL(gemm_s32n_f16, 4, 1, 4, 4)
+// Up to 32 tokens, 32 weight rows per block, 4 units in flight (more registers, half the round trips).
+GEMM_SKINNY_KERNEL(gemm_s32d_f16, 4, 2, 4, 4)
 // Up to 64 tokens.
 GEMM_SKINNY_KERNEL(gemm_s64_f16, 8, 2, 4, 2)
+// Up to 64 tokens, 16 weight rows per block, 8 warps splitting k (half the k loop per warp).
+GEMM_SKINNY_KERNEL(gemm_s64w_f16, 8, 1, 8, 2)
 
 // y[m, n] = sum over splits of partial[s][m][n] (+ bias[n]); grid-stride.
 extern "C" __global__ void gemm_splitk_reduce_f16(const float* __restrict__ partial, const half_t* __restrict__ bias,

@@ -21,10 +21,10 @@
 use std::path::Path;
 
 use batchlab::engine::{
-    Engine, EngineConfig, EngineError, GemmBackend, GemmPolicy, GpuExecutor, HfLogits, HostWeights, KvCapacity,
-    ReferenceModel, StepOutput, WallClock, WeightSource, prompt_token,
+    Engine, EngineConfig, EngineError, GemmBackend, GemmOp, GemmPolicy, GemmRule, GpuExecutor, HfLogits, HostWeights,
+    KvCapacity, ReferenceModel, StepOutput, WallClock, WeightSource, prompt_token,
 };
-use batchlab::gpu::{Gpu, Succession, init_uniform_value, mix64, reference::rel_l2};
+use batchlab::gpu::{GemmPlan, GemmTile, Gpu, Succession, init_uniform_value, mix64, reference::rel_l2};
 use batchlab::metrics::Recorder;
 use batchlab::model::ModelSpec;
 use batchlab::sched::{
@@ -81,13 +81,17 @@ fn gpu() -> Gpu {
 }
 
 fn config(block_size: u32, gemm: GemmBackend) -> EngineConfig {
+    config_with(block_size, GemmPolicy::always(gemm))
+}
+
+fn config_with(block_size: u32, gemm: GemmPolicy) -> EngineConfig {
     EngineConfig {
         block_size,
         kv: KvCapacity::Slots(4096),
         max_step_tokens: 256,
         max_seqs: 16,
         max_context: Some(1024),
-        gemm: GemmPolicy::always(gemm),
+        gemm,
         prompt_seed: PROMPT_SEED,
         // Timing the GPU work changes nothing computed: the tests run with it on, so it is exercised too.
         time_gpu: true,
@@ -100,15 +104,46 @@ fn config(block_size: u32, gemm: GemmBackend) -> EngineConfig {
 
 /// An engine and a reference with the same (host-drawn) weights.
 fn pair(spec: &ModelSpec, seed: u64, block_size: u32, gemm: GemmBackend) -> (Engine, ReferenceModel) {
+    pair_with(spec, seed, block_size, GemmPolicy::always(gemm))
+}
+
+fn pair_with(spec: &ModelSpec, seed: u64, block_size: u32, gemm: GemmPolicy) -> (Engine, ReferenceModel) {
     let weights = HostWeights::random(spec, seed);
     let engine = Engine::new(
         gpu(),
         spec.clone(),
         WeightSource::Host(&weights),
-        config(block_size, gemm),
+        config_with(block_size, gemm),
     )
     .unwrap_or_else(|e| panic!("{e}"));
     (engine, ReferenceModel::new(spec.clone(), weights))
+}
+
+/// Our kernel for every GEMM, launched as a calibration profile's tuned rules would (a plan per row range, none
+/// of them the default one), for up to 64 rows; the default plan beyond.
+fn tuned_ours() -> GemmPolicy {
+    let plan = |tile, split_k| Some(GemmPlan { tile, split_k });
+    let mut rules = Vec::new();
+    for op in [GemmOp::Qkv, GemmOp::O, GemmOp::GateUp, GemmOp::Down, GemmOp::LmHead] {
+        for (max_rows, plan) in [
+            (8, plan(GemmTile::S8, 2)),
+            (16, plan(GemmTile::S16, 3)),
+            (32, plan(GemmTile::S32D, 2)),
+            (48, plan(GemmTile::S32N, 1)),
+            (64, plan(GemmTile::S64W, 3)),
+        ] {
+            rules.push(GemmRule {
+                op,
+                max_rows,
+                backend: GemmBackend::Ours,
+                plan,
+            });
+        }
+    }
+    GemmPolicy {
+        default: GemmBackend::Ours,
+        rules,
+    }
 }
 
 fn prompt(spec: &ModelSpec, id: ReqId, range: std::ops::Range<u32>) -> Vec<u32> {
@@ -281,8 +316,15 @@ fn decode_merge_counters_are_at_rest_between_steps() {
 #[test]
 #[ignore = "needs a CUDA GPU: cargo test --release --test gpu_engine -- --ignored"]
 fn mixed_step_and_chunked_prefill_match_the_reference() {
+    // cuBLAS, then our kernel launched with tuned plans (steps of 3 to 29 rows).
+    for policy in [GemmPolicy::always(GemmBackend::Cublas), tuned_ours()] {
+        mixed_step_and_chunked_prefill(policy);
+    }
+}
+
+fn mixed_step_and_chunked_prefill(policy: GemmPolicy) {
     let spec = odd_qwen();
-    let (mut engine, mut reference) = pair(&spec, 12, 16, GemmBackend::Cublas);
+    let (mut engine, mut reference) = pair_with(&spec, 12, 16, policy);
     let v = spec.vocab;
     engine.register(0, 9).unwrap();
     engine.register(1, 37).unwrap();

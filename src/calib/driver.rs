@@ -7,11 +7,12 @@
 
 use super::interp::{Curve, Surface};
 use super::profile::{
-    CalibrationRun, Fingerprint, GemmTable, MixedDecode, OpTable, PROFILE_FORMAT, Profile, SurfaceTable,
+    CalibrationRun, Fingerprint, GemmTable, MixedDecode, OpTable, PROFILE_FORMAT, Profile, SurfaceTable, TunedPlan,
+    tuned_plan,
 };
 use crate::gpu::{
-    DecodeShape, DecodeWorkspace, F16Buffer, Gpu, GpuError, I32Buffer, KvAppendShape, KvCacheMut, PagedKv,
-    PagedKvLayout, PrefillShape, Timing, kernel_driver_version, kernel_source_hash,
+    DecodeShape, DecodeWorkspace, F16Buffer, GemmPlan, Gpu, GpuError, I32Buffer, KvAppendShape, KvCacheMut, PagedKv,
+    PagedKvLayout, PrefillShape, TUNED_MAX_ROWS, Timing, gemm_candidates, kernel_driver_version, kernel_source_hash,
 };
 use crate::metrics::percentile_sorted;
 use crate::model::ModelSpec;
@@ -299,27 +300,110 @@ fn curve(x: &[u32], points: Vec<(f64, f64)>) -> (Curve, Vec<f64>) {
     )
 }
 
-fn measure_gemms(b: &mut Bench<'_>, m: &ModelSpec, grid: &Grid) -> Result<Vec<GemmTable>, GpuError> {
-    let gpu = b.gpu;
+/// The row counts a GEMM is measured at: sampled rows for lm_head, the step's tokens for the others.
+fn gemm_rows<'a>(grid: &'a Grid, name: &str) -> &'a [u32] {
+    if name == "lm_head" {
+        &grid.sampled_rows
+    } else {
+        &grid.tokens
+    }
+}
+
+/// One GEMM's operands for up to `max_m` rows: weights rotated among enough copies to keep them out of L2, the
+/// activations and the output.
+struct GemmOperands {
+    weights: Vec<F16Buffer>,
+    x: F16Buffer,
+    y: F16Buffer,
+}
+
+impl GemmOperands {
+    fn new(b: &mut Bench<'_>, n: usize, k: usize, max_m: usize) -> Result<Self, GpuError> {
+        let copies = b.rotation(n * k * 2);
+        Ok(GemmOperands {
+            weights: (0..copies)
+                .map(|_| b.random_f16(n * k))
+                .collect::<Result<Vec<_>, _>>()?,
+            x: b.random_f16(max_m * k)?,
+            y: b.gpu.zeros::<u16>(max_m * n)?,
+        })
+    }
+
+    /// Median µs and spread of our kernel launched as `plan` on `dims`.
+    fn time_ours(
+        &mut self,
+        b: &mut Bench<'_>,
+        dims: (usize, usize, usize),
+        plan: GemmPlan,
+    ) -> Result<(f64, f64), GpuError> {
+        let (gpu, copies) = (b.gpu, self.weights.len());
+        let (x, weights, y) = (&self.x, &self.weights, &mut self.y);
+        b.time("gemm", |i| gpu.gemm_with(x, &weights[i % copies], None, y, dims, plan))
+    }
+}
+
+/// Timings the plan search of [`tune_gemms`] makes on `grid` (for a progress bar).
+pub fn tuning_points(m: &ModelSpec, grid: &Grid, sms: usize) -> usize {
+    (gemm_shapes(m).iter())
+        .flat_map(|&(name, n, k)| gemm_rows(grid, name).iter().map(move |&t| (t as usize, n, k)))
+        .map(|(t, n, k)| gemm_candidates(sms, t, n, k).len())
+        .sum()
+}
+
+/// Our GEMM's launch plan at each of `grid`'s row counts up to [`TUNED_MAX_ROWS`], per weight shape of the model
+/// (in [`gemm_shapes`] order): every candidate ([`gemm_candidates`]) timed once, the fastest kept. Beyond those rows
+/// the default plan stands.
+fn tune_gemms(b: &mut Bench<'_>, m: &ModelSpec, grid: &Grid) -> Result<Vec<Vec<TunedPlan>>, GpuError> {
+    let sms = b.gpu.info().sm_count as usize;
     let mut out = Vec::new();
     for (name, n, k) in gemm_shapes(m) {
-        let rows: &[u32] = if name == "lm_head" {
-            &grid.sampled_rows
-        } else {
-            &grid.tokens
-        };
+        let rows: Vec<u32> = (gemm_rows(grid, name).iter().copied())
+            .filter(|&t| t as usize <= TUNED_MAX_ROWS)
+            .collect();
+        let mut tuned = Vec::new();
+        if let Some(&max_m) = rows.iter().max() {
+            let mut ops = GemmOperands::new(b, n, k, max_m as usize)?;
+            for &t in &rows {
+                let dims = (t as usize, n, k);
+                let mut best: Option<(f64, GemmPlan)> = None;
+                for plan in gemm_candidates(sms, dims.0, n, k) {
+                    let (us, _) = ops.time_ours(b, dims, plan)?;
+                    if best.is_none_or(|(fastest, _)| us < fastest) {
+                        best = Some((us, plan));
+                    }
+                }
+                if let Some((_, plan)) = best {
+                    tuned.push(TunedPlan { rows: t, plan });
+                }
+            }
+        }
+        out.push(tuned);
+    }
+    Ok(out)
+}
+
+/// Both GEMM tables of every weight shape; ours launched with `tuned`'s plans (per shape, as [`tune_gemms`] gives
+/// them) where they cover the rows, as the engine launches it.
+fn measure_gemms(
+    b: &mut Bench<'_>,
+    m: &ModelSpec,
+    grid: &Grid,
+    tuned: &[Vec<TunedPlan>],
+) -> Result<Vec<GemmTable>, GpuError> {
+    let gpu = b.gpu;
+    let mut out = Vec::new();
+    for ((name, n, k), plans) in gemm_shapes(m).into_iter().zip(tuned) {
+        let rows = gemm_rows(grid, name);
         let max_m = rows.iter().copied().max().unwrap_or(1) as usize;
-        let copies = b.rotation(n * k * 2);
-        let weights = (0..copies)
-            .map(|_| b.random_f16(n * k))
-            .collect::<Result<Vec<_>, _>>()?;
-        let x = b.random_f16(max_m * k)?;
-        let mut y = gpu.zeros::<u16>(max_m * n)?;
+        let mut ops = GemmOperands::new(b, n, k, max_m)?;
         let (mut ours, mut cublas) = (Vec::new(), Vec::new());
         for &t in rows {
             let dims = (t as usize, n, k);
-            ours.push(b.time(name, |i| gpu.gemm(&x, &weights[i % copies], None, &mut y, dims))?);
-            cublas.push(b.time(name, |i| gpu.gemm_cublas(&x, &weights[i % copies], &mut y, dims))?);
+            let plan = tuned_plan(plans, dims.0).unwrap_or_else(|| gpu.gemm_plan(t as usize, n, k));
+            ours.push(ops.time_ours(b, dims, plan)?);
+            let GemmOperands { weights, x, y } = &mut ops;
+            let copies = weights.len();
+            cublas.push(b.time(name, |i| gpu.gemm_cublas(x, &weights[i % copies], y, dims))?);
         }
         let (ours_us, ours_spread) = curve(rows, ours);
         let (cublas_us, cublas_spread) = curve(rows, cublas);
@@ -331,6 +415,7 @@ fn measure_gemms(b: &mut Bench<'_>, m: &ModelSpec, grid: &Grid) -> Result<Vec<Ge
             cublas_us,
             ours_spread,
             cublas_spread,
+            ours_plans: plans.clone(),
         });
     }
     Ok(out)
@@ -624,8 +709,9 @@ fn measure_pass(
     grid: &Grid,
     block_size: usize,
     att: &mut AttentionBench,
+    tuned: &[Vec<TunedPlan>],
 ) -> Result<Tables, GpuError> {
-    let gemm = measure_gemms(b, m, grid)?;
+    let gemm = measure_gemms(b, m, grid, tuned)?;
     let ops = measure_ops(b, m, grid, block_size)?;
     let mut prefill = Vec::new();
     for &c in &grid.prefill_chunks {
@@ -719,7 +805,8 @@ pub fn calibrate(gpu: &Gpu, cfg: &CalibrateConfig, on_point: &mut dyn FnMut(&str
 
 /// Measures one profile per grid (`cfg.grid` is ignored), their passes interleaved — pass 1 of every grid, then
 /// pass 2, … — so the profiles are measured under the same conditions (clocks, temperature) and compare as
-/// interpolation alone, not as two moments of the card. `seconds` in each is the whole run's.
+/// interpolation alone, not as two moments of the card. Our GEMM's launch plans are tuned first on the first grid
+/// and used throughout. `seconds` in each is the whole run's.
 pub fn calibrate_grids(
     gpu: &Gpu,
     cfg: &CalibrateConfig,
@@ -743,12 +830,18 @@ pub fn calibrate_grids(
         .iter()
         .map(|grid| AttentionBench::new(&mut b, m, grid, block_size))
         .collect::<Result<Vec<_>, _>>()?;
+    // Our GEMM's plans, tuned once on the first grid (the profile's: its points are where the engine's rules
+    // change), then used by every pass of every grid as the engine will use them.
+    let tuned = match grids.first() {
+        Some(grid) => tune_gemms(&mut b, m, grid)?,
+        None => Vec::new(),
+    };
     // Whole passes over the grid, so each point's samples span the run and slow drifts (clocks, temperature) show
     // in its spread instead of biasing whichever shapes happened to be measured first.
     let mut passes: Vec<Vec<Tables>> = grids.iter().map(|_| Vec::with_capacity(cfg.passes)).collect();
     for _ in 0..cfg.passes.max(1) {
         for ((grid, att), out) in grids.iter().zip(&mut atts).zip(&mut passes) {
-            out.push(measure_pass(&mut b, m, grid, block_size, att)?);
+            out.push(measure_pass(&mut b, m, grid, block_size, att, &tuned)?);
         }
     }
     let info = gpu.info();

@@ -4,7 +4,7 @@
 //! median residual against the op tables' prediction).
 
 use super::profile::{
-    EngineMemorySample, EngineStepSample, EngineSteps, Profile, SampledPlan, StepKind, StepKindModel,
+    EngineMemorySample, EngineStepSample, EngineSteps, Profile, SampledPlan, StepKind, StepKindModel, tuned_plan,
 };
 use crate::engine::forward::sizing;
 use crate::engine::{
@@ -293,7 +293,8 @@ fn sample_of(plan: &StepPlan, cost: Option<&CalibratedCost>, timings: &[StepTimi
 }
 
 /// The profile's GEMM choice as engine rules: the cost model's choice is constant over each interval between two
-/// grid points (it looks both tables up at the next point up), so one rule per grid point reproduces it.
+/// grid points (it looks both tables up at the next point up), so one rule per grid point reproduces it; each rule
+/// carries the launch plan the profile tuned for its point (as its `ours_us` was measured).
 pub fn gemm_policy(profile: &Profile) -> Result<GemmPolicy, String> {
     let mut rules = Vec::new();
     for (name, op) in [
@@ -312,10 +313,12 @@ pub fn gemm_policy(profile: &Profile) -> Result<GemmPolicy, String> {
             }
         };
         for &x in &table.cublas_us.x {
+            let rows = x as usize;
             rules.push(GemmRule {
                 op,
-                max_rows: x as usize,
+                max_rows: rows,
                 backend: backend(x),
+                plan: tuned_plan(&table.ours_plans, rows),
             });
         }
         let last = table.cublas_us.x.last().copied().unwrap_or(1.0);
@@ -323,6 +326,7 @@ pub fn gemm_policy(profile: &Profile) -> Result<GemmPolicy, String> {
             op,
             max_rows: usize::MAX,
             backend: backend(last),
+            plan: None,
         });
     }
     Ok(GemmPolicy {
@@ -828,6 +832,48 @@ mod tests {
             }
         }
         assert_eq!(both, [true, true], "the profile picks each backend somewhere");
+    }
+
+    #[test]
+    fn the_engine_launches_the_plan_tuned_for_the_grid_point_above_its_rows() {
+        use crate::calib::profile::TunedPlan;
+        use crate::gpu::{GemmPlan, GemmTile};
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/calibration/h100-80gb-hbm3/qwen2.5-0.5b.json"
+        );
+        let mut profile = Profile::load(std::path::Path::new(path)).expect("committed profile");
+        let plan = |tile, split_k| GemmPlan { tile, split_k };
+        let tuned = vec![
+            TunedPlan {
+                rows: 8,
+                plan: plan(GemmTile::S8, 1),
+            },
+            TunedPlan {
+                rows: 16,
+                plan: plan(GemmTile::S16, 3),
+            },
+            TunedPlan {
+                rows: 32,
+                plan: plan(GemmTile::S32D, 2),
+            },
+        ];
+        let qkv = profile.gemm.iter_mut().find(|t| t.name == "qkv").unwrap();
+        qkv.ours_us.y.iter_mut().for_each(|y| *y /= 3.0);
+        qkv.ours_plans = tuned.clone();
+        let policy = gemm_policy(&profile).expect("every GEMM table");
+        for rows in 1..=64 {
+            let (backend, chosen) = policy.choice(GemmOp::Qkv, rows);
+            assert_eq!(backend, GemmBackend::Ours, "{rows}");
+            assert_eq!(chosen, tuned_plan(&tuned, rows), "{rows}");
+        }
+        assert_eq!(policy.choice(GemmOp::Qkv, 9).1, Some(plan(GemmTile::S16, 3)));
+        assert_eq!(
+            policy.choice(GemmOp::Qkv, 33).1,
+            None,
+            "past the tuned points: the default plan"
+        );
+        assert!((1..100).all(|rows| policy.choice(GemmOp::O, rows).1.is_none()));
     }
 
     #[test]

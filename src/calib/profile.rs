@@ -319,6 +319,25 @@ pub struct GemmTable {
     pub cublas_us: Curve,
     pub ours_spread: Vec<f64>,
     pub cublas_spread: Vec<f64>,
+    /// The launch plan of our kernel at each grid point up to [`crate::gpu::TUNED_MAX_ROWS`] rows: the fastest
+    /// candidate calibration timed there ([`crate::gpu::gemm_candidates`]), which `ours_us` then measured and the
+    /// engine runs for the rows up to that point. Absent (profiles measured before plans were tuned): the default
+    /// plan ([`crate::gpu::gemm_plan`]) everywhere.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ours_plans: Vec<TunedPlan>,
+}
+
+/// Our GEMM's plan for the rows up to `rows` (down to the previous grid point).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TunedPlan {
+    pub rows: u32,
+    pub plan: crate::gpu::GemmPlan,
+}
+
+/// The tuned plan that covers `rows`: the first of `plans` (sorted by rows) at or above it; none beyond the last.
+pub fn tuned_plan(plans: &[TunedPlan], rows: usize) -> Option<crate::gpu::GemmPlan> {
+    plans.iter().find(|t| rows <= t.rows as usize).map(|t| t.plan)
 }
 
 impl GemmTable {

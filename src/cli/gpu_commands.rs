@@ -5,7 +5,7 @@ use super::{BenchEngineArgs, BenchKernelsArgs, CalibrateArgs, CompareArgs, GpuMo
 use crate::calib::Profile;
 use crate::calib::bench;
 use crate::calib::compare::{OpErrors, agreement, out_of_sample};
-use crate::calib::driver::{CalibrateConfig, Grid, calibrate_grids};
+use crate::calib::driver::{CalibrateConfig, Grid, calibrate_grids, tuning_points};
 use crate::calib::engine_steps;
 use crate::calib::profile::EngineSteps;
 use crate::gpu::Gpu;
@@ -53,7 +53,10 @@ fn write(path: &Path, text: &str) -> Result<(), CliError> {
 /// Measures one profile per grid, passes interleaved (see [`calibrate_grids`]), with a progress bar.
 fn run_grids(gpu: &Gpu, cfg: &CalibrateConfig, grids: &[&Grid], what: &str) -> Result<Vec<Profile>, CliError> {
     let points: usize = grids.iter().map(|g| g.points()).sum();
-    let pb = progress(cfg.passes.max(1) * points + 2, what);
+    let tuning = grids
+        .first()
+        .map_or(0, |g| tuning_points(&cfg.model, g, gpu.info().sm_count as usize));
+    let pb = progress(cfg.passes.max(1) * points + tuning + 2, what);
     let profiles =
         calibrate_grids(gpu, cfg, grids, &mut |_| pb.inc(1)).map_err(|e| CliError::Failed(anyhow::anyhow!(e)))?;
     pb.finish_and_clear();

@@ -9,8 +9,8 @@
 use std::path::Path;
 
 use crate::gpu::{
-    DecodePlan, DecodeShape, DecodeWorkspace, F16Buffer, Gpu, GpuError, I32Buffer, KvAppendShape, KvCacheMut, PagedKv,
-    PagedKvLayout, PrefillShape, Staging, Succession,
+    DecodePlan, DecodeShape, DecodeWorkspace, F16Buffer, GemmPlan, Gpu, GpuError, I32Buffer, KvAppendShape, KvCacheMut,
+    PagedKv, PagedKvLayout, PrefillShape, Staging, Succession,
 };
 use crate::model::{ActivationBuffers, BufferSize, EngineSizing, ModelError, ModelSpec, graph_partitions};
 use crate::sched::{ReqId, StepPlan};
@@ -81,12 +81,15 @@ pub enum GemmOp {
     LmHead,
 }
 
-/// `backend` for `op` when the GEMM has at most `max_rows` rows.
+/// `backend` for `op` when the GEMM has at most `max_rows` rows; with our kernel, launched as `plan` where one is
+/// given (the plan calibration found fastest for these rows), else as [`crate::gpu::gemm_plan`] picks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct GemmRule {
     pub op: GemmOp,
     pub max_rows: usize,
     pub backend: GemmBackend,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<GemmPlan>,
 }
 
 /// Which backend runs each GEMM: the first rule matching (op, rows), else `default`. A calibration profile knows
@@ -111,10 +114,15 @@ impl GemmPolicy {
     }
 
     pub fn backend(&self, op: GemmOp, rows: usize) -> GemmBackend {
+        self.choice(op, rows).0
+    }
+
+    /// The backend for (op, rows) and, for our kernel, the launch plan its rule names (`None`: the default plan).
+    pub fn choice(&self, op: GemmOp, rows: usize) -> (GemmBackend, Option<GemmPlan>) {
         self.rules
             .iter()
             .find(|r| r.op == op && rows <= r.max_rows)
-            .map_or(self.default, |r| r.backend)
+            .map_or((self.default, None), |r| (r.backend, r.plan))
     }
 }
 
@@ -1350,9 +1358,10 @@ fn gemm(
     y: &mut F16Buffer,
     dims: (usize, usize, usize),
 ) -> Result<(), GpuError> {
-    match policy.backend(op, dims.0) {
-        GemmBackend::Ours => gpu.gemm(x, w, bias, y, dims),
-        GemmBackend::Cublas => {
+    match policy.choice(op, dims.0) {
+        (GemmBackend::Ours, Some(plan)) => gpu.gemm_with(x, w, bias, y, dims, plan),
+        (GemmBackend::Ours, None) => gpu.gemm(x, w, bias, y, dims),
+        (GemmBackend::Cublas, _) => {
             gpu.gemm_cublas(x, w, y, dims)?;
             match bias {
                 Some(bias) => gpu.add_bias(y, bias, dims.0, dims.1),
@@ -1385,6 +1394,7 @@ mod tests {
             op: GemmOp::Down,
             max_rows: 64,
             backend,
+            plan: None,
         };
         let ours_but = |backend| GemmPolicy {
             default: GemmBackend::Ours,
@@ -1403,20 +1413,31 @@ mod tests {
                     op: GemmOp::Qkv,
                     max_rows: 16,
                     backend: GemmBackend::Ours,
+                    plan: Some(GemmPlan {
+                        tile: crate::gpu::GemmTile::S16,
+                        split_k: 2,
+                    }),
                 },
                 GemmRule {
                     op: GemmOp::Qkv,
                     max_rows: 64,
                     backend: GemmBackend::Cublas,
+                    plan: None,
                 },
                 GemmRule {
                     op: GemmOp::Down,
                     max_rows: usize::MAX,
                     backend: GemmBackend::Ours,
+                    plan: None,
                 },
             ],
         };
         assert_eq!(p.backend(GemmOp::Qkv, 16), GemmBackend::Ours);
+        assert_eq!(
+            p.choice(GemmOp::Qkv, 9).1.map(|p| (p.tile.label(), p.split_k)),
+            Some(("s16", 2))
+        );
+        assert_eq!(p.choice(GemmOp::Down, 9), (GemmBackend::Ours, None));
         assert_eq!(p.backend(GemmOp::Qkv, 17), GemmBackend::Cublas);
         assert_eq!(p.backend(GemmOp::Qkv, 4096), GemmBackend::Cublas);
         assert_eq!(p.backend(GemmOp::Down, 4096), GemmBackend::Ours);

@@ -8,24 +8,33 @@ use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 use super::kernels::KernelId;
 use super::{Gpu, GpuError};
 
-/// Block tile of the GEMM kernel (rows of x × rows of W per block).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Block tile of the GEMM kernel (rows of x × rows of W per block). Serialized as its [`GemmTile::label`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum GemmTile {
     /// 128 × 128, 8 warps: prefill-sized products.
+    #[serde(rename = "128x128")]
     T128x128,
     /// 64 × 64, 4 warps.
+    #[serde(rename = "64x64")]
     T64x64,
     /// 64 × 64, 8 warps (more warps per SM when the grid is small).
+    #[serde(rename = "64x64w8")]
     T64x64W8,
     /// 16 × 64, 4 warps: decode-sized products (m ≤ 16).
+    #[serde(rename = "16x64")]
     T16x64,
     /// 16 × 64, 4 warps, 8 pipeline stages.
+    #[serde(rename = "16x64s8")]
     T16x64S8,
     /// 16 × 128, 8 warps.
+    #[serde(rename = "16x128")]
     T16x128,
     /// 16 × 32, 2 warps: many small blocks.
+    #[serde(rename = "16x32")]
     T16x32,
     /// 32 × 64, 4 warps of 32 × 16.
+    #[serde(rename = "32x64")]
     T32x64,
     /// Skinny (weights as the 16-row mma operand, tokens as the 8-column one, no shared-memory staging): up to 8
     /// tokens × 16 weight rows, 4 warps splitting k.
@@ -34,12 +43,18 @@ pub enum GemmTile {
     S16,
     /// Skinny, up to 32 tokens × 32 weight rows.
     S32,
+    /// Skinny, up to 32 tokens × 16 weight rows, four 32-k units in flight per warp.
+    S32N,
+    /// Skinny, up to 32 tokens × 32 weight rows, four 32-k units in flight per warp.
+    S32D,
     /// Skinny, up to 64 tokens × 32 weight rows.
     S64,
+    /// Skinny, up to 64 tokens × 16 weight rows, 8 warps splitting k.
+    S64W,
 }
 
 impl GemmTile {
-    pub const ALL: [GemmTile; 12] = [
+    pub const ALL: [GemmTile; 15] = [
         GemmTile::T128x128,
         GemmTile::T64x64,
         GemmTile::T64x64W8,
@@ -51,12 +66,18 @@ impl GemmTile {
         GemmTile::S8,
         GemmTile::S16,
         GemmTile::S32,
+        GemmTile::S32N,
+        GemmTile::S32D,
         GemmTile::S64,
+        GemmTile::S64W,
     ];
 
     /// Whether this is one of the skinny kernels (`gemm_s*`).
     pub fn is_skinny(self) -> bool {
-        matches!(self, Self::S8 | Self::S16 | Self::S32 | Self::S64)
+        matches!(
+            self,
+            Self::S8 | Self::S16 | Self::S32 | Self::S32N | Self::S32D | Self::S64 | Self::S64W
+        )
     }
 
     /// Rows of x one block covers.
@@ -78,7 +99,10 @@ impl GemmTile {
             Self::S8 => "s8",
             Self::S16 => "s16",
             Self::S32 => "s32",
+            Self::S32N => "s32n",
+            Self::S32D => "s32d",
             Self::S64 => "s64",
+            Self::S64W => "s64w",
         }
     }
 
@@ -149,10 +173,13 @@ impl GemmTile {
                 threads: 128,
                 id: KernelId::Gemm32x64F16,
             },
-            Self::S8 => TileConfig::skinny(8, 16, KernelId::GemmS8F16),
-            Self::S16 => TileConfig::skinny(16, 16, KernelId::GemmS16F16),
-            Self::S32 => TileConfig::skinny(32, 32, KernelId::GemmS32F16),
-            Self::S64 => TileConfig::skinny(64, 32, KernelId::GemmS64F16),
+            Self::S8 => TileConfig::skinny(8, 16, 4, KernelId::GemmS8F16),
+            Self::S16 => TileConfig::skinny(16, 16, 4, KernelId::GemmS16F16),
+            Self::S32 => TileConfig::skinny(32, 32, 4, KernelId::GemmS32F16),
+            Self::S32N => TileConfig::skinny(32, 16, 4, KernelId::GemmS32nF16),
+            Self::S32D => TileConfig::skinny(32, 32, 4, KernelId::GemmS32dF16),
+            Self::S64 => TileConfig::skinny(64, 32, 4, KernelId::GemmS64F16),
+            Self::S64W => TileConfig::skinny(64, 16, 8, KernelId::GemmS64wF16),
         }
     }
 }
@@ -167,15 +194,15 @@ struct TileConfig {
 }
 
 impl TileConfig {
-    /// A skinny kernel (`gemm_s*` in kernels/gemm.cu): `bm` tokens × `bn` weight rows, 4 warps taking interleaved
-    /// 32-k units (a k tile is one unit per warp), nothing staged in dynamic shared memory.
-    const fn skinny(bm: usize, bn: usize, id: KernelId) -> Self {
+    /// A skinny kernel (`gemm_s*` in kernels/gemm.cu): `bm` tokens × `bn` weight rows, `warps` warps taking
+    /// interleaved 32-k units (a k tile is one unit per warp), nothing staged in dynamic shared memory.
+    const fn skinny(bm: usize, bn: usize, warps: usize, id: KernelId) -> Self {
         TileConfig {
             bm,
             bn,
-            bk: 4 * 32,
+            bk: warps * 32,
             stages: 0,
-            threads: 128,
+            threads: (warps * 32) as u32,
             id,
         }
     }
@@ -198,7 +225,8 @@ pub(crate) fn gemm_smem_limits() -> impl Iterator<Item = (KernelId, u32)> {
 }
 
 /// How one GEMM is launched: the tile, and into how many slices K is split (1 = no split).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct GemmPlan {
     pub tile: GemmTile,
     pub split_k: usize,
@@ -249,6 +277,38 @@ pub fn gemm_plan(sms: usize, m: usize, n: usize, k: usize) -> GemmPlan {
         split_k = (per_sm * sms).div_ceil(base).min(most).clamp(1, MAX_SPLIT_K);
     }
     GemmPlan { tile, split_k }
+}
+
+/// Split-K slice counts the plan candidates try.
+const CANDIDATE_SPLITS: [usize; 8] = [1, 2, 3, 4, 6, 8, 12, 16];
+
+/// Largest row count whose plan is chosen by timing candidates (`calibrate` does, per weight shape; beyond, tiles
+/// are large and [`gemm_plan`]'s choice stands).
+pub const TUNED_MAX_ROWS: usize = 64;
+
+/// The launch plans worth timing for `y[m, n] = x[m, k] . w[n, k]^T` on a GPU of `sms` SMs (empty beyond
+/// [`TUNED_MAX_ROWS`] rows): every tile of at most 64 rows that wastes no more than half its rows on padding (any
+/// 8-row one does) and covers `m` in at most eight row blocks, each with every split of [`CANDIDATE_SPLITS`] that
+/// leaves no slice empty; [`gemm_plan`]'s own choice always among them.
+pub fn gemm_candidates(sms: usize, m: usize, n: usize, k: usize) -> Vec<GemmPlan> {
+    if m == 0 || m > TUNED_MAX_ROWS {
+        return Vec::new();
+    }
+    let mut out = vec![gemm_plan(sms, m, n, k)];
+    for tile in GemmTile::ALL {
+        let c = tile.config();
+        if c.bm > TUNED_MAX_ROWS || c.bm > (2 * m).max(8) || m.div_ceil(c.bm) > 8 {
+            continue;
+        }
+        let ktiles = k.div_ceil(c.bk);
+        for split_k in CANDIDATE_SPLITS {
+            let plan = GemmPlan { tile, split_k };
+            if split_k <= ktiles && ktiles.div_ceil(ktiles.div_ceil(split_k)) == split_k && !out.contains(&plan) {
+                out.push(plan);
+            }
+        }
+    }
+    out
 }
 
 impl Gpu {
@@ -401,6 +461,59 @@ mod tests {
         }
         let larger = gemm_plan(sms, 65, 9728, 896).tile;
         assert!(matches!(larger, GemmTile::T128x128 | GemmTile::T64x64), "{larger:?}");
+    }
+
+    #[test]
+    fn tiles_serialize_as_their_labels() {
+        for tile in GemmTile::ALL {
+            let json = serde_json::to_string(&tile).unwrap();
+            assert_eq!(json, format!("\"{}\"", tile.label()));
+            assert_eq!(serde_json::from_str::<GemmTile>(&json).unwrap(), tile);
+        }
+        let plan: GemmPlan = serde_json::from_str(r#"{"tile": "s32d", "split_k": 3}"#).unwrap();
+        assert_eq!(
+            plan,
+            GemmPlan {
+                tile: GemmTile::S32D,
+                split_k: 3
+            }
+        );
+    }
+
+    #[test]
+    fn candidates_cover_the_rows_with_the_default_first_and_no_empty_slice() {
+        let sms = 132;
+        for (m, n, k) in [
+            (1, 1152, 896),
+            (8, 896, 4864),
+            (16, 17920, 1536),
+            (33, 896, 896),
+            (64, 151_936, 896),
+        ] {
+            let c = gemm_candidates(sms, m, n, k);
+            assert_eq!(c[0], gemm_plan(sms, m, n, k), "{m}x{n}x{k}");
+            assert!(
+                c.len() >= if m >= 16 { 20 } else { 4 },
+                "{m}x{n}x{k}: {} candidates",
+                c.len()
+            );
+            for (i, p) in c.iter().enumerate() {
+                let cfg = p.tile.config();
+                let ktiles = k.div_ceil(cfg.bk);
+                assert!(!c[..i].contains(p), "{p:?} twice");
+                if i > 0 {
+                    assert!(m.div_ceil(cfg.bm) <= 8 && cfg.bm <= (2 * m).max(8), "{m}: {p:?}");
+                    assert_eq!(ktiles.div_ceil(ktiles.div_ceil(p.split_k)), p.split_k, "{p:?}");
+                }
+            }
+        }
+        // One token: only the 8-row tile; beyond the tuned range: none.
+        assert!(
+            gemm_candidates(sms, 1, 896, 896)[1..]
+                .iter()
+                .all(|p| p.tile == GemmTile::S8)
+        );
+        assert!(gemm_candidates(sms, TUNED_MAX_ROWS + 1, 896, 896).is_empty());
     }
 
     #[test]

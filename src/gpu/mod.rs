@@ -61,7 +61,7 @@ use half::slice::HalfFloatSliceExt;
 
 pub use compile::{CompileTarget, kernel_source_hash};
 pub use engine_ops::{Staging, init_uniform_value, mix64};
-pub use gemm::{GemmPlan, GemmTile};
+pub use gemm::{GemmPlan, GemmTile, TUNED_MAX_ROWS, gemm_candidates, gemm_plan};
 pub use kernels::{KernelId, Kernels};
 pub use ops::{
     AttentionKernel, DecodePlan, DecodeShape, DecodeWorkspace, KvAppendShape, KvCacheMut, PagedKv, PagedKvLayout,

@@ -377,6 +377,7 @@ pub(crate) mod tests {
                 cublas_us: line(&tokens, 5.5, 0.011),
                 ours_spread: vec![0.01; tokens.len()],
                 cublas_spread: vec![0.01; tokens.len()],
+                ours_plans: Vec::new(),
             })
             .collect();
         let ops = OPS
