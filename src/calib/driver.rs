@@ -99,23 +99,26 @@ fn tile_edges(max: u32) -> Vec<u32> {
     v
 }
 
-/// For each batch size, three batches of lognormal context lengths (sigma 1, means 256, 1024 and 3072) clamped to
-/// [1, 8192]: heterogeneous batches as continuous batching produces them.
+/// For each batch size and spread, three batches of lognormal context lengths (means 256, 1024 and 3072; log-space
+/// sigma 1, then 0.5) clamped to [1, 8192]: heterogeneous batches as continuous batching produces them, and the
+/// milder spread of a static batch's prompts (longest about twice the mean).
 fn mixed_batches(batches: &[u32], seed: u64) -> Vec<Vec<u32>> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut out = Vec::new();
-    for &b in batches {
-        for mean in [256.0f64, 1024.0, 3072.0] {
-            let mu = mean.ln() - 0.5;
-            let contexts = (0..b)
-                .map(|_| {
-                    // Box–Muller: two uniforms → one standard normal.
-                    let (u1, u2): (f64, f64) = (rng.random::<f64>().max(1e-12), rng.random());
-                    let z = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
-                    (mu + z).exp().round().clamp(1.0, 8192.0) as u32
-                })
-                .collect();
-            out.push(contexts);
+    for sigma in [1.0f64, 0.5] {
+        for &b in batches {
+            for mean in [256.0f64, 1024.0, 3072.0] {
+                let mu = mean.ln() - sigma * sigma / 2.0;
+                let contexts = (0..b)
+                    .map(|_| {
+                        // Box–Muller: two uniforms → one standard normal.
+                        let (u1, u2): (f64, f64) = (rng.random::<f64>().max(1e-12), rng.random());
+                        let z = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
+                        (mu + sigma * z).exp().round().clamp(1.0, 8192.0) as u32
+                    })
+                    .collect();
+                out.push(contexts);
+            }
         }
     }
     out
@@ -914,7 +917,15 @@ mod tests {
             assert!(a.windows(2).all(|w| w[0] < w[1]) && b.windows(2).all(|w| w[0] < w[1]));
         }
         assert!(o.mixed.iter().all(|c| c.iter().all(|&x| (1..=8192).contains(&x))));
-        assert_eq!(s.mixed.len(), 12);
+        assert_eq!(s.mixed.len(), 24);
+        // The second half (sigma 0.5) is the milder: its longest context is nearer its mean.
+        let imbalance = |c: &Vec<u32>| {
+            let max = f64::from(*c.iter().max().unwrap());
+            max * c.len() as f64 / c.iter().map(|&x| f64::from(x)).sum::<f64>()
+        };
+        let (wide, mild) = s.mixed.split_at(12);
+        let mean = |v: &[Vec<u32>]| v.iter().map(imbalance).sum::<f64>() / v.len() as f64;
+        assert!(mean(mild) < mean(wide) && mean(mild) > 1.0, "{} vs {}", mean(mild), mean(wide));
         assert_eq!(s.tokens.len(), 4 + 16 + 12 + 56);
         assert_eq!(*s.tokens.last().unwrap(), 8192);
         // Every offset row count falls strictly between two tile edges.
