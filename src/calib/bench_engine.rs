@@ -140,13 +140,15 @@ fn ops_of(model: &ModelSpec, sample: &EngineStepSample) -> (f64, f64) {
 }
 
 /// Measures the ceilings, then each decode and prefill point on an engine with seeded random weights, once per
-/// variant. Gives the GPU back.
+/// variant; `ours` is how the variants of our GEMM launch it (every GEMM ours, with a profile's tuned plans or the
+/// default one). Gives the GPU back.
 pub fn bench_engine(
     mut gpu: Gpu,
     model: &ModelSpec,
     decode: &[(u32, u32)],
     prefill: &[(u32, u32)],
     variants: &[EngineVariant],
+    ours: &GemmPolicy,
     on_point: &mut dyn FnMut(&str),
 ) -> Result<(EngineBench, Gpu), EngineError> {
     let (copy_gbps, gemm_tflops) = {
@@ -182,7 +184,10 @@ pub fn bench_engine(
             max_seqs: most_seqs as usize,
             max_context: Some(longest + 2 * REPEATS as u32 + 2),
             time_gpu: true,
-            gemm: GemmPolicy::always(variant.gemm),
+            gemm: match variant.gemm {
+                GemmBackend::Ours => ours.clone(),
+                GemmBackend::Cublas => GemmPolicy::always(GemmBackend::Cublas),
+            },
             succession: variant.succession,
             ..EngineConfig::default()
         };

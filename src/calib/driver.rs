@@ -925,7 +925,12 @@ mod tests {
         };
         let (wide, mild) = s.mixed.split_at(12);
         let mean = |v: &[Vec<u32>]| v.iter().map(imbalance).sum::<f64>() / v.len() as f64;
-        assert!(mean(mild) < mean(wide) && mean(mild) > 1.0, "{} vs {}", mean(mild), mean(wide));
+        assert!(
+            mean(mild) < mean(wide) && mean(mild) > 1.0,
+            "{} vs {}",
+            mean(mild),
+            mean(wide)
+        );
         assert_eq!(s.tokens.len(), 4 + 16 + 12 + 56);
         assert_eq!(*s.tokens.last().unwrap(), 8192);
         // Every offset row count falls strictly between two tile edges.

@@ -4,7 +4,8 @@
 //! median residual against the op tables' prediction).
 
 use super::profile::{
-    EngineMemorySample, EngineStepSample, EngineSteps, Profile, SampledPlan, StepKind, StepKindModel, tuned_plan,
+    EngineMemorySample, EngineStepSample, EngineSteps, GemmTable, Profile, SampledPlan, StepKind, StepKindModel,
+    tuned_plan,
 };
 use crate::engine::forward::sizing;
 use crate::engine::{
@@ -296,6 +297,22 @@ fn sample_of(plan: &StepPlan, cost: Option<&CalibratedCost>, timings: &[StepTimi
 /// grid points (it looks both tables up at the next point up), so one rule per grid point reproduces it; each rule
 /// carries the launch plan the profile tuned for its point (as its `ours_us` was measured).
 pub fn gemm_policy(profile: &Profile) -> Result<GemmPolicy, String> {
+    policy_by(profile, |table, rows| {
+        if table.ours_faster(rows) {
+            GemmBackend::Ours
+        } else {
+            GemmBackend::Cublas
+        }
+    })
+}
+
+/// Our kernel for every GEMM, launched with the plans `profile` tuned (the default plan where it tuned none).
+pub fn ours_with_tuned_plans(profile: &Profile) -> Result<GemmPolicy, String> {
+    policy_by(profile, |_, _| GemmBackend::Ours)
+}
+
+/// One rule per grid point of each GEMM table, its backend from `backend(table, rows)`, its plan the tuned one.
+fn policy_by(profile: &Profile, backend: impl Fn(&GemmTable, f64) -> GemmBackend) -> Result<GemmPolicy, String> {
     let mut rules = Vec::new();
     for (name, op) in [
         ("qkv", GemmOp::Qkv),
@@ -305,19 +322,12 @@ pub fn gemm_policy(profile: &Profile) -> Result<GemmPolicy, String> {
         ("lm_head", GemmOp::LmHead),
     ] {
         let table = profile.gemm_table(name)?;
-        let backend = |t: f64| {
-            if table.ours_faster(t) {
-                GemmBackend::Ours
-            } else {
-                GemmBackend::Cublas
-            }
-        };
         for &x in &table.cublas_us.x {
             let rows = x as usize;
             rules.push(GemmRule {
                 op,
                 max_rows: rows,
-                backend: backend(x),
+                backend: backend(table, x),
                 plan: tuned_plan(&table.ours_plans, rows),
             });
         }
@@ -325,7 +335,7 @@ pub fn gemm_policy(profile: &Profile) -> Result<GemmPolicy, String> {
         rules.push(GemmRule {
             op,
             max_rows: usize::MAX,
-            backend: backend(last),
+            backend: backend(table, last),
             plan: None,
         });
     }

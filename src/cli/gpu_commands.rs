@@ -8,6 +8,7 @@ use crate::calib::compare::{OpErrors, agreement, out_of_sample};
 use crate::calib::driver::{CalibrateConfig, Grid, calibrate_grids, tuning_points};
 use crate::calib::engine_steps;
 use crate::calib::profile::EngineSteps;
+use crate::engine::{GemmBackend, GemmPolicy};
 use crate::gpu::Gpu;
 use crate::metrics::percentile_sorted;
 use crate::model::{self, ModelSpec};
@@ -232,6 +233,22 @@ pub fn refit_profile(args: RefitArgs) -> Result<(), CliError> {
 pub fn bench_engine(args: BenchEngineArgs) -> Result<(), CliError> {
     use crate::calib::bench_engine::{DECODE_POINTS, EngineVariant, PREFILL_POINTS, bench_engine};
     let model = model_of(&args.target)?;
+    // The profile is checked before the GPU is opened: a wrong path fails at once.
+    let ours = match &args.plans {
+        Some(path) => {
+            let profile = Profile::load(path).map_err(input)?;
+            if profile.fingerprint.model.name != model.name {
+                return Err(input(format!(
+                    "{}: a profile of {}, not of {}",
+                    path.display(),
+                    profile.fingerprint.model.name,
+                    model.name
+                )));
+            }
+            engine_steps::ours_with_tuned_plans(&profile).map_err(input)?
+        }
+        None => GemmPolicy::always(GemmBackend::Ours),
+    };
     let gpu = open_gpu(args.target.gpu)?;
     let decode = if args.decode.is_empty() {
         DECODE_POINTS.to_vec()
@@ -249,10 +266,17 @@ pub fn bench_engine(args: BenchEngineArgs) -> Result<(), CliError> {
         .filter(|v| args.launch.is_empty() || args.launch.contains(&v.succession))
         .collect();
     let pb = progress((decode.len() + prefill.len()) * variants.len() + 2, "engine steps");
-    let (result, _gpu) = bench_engine(gpu, &model, &decode, &prefill, &variants, &mut |_| pb.inc(1))
+    let (result, _gpu) = bench_engine(gpu, &model, &decode, &prefill, &variants, &ours, &mut |_| pb.inc(1))
         .map_err(|e| CliError::Failed(anyhow::anyhow!(e)))?;
     pb.finish_and_clear();
-    let md = result.markdown();
+    let mut md = result.markdown();
+    if let Some(path) = &args.plans {
+        md.push_str(&format!(
+            "\nOur GEMM was launched with the plans `{}` tuned per weight shape and row count (the default plan \
+             beyond them).\n",
+            path.display()
+        ));
+    }
     if let Some(path) = &args.out {
         write(path, &md)?;
     }

@@ -195,6 +195,10 @@ pub struct BenchEngineArgs {
     /// launches while the one before it finishes) or `serial`, comma-separated [default: both].
     #[arg(long, value_delimiter = ',', value_parser = parse_launch)]
     pub launch: Vec<crate::gpu::Succession>,
+    /// Launch our GEMM with the plans this calibration profile tuned for each weight shape and row count (as
+    /// `validate` does), instead of the default plan. The profile must be of the same model.
+    #[arg(long, value_name = "PROFILE")]
+    pub plans: Option<PathBuf>,
     /// Also write the markdown report to this file.
     #[arg(long, short)]
     pub out: Option<PathBuf>,

@@ -3,9 +3,9 @@
 //! Per layer: two RMSNorms (residual fused), the QKV, O, gate/up and down GEMMs (the faster of our kernel and
 //! cuBLAS at that token count, as the engine picks), KV append with RoPE, SiLU·mul, and attention — prefill chunks
 //! in one launch, so the launch floor is paid once and each chunk adds what it costs beyond it; decode from the
-//! batch × context table at the mean context rounded up to the kernel's next partition edge, times the measured
-//! cost of mixed lengths. Then the embedding, the final norm, lm_head and argmax over the sampled rows, and the
-//! step's measured host overhead.
+//! batch × context table at the longest context, for the batch that launches as many partitions of work, times
+//! the measured cost of mixed lengths. Then the embedding, the final norm, lm_head and argmax over the sampled
+//! rows, and the step's measured host overhead.
 
 use super::CostModel;
 use crate::calib::interp::{Curve, Surface, WorkSurface, decode_attention_at, prefill_pairs};
@@ -188,13 +188,13 @@ impl CalibratedCost {
         self.decode_of(s, None)
     }
 
-    /// Decode attention of a step's decodes, one layer. Two readings of the uniform table bracket a batch of mixed
-    /// lengths: at its mean context (as if the work spread evenly) and the equivalent batch at its longest context
-    /// ([`Self::decode_equivalent_us`]: as if only the partitions counted); the model takes their geometric mean,
-    /// times the heterogeneity measured against that same reading. (Out of sample, qwen2.5-0.5b's 9 mixed-length
-    /// points on an H100 and an H200: the mean reading alone was 20% and 15% off at the median, the partitions
-    /// alone 6% and 13%, their geometric mean 5% and 6%.) From the decodes' contexts where `plan` lists them, else
-    /// from the shape's mean and longest context (as if every other decode were at the mean).
+    /// Decode attention of a step's decodes, one layer: the uniform table read for the equivalent batch at the
+    /// longest context ([`Self::decode_equivalent_us`]: as many partitions, each of the size the kernel picks for
+    /// this batch), times the heterogeneity measured against that same reading. From the decodes' contexts where
+    /// `plan` lists them, else from the shape's mean and longest context (as if every other decode were at the
+    /// mean). (The mean context alone reads mixed batches 15-60% too fast. The geometric mean of the two readings,
+    /// this model's before, scaled by a heterogeneity fitted on widely spread batches alone, priced the static
+    /// batches of the Poisson validation's decode steps 6-8% too slow as whole steps; this reading, 2-4%.)
     fn decode_of(&self, s: &StepShape, plan: Option<&StepPlan>) -> f64 {
         if s.decode_seqs == 0 {
             return 0.0;
@@ -213,10 +213,9 @@ impl CalibratedCost {
                 self.decode_at_longest(blocks / longest.div_ceil(part) as f64, longest)
             }
         };
-        let base = (decode_attention_at(&self.decode, batch, mean) * equivalent).sqrt();
         match &self.heterogeneity {
-            Some(h) if mean > 0.0 => base * h.at(longest as f64 / mean),
-            _ => base,
+            Some(h) if mean > 0.0 => equivalent * h.at(longest as f64 / mean),
+            _ => equivalent,
         }
     }
 
