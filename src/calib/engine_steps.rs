@@ -868,6 +868,7 @@ mod tests {
                 plan: plan(GemmTile::S32D, 2),
             },
         ];
+        profile.gemm.iter_mut().for_each(|t| t.ours_plans.clear());
         let qkv = profile.gemm.iter_mut().find(|t| t.name == "qkv").unwrap();
         qkv.ours_us.y.iter_mut().for_each(|y| *y /= 3.0);
         qkv.ours_plans = tuned.clone();
