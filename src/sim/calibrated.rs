@@ -196,9 +196,9 @@ impl CalibratedCost {
     /// scaled by the heterogeneity the profile measured against that same reading (1 + slope · ln(longest / mean):
     /// a uniform batch reads the table as it is). From the decodes' contexts where `plan` lists them, else from the
     /// shape's mean and longest context (as if every other decode were at the mean). (Out of sample, qwen2.5-0.5b's
-    /// 18 mixed-length points on an H100: the mean reading alone 25% off at the median, the partitions alone 8%
-    /// (p95 64%), their geometric mean 14%; scaled, 6% (p95 15%). A curve through every measured point instead of
-    /// the fitted slope: 10% (p95 41%).)
+    /// 18 mixed-length points on an H100, median / p90 error: the mean reading alone 25% / 51%, the partitions
+    /// alone 8% / 64%, their geometric mean 14% / 27%, scaled by the fitted line 6% / 15%; the partitions reading
+    /// times a curve through every measured ratio, this model's for a while, 10% / 41%.)
     fn decode_of(&self, s: &StepShape, plan: Option<&StepPlan>) -> f64 {
         if s.decode_seqs == 0 {
             return 0.0;
