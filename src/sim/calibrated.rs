@@ -3,9 +3,9 @@
 //! Per layer: two RMSNorms (residual fused), the QKV, O, gate/up and down GEMMs (the faster of our kernel and
 //! cuBLAS at that token count, as the engine picks), KV append with RoPE, SiLU·mul, and attention — prefill chunks
 //! in one launch, so the launch floor is paid once and each chunk adds what it costs beyond it; decode from the
-//! batch × context table at the longest context, for the batch that launches as many partitions of work, times
-//! the measured cost of mixed lengths. Then the embedding, the final norm, lm_head and argmax over the sampled
-//! rows, and the step's measured host overhead.
+//! batch × context table, the geometric mean of its readings at the batch's mean context and, for the batch that
+//! launches as many partitions of work, at its longest, scaled by the measured cost of mixed lengths. Then the
+//! embedding, the final norm, lm_head and argmax over the sampled rows, and the step's measured host overhead.
 
 use super::CostModel;
 use crate::calib::interp::{Curve, Surface, WorkSurface, decode_attention_at, prefill_pairs};
