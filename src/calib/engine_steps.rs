@@ -812,13 +812,18 @@ mod tests {
         assert!((with - no - 11.0).abs() < 1e-9, "{with} vs {no}");
     }
 
-    #[test]
-    fn the_engine_runs_the_gemm_the_cost_model_prices() {
+    /// The committed H100 profile of qwen2.5-0.5b.
+    fn committed_h100_profile() -> Profile {
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/calibration/h100-80gb-hbm3/qwen2.5-0.5b.json"
         );
-        let mut profile = Profile::load(std::path::Path::new(path)).expect("committed profile");
+        Profile::load(std::path::Path::new(path)).expect("committed profile")
+    }
+
+    #[test]
+    fn the_engine_runs_the_gemm_the_cost_model_prices() {
+        let mut profile = committed_h100_profile();
         // The committed profile may find cuBLAS faster everywhere; our kernel at a third of its measured time on
         // the qkv and o tables makes it the faster there, so both backends are chosen somewhere.
         for t in profile.gemm.iter_mut().filter(|t| t.name == "qkv" || t.name == "o") {
@@ -848,11 +853,7 @@ mod tests {
     fn the_engine_launches_the_plan_tuned_for_the_grid_point_above_its_rows() {
         use crate::calib::profile::TunedPlan;
         use crate::gpu::{GemmPlan, GemmTile};
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/calibration/h100-80gb-hbm3/qwen2.5-0.5b.json"
-        );
-        let mut profile = Profile::load(std::path::Path::new(path)).expect("committed profile");
+        let mut profile = committed_h100_profile();
         let plan = |tile, split_k| GemmPlan { tile, split_k };
         let tuned = vec![
             TunedPlan {
