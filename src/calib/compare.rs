@@ -4,6 +4,7 @@
 use super::interp::{Curve, Surface, WorkSurface, decode_attention_at, prefill_pairs};
 use super::profile::Profile;
 use crate::metrics::percentile_sorted;
+use crate::model::decode_partition;
 use crate::sim::calibrated::CalibratedCost;
 
 /// Relative prediction errors of one op over the points of the other grid.
@@ -115,9 +116,13 @@ pub fn out_of_sample(profile: &Profile, offset: &Profile) -> Result<Vec<OpErrors
         &offset.attention_prefill.us,
     ));
     let decode = &profile.attention_decode.us;
+    let (sms, kv_heads) = (
+        profile.fingerprint.sm_count,
+        u64::from(profile.fingerprint.model.kv_heads),
+    );
     out.push(surface_errors(
         "attention decode",
-        |b, c| decode_attention_at(decode, b, c),
+        |b, c| decode_attention_at(decode, b, c, decode_partition(sms, kv_heads, b as u64, c as u64)),
         &offset.attention_decode.us,
     ));
     // Decode attention over batches of mixed context lengths, as the cost model prices a step's decodes.

@@ -217,7 +217,7 @@ impl CalibratedCost {
                 self.decode_at_longest(blocks / longest.div_ceil(part) as f64, longest)
             }
         };
-        let base = (decode_attention_at(&self.decode, batch, mean) * equivalent).sqrt();
+        let base = (self.decode_table_at(batch, mean) * equivalent).sqrt();
         match self.heterogeneity {
             Some(slope) if mean > 0.0 => base * heterogeneity_factor(slope, longest as f64 / mean),
             _ => base,
@@ -236,7 +236,14 @@ impl CalibratedCost {
     }
 
     fn decode_at_longest(&self, sequences: f64, longest: u64) -> f64 {
-        decode_attention_at(&self.decode, sequences.max(1.0), longest as f64)
+        self.decode_table_at(sequences.max(1.0), longest as f64)
+    }
+
+    /// The uniform table read for `batch` sequences of `context` tokens, at the partition the kernel picks for
+    /// them ([`decode_attention_at`]).
+    fn decode_table_at(&self, batch: f64, context: f64) -> f64 {
+        let partition = self.partition(batch.round().max(1.0) as u64, context.ceil().max(1.0) as u64);
+        decode_attention_at(&self.decode, batch, context, partition)
     }
 
     fn partition(&self, seqs: u64, longest: u64) -> u64 {
@@ -566,15 +573,12 @@ pub(crate) mod tests {
         let plain = CalibratedCost::new(&p, &model, "synthetic").unwrap();
         // A uniform batch reads the table as it is.
         let uniform = plain.decode_attention_us(&[1024; 8]);
-        assert!((uniform - decode_attention_at(&plain.decode, 8.0, 1024.0)).abs() < 1e-9);
+        assert!((uniform - plain.decode_table_at(8.0, 1024.0)).abs() < 1e-9);
         // A batch of 8 with contexts 16 … 1024 + a long one: mean 1024, max 4096 → imbalance 4. Its reading lies
         // between the table at its mean and at its longest context.
         let contexts = vec![16, 16, 16, 32, 2016, 16, 1984, 4096];
         let base = plain.decode_attention_us(&contexts);
-        let (at_mean, at_longest) = (
-            decode_attention_at(&plain.decode, 8.0, 1024.0),
-            decode_attention_at(&plain.decode, 8.0, 4096.0),
-        );
+        let (at_mean, at_longest) = (plain.decode_table_at(8.0, 1024.0), plain.decode_table_at(8.0, 4096.0));
         assert!(at_mean < base && base < at_longest, "{at_mean} {base} {at_longest}");
         // Measured 1.5× that reading: the only point, the model reproduces it (slope 0.5 / ln 4).
         let mut p1 = p.clone();
