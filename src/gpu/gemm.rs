@@ -244,7 +244,9 @@ const MAX_SPLIT_K: usize = 16;
 /// that covers them (32 × 64, 64 × 64 with 8 warps; the skinny ones re-read every token row for each 16 weight rows
 /// and fall behind there); larger products 128 × 128 where that still gives every SM a block, else 64 × 64. The
 /// tiled ones split K while the grid is under two blocks per SM, each slice keeping at least two k tiles. (From
-/// sweeps of every tile × split on an H100: `bench-kernels` prints one against this choice.)
+/// sweeps of every tile × split on an H100: `bench-kernels` prints one against this choice.) The plan of a GEMM
+/// without a profile's: up to [`TUNED_MAX_ROWS`] rows `calibrate` times [`gemm_candidates`] per weight shape and
+/// the engine launches the fastest, which is often another (a skinny kernel at 17–64 rows).
 pub fn gemm_plan(sms: usize, m: usize, n: usize, k: usize) -> GemmPlan {
     let blocks = |t: GemmTile| {
         let c = t.config();
