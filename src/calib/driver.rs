@@ -345,7 +345,7 @@ impl GemmOperands {
     }
 }
 
-/// Timings the plan search of [`tune_gemms`] makes on `grid` (for a progress bar).
+/// Timings the plan search of `tune_gemms` makes on `grid` (for a progress bar).
 pub fn tuning_points(m: &ModelSpec, grid: &Grid, sms: usize) -> usize {
     (gemm_shapes(m).iter())
         .flat_map(|&(name, n, k)| gemm_rows(grid, name).iter().map(move |&t| (t as usize, n, k)))

@@ -290,7 +290,7 @@ pub const TUNED_MAX_ROWS: usize = 64;
 
 /// The launch plans worth timing for `y[m, n] = x[m, k] . w[n, k]^T` on a GPU of `sms` SMs (empty beyond
 /// [`TUNED_MAX_ROWS`] rows): every tile of at most 64 rows that wastes no more than half its rows on padding (any
-/// 8-row one does) and covers `m` in at most eight row blocks, each with every split of [`CANDIDATE_SPLITS`] that
+/// 8-row one does) and covers `m` in at most eight row blocks, each with every split of `CANDIDATE_SPLITS` that
 /// leaves no slice empty; [`gemm_plan`]'s own choice always among them.
 pub fn gemm_candidates(sms: usize, m: usize, n: usize, k: usize) -> Vec<GemmPlan> {
     if m == 0 || m > TUNED_MAX_ROWS {
