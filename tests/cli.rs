@@ -279,6 +279,31 @@ fn gpu_commands_fail_with_one_clear_sentence_when_the_gpu_is_missing() {
 }
 
 #[test]
+fn bench_engine_checks_its_plans_profile_before_the_gpu() {
+    // A profile of another model, and one that does not exist: input errors (exit 2) before any GPU is opened.
+    let other = "calibration/h100-80gb-hbm3/qwen2.5-1.5b.json";
+    let wrong = batchlab(&[
+        "bench-engine",
+        "--model",
+        "qwen2.5-0.5b",
+        "--plans",
+        other,
+        "--gpu",
+        "99",
+    ]);
+    assert_eq!(wrong.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&wrong.stderr);
+    assert!(err.contains("a profile of qwen2.5-1.5b, not of qwen2.5-0.5b"), "{err}");
+    let missing = batchlab(&["bench-engine", "--plans", "no/such/profile.json", "--gpu", "99"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no/such/profile.json"));
+    // The model's own profile passes the check; the command then stops at the missing GPU (exit 1).
+    let own = "calibration/h100-80gb-hbm3/qwen2.5-0.5b.json";
+    let out = batchlab(&["bench-engine", "--model", "qwen2.5-0.5b", "--plans", own, "--gpu", "99"]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
 fn validate_explains_itself() {
     let out = ok(&["validate", "--help"]);
     let help = String::from_utf8_lossy(&out.stdout);
