@@ -850,6 +850,28 @@ mod tests {
     }
 
     #[test]
+    fn ours_everywhere_keeps_the_committed_profiles_tuned_plans() {
+        let profile = committed_h100_profile();
+        let policy = ours_with_tuned_plans(&profile).expect("every GEMM table");
+        for (name, op) in [
+            ("qkv", GemmOp::Qkv),
+            ("down", GemmOp::Down),
+            ("lm_head", GemmOp::LmHead),
+        ] {
+            let table = profile.gemm_table(name).unwrap();
+            assert!(
+                !table.ours_plans.is_empty(),
+                "{name}: the committed profile tuned its plans"
+            );
+            for rows in [1, 3, 8, 9, 16, 17, 33, 64, 65, 512] {
+                let want = tuned_plan(&table.ours_plans, rows);
+                assert_eq!(policy.choice(op, rows), (GemmBackend::Ours, want), "{name} at {rows}");
+                assert_eq!(want.is_some(), rows <= crate::gpu::TUNED_MAX_ROWS, "{name} at {rows}");
+            }
+        }
+    }
+
+    #[test]
     fn the_engine_launches_the_plan_tuned_for_the_grid_point_above_its_rows() {
         use crate::calib::profile::TunedPlan;
         use crate::gpu::{GemmPlan, GemmTile};
