@@ -1,10 +1,9 @@
 //! Judging profiles: how well one predicts points it never measured (an offset grid), and whether two calibrations
 //! of the same card agree within their measured spread.
 
-use super::interp::{Curve, Surface, WorkSurface, decode_attention_at, prefill_pairs};
+use super::interp::{Curve, Surface, WorkSurface, prefill_pairs};
 use super::profile::Profile;
 use crate::metrics::percentile_sorted;
-use crate::model::decode_partition;
 use crate::sim::calibrated::CalibratedCost;
 
 /// Relative prediction errors of one op over the points of the other grid.
@@ -115,19 +114,14 @@ pub fn out_of_sample(profile: &Profile, offset: &Profile) -> Result<Vec<OpErrors
         |c, o| prefill.at(c, o),
         &offset.attention_prefill.us,
     ));
-    let decode = &profile.attention_decode.us;
-    let (sms, kv_heads) = (
-        profile.fingerprint.sm_count,
-        u64::from(profile.fingerprint.model.kv_heads),
-    );
+    let cost = CalibratedCost::new(profile, &profile.fingerprint.model, "check")?;
     out.push(surface_errors(
         "attention decode",
-        |b, c| decode_attention_at(decode, b, c, decode_partition(sms, kv_heads, b as u64, c as u64)),
+        |b, c| cost.decode_table_at(b, c),
         &offset.attention_decode.us,
     ));
     // Decode attention over batches of mixed context lengths, as the cost model prices a step's decodes.
     if !offset.decode_mixed.is_empty() {
-        let cost = CalibratedCost::new(profile, &profile.fingerprint.model, "check")?;
         let errors = (offset.decode_mixed.iter())
             .map(|m| rel(cost.decode_attention_us(&m.contexts), m.us))
             .collect();

@@ -241,7 +241,7 @@ impl CalibratedCost {
 
     /// The uniform table read for `batch` sequences of `context` tokens, at the partition the kernel picks for
     /// them ([`decode_attention_at`]).
-    fn decode_table_at(&self, batch: f64, context: f64) -> f64 {
+    pub(crate) fn decode_table_at(&self, batch: f64, context: f64) -> f64 {
         let partition = self.partition(batch.round().max(1.0) as u64, context.ceil().max(1.0) as u64);
         decode_attention_at(&self.decode, batch, context, partition)
     }
