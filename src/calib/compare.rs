@@ -1,7 +1,7 @@
 //! Judging profiles: how well one predicts points it never measured (an offset grid), and whether two calibrations
 //! of the same card agree within their measured spread.
 
-use super::interp::{Curve, Surface, WorkSurface, prefill_pairs};
+use super::interp::{Curve, PrefillSurface, Surface};
 use super::profile::Profile;
 use crate::metrics::percentile_sorted;
 use crate::sim::calibrated::CalibratedCost;
@@ -14,6 +14,28 @@ pub struct OpErrors {
     pub used: bool,
     /// |predicted − measured| / measured, one per point.
     pub errors: Vec<f64>,
+    /// Each point's shape and (predicted, measured) µs, in the order of `errors`.
+    pub points: Vec<PointError>,
+}
+
+/// One point of the offset grid: its shape as the tables name it, what the profile predicts and what was measured.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PointError {
+    pub shape: String,
+    pub predicted_us: f64,
+    pub measured_us: f64,
+}
+
+impl OpErrors {
+    fn new(op: String, used: bool, points: Vec<PointError>) -> OpErrors {
+        let errors = points.iter().map(|p| rel(p.predicted_us, p.measured_us)).collect();
+        OpErrors {
+            op,
+            used,
+            errors,
+            points,
+        }
+    }
 }
 
 impl OpErrors {
@@ -43,26 +65,31 @@ fn rel(predicted: f64, measured: f64) -> f64 {
     (predicted - measured).abs() / measured
 }
 
-fn curve_errors(op: String, used: bool, predict: impl Fn(f64) -> f64, measured: &Curve) -> OpErrors {
-    let errors = measured
-        .x
-        .iter()
-        .zip(&measured.y)
-        .map(|(&x, &y)| rel(predict(x), y))
-        .collect();
-    OpErrors { op, used, errors }
+fn point(shape: String, predicted_us: f64, measured_us: f64) -> PointError {
+    PointError {
+        shape,
+        predicted_us,
+        measured_us,
+    }
 }
 
-fn surface_errors(op: &str, predict: impl Fn(f64, f64) -> f64, measured: &Surface) -> OpErrors {
-    let ny = measured.y.len();
-    let errors = (measured.z.iter().enumerate())
-        .map(|(i, &z)| rel(predict(measured.x[i / ny], measured.y[i % ny]), z))
+fn curve_errors(op: String, used: bool, predict: impl Fn(f64) -> f64, measured: &Curve) -> OpErrors {
+    let points = (measured.x.iter().zip(&measured.y))
+        .map(|(&x, &y)| point(format!("{x} rows"), predict(x), y))
         .collect();
-    OpErrors {
-        op: op.to_string(),
-        used: true,
-        errors,
-    }
+    OpErrors::new(op, used, points)
+}
+
+/// `names`: what the surface's x and y are (e.g. "chunk", "offset").
+fn surface_errors(op: &str, names: (&str, &str), predict: impl Fn(f64, f64) -> f64, measured: &Surface) -> OpErrors {
+    let ny = measured.y.len();
+    let points = (measured.z.iter().enumerate())
+        .map(|(i, &z)| {
+            let (x, y) = (measured.x[i / ny], measured.y[i % ny]);
+            point(format!("{} {x} × {} {y}", names.0, names.1), predict(x, y), z)
+        })
+        .collect();
+    OpErrors::new(op.to_string(), true, points)
 }
 
 /// Per op, how far `profile`'s interpolation is from what `offset` measured at its own points. Both must be of the
@@ -93,13 +120,13 @@ pub fn out_of_sample(profile: &Profile, offset: &Profile) -> Result<Vec<OpErrors
         out.push(curve_errors(
             format!("gemm {} (ours)", m.name),
             false,
-            |x| p.ours_us.step_at(x),
+            |x| p.ours_us.at(x),
             &m.ours_us,
         ));
         out.push(curve_errors(
             format!("gemm {} (cuBLAS)", m.name),
             false,
-            |x| p.cublas_us.step_at(x),
+            |x| p.cublas_us.at(x),
             &m.cublas_us,
         ));
     }
@@ -108,28 +135,31 @@ pub fn out_of_sample(profile: &Profile, offset: &Profile) -> Result<Vec<OpErrors
         out.push(curve_errors(m.name.clone(), true, |x| table.at(x), &m.us));
     }
     // As the calibrated cost model reads them.
-    let prefill = WorkSurface::new(&profile.attention_prefill.us, prefill_pairs);
+    let prefill = PrefillSurface::new(&profile.attention_prefill.us);
     out.push(surface_errors(
         "attention prefill",
+        ("chunk", "offset"),
         |c, o| prefill.at(c, o),
         &offset.attention_prefill.us,
     ));
     let cost = CalibratedCost::new(profile, &profile.fingerprint.model, "check")?;
     out.push(surface_errors(
         "attention decode",
+        ("batch", "context"),
         |b, c| cost.decode_table_at(b, c),
         &offset.attention_decode.us,
     ));
     // Decode attention over batches of mixed context lengths, as the cost model prices a step's decodes.
     if !offset.decode_mixed.is_empty() {
-        let errors = (offset.decode_mixed.iter())
-            .map(|m| rel(cost.decode_attention_us(&m.contexts), m.us))
+        let points = (offset.decode_mixed.iter())
+            .map(|m| {
+                let (n, longest) = (m.contexts.len(), m.contexts.iter().max().copied().unwrap_or(0));
+                let mean = m.contexts.iter().map(|&c| f64::from(c)).sum::<f64>() / n.max(1) as f64;
+                let shape = format!("batch {n}, mean context {mean:.0}, longest {longest}");
+                point(shape, cost.decode_attention_us(&m.contexts), m.us)
+            })
             .collect();
-        out.push(OpErrors {
-            op: "attention decode, mixed lengths".into(),
-            used: true,
-            errors,
-        });
+        out.push(OpErrors::new("attention decode, mixed lengths".into(), true, points));
     }
     Ok(out)
 }
@@ -222,14 +252,14 @@ mod tests {
         // Measure "offset" points on the same straight lines: interpolation must be exact.
         let mut offset = p.clone();
         for g in &mut offset.gemm {
-            // GEMMs are looked up at the next grid point: 16 and 256 here.
+            // GEMMs are read on the line between the grid points around them.
             g.ours_us = Curve {
                 x: vec![5.0, 200.0],
-                y: vec![5.0 + 0.16, 5.0 + 2.56],
+                y: vec![5.0 + 0.05, 5.0 + 2.0],
             };
             g.cublas_us = Curve {
                 x: vec![5.0, 200.0],
-                y: vec![5.5 + 0.176, 5.5 + 2.816],
+                y: vec![5.5 + 0.055, 5.5 + 2.2],
             };
         }
         let errors = out_of_sample(&p, &offset).unwrap();

@@ -38,7 +38,10 @@ pub struct Grid {
 impl Grid {
     /// The profile's grid. Row counts sit on GEMM tile edges (1–8, then multiples of 16 to 256, of 64 to 1024, of
     /// 128 to 8192), where a GEMM's time steps up; attention is measured densely enough for straight lines between
-    /// neighbours.
+    /// neighbours. Decode batches bracket the edges where a launch's blocks (kv heads × sequences) pass a multiple
+    /// of the SMs on a 132-SM card with two kv heads (batches 66, 132, 198), where the time steps up instead of
+    /// growing along a line (64/72, 128/136, 192/200); the contexts 576 and 640 keep a split context (beyond 512
+    /// tokens, a reduction launched after the partitions) from being read on a line from the unsplit 512.
     pub fn standard() -> Grid {
         let tokens = tile_edges(8192);
         Grid {
@@ -48,9 +51,12 @@ impl Grid {
                 1, 16, 32, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096,
             ],
             prefill_offsets: vec![0, 128, 256, 512, 768, 1024, 1536, 2048, 3072, 4096, 6144, 8192],
-            decode_batches: vec![1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256],
+            decode_batches: vec![
+                1, 2, 4, 8, 16, 24, 32, 48, 56, 64, 72, 96, 112, 128, 136, 144, 176, 192, 200, 224, 256,
+            ],
             decode_contexts: vec![
-                16, 64, 128, 256, 384, 512, 768, 1024, 1280, 1536, 1792, 2048, 2560, 3072, 3584, 4096, 6144, 8192,
+                16, 64, 128, 256, 384, 512, 576, 640, 768, 1024, 1280, 1536, 1792, 2048, 2560, 3072, 3584, 4096, 6144,
+                8192,
             ],
             mixed: mixed_batches(&[4, 16, 64, 192], 11),
         }

@@ -4,7 +4,7 @@ use super::commands::{CliError, input, progress};
 use super::{BenchEngineArgs, BenchKernelsArgs, CalibrateArgs, CompareArgs, GpuModelArgs, RefitArgs};
 use crate::calib::Profile;
 use crate::calib::bench;
-use crate::calib::compare::{OpErrors, agreement, out_of_sample};
+use crate::calib::compare::{OpErrors, PointError, agreement, out_of_sample};
 use crate::calib::driver::{CalibrateConfig, Grid, calibrate_grids, tuning_points};
 use crate::calib::engine_steps;
 use crate::calib::profile::EngineSteps;
@@ -192,10 +192,12 @@ fn check_report(profile: &Profile, offset: &Profile) -> Result<String, CliError>
             all.extend(e.errors.iter().copied());
         }
     }
+    let worst = worst_points(&errors, WORST_POINTS);
     let pooled = OpErrors {
         op: "all".into(),
         used: true,
         errors: all,
+        points: Vec::new(),
     };
     md.push_str(&format!(
         "| **all the cost model uses** | {} | {:.2}% | {:.2}% | {:.2}% |\n",
@@ -204,7 +206,33 @@ fn check_report(profile: &Profile, offset: &Profile) -> Result<String, CliError>
         100.0 * pooled.p95(),
         100.0 * pooled.max()
     ));
+    md.push_str(&format!(
+        "\nThe {} points the cost model predicts worst:\n\n| op | shape | predicted µs | measured µs | error |\n\
+         |---|---|---:|---:|---:|\n",
+        worst.len()
+    ));
+    for (op, p) in worst {
+        md.push_str(&format!(
+            "| {op} | {} | {:.2} | {:.2} | {:+.2}% |\n",
+            p.shape,
+            p.predicted_us,
+            p.measured_us,
+            100.0 * (p.predicted_us - p.measured_us) / p.measured_us
+        ));
+    }
     Ok(md)
+}
+
+/// How many of the worst-predicted points the check report lists.
+const WORST_POINTS: usize = 12;
+
+/// The `n` points of the tables the cost model uses with the largest relative error, worst first.
+fn worst_points(errors: &[OpErrors], n: usize) -> Vec<(&str, &PointError)> {
+    let mut all: Vec<(&str, &PointError, f64)> = (errors.iter().filter(|e| e.used))
+        .flat_map(|e| (e.points.iter().zip(&e.errors)).map(move |(p, &err)| (e.op.as_str(), p, err)))
+        .collect();
+    all.sort_by(|a, b| b.2.total_cmp(&a.2));
+    all.into_iter().take(n).map(|(op, p, _)| (op, p)).collect()
 }
 
 /// Recomputes the out-of-sample report from a profile and an offset-grid profile written by `calibrate --check`.

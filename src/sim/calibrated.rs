@@ -8,7 +8,7 @@
 //! embedding, the final norm, lm_head and argmax over the sampled rows, and the step's measured host overhead.
 
 use super::CostModel;
-use crate::calib::interp::{Curve, Surface, WorkSurface, decode_attention_at, prefill_pairs};
+use crate::calib::interp::{Curve, PrefillSurface, Surface, decode_attention_at, prefill_pairs};
 use crate::calib::profile::{EngineSteps, GemmTable, Profile, StepKind, decode_splits, graph_rows};
 use crate::model::{ModelSpec, StepShape};
 use crate::sched::{DecodeSeq, StepPlan};
@@ -26,7 +26,7 @@ pub struct CalibratedCost {
     kv_append: Curve,
     embedding: Curve,
     argmax: Curve,
-    prefill: WorkSurface,
+    prefill: PrefillSurface,
     /// The most attention pairs per µs (beyond the launch floor) any measured prefill point reached: several
     /// chunks in one launch run side by side, so together they take no less than their pairs at this rate.
     prefill_pairs_per_us: f64,
@@ -68,7 +68,7 @@ impl CalibratedCost {
             kv_append: op("kv_append_rope")?,
             embedding: op("embedding")?,
             argmax: op("argmax")?,
-            prefill: WorkSurface::new(&profile.attention_prefill.us, prefill_pairs),
+            prefill: PrefillSurface::new(&profile.attention_prefill.us),
             prefill_pairs_per_us: peak_prefill_rate(&profile.attention_prefill.us),
             heterogeneity: None,
             decode,
@@ -450,8 +450,8 @@ pub(crate) mod tests {
         // Per layer: 2 norms + 4 GEMMs (ours, faster) + KV append + SiLU·mul at 8 rows, and decode attention at
         // batch 8, context 1024. Then embedding (8 rows), final norm + lm_head + argmax (8 rows), overhead.
         let op = 2.0 + 0.001 * 8.0;
-        // GEMMs take the time of the next measured row count (16): flat over one tile's rows.
-        let gemm = 5.0 + 0.01 * 16.0;
+        // GEMMs are read on the line between the measured row counts around 8 (1 and 16).
+        let gemm = 5.0 + 0.01 * 8.0;
         let attention = 4.0 + 0.0005 * 8.0 * 1024.0;
         let layer = 2.0 * op + 4.0 * gemm + op + op + attention;
         let expected = 24.0 * layer + op + (op + gemm + op) + 30.0;
