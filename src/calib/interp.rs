@@ -273,6 +273,31 @@ mod tests {
         assert_eq!(Curve::new(vec![1.0, 2.0, 4.0], vec![5.0, 9.0, 4.0]).at(10.0), 4.0);
     }
 
+    /// Up to one query tile the measured surface is read on straight lines; beyond it, per unit of work.
+    #[test]
+    fn prefill_reads_one_query_tile_straight_and_longer_chunks_by_work() {
+        // t = 3 + 0.01 · (offset + chunk) up to a tile, 3 + 0.002 · pairs beyond.
+        let (x, y) = (vec![1.0, 32.0, 64.0, 512.0], vec![0.0, 512.0, 4096.0]);
+        let t = |c: f64, o: f64| {
+            if c <= PREFILL_QUERY_TILE {
+                3.0 + 0.01 * (o + c)
+            } else {
+                3.0 + 0.002 * prefill_pairs(c, o)
+            }
+        };
+        let z = x.iter().flat_map(|&c| y.iter().map(move |&o| t(c, o))).collect();
+        let p = PrefillSurface::new(&Surface { x, y, z });
+        // A line in chunk and offset: exact between grid points.
+        assert!((p.at(48.0, 100.0) - t(48.0, 100.0)).abs() < 1e-9);
+        assert!((p.at(16.0, 2000.0) - t(16.0, 2000.0)).abs() < 1e-9);
+        // Per unit of work beyond the tile, exact at the grid's points.
+        assert!((p.at(512.0, 4096.0) - t(512.0, 4096.0)).abs() < 1e-9);
+        // Per unit of work the tile's own points would be read far off: 48 × 100 from the 32 and 64 rows.
+        let work = WorkSurface::new(&p.measured, prefill_pairs);
+        assert!((work.at(48.0, 100.0) - t(48.0, 100.0)).abs() > 0.1);
+        assert_eq!(p.floor(), 3.01);
+    }
+
     #[test]
     fn work_surface_is_exact_for_floor_plus_linear_work() {
         // t = 3 + 0.002 · pairs is curved in the chunk but flat per pair.

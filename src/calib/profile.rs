@@ -343,9 +343,9 @@ pub fn tuned_plan(plans: &[TunedPlan], rows: usize) -> Option<crate::gpu::GemmPl
 impl GemmTable {
     /// The time of the kernel the engine runs at this token count (see [`GemmTable::ours_faster`]), linear between
     /// the grid points around it. A GEMM's time is not flat over the rows of one tile (a partial tile loads fewer
-    /// activation rows, and cuBLAS changes kernels between tile edges): on the offset grid of both cards the line
-    /// between neighbours predicts 1.1–1.3% at the median against 1.2–1.9% for the next grid point's time, and
-    /// fewer points beyond 8%.
+    /// activation rows, and cuBLAS changes kernels between tile edges): on the offset grids of the H100's and the
+    /// H200's calibrations of 2026-11-28 (08:53 and 09:11 UTC) the line between neighbours predicted 1.1–1.3% at
+    /// the median against 1.2–1.9% for the next grid point's time, and fewer points beyond 8%.
     pub fn best_us(&self, tokens: f64) -> f64 {
         self.choose(tokens).1
     }
@@ -365,7 +365,8 @@ impl GemmTable {
         let last = self.cublas_us.x.len() - 1;
         let i = self.cublas_us.x.partition_point(|&x| x < tokens).min(last);
         let spread = self.cublas_spread.get(i).copied().unwrap_or(0.0);
-        let ours = self.ours_us.y[i] <= self.cublas_us.y[i] * (1.0 + spread);
+        let point = self.cublas_us.x[i];
+        let ours = self.ours_us.at(point) <= self.cublas_us.y[i] * (1.0 + spread);
         if ours {
             (true, self.ours_us.at(tokens))
         } else {
@@ -539,3 +540,37 @@ impl Profile {
 pub const GEMMS: [&str; 5] = ["qkv", "o", "gate_up", "down", "lm_head"];
 /// The row-indexed ops every profile has.
 pub const OPS: [&str; 5] = ["add_rmsnorm", "silu_mul", "kv_append_rope", "embedding", "argmax"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(ours: &[f64], cublas: &[f64], spread: f64) -> GemmTable {
+        let x = vec![1.0, 16.0, 32.0];
+        GemmTable {
+            name: "o".into(),
+            n: 1,
+            k: 1,
+            ours_us: Curve::new(x.clone(), ours.to_vec()),
+            cublas_us: Curve::new(x, cublas.to_vec()),
+            ours_spread: vec![0.0; 3],
+            cublas_spread: vec![spread; 3],
+            ours_plans: Vec::new(),
+        }
+    }
+
+    /// The kernel is the rule of the grid point at or above the rows; its time the line between the points around.
+    #[test]
+    fn a_gemm_takes_the_rule_above_and_the_line_between() {
+        // Ours faster at 1 and 16 rows, cuBLAS at 32.
+        let t = table(&[4.0, 6.0, 10.0], &[5.0, 7.0, 8.0], 0.0);
+        assert!(t.ours_faster(16.0) && !t.ours_faster(17.0));
+        assert_eq!(t.best_us(8.5), 5.0);
+        // 24 rows run cuBLAS (the 32-row rule), read halfway between its 16- and 32-row times.
+        assert_eq!(t.best_us(24.0), 7.5);
+        // Beyond the grid the last rule holds and cuBLAS's time is extended.
+        assert!(!t.ours_faster(64.0) && t.best_us(64.0) > 8.0);
+        // Within cuBLAS's spread ours is kept: 10 ≤ 8 × 1.3.
+        assert!(table(&[4.0, 6.0, 10.0], &[5.0, 7.0, 8.0], 0.3).ours_faster(24.0));
+    }
+}

@@ -397,7 +397,35 @@ pub fn compare_profiles(args: CompareArgs) -> Result<(), CliError> {
 
 #[cfg(test)]
 mod tests {
-    use super::gpu_slug;
+    use super::{OpErrors, PointError, gpu_slug, worst_points};
+
+    #[test]
+    fn the_worst_points_come_from_the_tables_the_model_uses_worst_first() {
+        let point = |shape: &str, predicted_us: f64| PointError {
+            shape: shape.into(),
+            predicted_us,
+            measured_us: 10.0,
+        };
+        let errors = |op: &str, used: bool, points: Vec<PointError>| OpErrors {
+            op: op.into(),
+            used,
+            errors: points
+                .iter()
+                .map(|p| (p.predicted_us - p.measured_us).abs() / p.measured_us)
+                .collect(),
+            points,
+        };
+        let all = [
+            errors("a", true, vec![point("a1", 11.0), point("a2", 7.0)]),
+            errors("b", false, vec![point("b1", 20.0)]),
+            errors("c", true, vec![point("c1", 10.5), point("c2", 12.0)]),
+        ];
+        let worst: Vec<(&str, &str)> = worst_points(&all, 3)
+            .into_iter()
+            .map(|(op, p)| (op, p.shape.as_str()))
+            .collect();
+        assert_eq!(worst, [("a", "a2"), ("c", "c2"), ("a", "a1")]);
+    }
 
     #[test]
     fn gpu_slugs_are_folder_names() {
