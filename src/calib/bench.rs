@@ -71,12 +71,24 @@ fn rows_for_64mib(bytes_per_row: usize) -> usize {
 /// The decode attention points `bench-kernels` times unless told others: (batch, context).
 pub const DECODE_POINTS: [(usize, usize); 5] = [(1, 4096), (8, 8192), (32, 4096), (64, 2048), (256, 1024)];
 
-/// Times every kernel; decode attention at `decode` points (batch, context). `(warmup, repeats)` per point.
+/// How a decode batch is named in the report: `batch B × context C` when uniform, else its mean and longest.
+pub fn decode_label(contexts: &[usize]) -> String {
+    let (n, longest) = (contexts.len(), contexts.iter().copied().max().unwrap_or(0));
+    if contexts.iter().all(|&c| c == longest) {
+        format!("batch {n} × context {longest}")
+    } else {
+        let mean = contexts.iter().sum::<usize>() as f64 / n.max(1) as f64;
+        format!("batch {n} of mixed contexts (mean {mean:.0}, longest {longest})")
+    }
+}
+
+/// Times every kernel; decode attention over each batch of `decode` (one context per sequence: a uniform batch or
+/// one of mixed lengths). `(warmup, repeats)` per point.
 pub fn bench_kernels(
     gpu: &Gpu,
     m: &ModelSpec,
     (warmup, repeats): (usize, usize),
-    decode: &[(usize, usize)],
+    decode: &[Vec<usize>],
     on_point: &mut dyn FnMut(&str),
 ) -> Result<KernelBench, GpuError> {
     let mut b = Bench::new(gpu, warmup, repeats, on_point);
@@ -200,7 +212,8 @@ pub fn bench_kernels(
     drop((k_cache, v_cache, qkv, positions, q_out));
 
     // Decode attention: K and V of every context token are read once.
-    for &(batch, ctx) in decode {
+    for contexts in decode {
+        let (batch, ctx) = (contexts.len(), contexts.iter().copied().max().unwrap_or(1));
         let per_seq = ctx.div_ceil(block_size);
         let layout = PagedKvLayout {
             num_blocks: batch * per_seq,
@@ -211,7 +224,8 @@ pub fn bench_kernels(
         let k = gpu.zeros::<u16>(layout.elements())?;
         let vv = gpu.zeros::<u16>(layout.elements())?;
         let tables = b.ints(&(0..(batch * per_seq) as i32).collect::<Vec<_>>())?;
-        let lens = b.ints(&vec![ctx as i32; batch])?;
+        let lens = b.ints(&contexts.iter().map(|&c| c as i32).collect::<Vec<_>>())?;
+        let label = decode_label(contexts);
         let q = b.random_f16(batch * qh * d)?;
         let mut out = gpu.zeros::<u16>(batch * qh * d)?;
         let mut ws = DecodeWorkspace::new();
@@ -245,7 +259,7 @@ pub fn bench_kernels(
         let (best_plan, best_us) = best_of(timed);
         sweeps.push(PlanSweep {
             op: "attention decode".into(),
-            shape: format!("batch {batch} × context {ctx}"),
+            shape: label.clone(),
             default_plan: format!(
                 "partition {}",
                 gpu.decode_partition(AttentionKernel::default(), &shape, kvh)
@@ -255,16 +269,10 @@ pub fn bench_kernels(
             best_us,
             cublas_us: None,
         });
-        let bytes = (batch * ctx * kvh * d * 2 * 2 + 2 * batch * qh * d * 2) as f64;
-        let flops = (4 * batch * ctx * qh * d) as f64;
-        push(
-            "attention decode",
-            format!("batch {batch} × context {ctx}"),
-            r,
-            bytes,
-            flops,
-            None,
-        );
+        let tokens: usize = contexts.iter().sum();
+        let bytes = (tokens * kvh * d * 2 * 2 + 2 * batch * qh * d * 2) as f64;
+        let flops = (4 * tokens * qh * d) as f64;
+        push("attention decode", label, r, bytes, flops, None);
     }
 
     // Prefill attention of one long prompt (causal): FLOP-bound.
@@ -421,5 +429,19 @@ impl KernelBench {
             }
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decode_label;
+
+    #[test]
+    fn decode_batches_are_named_uniform_or_by_mean_and_longest() {
+        assert_eq!(decode_label(&[4096; 8]), "batch 8 × context 4096");
+        assert_eq!(
+            decode_label(&[100, 300, 2000]),
+            "batch 3 of mixed contexts (mean 800, longest 2000)"
+        );
     }
 }

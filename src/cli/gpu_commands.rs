@@ -315,11 +315,16 @@ pub fn bench_engine(args: BenchEngineArgs) -> Result<(), CliError> {
 pub fn bench_kernels(args: BenchKernelsArgs) -> Result<(), CliError> {
     let model = model_of(&args.target)?;
     let gpu = open_gpu(args.target.gpu)?;
-    let decode: Vec<(usize, usize)> = if args.decode.is_empty() {
+    let uniform: Vec<(usize, usize)> = if args.decode.is_empty() {
         bench::DECODE_POINTS.to_vec()
     } else {
         args.decode.iter().map(|&(b, c)| (b as usize, c as usize)).collect()
     };
+    let mut decode: Vec<Vec<usize>> = uniform.iter().map(|&(b, c)| vec![c; b]).collect();
+    if args.mixed {
+        let mixed = Grid::offset().mixed;
+        decode.extend(mixed.iter().map(|c| c.iter().map(|&x| x as usize).collect::<Vec<_>>()));
+    }
     // Six timings per decode point (its default split and five partition sizes), about 50 for the rest.
     let pb = progress(50 + 6 * decode.len(), "kernels");
     let result = bench::bench_kernels(

@@ -172,6 +172,10 @@ pub struct BenchKernelsArgs {
     /// `--decode 3x1300,3x1408,3x1536`.
     #[arg(long, value_delimiter = ',', value_parser = parse_pair)]
     pub decode: Vec<(u32, u32)>,
+    /// Also time decode attention over the 18 batches of mixed context lengths of calibration's offset grid (8, 32
+    /// and 128 sequences), each with its default split and every partition size.
+    #[arg(long)]
+    pub mixed: bool,
     /// Also write the markdown report to this file.
     #[arg(long, short)]
     pub out: Option<PathBuf>,
