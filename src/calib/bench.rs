@@ -54,11 +54,14 @@ pub struct PlanSweep {
     pub best_us: f64,
     /// cuBLAS at the same shape (GEMMs).
     pub cublas_us: Option<f64>,
+    /// Every plan timed, in the order swept.
+    pub timed: Vec<(String, f64)>,
 }
 
-fn best_of(timed: Vec<(String, f64)>) -> (String, f64) {
+fn best_of(timed: &[(String, f64)]) -> (String, f64) {
     timed
-        .into_iter()
+        .iter()
+        .cloned()
         .min_by(|a, b| a.1.total_cmp(&b.1))
         .unwrap_or_else(|| ("-".into(), f64::NAN))
 }
@@ -256,7 +259,7 @@ pub fn bench_kernels(
             })?;
             timed.push((format!("partition {part}"), us));
         }
-        let (best_plan, best_us) = best_of(timed);
+        let (best_plan, best_us) = best_of(&timed);
         sweeps.push(PlanSweep {
             op: "attention decode".into(),
             shape: label.clone(),
@@ -268,6 +271,7 @@ pub fn bench_kernels(
             best_plan,
             best_us,
             cublas_us: None,
+            timed,
         });
         let tokens: usize = contexts.iter().sum();
         let bytes = (tokens * kvh * d * 2 * 2 + 2 * batch * qh * d * 2) as f64;
@@ -347,7 +351,7 @@ pub fn bench_kernels(
                     })?;
                     timed.push((format!("{} split {}", plan.tile.label(), plan.split_k), us));
                 }
-                let (best_plan, best_us) = best_of(timed);
+                let (best_plan, best_us) = best_of(&timed);
                 let plan = gpu.gemm_plan(t, n, k);
                 sweeps.push(PlanSweep {
                     op: format!("gemm {name}"),
@@ -357,6 +361,7 @@ pub fn bench_kernels(
                     best_plan,
                     best_us,
                     cublas_us: Some(cublas),
+                    timed,
                 });
             }
             let bytes = ((n * k + t * k + t * n) * 2) as f64;
@@ -426,6 +431,20 @@ impl KernelBench {
                     w.default_us / w.best_us,
                     vs_cublas
                 ));
+            }
+        }
+        let decode: Vec<&PlanSweep> = self.sweeps.iter().filter(|w| w.op == "attention decode").collect();
+        if let Some(first) = decode.first() {
+            let sizes: Vec<&str> = first.timed.iter().map(|(plan, _)| plan.as_str()).collect();
+            s.push_str(&format!(
+                "\nDecode attention at every partition size (µs; the default split's partition in the table \
+                 above).\n\n| shape | {} |\n|---|{}\n",
+                sizes.join(" | "),
+                "---:|".repeat(sizes.len())
+            ));
+            for w in decode {
+                let times: Vec<String> = w.timed.iter().map(|(_, us)| format!("{us:.2}")).collect();
+                s.push_str(&format!("| {} | {} |\n", w.shape, times.join(" | ")));
             }
         }
         s

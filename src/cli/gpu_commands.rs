@@ -322,8 +322,8 @@ pub fn bench_kernels(args: BenchKernelsArgs) -> Result<(), CliError> {
     };
     let mut decode: Vec<Vec<usize>> = uniform.iter().map(|&(b, c)| vec![c; b]).collect();
     if args.mixed {
-        let mixed = Grid::offset().mixed;
-        decode.extend(mixed.iter().map(|c| c.iter().map(|&x| x as usize).collect::<Vec<_>>()));
+        let mixed = Grid::standard().mixed.into_iter().chain(Grid::offset().mixed);
+        decode.extend(mixed.map(|c| c.into_iter().map(|x| x as usize).collect::<Vec<_>>()));
     }
     // Six timings per decode point (its default split and five partition sizes), about 50 for the rest.
     let pb = progress(50 + 6 * decode.len(), "kernels");

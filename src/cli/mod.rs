@@ -172,8 +172,9 @@ pub struct BenchKernelsArgs {
     /// `--decode 3x1300,3x1408,3x1536`.
     #[arg(long, value_delimiter = ',', value_parser = parse_pair)]
     pub decode: Vec<(u32, u32)>,
-    /// Also time decode attention over the 18 batches of mixed context lengths of calibration's offset grid (8, 32
-    /// and 128 sequences), each with its default split and every partition size.
+    /// Also time decode attention over the 42 batches of mixed context lengths calibration measures (24 of the
+    /// profile's grid, 4 to 192 sequences, and 18 of the offset grid), each with its default split and every
+    /// partition size.
     #[arg(long)]
     pub mixed: bool,
     /// Also write the markdown report to this file.
