@@ -1,10 +1,10 @@
 //! `batchlab bench-kernels`: each op of the model at shapes large enough to reach the hardware's limits, with the
 //! achieved bandwidth or FLOP/s and its fraction of the ceilings measured on the same card in the same run.
 
-use super::driver::{Bench, copy_bandwidth_gbps, cublas_tflops, gemm_shapes};
+use super::driver::{Bench, GemmOperands, copy_bandwidth_gbps, cublas_tflops, gemm_shapes};
 use crate::gpu::{
     AttentionKernel, DecodeShape, DecodeWorkspace, Gpu, GpuError, KvAppendShape, KvCacheMut, PagedKv, PagedKvLayout,
-    PrefillShape, gemm_candidates,
+    PrefillShape,
 };
 use crate::model::ModelSpec;
 
@@ -326,31 +326,22 @@ pub fn bench_kernels(
 
     // GEMMs, ours against cuBLAS: decode sizes (weight-read bound) and large ones (FLOP-bound).
     for (name, n, k) in gemm_shapes(m) {
-        let copies = b.rotation(n * k * 2);
-        let weights = (0..copies)
-            .map(|_| b.random_f16(n * k))
-            .collect::<Result<Vec<_>, _>>()?;
         let sizes: &[usize] = if name == "lm_head" {
             &[1, 8, 32, 64, 256]
         } else {
             &[1, 8, 16, 32, 64, 512, 2048, 8192]
         };
         let max_m = *sizes.last().expect("sizes");
-        let x = b.random_f16(max_m * k)?;
-        let mut y = gpu.zeros::<u16>(max_m * n)?;
+        let mut ops = GemmOperands::new(&mut b, n, k, max_m)?;
         for &t in sizes {
             let dims = (t, n, k);
-            let ours = b.time(name, |j| gpu.gemm(&x, &weights[j % copies], None, &mut y, dims))?;
-            let (cublas, _) = b.time(name, |j| gpu.gemm_cublas(&x, &weights[j % copies], &mut y, dims))?;
+            let ours = ops.time_ours(&mut b, dims, gpu.gemm_plan(t, n, k))?;
+            let (cublas, _) = ops.time_cublas(&mut b, dims)?;
             if t <= 64 {
                 // The candidates calibrate tunes among (the engine runs the fastest, as the profile records it).
-                let mut timed = Vec::new();
-                for plan in gemm_candidates(gpu.info().sm_count as usize, t, n, k) {
-                    let (us, _) = b.time("gemm sweep", |j| {
-                        gpu.gemm_with(&x, &weights[j % copies], None, &mut y, dims, plan)
-                    })?;
-                    timed.push((format!("{} split {}", plan.tile.label(), plan.split_k), us));
-                }
+                let timed: Vec<(String, f64)> = (ops.time_candidates(&mut b, dims)?.into_iter())
+                    .map(|(plan, us)| (format!("{} split {}", plan.tile.label(), plan.split_k), us))
+                    .collect();
                 let (best_plan, best_us) = best_of(&timed);
                 let plan = gpu.gemm_plan(t, n, k);
                 sweeps.push(PlanSweep {

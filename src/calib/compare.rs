@@ -27,7 +27,8 @@ pub struct PointError {
 }
 
 impl OpErrors {
-    fn new(op: String, used: bool, points: Vec<PointError>) -> OpErrors {
+    /// The errors of `points`, each |predicted − measured| / measured.
+    pub fn new(op: String, used: bool, points: Vec<PointError>) -> OpErrors {
         let errors = points.iter().map(|p| rel(p.predicted_us, p.measured_us)).collect();
         OpErrors {
             op,

@@ -319,15 +319,15 @@ fn gemm_rows<'a>(grid: &'a Grid, name: &str) -> &'a [u32] {
 }
 
 /// One GEMM's operands for up to `max_m` rows: weights rotated among enough copies to keep them out of L2, the
-/// activations and the output.
-struct GemmOperands {
+/// activations and the output. Calibration and `bench-kernels` time GEMMs on them.
+pub(super) struct GemmOperands {
     weights: Vec<F16Buffer>,
     x: F16Buffer,
     y: F16Buffer,
 }
 
 impl GemmOperands {
-    fn new(b: &mut Bench<'_>, n: usize, k: usize, max_m: usize) -> Result<Self, GpuError> {
+    pub(super) fn new(b: &mut Bench<'_>, n: usize, k: usize, max_m: usize) -> Result<Self, GpuError> {
         let copies = b.rotation(n * k * 2);
         Ok(GemmOperands {
             weights: (0..copies)
@@ -339,7 +339,7 @@ impl GemmOperands {
     }
 
     /// Median µs and spread of our kernel launched as `plan` on `dims`.
-    fn time_ours(
+    pub(super) fn time_ours(
         &mut self,
         b: &mut Bench<'_>,
         dims: (usize, usize, usize),
@@ -348,6 +348,29 @@ impl GemmOperands {
         let (gpu, copies) = (b.gpu, self.weights.len());
         let (x, weights, y) = (&self.x, &self.weights, &mut self.y);
         b.time("gemm", |i| gpu.gemm_with(x, &weights[i % copies], None, y, dims, plan))
+    }
+
+    /// Median µs and spread of cuBLAS on `dims`.
+    pub(super) fn time_cublas(
+        &mut self,
+        b: &mut Bench<'_>,
+        dims: (usize, usize, usize),
+    ) -> Result<(f64, f64), GpuError> {
+        let (gpu, copies) = (b.gpu, self.weights.len());
+        let (x, weights, y) = (&self.x, &self.weights, &mut self.y);
+        b.time("gemm cublas", |i| gpu.gemm_cublas(x, &weights[i % copies], y, dims))
+    }
+
+    /// Every candidate plan of our kernel on `dims` ([`gemm_candidates`]) with its median µs, in candidate order.
+    pub(super) fn time_candidates(
+        &mut self,
+        b: &mut Bench<'_>,
+        dims: (usize, usize, usize),
+    ) -> Result<Vec<(GemmPlan, f64)>, GpuError> {
+        let sms = b.gpu.info().sm_count as usize;
+        (gemm_candidates(sms, dims.0, dims.1, dims.2).into_iter())
+            .map(|plan| Ok((plan, self.time_ours(b, dims, plan)?.0)))
+            .collect()
     }
 }
 
@@ -363,7 +386,6 @@ pub fn tuning_points(m: &ModelSpec, grid: &Grid, sms: usize) -> usize {
 /// (in [`gemm_shapes`] order): every candidate ([`gemm_candidates`]) timed once, the fastest kept. Beyond those rows
 /// the default plan stands.
 fn tune_gemms(b: &mut Bench<'_>, m: &ModelSpec, grid: &Grid) -> Result<Vec<Vec<TunedPlan>>, GpuError> {
-    let sms = b.gpu.info().sm_count as usize;
     let mut out = Vec::new();
     for (name, n, k) in gemm_shapes(m) {
         let rows: Vec<u32> = (gemm_rows(grid, name).iter().copied())
@@ -373,15 +395,10 @@ fn tune_gemms(b: &mut Bench<'_>, m: &ModelSpec, grid: &Grid) -> Result<Vec<Vec<T
         if let Some(&max_m) = rows.iter().max() {
             let mut ops = GemmOperands::new(b, n, k, max_m as usize)?;
             for &t in &rows {
-                let dims = (t as usize, n, k);
-                let mut best: Option<(f64, GemmPlan)> = None;
-                for plan in gemm_candidates(sms, dims.0, n, k) {
-                    let (us, _) = ops.time_ours(b, dims, plan)?;
-                    if best.is_none_or(|(fastest, _)| us < fastest) {
-                        best = Some((us, plan));
-                    }
-                }
-                if let Some((_, plan)) = best {
+                let timed = ops.time_candidates(b, (t as usize, n, k))?;
+                // The first of equally fast plans, as the candidates come.
+                let fastest = timed.into_iter().reduce(|best, c| if c.1 < best.1 { c } else { best });
+                if let Some((plan, _)) = fastest {
                     tuned.push(TunedPlan { rows: t, plan });
                 }
             }
@@ -410,9 +427,7 @@ fn measure_gemms(
             let dims = (t as usize, n, k);
             let plan = tuned_plan(plans, dims.0).unwrap_or_else(|| gpu.gemm_plan(t as usize, n, k));
             ours.push(ops.time_ours(b, dims, plan)?);
-            let GemmOperands { weights, x, y } = &mut ops;
-            let copies = weights.len();
-            cublas.push(b.time(name, |i| gpu.gemm_cublas(x, &weights[i % copies], y, dims))?);
+            cublas.push(ops.time_cublas(b, dims)?);
         }
         let (ours_us, ours_spread) = curve(rows, ours);
         let (cublas_us, cublas_spread) = curve(rows, cublas);

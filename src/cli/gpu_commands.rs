@@ -411,15 +411,7 @@ mod tests {
             predicted_us,
             measured_us: 10.0,
         };
-        let errors = |op: &str, used: bool, points: Vec<PointError>| OpErrors {
-            op: op.into(),
-            used,
-            errors: points
-                .iter()
-                .map(|p| (p.predicted_us - p.measured_us).abs() / p.measured_us)
-                .collect(),
-            points,
-        };
+        let errors = |op: &str, used: bool, points| OpErrors::new(op.into(), used, points);
         let all = [
             errors("a", true, vec![point("a1", 11.0), point("a2", 7.0)]),
             errors("b", false, vec![point("b1", 20.0)]),
