@@ -913,6 +913,8 @@ pub fn calibrate_grids(
                     repeats: cfg.repeats as u32,
                     passes: cfg.passes.max(1) as u32,
                     timing: timing.into(),
+                    clock_tables: None,
+                    clock_engine_steps: None,
                 },
             }
         })

@@ -450,7 +450,7 @@ impl StepBench<'_> {
 }
 
 /// A step is GPU-bound when its GPU work ended this much after the host had issued it all.
-const GPU_BOUND_US: f64 = 50.0;
+pub const GPU_BOUND_US: f64 = 50.0;
 
 /// Per kind, over every measured step of that kind (the repeated shapes and the serving steps): the issue line by
 /// least squares over (tokens, issue µs); the tail as the median of wall − GPU time; the gap by least squares over

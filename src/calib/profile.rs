@@ -233,23 +233,54 @@ impl EngineSteps {
     /// The whole step from the op tables' `kernels_us` (of the padded step, for a graph's: `graph_rows`); `split`:
     /// whether its longest decode is split into partitions (see [`decode_splits`]).
     pub fn step_us(&self, kind: StepKind, tokens: f64, kernels_us: f64, graph_rows: Option<u32>, split: bool) -> f64 {
-        match self.kind(kind) {
-            Some(k) => {
-                let gap = match graph_rows {
-                    Some(rows) if !k.graph_gap_us.is_empty() => {
-                        let by_split = if split {
-                            &k.graph_gap_split_us
-                        } else {
-                            &k.graph_gap_unsplit_us
-                        };
-                        graph_gap(if by_split.is_empty() { &k.graph_gap_us } else { by_split }, rows)
-                    }
-                    _ => k.gap_us + k.gap_per_kernel_us * kernels_us,
+        self.parts(kind, tokens, kernels_us, graph_rows, split)
+            .map_or(kernels_us, |p| p.total_us())
+    }
+
+    /// The step as the model composes it (see [`StepParts`]); `None` for a kind the profile measured no step of.
+    pub fn parts(
+        &self,
+        kind: StepKind,
+        tokens: f64,
+        kernels_us: f64,
+        graph_rows: Option<u32>,
+        split: bool,
+    ) -> Option<StepParts> {
+        let k = self.kind(kind)?;
+        let gap = match graph_rows {
+            Some(rows) if !k.graph_gap_us.is_empty() => {
+                let by_split = if split {
+                    &k.graph_gap_split_us
+                } else {
+                    &k.graph_gap_unsplit_us
                 };
-                (kernels_us + gap).max(k.issue_base_us + k.issue_per_token_us * tokens) + k.tail_us + k.loop_us
+                graph_gap(if by_split.is_empty() { &k.graph_gap_us } else { by_split }, rows)
             }
-            None => kernels_us,
-        }
+            _ => k.gap_us + k.gap_per_kernel_us * kernels_us,
+        };
+        Some(StepParts {
+            gpu_us: kernels_us + gap,
+            issue_us: k.issue_base_us + k.issue_per_token_us * tokens,
+            after_us: k.tail_us + k.loop_us,
+        })
+    }
+}
+
+/// A step as the engine step model composes it: the GPU's work and the host's issue of it overlap, and the step
+/// ends after the later of the two plus what follows both (the tokens' copy to the host, the serving loop).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepParts {
+    /// The GPU's time from the step's first input copy to its last kernel: the kernels and the gap between them.
+    pub gpu_us: f64,
+    /// The host's time to prepare and issue the step.
+    pub issue_us: f64,
+    /// The tail after the later of both, and the serving loop's own time.
+    pub after_us: f64,
+}
+
+impl StepParts {
+    pub fn total_us(&self) -> f64 {
+        self.gpu_us.max(self.issue_us) + self.after_us
     }
 }
 
@@ -410,6 +441,44 @@ pub struct CalibrationRun {
     /// (back-to-back launches from the host, what profiles before graph timing hold).
     #[serde(default = "launches")]
     pub timing: String,
+    /// The SM clock while the op tables were measured, and while the engine steps were (NVML's, sampled every few
+    /// milliseconds); `None` where it could not be read, or in profiles from before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_tables: Option<ClockSummary>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_engine_steps: Option<ClockSummary>,
+}
+
+/// What a run of clock readings says.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClockSummary {
+    pub median_mhz: f64,
+    pub min_mhz: f64,
+    /// The share of readings taken while power or thermal management held the clock down.
+    pub slowed_share: f64,
+    pub samples: u64,
+}
+
+impl ClockSummary {
+    /// Of `(MHz, held down)` readings; `None` for none.
+    pub fn of(readings: impl IntoIterator<Item = (u32, bool)>) -> Option<ClockSummary> {
+        let (mut mhz, mut slowed) = (Vec::new(), 0u64);
+        for (m, s) in readings {
+            mhz.push(f64::from(m));
+            slowed += u64::from(s);
+        }
+        if mhz.is_empty() {
+            return None;
+        }
+        mhz.sort_by(f64::total_cmp);
+        let n = mhz.len() as u64;
+        Some(ClockSummary {
+            median_mhz: crate::metrics::percentile_sorted(&mhz, 50.0),
+            min_mhz: mhz[0],
+            slowed_share: slowed as f64 / n as f64,
+            samples: n,
+        })
+    }
 }
 
 fn launches() -> String {
@@ -572,5 +641,24 @@ mod tests {
         assert!(!t.ours_faster(64.0) && t.best_us(64.0) > 8.0);
         // Within cuBLAS's spread ours is kept: 10 ≤ 8 × 1.3.
         assert!(table(&[4.0, 6.0, 10.0], &[5.0, 7.0, 8.0], 0.3).ours_faster(24.0));
+    }
+
+    #[test]
+    fn a_clock_summary_is_the_median_the_lowest_and_the_share_held_down() {
+        let s = ClockSummary::of([(1980, false), (1710, true), (1980, false), (1650, true), (1980, false)]).unwrap();
+        assert_eq!((s.median_mhz, s.min_mhz, s.samples), (1980.0, 1650.0, 5));
+        assert!((s.slowed_share - 0.4).abs() < 1e-12);
+        assert!(ClockSummary::of([]).is_none());
+        // It survives the profile's JSON, and profiles without it still load.
+        let run: CalibrationRun =
+            serde_json::from_str(r#"{"seconds": 1.0, "warmup": 1, "repeats": 1, "passes": 1, "timing": "cuda-graph"}"#)
+                .unwrap();
+        assert_eq!(run.clock_tables, None);
+        let run = CalibrationRun {
+            clock_engine_steps: Some(s),
+            ..run
+        };
+        let back: CalibrationRun = serde_json::from_str(&serde_json::to_string(&run).unwrap()).unwrap();
+        assert_eq!(back, run);
     }
 }

@@ -7,9 +7,10 @@ use crate::calib::bench;
 use crate::calib::compare::{OpErrors, PointError, agreement, out_of_sample};
 use crate::calib::driver::{CalibrateConfig, Grid, calibrate_grids, tuning_points};
 use crate::calib::engine_steps;
-use crate::calib::profile::EngineSteps;
+use crate::calib::profile::{ClockSummary, EngineSteps};
 use crate::engine::{GemmBackend, GemmPolicy};
 use crate::gpu::Gpu;
+use crate::gpu::clocks::ClockSampler;
 use crate::metrics::percentile_sorted;
 use crate::model::{self, ModelSpec};
 use std::path::{Path, PathBuf};
@@ -90,6 +91,12 @@ pub fn calibrate(args: CalibrateArgs) -> Result<(), CliError> {
     if args.check {
         grids.push(&offset_grid);
     }
+    // The SM clock throughout, summed up per phase.
+    let sampler = gpu
+        .clock_sampler(std::time::Duration::from_millis(10))
+        .map_err(|e| tracing::warn!("the SM clock will not be on record: {e}"))
+        .ok();
+    let tables_started = Instant::now();
     let mut profiles = run_grids(&gpu, &cfg, &grids, "points")?.into_iter();
     let mut profile = profiles.next().expect("one profile per grid");
     // Whole steps on the engine: the host's issue time and the tail beyond the kernels.
@@ -98,6 +105,26 @@ pub fn calibrate(args: CalibrateArgs) -> Result<(), CliError> {
     let (steps, _gpu) = engine_steps::measure(gpu, &profile, &mut |_| pb.inc(1))
         .map_err(|e| CliError::Failed(anyhow::anyhow!("engine steps: {e}")))?;
     pb.finish_and_clear();
+    if let Some(trace) = sampler.map(ClockSampler::finish) {
+        let summary = |from, to| ClockSummary::of(trace.between(from, to).map(|s| (s.sm_mhz, s.slowed())));
+        profile.run.clock_tables = summary(tables_started, engine_started);
+        profile.run.clock_engine_steps = summary(engine_started, Instant::now());
+    }
+    for (what, c) in [
+        ("op tables", &profile.run.clock_tables),
+        ("engine steps", &profile.run.clock_engine_steps),
+    ] {
+        if let Some(c) = c {
+            eprintln!(
+                "SM clock during the {what}: median {:.0} MHz, lowest {:.0} MHz, held down by power or thermal \
+                 management in {:.0}% of {} readings",
+                c.median_mhz,
+                c.min_mhz,
+                100.0 * c.slowed_share,
+                c.samples
+            );
+        }
+    }
     eprintln!(
         "{}",
         engine_steps_report(&steps, Some(engine_started.elapsed().as_secs_f64()))

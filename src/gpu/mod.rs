@@ -6,6 +6,7 @@
 //! | [`compile`] | NVRTC → cubin for the device's own architecture, on-disk cache, kernel source hash |
 //! | [`kernels`] | the typed kernel registry ([`KernelId`]) |
 //! | [`ops`] | safe typed wrappers, one per kernel: check shapes, then launch |
+//! | [`clocks`] | the SM clock while work runs, sampled through NVML on a thread of its own |
 //! | `blas.rs` | cuBLAS GEMM (the vendor baseline), handle created on first use |
 //! | `gemm.rs` | our tensor-core GEMM: tiles, split-K, the plan heuristic |
 //! | `engine_ops.rs` | what only the engine launches: weights generated on the device, cuBLAS's bias epilogue, prefix copies |
@@ -44,6 +45,7 @@
 //! `cargo test --release --test gpu_kernels -- --ignored --test-threads=1` (CI lists them as ignored).
 
 mod blas;
+pub mod clocks;
 pub mod compile;
 mod engine_ops;
 mod gemm;
@@ -311,6 +313,13 @@ impl Gpu {
 
     pub fn info(&self) -> &DeviceInfo {
         &self.info
+    }
+
+    /// Starts sampling this GPU's SM clock every `every` on a thread of its own (see [`clocks`]); an error says
+    /// why it cannot (no NVML, say).
+    pub fn clock_sampler(&self, every: std::time::Duration) -> Result<clocks::ClockSampler, String> {
+        let uuid = no_panic(|| Ok(self.ctx.uuid()?)).map_err(|e| format!("the GPU's UUID: {e}"))?;
+        clocks::ClockSampler::start(uuid.bytes.map(|b| b as u8), every)
     }
 
     /// What the kernels were compiled for.

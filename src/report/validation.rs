@@ -3,6 +3,7 @@
 //! written as markdown or HTML, so both say the same thing.
 
 use super::{ReportError, markdown::aligned_table, markdown::escape as escape_md};
+use crate::calib::engine_steps::GPU_BOUND_US;
 use crate::validate::{HEADLINE_METRICS, PlanAgreement, RankingVerdict, STALL, ValidationSummary, Verdict};
 use std::path::Path;
 
@@ -70,6 +71,14 @@ fn percent_cell(v: Option<f64>) -> Cell {
     match v {
         Some(x) if x.is_finite() => Cell::number(percent(v), x),
         _ => Cell::text(percent(v)),
+    }
+}
+
+/// A median signed error and the steps it is over, as "-4.20% (312)"; the missing mark without either.
+fn signed_of_steps(v: Option<f64>, steps: Option<u64>) -> Cell {
+    match (v, steps) {
+        (Some(x), Some(n)) if x.is_finite() => Cell::number(format!("{} ({n})", percent(v)), x),
+        _ => Cell::text(super::render::MISSING),
     }
 }
 
@@ -202,7 +211,7 @@ pub(super) fn sections(v: &ValidationSummary) -> Vec<Section> {
                  Signed error is (predicted − measured) / measured: positive means the model predicts the step too \
                  slow. Stalled: steps that took over {} ms longer than predicted, as a host interruption or a kernel \
                  loaded in mid-step does; many of them say the machine's host, not the model, sets the tails.",
-            STALL.as_ms()
+            STALL.as_ms(),
         )],
         table: Some(Table {
             headers: [
@@ -235,6 +244,55 @@ pub(super) fn sections(v: &ValidationSummary) -> Vec<Section> {
                 .collect(),
         }),
     });
+
+    if v.steps
+        .iter()
+        .any(|s| s.issue_steps.is_some() || s.sm_mhz_median.is_some())
+    {
+        out.push(Section {
+            title: "Host, GPU and clock by step kind".to_owned(),
+            paragraphs: vec![format!(
+                "Which part of a step the model errs in, where the engine timed each step's parts: the host's time to \
+                 issue the step, and the GPU's time from its first input copy to its last kernel — over the \
+                 GPU-bound steps (GPU work ending over {GPU_BOUND_US} µs after the host had issued it all; a \
+                 host-bound step's GPU time is the host's), and over those of them whose SM clock power and thermal \
+                 management were not holding down. Each is the median signed error (as above) and over how many \
+                 steps. The clock is NVML's SM clock read every few milliseconds during the measured run; a card \
+                 under sustained load may cap its own clock (an H200 was seen at 1,605-1,710 of 1,980 MHz for tens \
+                 of seconds), which slows latency-bound steps against a profile measured at the top clock."
+            )],
+            table: Some(Table {
+                headers: [
+                    "step kind",
+                    "host issue",
+                    "GPU",
+                    "GPU, clock not held down",
+                    "SM clock: median MHz",
+                    "steps at a held-down clock",
+                ]
+                .map(String::from)
+                .to_vec(),
+                right: vec![false, true, true, true, true, true],
+                rows: v
+                    .steps
+                    .iter()
+                    .map(|s| {
+                        vec![
+                            Cell::text(format!("{}-only", s.kind).replace("mixed-only", "mixed")),
+                            signed_of_steps(s.issue_signed, s.issue_steps),
+                            signed_of_steps(s.gpu_signed, s.gpu_steps),
+                            signed_of_steps(s.gpu_signed_unslowed, s.gpu_steps_unslowed),
+                            match s.sm_mhz_median {
+                                Some(m) => Cell::number(format!("{m:.0}"), m),
+                                None => Cell::text(super::render::MISSING),
+                            },
+                            percent_cell(s.slowed_share),
+                        ]
+                    })
+                    .collect(),
+            }),
+        });
+    }
 
     let diverged: Vec<Vec<Cell>> = v
         .runs

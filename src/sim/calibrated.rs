@@ -9,7 +9,7 @@
 
 use super::CostModel;
 use crate::calib::interp::{Curve, PrefillSurface, Surface, decode_attention_at, prefill_pairs};
-use crate::calib::profile::{EngineSteps, GemmTable, Profile, StepKind, decode_splits, graph_rows};
+use crate::calib::profile::{EngineSteps, GemmTable, Profile, StepKind, StepParts, decode_splits, graph_rows};
 use crate::model::{ModelSpec, StepShape};
 use crate::sched::{DecodeSeq, StepPlan};
 use crate::units::Nanos;
@@ -122,16 +122,23 @@ impl CalibratedCost {
     /// The whole step from its kernels' time: the engine's step model where the profile has one, else the kernels
     /// plus the fixed overhead.
     fn whole_step_us(&self, s: &StepShape, kernels_us: f64) -> f64 {
-        match &self.engine {
-            Some(e) if s.tokens > 0 => e.step_us(
-                StepKind::of(s.decode_seqs, s.prefill_seqs),
-                s.tokens as f64,
-                kernels_us,
-                self.graph_rows(s),
-                decode_splits(s.decode_max_context),
-            ),
-            _ => kernels_us + self.overhead_us,
+        match self.parts(s, kernels_us) {
+            Some(p) => p.total_us(),
+            None => kernels_us + self.overhead_us,
         }
+    }
+
+    /// The engine step model's parts of a step whose kernels take `kernels_us`: `None` without a step model (or
+    /// for a kind it measured no step of, or an empty step).
+    fn parts(&self, s: &StepShape, kernels_us: f64) -> Option<StepParts> {
+        let e = self.engine.as_ref().filter(|_| s.tokens > 0)?;
+        e.parts(
+            StepKind::of(s.decode_seqs, s.prefill_seqs),
+            s.tokens as f64,
+            kernels_us,
+            self.graph_rows(s),
+            decode_splits(s.decode_max_context),
+        )
     }
 
     /// Every kernel but attention of the step as the engine runs it: a graphed decode step's dense layers, lm_head
@@ -342,6 +349,10 @@ impl CostModel for CalibratedCost {
         to_nanos(self.whole_step_us(s, self.kernels_us(plan, s)))
     }
 
+    fn plan_parts(&self, plan: &StepPlan, s: &StepShape) -> Option<StepParts> {
+        self.parts(s, self.kernels_us(plan, s))
+    }
+
     fn describe(&self) -> String {
         self.describe.clone()
     }
@@ -435,6 +446,8 @@ pub(crate) mod tests {
                 repeats: 10,
                 passes: 1,
                 timing: "cuda-graph".into(),
+                clock_tables: None,
+                clock_engine_steps: None,
             },
         }
     }

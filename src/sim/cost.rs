@@ -1,5 +1,6 @@
 //! Cost models: a step's shape → its duration.
 
+use crate::calib::profile::StepParts;
 use crate::model::StepShape;
 use crate::sched::StepPlan;
 use crate::units::Nanos;
@@ -14,6 +15,12 @@ pub trait CostModel: Send + Sync {
     fn plan_time(&self, plan: &StepPlan, shape: &StepShape) -> Nanos {
         let _ = plan;
         self.step_time(shape)
+    }
+    /// How the step's time splits between the host issuing it and the GPU running it, for models that know
+    /// (the calibrated model with an engine step model); `validate` sets each beside what the engine measured.
+    fn plan_parts(&self, plan: &StepPlan, shape: &StepShape) -> Option<StepParts> {
+        let _ = (plan, shape);
+        None
     }
     /// One line for `explain` and report headers.
     fn describe(&self) -> String;

@@ -4,8 +4,9 @@
 //! table predicts each *measured* step's plan with the cost model, so a step's error is the cost model's alone even
 //! where the two executions' plans part ways.
 
-use super::driver::RunValidation;
+use super::driver::{MeasuredParts, RunValidation};
 use super::{HEADLINE_METRICS, RANKING_SEPARATION, TARGET_MEDIAN, TARGET_P95};
+use crate::calib::engine_steps::GPU_BOUND_US;
 use crate::metrics::{Cell, RunMetrics, StepKind, StepRecord, Summary, percentile_sorted};
 use crate::sched::StepPlan;
 use crate::sim::CostModel;
@@ -87,6 +88,17 @@ pub struct StepComparison {
     pub max_context: u64,
     pub measured: Nanos,
     pub predicted: Nanos,
+    /// The host's time to issue the step, as the engine measured it and as the step model predicts it (`None`
+    /// where the backend or the cost model gives none).
+    pub measured_issue: Option<Nanos>,
+    pub predicted_issue: Option<Nanos>,
+    /// The GPU's time, first input copy to last kernel, measured and predicted (kernels and the gap between them).
+    pub measured_gpu: Option<Nanos>,
+    pub predicted_gpu: Option<Nanos>,
+    /// The SM clock (MHz) the step ran at, and whether power or thermal management was holding it down, where the
+    /// backend could read them.
+    pub sm_mhz: Option<u32>,
+    pub slowed: Option<bool>,
 }
 
 impl StepComparison {
@@ -106,16 +118,50 @@ impl StepComparison {
     pub fn rel_error(&self) -> f64 {
         self.signed_error().abs()
     }
+
+    /// The signed error of the host's issue time, where both sides give it.
+    pub fn issue_signed_error(&self) -> Option<f64> {
+        signed(self.measured_issue?, self.predicted_issue?)
+    }
+
+    /// The signed error of the GPU time, where both sides give it and the step was GPU-bound: its GPU work ended
+    /// more than [`GPU_BOUND_US`] after the host had issued it all (a host-bound step's GPU time is the host's).
+    pub fn gpu_signed_error(&self) -> Option<f64> {
+        let (gpu, issue) = (self.measured_gpu?, self.measured_issue?);
+        if gpu.0 as f64 <= issue.0 as f64 + GPU_BOUND_US * 1e3 {
+            return None;
+        }
+        signed(gpu, self.predicted_gpu?)
+    }
 }
 
-/// Each measured step with the time `cost` predicts for the plan it ran. `plans[i]` is the plan of `steps[i]`.
-pub fn compare_steps(steps: &[StepRecord], plans: &[StepPlan], cost: &dyn CostModel) -> Vec<StepComparison> {
+/// (predicted − measured) / measured, for a measured time above zero.
+fn signed(measured: Nanos, predicted: Nanos) -> Option<f64> {
+    (measured > Nanos::ZERO).then(|| (predicted.0 as f64 - measured.0 as f64) / measured.0 as f64)
+}
+
+/// Each measured step with the time `cost` predicts for the plan it ran. `plans[i]` is the plan of `steps[i]`, and
+/// `parts[i]` where the step was timed in parts (`parts` is empty, or one per step).
+pub fn compare_steps(
+    steps: &[StepRecord],
+    plans: &[StepPlan],
+    parts: &[MeasuredParts],
+    cost: &dyn CostModel,
+) -> Vec<StepComparison> {
     assert_eq!(steps.len(), plans.len(), "one plan per measured step");
+    assert!(
+        parts.is_empty() || parts.len() == steps.len(),
+        "parts for every measured step or none"
+    );
+    let us = |v: f64| Nanos::from_us(v);
     steps
         .iter()
         .zip(plans)
-        .map(|(step, plan)| {
+        .enumerate()
+        .map(|(i, (step, plan))| {
             let shape = plan.shape();
+            let measured = parts.get(i);
+            let predicted = cost.plan_parts(plan, &shape);
             StepComparison {
                 index: step.index,
                 kind: step.kind(),
@@ -128,6 +174,12 @@ pub fn compare_steps(steps: &[StepRecord], plans: &[StepPlan], cost: &dyn CostMo
                 max_context: shape.max_context,
                 measured: step.duration,
                 predicted: cost.plan_time(plan, &shape),
+                measured_issue: measured.map(|p| p.issue),
+                predicted_issue: predicted.map(|p| us(p.issue_us)),
+                measured_gpu: measured.and_then(|p| p.gpu),
+                predicted_gpu: predicted.map(|p| us(p.gpu_us)),
+                sm_mhz: measured.and_then(|p| p.sm_mhz),
+                slowed: measured.and_then(|p| p.slowed),
             }
         })
         .collect()
@@ -354,6 +406,28 @@ pub struct StepKindAggregate {
     /// mid-step looks like, beyond any step model's reach. `None` in validations written before it was counted.
     #[serde(default)]
     pub stalled: Option<u64>,
+    /// Median signed error of the host's issue time ([`StepComparison::issue_signed_error`]), and over how many
+    /// steps; `None` where the backend or the cost model gave none.
+    #[serde(default)]
+    pub issue_signed: Option<f64>,
+    #[serde(default)]
+    pub issue_steps: Option<u64>,
+    /// Median signed error of the GPU time over the GPU-bound steps ([`StepComparison::gpu_signed_error`]), and
+    /// how many they were.
+    #[serde(default)]
+    pub gpu_signed: Option<f64>,
+    #[serde(default)]
+    pub gpu_steps: Option<u64>,
+    /// The same over the GPU-bound steps whose SM clock was not held down, and how many they were.
+    #[serde(default)]
+    pub gpu_signed_unslowed: Option<f64>,
+    #[serde(default)]
+    pub gpu_steps_unslowed: Option<u64>,
+    /// The median SM clock (MHz) of the steps whose clock was read, and the share of them it was held down in.
+    #[serde(default)]
+    pub sm_mhz_median: Option<f64>,
+    #[serde(default)]
+    pub slowed_share: Option<f64>,
 }
 
 /// How much longer than predicted a step must take to count as stalled ([`StepKindAggregate::stalled`]).
@@ -584,6 +658,19 @@ pub fn aggregate(runs: &[RunValidation]) -> ValidationSummary {
             let count = abs.len() as u64;
             let (median, p95, _) = median_p95_max(abs);
             let (median_signed, _, _) = median_p95_max(of_kind().map(|s| s.signed_error()).collect());
+            let part = |get: fn(&StepComparison) -> Option<f64>| {
+                let errors: Vec<f64> = of_kind().filter_map(get).collect();
+                let n = errors.len() as u64;
+                (median_p95_max(errors).0, (n > 0).then_some(n))
+            };
+            let (issue_signed, issue_steps) = part(StepComparison::issue_signed_error);
+            let (gpu_signed, gpu_steps) = part(StepComparison::gpu_signed_error);
+            let (gpu_signed_unslowed, gpu_steps_unslowed) =
+                part(|s| s.gpu_signed_error().filter(|_| s.slowed == Some(false)));
+            let clocks: Vec<f64> = of_kind().filter_map(|s| s.sm_mhz).map(f64::from).collect();
+            let slowed: Vec<bool> = of_kind().filter_map(|s| s.slowed).collect();
+            let slowed_share =
+                (!slowed.is_empty()).then(|| slowed.iter().filter(|&&b| b).count() as f64 / slowed.len() as f64);
             Some(StepKindAggregate {
                 kind: kind.as_str().to_owned(),
                 steps: count,
@@ -591,6 +678,14 @@ pub fn aggregate(runs: &[RunValidation]) -> ValidationSummary {
                 p95,
                 median_signed,
                 stalled: Some(of_kind().filter(|s| s.stalled()).count() as u64),
+                issue_signed,
+                issue_steps,
+                gpu_signed,
+                gpu_steps,
+                gpu_signed_unslowed,
+                gpu_steps_unslowed,
+                sm_mhz_median: median_p95_max(clocks).0,
+                slowed_share,
             })
         })
         .collect();

@@ -11,7 +11,7 @@ use crate::sim::run::{
     PreparedRun, RecordOptions, describe_run, labels, new_scheduler, serve_prepared_observed, warmup_of,
 };
 use crate::sim::serving::{Clock, Executor, LoopError, StepObserver, VirtualClock, serve};
-use crate::units::MIB;
+use crate::units::{MIB, Nanos};
 use crate::workload::{RunSpec, Workload};
 
 /// What executes runs for real: the GPU engine, or a stand-in in tests.
@@ -27,10 +27,29 @@ pub trait MeasuredRun: Executor {
     /// the workload's arrivals happen in real time from the start of the measured run.
     fn clock(&mut self) -> Box<dyn Clock>;
 
+    /// Where each measured step's time went, in step order, for the steps since [`MeasuredRun::clock`] was
+    /// called; empty when the backend does not time them.
+    fn step_parts(&mut self) -> Vec<MeasuredParts> {
+        Vec::new()
+    }
+
     /// Ends the execution (its engine is released) and returns the memory the run used, measured; `None` when the
     /// backend cannot measure it, in which case the measured summary keeps the simulator's memory model and the
     /// report says so.
     fn finish(self: Box<Self>) -> Option<MeasuredMemory>;
+}
+
+/// Where a measured step's time went, as the backend timed it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MeasuredParts {
+    /// The host's time to prepare and issue the step.
+    pub issue: Nanos,
+    /// The GPU's time from the step's first input copy to its last kernel, when the backend times it.
+    pub gpu: Option<Nanos>,
+    /// The GPU's SM clock (MHz) while the step ran, where the backend could read it.
+    pub sm_mhz: Option<u32>,
+    /// Whether power or thermal management was holding that clock down.
+    pub slowed: Option<bool>,
 }
 
 /// Memory an execution measured. Peak memory = weights + KV at its peak + workspace, as DESIGN.md defines it.
@@ -185,6 +204,7 @@ pub fn validate_run(
         run: run.clone(),
         source,
     })?;
+    let parts = execution.step_parts();
     let memory = execution.finish();
     let mut measured = recorder.finish(prepared.memory, prepared.slo);
     if let Some(m) = memory {
@@ -199,7 +219,7 @@ pub fn validate_run(
     let simulated = serve_prepared_observed(prepared, record, &mut simulated_plans)
         .map_err(|source| ValidateError::Simulated { run, source })?;
 
-    let steps = compare::compare_steps(&measured.steps, &measured_plans.plans, prepared.cost.as_ref());
+    let steps = compare::compare_steps(&measured.steps, &measured_plans.plans, &parts, prepared.cost.as_ref());
     let plans = compare::compare_plans(&measured_plans.plans, &simulated_plans.plans, &measured, &simulated);
     let metrics = compare::compare_metrics(&measured.summary, &simulated.summary);
     let labels = labels(spec, prepared);

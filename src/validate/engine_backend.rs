@@ -6,11 +6,13 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use crate::calib::Profile;
 use crate::calib::engine_steps::gemm_policy;
 use crate::engine::{Engine, EngineConfig, GemmPolicy, GpuExecutor, WallClock};
 use crate::gpu::Gpu;
+use crate::gpu::clocks::ClockSampler;
 use crate::metrics::Recorder;
 use crate::model::StepShape;
 use crate::sched::{StepOutcome, StepPlan, final_kv_tokens};
@@ -19,7 +21,7 @@ use crate::sim::serving::{Clock, ExecError, Executor, VirtualClock, serve};
 use crate::units::Nanos;
 use crate::workload::{RunSpec, Workload};
 
-use super::driver::{Backend, MeasuredMemory, MeasuredRun, warmup_workload};
+use super::driver::{Backend, MeasuredMemory, MeasuredParts, MeasuredRun, warmup_workload};
 
 /// Seed of the engine's random weights (their values do not change its speed).
 const WEIGHT_SEED: u64 = 0x5eed;
@@ -32,7 +34,15 @@ pub struct EngineBackend {
     policies: HashMap<PathBuf, GemmPolicy>,
     /// Whether [`EngineBackend::prime`] ran.
     primed: bool,
+    /// Reads the SM clock from before the first engine on (started once: its start-up would otherwise land in a
+    /// measured run's first steps); `None` where NVML is not available.
+    clocks: Option<ClockSampler>,
 }
+
+/// How often the SM clock is read during a measured run, and how far from a step's middle a reading may be to
+/// count as the step's clock (the clock changes over tens of milliseconds).
+const CLOCK_EVERY: Duration = Duration::from_millis(10);
+const CLOCK_TOLERANCE: Duration = Duration::from_millis(25);
 
 /// Decode steps the priming engine runs.
 const PRIMING_STEPS: u32 = 4;
@@ -43,6 +53,7 @@ impl EngineBackend {
             gpu: Some(gpu),
             policies: HashMap::new(),
             primed: false,
+            clocks: None,
         }
     }
 
@@ -101,6 +112,10 @@ impl Backend for EngineBackend {
             .take()
             .ok_or("the GPU was lost by an earlier run that failed")?;
         if !self.primed {
+            self.clocks = gpu
+                .clock_sampler(CLOCK_EVERY)
+                .map_err(|e| tracing::warn!("the SM clock will not be on record: {e}"))
+                .ok();
             gpu = self.prime(gpu, run, gemm.clone(), spec.scenario.seed)?;
         }
         let limits = &run.limits;
@@ -133,6 +148,9 @@ impl Backend for EngineBackend {
             executor: Some(GpuExecutor::new(engine, &run.workload)),
             home: &mut self.gpu,
             peak_blocks: 0,
+            parts: Vec::new(),
+            windows: Vec::new(),
+            clocks: self.clocks.as_ref(),
         }))
     }
 }
@@ -159,6 +177,12 @@ struct EngineRun<'a> {
     home: &'a mut Option<Gpu>,
     /// The most KV blocks the engine's own allocator had handed out at the end of a step (since the clock started).
     peak_blocks: u32,
+    /// Each step's issue and GPU time as the engine timed them (since the clock started).
+    parts: Vec<MeasuredParts>,
+    /// When each of those steps began and ended.
+    windows: Vec<(Instant, Instant)>,
+    /// The backend's clock sampler, reading the SM clock throughout.
+    clocks: Option<&'a ClockSampler>,
 }
 
 impl EngineRun<'_> {
@@ -169,11 +193,20 @@ impl EngineRun<'_> {
 
 impl Executor for EngineRun<'_> {
     fn execute(&mut self, plan: &StepPlan, shape: &StepShape) -> Result<Nanos, ExecError> {
+        let started = Instant::now();
         let ex = self.executor();
         let took = ex.execute(plan, shape)?;
+        let timing = ex.engine().last_timing();
         let seqs = ex.engine().sequences();
         let in_use = seqs.total_blocks() - seqs.free_blocks();
         self.peak_blocks = self.peak_blocks.max(in_use);
+        self.parts.push(MeasuredParts {
+            issue: Nanos(timing.issue_ns),
+            gpu: timing.gpu_ns.map(Nanos),
+            sm_mhz: None,
+            slowed: None,
+        });
+        self.windows.push((started, Instant::now()));
         Ok(took)
     }
 
@@ -184,9 +217,24 @@ impl Executor for EngineRun<'_> {
 
 impl MeasuredRun for EngineRun<'_> {
     fn clock(&mut self) -> Box<dyn Clock> {
-        // What the warm-up used is not the measured run's.
+        // What the warm-up used and how its steps went are not the measured run's.
         self.peak_blocks = 0;
+        self.parts.clear();
+        self.windows.clear();
         Box::new(WallClock::new())
+    }
+
+    fn step_parts(&mut self) -> Vec<MeasuredParts> {
+        let mut parts = std::mem::take(&mut self.parts);
+        if let Some(trace) = self.clocks.map(ClockSampler::trace) {
+            for (p, &(from, to)) in parts.iter_mut().zip(&self.windows) {
+                if let Some(s) = trace.at(from, to, CLOCK_TOLERANCE) {
+                    p.sm_mhz = Some(s.sm_mhz);
+                    p.slowed = Some(s.slowed());
+                }
+            }
+        }
+        parts
     }
 
     fn finish(mut self: Box<Self>) -> Option<MeasuredMemory> {

@@ -1,7 +1,7 @@
 //! A stand-in for the GPU engine in CPU tests: each step "measures" the run's own cost model times a fixed factor
 //! per step kind, on a virtual clock, so every error a validation computes is known in advance.
 
-use super::driver::{Backend, MeasuredMemory, MeasuredRun};
+use super::driver::{Backend, MeasuredMemory, MeasuredParts, MeasuredRun};
 use crate::metrics::StepKind;
 use crate::model::StepShape;
 use crate::sched::StepPlan;
@@ -57,6 +57,8 @@ pub struct PerturbedBackend {
     pub executed: Rc<Cell<u64>>,
     /// Fail the run with this index (for error paths).
     pub fail_start: Option<usize>,
+    /// (issue, GPU): report each step's parts as the cost model's times these factors; `None`: report none.
+    pub parts: Option<(f64, f64)>,
 }
 
 impl PerturbedBackend {
@@ -67,6 +69,7 @@ impl PerturbedBackend {
             memory_factor: None,
             executed: Rc::new(Cell::new(0)),
             fail_start: None,
+            parts: None,
         }
     }
 }
@@ -77,6 +80,8 @@ struct PerturbedRun<'a> {
     extra: f64,
     memory: Option<MeasuredMemory>,
     executed: Rc<Cell<u64>>,
+    parts: Option<(f64, f64)>,
+    timed: Vec<MeasuredParts>,
 }
 
 impl Executor for PerturbedRun<'_> {
@@ -84,13 +89,27 @@ impl Executor for PerturbedRun<'_> {
         self.executed.set(self.executed.get() + 1);
         let predicted = self.cost.plan_time(plan, shape).0 as f64;
         let factor = self.factors.of(kind_of(shape)) * self.extra;
+        if let (Some((issue, gpu)), Some(p)) = (self.parts, self.cost.plan_parts(plan, shape)) {
+            self.timed.push(MeasuredParts {
+                issue: Nanos::from_us(p.issue_us * issue),
+                gpu: Some(Nanos::from_us(p.gpu_us * gpu)),
+                // Every other step at a lowered clock.
+                sm_mhz: Some(if self.timed.len().is_multiple_of(2) { 1980 } else { 1710 }),
+                slowed: Some(!self.timed.len().is_multiple_of(2)),
+            });
+        }
         Ok(Nanos((predicted * factor).round() as u64))
     }
 }
 
 impl MeasuredRun for PerturbedRun<'_> {
     fn clock(&mut self) -> Box<dyn Clock> {
+        self.timed.clear();
         Box::new(VirtualClock::default())
+    }
+
+    fn step_parts(&mut self) -> Vec<MeasuredParts> {
+        std::mem::take(&mut self.timed)
     }
 
     fn finish(self: Box<Self>) -> Option<MeasuredMemory> {
@@ -124,6 +143,8 @@ impl Backend for PerturbedBackend {
             extra,
             memory,
             executed: self.executed.clone(),
+            parts: self.parts,
+            timed: Vec::new(),
         }))
     }
 }

@@ -7,6 +7,7 @@ use super::driver::Validation;
 use super::fingerprint::DeviceFingerprint;
 use crate::metrics::RunReport;
 use crate::report::{self, DEVICE_JSON, ReportError, VALIDATION_JSON, write_atomically, write_csv, write_parquet};
+use crate::units::Nanos;
 use polars::prelude::{Column, DataFrame, NamedFrom, PlSmallStr, PolarsResult, Series};
 use std::io::Write;
 use std::path::Path;
@@ -45,11 +46,19 @@ fn comparison_frame(rows: &[(&str, &MetricComparison)], with_run: bool) -> Polar
     DataFrame::new(rows.len(), columns)
 }
 
-/// The per-step table: shape, measured and predicted milliseconds, signed and absolute relative error.
+/// The per-step table: shape, measured and predicted milliseconds, signed and absolute relative error, and the
+/// host's issue and the GPU's time of each, measured and predicted (empty where either side gives none), and the
+/// SM clock it ran at.
 pub(crate) fn step_frame(steps: &[StepComparison]) -> PolarsResult<DataFrame> {
     let u = |get: fn(&StepComparison) -> u32| steps.iter().map(get).collect::<Vec<u32>>();
     let u64s = |get: fn(&StepComparison) -> u64| steps.iter().map(get).collect::<Vec<u64>>();
     let f = |get: fn(&StepComparison) -> f64| steps.iter().map(get).collect::<Vec<f64>>();
+    let ms = |get: fn(&StepComparison) -> Option<Nanos>| {
+        steps
+            .iter()
+            .map(|s| get(s).map(Nanos::as_ms))
+            .collect::<Vec<Option<f64>>>()
+    };
     DataFrame::new(
         steps.len(),
         vec![
@@ -66,6 +75,18 @@ pub(crate) fn step_frame(steps: &[StepComparison]) -> PolarsResult<DataFrame> {
             col("predicted_ms", f(|s| s.predicted.as_ms())),
             col("signed_error", f(StepComparison::signed_error)),
             col("rel_error", f(StepComparison::rel_error)),
+            col("measured_issue_ms", ms(|s| s.measured_issue)),
+            col("predicted_issue_ms", ms(|s| s.predicted_issue)),
+            col("measured_gpu_ms", ms(|s| s.measured_gpu)),
+            col("predicted_gpu_ms", ms(|s| s.predicted_gpu)),
+            col(
+                "sm_clock_mhz",
+                steps.iter().map(|s| s.sm_mhz).collect::<Vec<Option<u32>>>(),
+            ),
+            col(
+                "clock_slowed",
+                steps.iter().map(|s| s.slowed).collect::<Vec<Option<bool>>>(),
+            ),
         ],
     )
 }

@@ -177,6 +177,88 @@ fn steps_a_millisecond_late_are_counted_as_stalled_by_kind() {
 }
 
 #[test]
+fn the_host_issue_and_the_gpu_time_of_each_step_are_compared_apart() {
+    // The burst on a calibrated profile (its engine step model splits each step into host issue and GPU time); the
+    // stand-in engine issues every step 20% slower than the model says and runs it on the GPU 10% faster.
+    let profile = Path::new(env!("CARGO_MANIFEST_DIR")).join("calibration/h100-80gb-hbm3/{model}.json");
+    let scenario = BURST.replace(
+        "kind = \"analytic\"",
+        &format!("kind = \"calibrated\"\nprofile = \"{}\"", profile.display()),
+    );
+    let mut backend = PerturbedBackend::new(Factors::uniform(1.0));
+    backend.parts = Some((1.2, 0.9));
+    let v = validate(&scenario, &mut backend, 0);
+    let (issue, gpu) = (1.0 / 1.2 - 1.0, 1.0 / 0.9 - 1.0);
+    let mut gpu_bound = 0;
+    for s in v.runs.iter().flat_map(|r| &r.steps) {
+        assert!((s.issue_signed_error().unwrap() - issue).abs() < 1e-3, "{s:?}");
+        // Only where the GPU work outlasted the host's issue by over 50 µs is the GPU time the GPU's own.
+        let bound = s.measured_gpu.unwrap().0 > s.measured_issue.unwrap().0 + 50_000;
+        match s.gpu_signed_error() {
+            Some(e) => {
+                assert!(bound && (e - gpu).abs() < 1e-3, "{s:?}");
+                gpu_bound += 1;
+            }
+            None => assert!(!bound, "{s:?}"),
+        }
+    }
+    assert!(gpu_bound > 0, "the decode steps are GPU-bound");
+    let held = v
+        .runs
+        .iter()
+        .flat_map(|r| &r.steps)
+        .filter(|s| s.slowed == Some(true))
+        .count();
+    assert!(held > 0 && v.summary.steps.iter().any(|k| k.slowed_share < Some(1.0)));
+    for k in &v.summary.steps {
+        assert!((k.issue_signed.unwrap() - issue).abs() < 1e-3, "{k:?}");
+        assert_eq!(k.issue_steps, Some(k.steps));
+        if let Some(g) = k.gpu_signed {
+            assert!((g - gpu).abs() < 1e-3, "{k:?}");
+        }
+        // The stand-in reads every other step's clock as held down (1,710 MHz), the others at 1,980 MHz.
+        let of_kind: Vec<&StepComparison> = v
+            .runs
+            .iter()
+            .flat_map(|r| &r.steps)
+            .filter(|s| s.kind.as_str() == k.kind)
+            .collect();
+        let held = of_kind.iter().filter(|s| s.slowed == Some(true)).count();
+        assert!(of_kind.iter().all(|s| s.slowed == Some(s.sm_mhz == Some(1710))));
+        assert!(
+            (k.slowed_share.unwrap() - held as f64 / of_kind.len() as f64).abs() < 1e-12,
+            "{k:?}"
+        );
+        assert!([1710.0, 1845.0, 1980.0].contains(&k.sm_mhz_median.unwrap()), "{k:?}");
+        // Over the GPU-bound steps at the full clock the GPU error is the same here.
+        let unslowed = of_kind
+            .iter()
+            .filter(|s| s.slowed == Some(false) && s.gpu_signed_error().is_some())
+            .count();
+        assert_eq!(k.gpu_steps_unslowed, (unslowed > 0).then_some(unslowed as u64), "{k:?}");
+        if let Some(g) = k.gpu_signed_unslowed {
+            assert!((g - gpu).abs() < 1e-3, "{k:?}");
+        }
+    }
+    // The report shows them, in a section of their own.
+    let md = crate::report::validation_markdown(&v.summary, "burst");
+    assert!(
+        md.contains("## Host, GPU and clock by step kind") && md.contains("-16.67%"),
+        "{md}"
+    );
+    // Without parts (the analytic model predicts none, and this stand-in times none) nothing is shown.
+    let v = validate(BURST, &mut PerturbedBackend::new(Factors::uniform(1.0)), 0);
+    assert!(
+        v.summary
+            .steps
+            .iter()
+            .all(|k| k.issue_signed.is_none() && k.sm_mhz_median.is_none())
+    );
+    let md = crate::report::validation_markdown(&v.summary, "burst");
+    assert!(!md.contains("Host, GPU and clock"), "{md}");
+}
+
+#[test]
 fn a_step_more_than_a_millisecond_late_is_stalled() {
     let step = |measured_ms: f64, predicted_ms: f64| StepComparison {
         index: 0,
@@ -190,6 +272,12 @@ fn a_step_more_than_a_millisecond_late_is_stalled() {
         max_context: 64,
         measured: Nanos::from_ms(measured_ms),
         predicted: Nanos::from_ms(predicted_ms),
+        measured_issue: None,
+        predicted_issue: None,
+        measured_gpu: None,
+        predicted_gpu: None,
+        sm_mhz: None,
+        slowed: None,
     };
     assert!(step(3.6, 2.5).stalled());
     assert!(!step(3.4, 2.5).stalled(), "0.9 ms late");
