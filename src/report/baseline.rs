@@ -14,6 +14,8 @@
 //! configuration found in one source only, or whose workloads disagree, is listed, never silently dropped.
 
 use super::markdown::{aligned_table, escape};
+use crate::sim::hardware::GpuSpec;
+use crate::units::MIB;
 use crate::validate::DeviceFingerprint;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -92,6 +94,8 @@ pub struct MeasuredRun {
     pub policy: String,
     pub output_tokens: u64,
     pub output_tok_per_s: f64,
+    /// The engine's weights (the summary's `weights_mib`, measured), where the summary has them.
+    pub weight_bytes: Option<u64>,
 }
 
 /// What a `batchlab validate` folder says about its measured runs and its card.
@@ -211,6 +215,11 @@ pub fn parse_summary(file: &str, text: &str) -> Result<Vec<MeasuredRun>, Baselin
             policy: string("policy")?,
             output_tokens: whole("output_tokens")?,
             output_tok_per_s,
+            weight_bytes: entry
+                .get("weights_mib")
+                .and_then(Value::as_f64)
+                .filter(|v| v.is_finite() && *v > 0.0)
+                .map(|mib| (mib * MIB).round() as u64),
         });
     }
     Ok(runs)
@@ -434,6 +443,8 @@ pub struct Joined {
     pub batchlab: BTreeMap<String, f64>,
     /// transformers' output tok/s per mode, where measured.
     pub transformers: BTreeMap<String, f64>,
+    /// The model's weights as batchlab's engine held them.
+    pub weight_bytes: Option<u64>,
 }
 
 impl Joined {
@@ -461,6 +472,23 @@ impl Joined {
     /// One batchlab policy ÷ one transformers mode.
     pub fn ratio(&self, policy: &str, mode: &str) -> Option<f64> {
         Some(self.policy(policy)? / self.mode(mode)?)
+    }
+
+    /// The most output tokens per second any engine can serve at `max_batch` sequences per step on a card whose
+    /// memory moves `gbps` GB/s: each step reads every weight from memory once and gives each of its sequences
+    /// at most one token ([`Comparison::ceiling_markdown`] says why).
+    pub fn ceiling(&self, max_batch: u32, gbps: f64) -> Option<f64> {
+        let w = self.weight_bytes.filter(|&w| w > 0)? as f64;
+        Some(f64::from(max_batch) * gbps * 1e9 / w)
+    }
+
+    /// What the target asks of batchlab here: the target times the faster transformers mode.
+    pub fn target_tok_s(&self) -> Option<f64> {
+        let fastest = ["generate", "generate_batch"]
+            .iter()
+            .filter_map(|m| self.mode(m))
+            .max_by(f64::total_cmp)?;
+        Some(TARGET_SPEEDUP * fastest)
     }
 }
 
@@ -569,6 +597,7 @@ pub fn compare(
 ) -> Result<Comparison, BaselineError> {
     let summary = validated.dir.join("summary.json");
     let mut batchlab: BTreeMap<ConfigKey, (u64, BTreeMap<String, f64>)> = BTreeMap::new();
+    let mut weights: BTreeMap<ConfigKey, u64> = BTreeMap::new();
     let mut run_of: BTreeMap<(&ConfigKey, &str), &str> = BTreeMap::new();
     for run in &validated.runs {
         if let Some(other) = run_of.insert((&run.key, &run.policy), &run.run) {
@@ -584,6 +613,9 @@ pub fn compare(
         let entry = batchlab
             .entry(run.key.clone())
             .or_insert_with(|| (run.output_tokens, BTreeMap::new()));
+        if let Some(w) = run.weight_bytes {
+            weights.insert(run.key.clone(), w);
+        }
         if entry.0 != run.output_tokens {
             return Err(BaselineError::Invalid(format!(
                 "{}: run {} ({}) has {} output tokens, another policy of the same configuration {}",
@@ -625,6 +657,7 @@ pub fn compare(
         let mut joined = Joined {
             batchlab: policies.clone(),
             transformers: BTreeMap::new(),
+            weight_bytes: weights.get(key).copied(),
         };
         match transformers.get(key) {
             None => only_batchlab.push(key.clone()),
@@ -791,6 +824,89 @@ impl Comparison {
                  below.\n",
             );
         }
+        out
+    }
+
+    /// The card's peak memory bandwidth: the datasheet figure of the GPU preset the runs were validated with,
+    /// when they name exactly one.
+    pub fn peak_bandwidth(&self) -> Option<(&str, f64)> {
+        let mut presets = self.cards.batchlab_presets.iter();
+        let (Some(name), None) = (presets.next(), presets.next()) else {
+            return None;
+        };
+        let spec = GpuSpec::preset(name).ok()?;
+        Some((name.as_str(), spec.mem_bandwidth_gbps))
+    }
+
+    /// The physical ceiling of the headline configurations beside what the target asks.
+    pub fn ceiling_markdown(&self) -> String {
+        let mut out = String::from(
+            "## What the card allows
+
+",
+        );
+        let Some((preset, gbps)) = self.peak_bandwidth() else {
+            out.push_str("The runs name no single GPU preset with a datasheet bandwidth, so no ceiling is computed.\n");
+            return out;
+        };
+        out.push_str(&format!(
+            "Every step of a dense model, prefill, decode or mixed, reads every weight from the GPU's memory once \
+             (lm_head, tied to the embedding, reads the whole table; hundreds of MB to GB of weights against an L2 \
+             cache of tens of MB, so nothing stays cached from one step to the next), and gives each sequence in it \
+             at most one token. At max batch {b} no engine can therefore serve more than {b} × bandwidth ÷ weight bytes output \
+             tokens per second, whatever it does about launches, attention or prefill. At the datasheet peak of \
+             the card's memory (GPU preset `{preset}`: {gbps:.0} GB/s; what kernels reach is below it) and the \
+             weights batchlab's engine held:\n\n",
+            b = HEADLINE_MAX_BATCH,
+        ));
+        let headers: Vec<String> = [
+            "model",
+            "prompt",
+            "weights MB",
+            "ceiling tok/s",
+            "target tok/s",
+            "target ÷ ceiling",
+            "batchlab best tok/s",
+            "best ÷ ceiling",
+            "target within the ceiling",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let right = [false, true, true, true, true, true, true, true, false];
+        let percent = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{:.0}%", 100.0 * v));
+        let rows: Vec<Vec<String>> = self
+            .headlines
+            .iter()
+            .map(|h| {
+                let j = self.configs.get(&h.key).cloned().unwrap_or_default();
+                let ceiling = j.ceiling(h.key.max_batch, gbps);
+                let target = j.target_tok_s();
+                let of = |v: Option<f64>| Some(v? / ceiling?);
+                vec![
+                    escape(&h.key.model),
+                    h.key.prompt_len.to_string(),
+                    j.weight_bytes
+                        .map_or_else(|| "-".to_owned(), |w| format!("{:.0}", w as f64 / 1e6)),
+                    tok_s(ceiling),
+                    tok_s(target),
+                    percent(of(target)),
+                    tok_s(j.best().map(|b| b.1)),
+                    percent(of(j.best().map(|b| b.1))),
+                    match of(target) {
+                        Some(r) if r > 1.0 => "no: beyond the ceiling".to_owned(),
+                        Some(_) => "yes".to_owned(),
+                        None => "-".to_owned(),
+                    },
+                ]
+            })
+            .collect();
+        out.push_str(&aligned_table(&headers, &right, &rows));
+        out.push_str(&format!(
+            "\nTarget: {TARGET_SPEEDUP:.0}× the faster of `generate` and `generate_batch` (what the headline \
+             asks). Where it is beyond the ceiling, no engine on this card meets it against these transformers \
+             numbers; where it is within, the share says how close to the memory's peak, over the whole burst \
+             (prefill included), an engine would have to run.\n"
+        ));
         out
     }
 
@@ -964,6 +1080,8 @@ impl Comparison {
         out.push('\n');
         out.push_str(&self.headline_markdown());
         out.push('\n');
+        out.push_str(&self.ceiling_markdown());
+        out.push('\n');
         out.push_str(&self.table_markdown());
         out.push('\n');
         out.push_str(&self.gaps_markdown());
@@ -1027,7 +1145,7 @@ mod tests {
             "scheduler.policy": policy, "model": model, "policy": policy, "max_batch_size": batch,
             "cost": "calibrated", "gpu": "h100-sxm", "requests": requests, "completed": requests,
             "prompt_tokens": u64::from(prompt) * u64::from(requests), "output_tokens": output,
-            "makespan_s": output as f64 / tok_s, "output_tok_per_s": tok_s,
+            "makespan_s": output as f64 / tok_s, "output_tok_per_s": tok_s, "weights_mib": 942.29,
         })
     }
 
@@ -1169,6 +1287,45 @@ mod tests {
         assert!(
             !md.contains("generate_batch (one call) |"),
             "no column without a number in it: {md}"
+        );
+    }
+
+    #[test]
+    fn the_ceiling_is_the_batch_times_the_bandwidth_over_the_weights() {
+        let c = comparison(Some("NVIDIA H100 80GB HBM3"));
+        // The runs name the preset h100-sxm: 3,350 GB/s at its datasheet peak.
+        assert_eq!(c.peak_bandwidth(), Some(("h100-sxm", 3350.0)));
+        let j = &c.configs[&key(64, 8, 16)];
+        let weights = 942.29 * MIB;
+        assert!((j.weight_bytes.unwrap() as f64 - weights).abs() <= 0.5);
+        let ceiling = j.ceiling(8, 3350.0).unwrap();
+        assert!((ceiling - 8.0 * 3350e9 / weights).abs() < 0.01, "{ceiling}");
+        // 50× the faster mode: 600 tok/s (generate_batch) at prompt 64 → 30,000, beyond 27,123; at prompt 512,
+        // 50 × 300 = 15,000, within.
+        assert!((j.target_tok_s().unwrap() - 30_000.0).abs() < 1e-6);
+        assert!((c.configs[&key(512, 8, 16)].target_tok_s().unwrap() - 15_000.0).abs() < 1e-6);
+        let md = c.ceiling_markdown();
+        assert!(md.contains("GPU preset `h100-sxm`: 3350 GB/s"), "{md}");
+        let row = |prompt: &str| {
+            md.lines()
+                .find(|l| l.contains(&format!("| {prompt} |")))
+                .unwrap_or("")
+                .to_owned()
+        };
+        assert!(
+            row("    64").contains("no: beyond the ceiling") && row("    64").contains("111%"),
+            "{md}"
+        );
+        assert!(row("   512").ends_with("| yes                       |"), "{md}");
+        // Without the weights in the summary there is no ceiling to give.
+        let mut bare = c.clone();
+        for j in bare.configs.values_mut() {
+            j.weight_bytes = None;
+        }
+        assert!(
+            bare.ceiling_markdown().contains("| -   "),
+            "{}",
+            bare.ceiling_markdown()
         );
     }
 
