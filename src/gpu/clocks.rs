@@ -2,9 +2,9 @@
 //! libraries are: nothing to link, and its absence is an error, not a crash).
 //!
 //! A card runs its kernels at the SM clock its power management allows: an H200 under sustained prefill-heavy
-//! load was seen capping itself (NVML's "SW power cap") from 1,980 MHz down to 1,605-1,710 MHz for tens of seconds,
-//! and latency-bound steps then take longer than the same steps timed at the top clock. A [`ClockSampler`] reads
-//! the clock every few milliseconds on its own thread, so that what a measurement ran at is on record beside it.
+//! load was seen holding itself down (NVML's "SW power cap") from 1,980 MHz to 1,605-1,710 MHz for tens of seconds.
+//! A [`ClockSampler`] reads the clock every few milliseconds on its own thread, so that what a measurement ran at
+//! is on record beside it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

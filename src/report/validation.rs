@@ -4,7 +4,7 @@
 
 use super::{ReportError, markdown::aligned_table, markdown::escape as escape_md};
 use crate::calib::engine_steps::GPU_BOUND_US;
-use crate::validate::{HEADLINE_METRICS, PlanAgreement, RankingVerdict, STALL, ValidationSummary, Verdict};
+use crate::validate::{HEADLINE_METRICS, PlanAgreement, RankingVerdict, STALL, SignedOver, ValidationSummary, Verdict};
 use std::path::Path;
 
 /// `<results>/validation.json`: the summary a validation writes, and what marks a results folder as validated.
@@ -74,12 +74,17 @@ fn percent_cell(v: Option<f64>) -> Cell {
     }
 }
 
-/// A median signed error and the steps it is over, as "-4.20% (312)"; the missing mark without either.
-fn signed_of_steps(v: Option<f64>, steps: Option<u64>) -> Cell {
-    match (v, steps) {
-        (Some(x), Some(n)) if x.is_finite() => Cell::number(format!("{} ({n})", percent(v)), x),
+/// A median signed error and the steps it is over, as "-4.20% (312)"; the missing mark without one.
+fn signed_over(v: Option<SignedOver>) -> Cell {
+    match v {
+        Some(x) if x.median.is_finite() => Cell::number(format!("{} ({})", percent(Some(x.median)), x.steps), x.median),
         _ => Cell::text(super::render::MISSING),
     }
+}
+
+/// A step kind as the tables name it.
+fn kind_cell(kind: &str) -> Cell {
+    Cell::text(format!("{kind}-only").replace("mixed-only", "mixed"))
 }
 
 fn value(metric: &str, v: Option<f64>) -> String {
@@ -230,7 +235,7 @@ pub(super) fn sections(v: &ValidationSummary) -> Vec<Section> {
                 .iter()
                 .map(|s| {
                     vec![
-                        Cell::text(format!("{}-only", s.kind).replace("mixed-only", "mixed")),
+                        kind_cell(&s.kind),
                         Cell::number(s.steps.to_string(), s.steps as f64),
                         percent_cell(s.median),
                         percent_cell(s.p95),
@@ -245,10 +250,7 @@ pub(super) fn sections(v: &ValidationSummary) -> Vec<Section> {
         }),
     });
 
-    if v.steps
-        .iter()
-        .any(|s| s.issue_steps.is_some() || s.sm_mhz_median.is_some())
-    {
+    if v.steps.iter().any(|s| s.issue.is_some() || s.sm_mhz_median.is_some()) {
         out.push(Section {
             title: "Host, GPU and clock by step kind".to_owned(),
             paragraphs: vec![format!(
@@ -257,9 +259,10 @@ pub(super) fn sections(v: &ValidationSummary) -> Vec<Section> {
                  GPU-bound steps (GPU work ending over {GPU_BOUND_US} µs after the host had issued it all; a \
                  host-bound step's GPU time is the host's), and over those of them whose SM clock power and thermal \
                  management were not holding down. Each is the median signed error (as above) and over how many \
-                 steps. The clock is NVML's SM clock read every few milliseconds during the measured run; a card \
-                 under sustained load may cap its own clock (an H200 was seen at 1,605-1,710 of 1,980 MHz for tens \
-                 of seconds), which slows latency-bound steps against a profile measured at the top clock."
+                 steps. The clock is NVML's SM clock read every few milliseconds during the measured run: a card \
+                 under sustained load may hold its own clock down (an H200 was seen at 1,605-1,710 of 1,980 MHz for \
+                 tens of seconds), and the last columns say how often it did and whether the steps it did it in are \
+                 the ones the model misses."
             )],
             table: Some(Table {
                 headers: [
@@ -278,10 +281,10 @@ pub(super) fn sections(v: &ValidationSummary) -> Vec<Section> {
                     .iter()
                     .map(|s| {
                         vec![
-                            Cell::text(format!("{}-only", s.kind).replace("mixed-only", "mixed")),
-                            signed_of_steps(s.issue_signed, s.issue_steps),
-                            signed_of_steps(s.gpu_signed, s.gpu_steps),
-                            signed_of_steps(s.gpu_signed_unslowed, s.gpu_steps_unslowed),
+                            kind_cell(&s.kind),
+                            signed_over(s.issue),
+                            signed_over(s.gpu),
+                            signed_over(s.gpu_unslowed),
                             match s.sm_mhz_median {
                                 Some(m) => Cell::number(format!("{m:.0}"), m),
                                 None => Cell::text(super::render::MISSING),

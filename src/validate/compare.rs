@@ -406,28 +406,36 @@ pub struct StepKindAggregate {
     /// mid-step looks like, beyond any step model's reach. `None` in validations written before it was counted.
     #[serde(default)]
     pub stalled: Option<u64>,
-    /// Median signed error of the host's issue time ([`StepComparison::issue_signed_error`]), and over how many
-    /// steps; `None` where the backend or the cost model gave none.
+    /// The host's issue time ([`StepComparison::issue_signed_error`]), over the steps both sides give it for;
+    /// `None` where the backend or the cost model gave none.
     #[serde(default)]
-    pub issue_signed: Option<f64>,
+    pub issue: Option<SignedOver>,
+    /// The GPU time over the GPU-bound steps ([`StepComparison::gpu_signed_error`]).
     #[serde(default)]
-    pub issue_steps: Option<u64>,
-    /// Median signed error of the GPU time over the GPU-bound steps ([`StepComparison::gpu_signed_error`]), and
-    /// how many they were.
+    pub gpu: Option<SignedOver>,
+    /// The same over the GPU-bound steps whose SM clock was not held down.
     #[serde(default)]
-    pub gpu_signed: Option<f64>,
-    #[serde(default)]
-    pub gpu_steps: Option<u64>,
-    /// The same over the GPU-bound steps whose SM clock was not held down, and how many they were.
-    #[serde(default)]
-    pub gpu_signed_unslowed: Option<f64>,
-    #[serde(default)]
-    pub gpu_steps_unslowed: Option<u64>,
+    pub gpu_unslowed: Option<SignedOver>,
     /// The median SM clock (MHz) of the steps whose clock was read, and the share of them it was held down in.
     #[serde(default)]
     pub sm_mhz_median: Option<f64>,
     #[serde(default)]
     pub slowed_share: Option<f64>,
+}
+
+/// A median signed error and how many steps it is over.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SignedOver {
+    pub median: f64,
+    pub steps: u64,
+}
+
+impl SignedOver {
+    /// Of `errors`; `None` for none.
+    fn of(errors: Vec<f64>) -> Option<SignedOver> {
+        let steps = errors.len() as u64;
+        median_p95_max(errors).0.map(|median| SignedOver { median, steps })
+    }
 }
 
 /// How much longer than predicted a step must take to count as stalled ([`StepKindAggregate::stalled`]).
@@ -658,15 +666,11 @@ pub fn aggregate(runs: &[RunValidation]) -> ValidationSummary {
             let count = abs.len() as u64;
             let (median, p95, _) = median_p95_max(abs);
             let (median_signed, _, _) = median_p95_max(of_kind().map(|s| s.signed_error()).collect());
-            let part = |get: fn(&StepComparison) -> Option<f64>| {
-                let errors: Vec<f64> = of_kind().filter_map(get).collect();
-                let n = errors.len() as u64;
-                (median_p95_max(errors).0, (n > 0).then_some(n))
-            };
-            let (issue_signed, issue_steps) = part(StepComparison::issue_signed_error);
-            let (gpu_signed, gpu_steps) = part(StepComparison::gpu_signed_error);
-            let (gpu_signed_unslowed, gpu_steps_unslowed) =
-                part(|s| s.gpu_signed_error().filter(|_| s.slowed == Some(false)));
+            let part =
+                |get: &dyn Fn(&StepComparison) -> Option<f64>| SignedOver::of(of_kind().filter_map(get).collect());
+            let issue = part(&StepComparison::issue_signed_error);
+            let gpu = part(&StepComparison::gpu_signed_error);
+            let gpu_unslowed = part(&|s| s.gpu_signed_error().filter(|_| s.slowed == Some(false)));
             let clocks: Vec<f64> = of_kind().filter_map(|s| s.sm_mhz).map(f64::from).collect();
             let slowed: Vec<bool> = of_kind().filter_map(|s| s.slowed).collect();
             let slowed_share =
@@ -678,12 +682,9 @@ pub fn aggregate(runs: &[RunValidation]) -> ValidationSummary {
                 p95,
                 median_signed,
                 stalled: Some(of_kind().filter(|s| s.stalled()).count() as u64),
-                issue_signed,
-                issue_steps,
-                gpu_signed,
-                gpu_steps,
-                gpu_signed_unslowed,
-                gpu_steps_unslowed,
+                issue,
+                gpu,
+                gpu_unslowed,
                 sm_mhz_median: median_p95_max(clocks).0,
                 slowed_share,
             })

@@ -20,8 +20,8 @@ pub mod output;
 
 pub use compare::{
     DivergenceCause, MetricAggregate, MetricComparison, PlanAgreement, PolicyThroughput, RankingGroup, RankingVerdict,
-    STALL, StepComparison, StepKindAggregate, ValidationSummary, Verdict, aggregate, compare_metrics, compare_plans,
-    compare_steps, rank_policies, relative_error,
+    STALL, SignedOver, StepComparison, StepKindAggregate, ValidationSummary, Verdict, aggregate, compare_metrics,
+    compare_plans, compare_steps, rank_policies, relative_error,
 };
 pub use driver::{
     Backend, MeasuredMemory, MeasuredRun, PlanLog, RunValidation, ValidateError, ValidateOptions, Validation,

@@ -211,10 +211,10 @@ fn the_host_issue_and_the_gpu_time_of_each_step_are_compared_apart() {
         .count();
     assert!(held > 0 && v.summary.steps.iter().any(|k| k.slowed_share < Some(1.0)));
     for k in &v.summary.steps {
-        assert!((k.issue_signed.unwrap() - issue).abs() < 1e-3, "{k:?}");
-        assert_eq!(k.issue_steps, Some(k.steps));
-        if let Some(g) = k.gpu_signed {
-            assert!((g - gpu).abs() < 1e-3, "{k:?}");
+        assert!((k.issue.unwrap().median - issue).abs() < 1e-3, "{k:?}");
+        assert_eq!(k.issue.unwrap().steps, k.steps);
+        if let Some(g) = k.gpu {
+            assert!((g.median - gpu).abs() < 1e-3, "{k:?}");
         }
         // The stand-in reads every other step's clock as held down (1,710 MHz), the others at 1,980 MHz.
         let of_kind: Vec<&StepComparison> = v
@@ -235,9 +235,13 @@ fn the_host_issue_and_the_gpu_time_of_each_step_are_compared_apart() {
             .iter()
             .filter(|s| s.slowed == Some(false) && s.gpu_signed_error().is_some())
             .count();
-        assert_eq!(k.gpu_steps_unslowed, (unslowed > 0).then_some(unslowed as u64), "{k:?}");
-        if let Some(g) = k.gpu_signed_unslowed {
-            assert!((g - gpu).abs() < 1e-3, "{k:?}");
+        assert_eq!(
+            k.gpu_unslowed.map(|g| g.steps),
+            (unslowed > 0).then_some(unslowed as u64),
+            "{k:?}"
+        );
+        if let Some(g) = k.gpu_unslowed {
+            assert!((g.median - gpu).abs() < 1e-3, "{k:?}");
         }
     }
     // The report shows them, in a section of their own.
@@ -252,7 +256,7 @@ fn the_host_issue_and_the_gpu_time_of_each_step_are_compared_apart() {
         v.summary
             .steps
             .iter()
-            .all(|k| k.issue_signed.is_none() && k.sm_mhz_median.is_none())
+            .all(|k| k.issue.is_none() && k.sm_mhz_median.is_none())
     );
     let md = crate::report::validation_markdown(&v.summary, "burst");
     assert!(!md.contains("Host, GPU and clock"), "{md}");
