@@ -4,7 +4,9 @@
 
 use super::{ReportError, markdown::aligned_table, markdown::escape as escape_md};
 use crate::calib::engine_steps::GPU_BOUND_US;
-use crate::validate::{HEADLINE_METRICS, PlanAgreement, RankingVerdict, STALL, SignedOver, ValidationSummary, Verdict};
+use crate::validate::{
+    HEADLINE_METRICS, PlanAgreement, RankingVerdict, STALL, SignedOver, StepKindAggregate, ValidationSummary, Verdict,
+};
 use std::path::Path;
 
 /// `<results>/validation.json`: the summary a validation writes, and what marks a results folder as validated.
@@ -82,9 +84,26 @@ fn signed_over(v: Option<SignedOver>) -> Cell {
     }
 }
 
-/// A step kind as the tables name it.
-fn kind_cell(kind: &str) -> Cell {
-    Cell::text(format!("{kind}-only").replace("mixed-only", "mixed"))
+/// A table of one row per step kind: the kind as the report names it, then `cells` of it under `headers`
+/// (right-aligned).
+fn step_kind_table(v: &ValidationSummary, headers: &[&str], cells: impl Fn(&StepKindAggregate) -> Vec<Cell>) -> Table {
+    let mut all = vec!["step kind".to_owned()];
+    all.extend(headers.iter().map(|h| h.to_string()));
+    let mut right = vec![false];
+    right.extend(headers.iter().map(|_| true));
+    Table {
+        headers: all,
+        right,
+        rows: v
+            .steps
+            .iter()
+            .map(|s| {
+                let mut row = vec![Cell::text(format!("{}-only", s.kind).replace("mixed-only", "mixed"))];
+                row.extend(cells(s));
+                row
+            })
+            .collect(),
+    }
 }
 
 fn value(metric: &str, v: Option<f64>) -> String {
@@ -218,36 +237,22 @@ pub(super) fn sections(v: &ValidationSummary) -> Vec<Section> {
                  loaded in mid-step does; many of them say the machine's host, not the model, sets the tails.",
             STALL.as_ms(),
         )],
-        table: Some(Table {
-            headers: [
-                "step kind",
-                "steps",
-                "median error",
-                "p95 error",
-                "median signed error",
-                "stalled",
-            ]
-            .map(String::from)
-            .to_vec(),
-            right: vec![false, true, true, true, true, true],
-            rows: v
-                .steps
-                .iter()
-                .map(|s| {
-                    vec![
-                        kind_cell(&s.kind),
-                        Cell::number(s.steps.to_string(), s.steps as f64),
-                        percent_cell(s.median),
-                        percent_cell(s.p95),
-                        percent_cell(s.median_signed),
-                        match s.stalled {
-                            Some(n) => Cell::number(n.to_string(), n as f64),
-                            None => Cell::text(super::render::MISSING),
-                        },
-                    ]
-                })
-                .collect(),
-        }),
+        table: Some(step_kind_table(
+            v,
+            &["steps", "median error", "p95 error", "median signed error", "stalled"],
+            |s| {
+                vec![
+                    Cell::number(s.steps.to_string(), s.steps as f64),
+                    percent_cell(s.median),
+                    percent_cell(s.p95),
+                    percent_cell(s.median_signed),
+                    match s.stalled {
+                        Some(n) => Cell::number(n.to_string(), n as f64),
+                        None => Cell::text(super::render::MISSING),
+                    },
+                ]
+            },
+        )),
     });
 
     if v.steps.iter().any(|s| s.issue.is_some() || s.sm_mhz_median.is_some()) {
@@ -264,36 +269,28 @@ pub(super) fn sections(v: &ValidationSummary) -> Vec<Section> {
                  tens of seconds), and the last columns say how often it did and whether the steps it did it in are \
                  the ones the model misses."
             )],
-            table: Some(Table {
-                headers: [
-                    "step kind",
+            table: Some(step_kind_table(
+                v,
+                &[
                     "host issue",
                     "GPU",
                     "GPU, clock not held down",
                     "SM clock: median MHz",
                     "steps at a held-down clock",
-                ]
-                .map(String::from)
-                .to_vec(),
-                right: vec![false, true, true, true, true, true],
-                rows: v
-                    .steps
-                    .iter()
-                    .map(|s| {
-                        vec![
-                            kind_cell(&s.kind),
-                            signed_over(s.issue),
-                            signed_over(s.gpu),
-                            signed_over(s.gpu_unslowed),
-                            match s.sm_mhz_median {
-                                Some(m) => Cell::number(format!("{m:.0}"), m),
-                                None => Cell::text(super::render::MISSING),
-                            },
-                            percent_cell(s.slowed_share),
-                        ]
-                    })
-                    .collect(),
-            }),
+                ],
+                |s| {
+                    vec![
+                        signed_over(s.issue),
+                        signed_over(s.gpu),
+                        signed_over(s.gpu_unslowed),
+                        match s.sm_mhz_median {
+                            Some(m) => Cell::number(format!("{m:.0}"), m),
+                            None => Cell::text(super::render::MISSING),
+                        },
+                        percent_cell(s.slowed_share),
+                    ]
+                },
+            )),
         });
     }
 
