@@ -163,24 +163,30 @@ impl Nvml {
         // SAFETY: loading libnvidia-ml runs no code of ours; its initialisers are the driver's own.
         let lib = unsafe { Library::new("libnvidia-ml.so.1") }.map_err(|e| format!("NVML is not available: {e}"))?;
         let name = std::ffi::CString::new(uuid_string(uuid)).expect("no NUL in a formatted UUID");
-        let mut device: NvmlDevice = std::ptr::null_mut();
         // SAFETY: the symbols have NVML's documented C signatures (nvml.h): nvmlInit_v2(void),
-        // nvmlDeviceGetHandleByUUID(const char*, nvmlDevice_t*); `name` is NUL-terminated and outlives the call,
-        // `device` is valid for one write.
-        unsafe {
+        // nvmlDeviceGetHandleByUUID(const char*, nvmlDevice_t*); the function pointers are used only while `lib`
+        // (moved into the returned value, never unloaded before it) is loaded.
+        let (init, by_uuid) = unsafe {
             let init: Symbol<unsafe extern "C" fn() -> i32> = lib.get(b"nvmlInit_v2\0").map_err(|e| e.to_string())?;
             let by_uuid: Symbol<unsafe extern "C" fn(*const std::ffi::c_char, *mut NvmlDevice) -> i32> =
                 lib.get(b"nvmlDeviceGetHandleByUUID\0").map_err(|e| e.to_string())?;
-            match init() {
-                0 => {}
-                code => return Err(format!("nvmlInit failed (NVML error {code})")),
-            }
-            match by_uuid(name.as_ptr(), &mut device) {
-                0 => {}
-                code => return Err(format!("NVML does not know the GPU {name:?} (NVML error {code})")),
-            }
+            (*init, *by_uuid)
+        };
+        // SAFETY: as above; no arguments.
+        match unsafe { init() } {
+            0 => {}
+            code => return Err(format!("nvmlInit failed (NVML error {code})")),
         }
-        Ok(Nvml { lib, device })
+        // Initialised: from here on, dropping `nvml` shuts NVML down again, on every path.
+        let mut nvml = Nvml {
+            lib,
+            device: std::ptr::null_mut(),
+        };
+        // SAFETY: `name` is NUL-terminated and outlives the call; `nvml.device` is valid for one write.
+        match unsafe { by_uuid(name.as_ptr(), &mut nvml.device) } {
+            0 => Ok(nvml),
+            code => Err(format!("NVML does not know the GPU {name:?} (NVML error {code})")),
+        }
     }
 
     /// The SM clock (MHz) and the clocks event reasons, or `None` if NVML fails to say.
