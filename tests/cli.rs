@@ -413,3 +413,18 @@ fn baseline_report_joins_a_validate_folder_and_a_transformers_csv() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("hf.csv:2: 4 fields, the header has 13"), "{stderr}");
 }
+
+/// `report` on a folder kept without its runs (as the validated ones under reports/ are) says what is missing and
+/// how to get it back, once.
+#[test]
+fn report_on_a_folder_without_its_runs_says_so() {
+    let err = fails(&["report", "reports/seed-matrix-h200-validated"]);
+    assert!(
+        err.contains("has no runs/ folder") && err.contains("validating again"),
+        "{err}"
+    );
+    assert_eq!(err.matches("error:").count(), 1, "{err}");
+    // A folder that is no results folder at all.
+    let err = fails(&["report", "scenarios"]);
+    assert!(err.contains("is not a results folder"), "{err}");
+}

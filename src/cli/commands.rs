@@ -158,7 +158,17 @@ pub(super) fn report_folder(dir: &std::path::Path) -> Result<report::ReportFiles
             dir.display()
         )));
     }
-    let files = report::render_report(dir, report::render_charts).map_err(|e| anyhow::anyhow!(e))?;
+    if !dir.join("runs").is_dir() {
+        return Err(CliError::Input(format!(
+            "{} has no runs/ folder: the report is drawn from each run's tables there. A simulated folder gets them \
+             back from `batchlab simulate <scenario> --out {}`; a validated one kept without them (as those under \
+             reports/ are) only by validating again",
+            dir.display(),
+            dir.display()
+        )));
+    }
+    // ReportError's message already carries its cause: passed on as text, so it is not printed twice.
+    let files = report::render_report(dir, report::render_charts).map_err(|e| anyhow::anyhow!(e.to_string()))?;
     eprintln!("report: {} ({} charts)", files.html.display(), files.charts.len());
     Ok(files)
 }
