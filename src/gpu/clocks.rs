@@ -39,35 +39,30 @@ impl ClockSample {
 }
 
 /// What a sampler read, in time order.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct ClockTrace {
-    start: Option<Instant>,
+    start: Instant,
     pub samples: Vec<ClockSample>,
 }
 
 impl ClockTrace {
     /// A trace of `samples` taken from `start` on (for tests and for traces read back).
     pub fn new(start: Instant, samples: Vec<ClockSample>) -> Self {
-        Self {
-            start: Some(start),
-            samples,
-        }
+        Self { start, samples }
     }
 
     /// The samples read within `[from, to)`.
     pub fn between(&self, from: Instant, to: Instant) -> impl Iterator<Item = &ClockSample> {
-        let span = self
-            .start
-            .map(|s| (from.saturating_duration_since(s), to.saturating_duration_since(s)));
-        self.samples
-            .iter()
-            .filter(move |x| span.is_some_and(|(a, b)| a <= x.at && x.at < b))
+        let (a, b) = (
+            from.saturating_duration_since(self.start),
+            to.saturating_duration_since(self.start),
+        );
+        self.samples.iter().filter(move |x| a <= x.at && x.at < b)
     }
 
     /// The sample nearest to the middle of `[from, to]`, if any was read within `tolerance` of it.
     pub fn at(&self, from: Instant, to: Instant, tolerance: Duration) -> Option<ClockSample> {
-        let start = self.start?;
-        let mid = from.checked_duration_since(start)? + to.saturating_duration_since(from) / 2;
+        let mid = from.checked_duration_since(self.start)? + to.saturating_duration_since(from) / 2;
         let i = self.samples.partition_point(|s| s.at < mid);
         let near = |j: usize| self.samples.get(j).map(|s| (s.at.abs_diff(mid), *s));
         [i.checked_sub(1).and_then(near), near(i)]
@@ -148,10 +143,16 @@ impl Drop for ClockSampler {
     }
 }
 
-/// NVML, loaded, initialised, with the handle of one device.
+type ClockInfoFn = unsafe extern "C" fn(NvmlDevice, u32, *mut u32) -> i32;
+type EventReasonsFn = unsafe extern "C" fn(NvmlDevice, *mut u64) -> i32;
+
+/// NVML, loaded, initialised, with the handle of one device and the two functions a reading calls (looked up once;
+/// `None` where this NVML lacks one).
 struct Nvml {
     lib: Library,
     device: NvmlDevice,
+    clock_info: Option<ClockInfoFn>,
+    event_reasons: Option<EventReasonsFn>,
 }
 
 // SAFETY: NVML is thread-safe (its documentation: "all NVML calls are thread-safe"); the device handle is an opaque
@@ -164,13 +165,20 @@ impl Nvml {
         let lib = unsafe { Library::new("libnvidia-ml.so.1") }.map_err(|e| format!("NVML is not available: {e}"))?;
         let name = std::ffi::CString::new(uuid_string(uuid)).expect("no NUL in a formatted UUID");
         // SAFETY: the symbols have NVML's documented C signatures (nvml.h): nvmlInit_v2(void),
-        // nvmlDeviceGetHandleByUUID(const char*, nvmlDevice_t*); the function pointers are used only while `lib`
-        // (moved into the returned value, never unloaded before it) is loaded.
-        let (init, by_uuid) = unsafe {
+        // nvmlDeviceGetHandleByUUID(const char*, nvmlDevice_t*), nvmlDeviceGetClockInfo(nvmlDevice_t,
+        // nvmlClockType_t, unsigned int*), nvmlDeviceGetCurrentClocksEventReasons(nvmlDevice_t, unsigned long long*);
+        // the function pointers are used only while `lib` (moved into the returned value, never unloaded before it)
+        // is loaded.
+        let (init, by_uuid, clock_info, event_reasons) = unsafe {
             let init: Symbol<unsafe extern "C" fn() -> i32> = lib.get(b"nvmlInit_v2\0").map_err(|e| e.to_string())?;
             let by_uuid: Symbol<unsafe extern "C" fn(*const std::ffi::c_char, *mut NvmlDevice) -> i32> =
                 lib.get(b"nvmlDeviceGetHandleByUUID\0").map_err(|e| e.to_string())?;
-            (*init, *by_uuid)
+            let clock_info = lib.get::<ClockInfoFn>(b"nvmlDeviceGetClockInfo\0").ok().map(|f| *f);
+            let event_reasons = (lib
+                .get::<EventReasonsFn>(b"nvmlDeviceGetCurrentClocksEventReasons\0")
+                .ok())
+            .map(|f| *f);
+            (*init, *by_uuid, clock_info, event_reasons)
         };
         // SAFETY: as above; no arguments.
         match unsafe { init() } {
@@ -181,6 +189,8 @@ impl Nvml {
         let mut nvml = Nvml {
             lib,
             device: std::ptr::null_mut(),
+            clock_info,
+            event_reasons,
         };
         // SAFETY: `name` is NUL-terminated and outlives the call; `nvml.device` is valid for one write.
         match unsafe { by_uuid(name.as_ptr(), &mut nvml.device) } {
@@ -193,19 +203,15 @@ impl Nvml {
     fn read(&self) -> Option<(u32, u64)> {
         let mut mhz = 0u32;
         let mut reasons = 0u64;
-        // SAFETY: documented signatures (nvml.h): nvmlDeviceGetClockInfo(nvmlDevice_t, nvmlClockType_t,
-        // unsigned int*) and nvmlDeviceGetCurrentClocksEventReasons(nvmlDevice_t, unsigned long long*); the handle
-        // came from nvmlDeviceGetHandleByUUID and NVML stays initialised while `self` lives; the out-pointers are
-        // valid for one write each.
+        let clock_info = self.clock_info?;
+        // SAFETY: the functions were looked up in `self.lib`, still loaded, with their documented signatures (see
+        // `open`); the handle came from nvmlDeviceGetHandleByUUID and NVML stays initialised while `self` lives; the
+        // out-pointers are valid for one write each.
         unsafe {
-            let clock: Symbol<unsafe extern "C" fn(NvmlDevice, u32, *mut u32) -> i32> =
-                self.lib.get(b"nvmlDeviceGetClockInfo\0").ok()?;
-            if clock(self.device, NVML_CLOCK_SM, &mut mhz) != 0 {
+            if clock_info(self.device, NVML_CLOCK_SM, &mut mhz) != 0 {
                 return None;
             }
-            let events: Result<Symbol<unsafe extern "C" fn(NvmlDevice, *mut u64) -> i32>, _> =
-                self.lib.get(b"nvmlDeviceGetCurrentClocksEventReasons\0");
-            if let Ok(events) = events
+            if let Some(events) = self.event_reasons
                 && events(self.device, &mut reasons) != 0
             {
                 reasons = 0;
@@ -273,6 +279,10 @@ mod tests {
         let within: Vec<u32> = trace.between(start + ms(5), start + ms(20)).map(|s| s.sm_mhz).collect();
         assert_eq!(within, vec![1710]);
         // A trace that read nothing knows nothing.
-        assert!(ClockTrace::default().at(start, start + ms(1), ms(5)).is_none());
+        assert!(
+            ClockTrace::new(start, Vec::new())
+                .at(start, start + ms(1), ms(5))
+                .is_none()
+        );
     }
 }
