@@ -15,7 +15,14 @@
 #define DEC_WARPS (DEC_THREADS / 32)
 #define DEC_PART 256
 #define MAX_GROUP 8
-#define DEC_STAGES 2      // K/V chunk buffers per warp in the tensor-core decode kernel
+// K/V chunk buffers per warp in the tensor-core decode kernel, by head size (the host's decode_tc_stages must agree:
+// it sizes the kernel's shared memory; it passes -DDEC_STAGES_D64=N / -DDEC_STAGES_D128=N when told other counts).
+#ifndef DEC_STAGES_D64
+#define DEC_STAGES_D64 2
+#endif
+#ifndef DEC_STAGES_D128
+#define DEC_STAGES_D128 2
+#endif
 #define DEC_PART_TC 1024  // the most context tokens one tensor-core decode block covers
 
 extern __shared__ __align__(16) unsigned char dec_smem[];
@@ -485,9 +492,11 @@ __device__ __forceinline__ void attn_decode_tc_impl(const half_t* __restrict__ q
         part_size = part_plan[1];
     }
     if ((int)blockIdx.z >= num_parts) return;
+    constexpr int STAGES = D <= 64 ? DEC_STAGES_D64 : DEC_STAGES_D128;
+    static_assert(STAGES >= 2, "the decode pipeline needs two buffers at least");
     constexpr int RS = D + 8;                       // smem row stride (halves)
     constexpr int KV_WARP = 2 * 16 * RS;            // one warp's K + V chunk (halves)
-    constexpr int KV_BYTES = DEC_STAGES * DEC_WARPS * KV_WARP * 2;
+    constexpr int KV_BYTES = STAGES * DEC_WARPS * KV_WARP * 2;
     constexpr int MERGE_BYTES = DEC_WARPS * 16 * (D + 2) * 4;
     constexpr int REGION = KV_BYTES > MERGE_BYTES ? KV_BYTES : MERGE_BYTES;
     // Dynamic: REGION + 16 * RS * 2 bytes (dec_tc_smem_bytes in src/gpu/ops.rs), over 48 KB for D = 128.
@@ -504,11 +513,20 @@ __device__ __forceinline__ void attn_decode_tc_impl(const half_t* __restrict__ q
     const int* bt = pc.block_tables + (size_t)s * pc.max_blocks_per_seq;
 
     // The cache slots of the partition's tokens (-1: none), looked up once: the copy loop below then issues its
-    // loads without waiting on a block-table read first.
+    // loads without waiting on a block-table read first. Each cache block's id is read from global memory once, not
+    // once per token (at 1,024 tokens a partition, eight rounds of block-table reads a thread), into the K/V staging
+    // area, which is free until the copies start.
     __shared__ int slot_s[DEC_PART_TC];
-    for (int i = threadIdx.x; i < n; i += DEC_THREADS) {
-        const int t = start + i, blk = bt[t / pc.block_size];
-        slot_s[i] = blk < 0 || blk >= pc.num_blocks ? -1 : blk * pc.block_size + t % pc.block_size;
+    {
+        int* blk_s = reinterpret_cast<int*>(smem);  // at most DEC_PART_TC ids: far inside REGION
+        const int first = start / pc.block_size;
+        const int blocks = n > 0 ? (start + n - 1) / pc.block_size - first + 1 : 0;
+        for (int j = threadIdx.x; j < blocks; j += DEC_THREADS) blk_s[j] = bt[first + j];
+        __syncthreads();
+        for (int i = threadIdx.x; i < n; i += DEC_THREADS) {
+            const int t = start + i, blk = blk_s[t / pc.block_size - first];
+            slot_s[i] = blk < 0 || blk >= pc.num_blocks ? -1 : blk * pc.block_size + t % pc.block_size;
+        }
     }
     // Q rows 0..group-1 are the group's heads; rows up to 16 are zero.
     for (int c = threadIdx.x; c < 16 * (D / 8); c += DEC_THREADS) {
@@ -522,48 +540,50 @@ __device__ __forceinline__ void attn_decode_tc_impl(const half_t* __restrict__ q
     warp_state_init<D>(st, q_s);
     const float scale_log2 = scale * LOG2E;
 
-    // Each warp streams its chunks of 16 tokens through DEC_STAGES (2) buffers: the next chunk's K and V are in
-    // flight while the current one is scored, so the loads of one warp overlap its own arithmetic.
-    half_t* warp_kv = kv_s + warp * DEC_STAGES * KV_WARP;
-    // Starts the copy of chunk c0 into buffer `buf`; returns this lane's cache offset (lanes < 16: token c0 + lane,
-    // -1 where there is none). Warp-uniform: every lane calls it with the same c0.
-    auto issue = [&](int c0, int buf) -> long long {
+    // Each warp streams its chunks of 16 tokens through STAGES buffers: the next STAGES - 1 chunks' K and V are in
+    // flight while the current one is scored, so a warp keeps several loads outstanding under its own arithmetic
+    // (with one chunk ahead, a block was bound by the memory's latency, not its bandwidth, until many blocks shared
+    // each SM). Chunk j of the warp sits in buffer j % STAGES.
+    half_t* warp_kv = kv_s + warp * STAGES * KV_WARP;
+    // Starts the copy of chunk c0 into buffer `buf`. Warp-uniform: every lane calls it with the same c0.
+    auto issue = [&](int c0, int buf) {
         half_t* ks = warp_kv + buf * KV_WARP;
         half_t* vs = ks + 16 * RS;
-        long long my_off = -1;
-        auto offset = [&](int i) -> long long {
-            const int slot = i < n ? slot_s[i] : -1;
-            return slot < 0 ? -1 : ((long long)slot * pc.kv_heads + kvh) * D;
-        };
-        if (lane < 16) my_off = offset(c0 + lane);
 #pragma unroll
         for (int i = 0; i < (16 * (D / 8)) / 32; ++i) {
             const int p = lane + 32 * i;
             const int r = p / (D / 8), ch = p % (D / 8);
-            const long long off = offset(c0 + r);
+            const int slot = c0 + r < n ? slot_s[c0 + r] : -1;
+            const long long off = slot < 0 ? -1 : ((long long)slot * pc.kv_heads + kvh) * D;
             const bool ok = off >= 0;
             cp_async16(smem_addr(ks + r * RS + ch * 8), ok ? pc.k_cache + off + ch * 8 : pc.k_cache, ok);
             cp_async16(smem_addr(vs + r * RS + ch * 8), ok ? pc.v_cache + off + ch * 8 : pc.v_cache, ok);
         }
-        return my_off;
     };
     constexpr int STRIDE = DEC_WARPS * 16;
-    int buf = 0;
-    long long cur_off = warp * 16 < n ? issue(warp * 16, 0) : -1;
-    cp_async_commit();
-    for (int c0 = warp * 16; c0 < n; c0 += STRIDE) {
-        const long long next_off = c0 + STRIDE < n ? issue(c0 + STRIDE, buf ^ 1) : -1;
+    // One commit group per chunk, empty past the end, so "all but the newest STAGES - 1 groups have landed" always
+    // means "the chunk about to be scored has landed".
+#pragma unroll
+    for (int k = 0; k < STAGES - 1; ++k) {
+        if (warp * 16 + k * STRIDE < n) issue(warp * 16 + k * STRIDE, k);
         cp_async_commit();
-        cp_async_wait<1>();  // chunk c0 has landed; chunk c0 + STRIDE may still be in flight
+    }
+    int buf = 0;
+    for (int c0 = warp * 16; c0 < n; c0 += STRIDE) {
+        const int ahead = c0 + (STAGES - 1) * STRIDE;
+        // The buffer of the chunk scored last iteration (the __syncwarp after it let every lane finish reading).
+        if (ahead < n) issue(ahead, (buf + STAGES - 1) % STAGES);
+        cp_async_commit();
+        cp_async_wait<STAGES - 1>();
         __syncwarp();
         const half_t* ks = warp_kv + buf * KV_WARP;
         const half_t* vs = ks + 16 * RS;
         const int valid = min(16, n - c0);
-        const unsigned okmask = __ballot_sync(FULL_MASK, cur_off >= 0);  // bit j: token j exists in the cache
+        // bit j: token c0 + j exists in the cache
+        const unsigned okmask = __ballot_sync(FULL_MASK, lane < valid && slot_s[c0 + lane] >= 0);
         warp_attend16<D>(st, ks, vs, scale_log2, [&](int, int j) { return j < valid && ((okmask >> j) & 1u); });
-        __syncwarp();  // the copy issued next overwrites this buffer
-        cur_off = next_off;
-        buf ^= 1;
+        __syncwarp();  // a later copy overwrites this buffer
+        buf = (buf + 1) % STAGES;
     }
     cp_async_wait<0>();
     warp_finish<D>(st);

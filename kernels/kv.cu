@@ -14,9 +14,10 @@
 // A negative slot (a padding token) or one past the cache (`num_slots`) is not written. RoPE is the rotate-half
 // (GPT-NeoX) form Qwen2 uses: pairs (i, i + head_dim/2) rotate by pos * theta^(-2i/head_dim), computed in f32.
 //
-// Work is flattened over (token, item), grid-stride, so consecutive threads touch consecutive bytes: an item is two
-// neighbouring rotation pairs of one head (two 4-byte loads, two 4-byte stores) or 8 halves of the V row (16
-// bytes). head_dim must be a multiple of 8 (checked by the host) and at most 512.
+// Work is flattened over (token, item), grid-stride, so consecutive threads touch consecutive bytes: an item is four
+// neighbouring rotation pairs of one head (two 8-byte loads, two 8-byte stores) or 8 halves of the V row (16
+// bytes). head_dim must be a multiple of 8 (checked by the host) and at most 512; tokens * items < 2^32 (checked
+// by the host: indices are 32-bit, a 64-bit division per item made this kernel compute-bound).
 // sin and cos of an angle of any size: reduced to [-pi, pi] with a two-part 2*pi (Cody-Waite), then the hardware's
 // approximations (absolute error below 1e-6 there) — far inside fp16's resolution, and much cheaper than the
 // full-range library sincosf, which made this kernel compute-bound.
@@ -43,34 +44,39 @@ extern "C" __global__ void kv_append_rope_f16(const half_t* __restrict__ qkv, co
         inv_freq[i] = 1.0f / powf(theta, (float)(2 * i) / (float)head_dim);
     pdl_wait();
     __syncthreads();
-    const int per_head = half_dim / 2;
+    const int per_head = half_dim / 4;
     const int rot_items = (q_heads + kv_heads) * per_head;
     const int kv_row = kv_heads * head_dim;
-    const int items = rot_items + kv_row / 8;
+    const unsigned items = rot_items + kv_row / 8;
     const size_t row_len = (size_t)(q_heads + 2 * kv_heads) * head_dim;
-    const size_t total = (size_t)tokens * items;
-    for (size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x; idx < total;
-         idx += (size_t)gridDim.x * blockDim.x) {
-        const size_t t = idx / items;
-        const int r = (int)(idx % items);
-        const half_t* row = qkv + t * row_len;
+    const unsigned total = (unsigned)tokens * items;
+    for (unsigned idx = blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += gridDim.x * blockDim.x) {
+        const unsigned t = idx / items;
+        const int r = (int)(idx - t * items);
+        const half_t* row = qkv + (size_t)t * row_len;
         const long long slot = slot_mapping[t];
         const bool write_kv = slot >= 0 && slot < num_slots;
         if (r < rot_items) {
-            const int h = r / per_head, i = 2 * (r % per_head);
+            const int h = r / per_head, i = 4 * (r % per_head);
             if (h >= q_heads && !write_kv) continue;
             const float pos = (float)positions[t];
             const half_t* src = row + (size_t)h * head_dim;
-            const u32 a = *reinterpret_cast<const u32*>(src + i);
-            const u32 b = *reinterpret_cast<const u32*>(src + i + half_dim);
-            float s0, c0, s1, c1;
-            rope_sincos(pos * inv_freq[i], &s0, &c0);
-            rope_sincos(pos * inv_freq[i + 1], &s1, &c1);
-            const float x1a = lo_f(a), x1b = hi_f(a), x2a = lo_f(b), x2b = hi_f(b);
-            half_t* dst = h < q_heads ? q_out + (t * q_heads + h) * head_dim
+            const uint2 a = *reinterpret_cast<const uint2*>(src + i);
+            const uint2 b = *reinterpret_cast<const uint2*>(src + i + half_dim);
+            const float x1[4] = {lo_f(a.x), hi_f(a.x), lo_f(a.y), hi_f(a.y)};
+            const float x2[4] = {lo_f(b.x), hi_f(b.x), lo_f(b.y), hi_f(b.y)};
+            float y1[4], y2[4];
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+                float sn, cs;
+                rope_sincos(pos * inv_freq[i + j], &sn, &cs);
+                y1[j] = x1[j] * cs - x2[j] * sn;
+                y2[j] = x2[j] * cs + x1[j] * sn;
+            }
+            half_t* dst = h < q_heads ? q_out + ((size_t)t * q_heads + h) * head_dim
                                       : k_cache + (size_t)slot * kv_row + (size_t)(h - q_heads) * head_dim;
-            *reinterpret_cast<u32*>(dst + i) = pack2(x1a * c0 - x2a * s0, x1b * c1 - x2b * s1);
-            *reinterpret_cast<u32*>(dst + i + half_dim) = pack2(x2a * c0 + x1a * s0, x2b * c1 + x1b * s1);
+            *reinterpret_cast<uint2*>(dst + i) = make_uint2(pack2(y1[0], y1[1]), pack2(y1[2], y1[3]));
+            *reinterpret_cast<uint2*>(dst + i + half_dim) = make_uint2(pack2(y2[0], y2[1]), pack2(y2[2], y2[3]));
         } else if (write_kv) {
             const int e = (r - rot_items) * 8;
             const uint4 v = *reinterpret_cast<const uint4*>(row + (size_t)(q_heads + kv_heads) * head_dim + e);

@@ -17,14 +17,23 @@ extern "C" __global__ void argmax_f16(const half_t* __restrict__ logits, int* __
     float bv = NEG_BIG * 1e8f;  // -inf: every finite logit beats it
     int bi = 0x7fffffff;
     if ((vocab & 7) == 0) {  // 16-byte aligned rows: 8 logits per load
+        // Four loads per thread in flight before any is compared (one at a time left the row latency-bound).
         const uint4* x4 = reinterpret_cast<const uint4*>(x);
-        for (int c = threadIdx.x; c < vocab / 8; c += blockDim.x) {
-            uint4 v = x4[c];
-            const int base = c * 8;
-            better(bv, bi, lo_f(v.x), base + 0); better(bv, bi, hi_f(v.x), base + 1);
-            better(bv, bi, lo_f(v.y), base + 2); better(bv, bi, hi_f(v.y), base + 3);
-            better(bv, bi, lo_f(v.z), base + 4); better(bv, bi, hi_f(v.z), base + 5);
-            better(bv, bi, lo_f(v.w), base + 6); better(bv, bi, hi_f(v.w), base + 7);
+        const int nv = vocab / 8, step = blockDim.x;
+        for (int c0 = threadIdx.x; c0 < nv; c0 += 4 * step) {
+            uint4 v[4];
+#pragma unroll
+            for (int j = 0; j < 4; ++j)
+                if (c0 + j * step < nv) v[j] = x4[c0 + j * step];
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+                if (c0 + j * step >= nv) break;
+                const int base = (c0 + j * step) * 8;
+                better(bv, bi, lo_f(v[j].x), base + 0); better(bv, bi, hi_f(v[j].x), base + 1);
+                better(bv, bi, lo_f(v[j].y), base + 2); better(bv, bi, hi_f(v[j].y), base + 3);
+                better(bv, bi, lo_f(v[j].z), base + 4); better(bv, bi, hi_f(v[j].z), base + 5);
+                better(bv, bi, lo_f(v[j].w), base + 6); better(bv, bi, hi_f(v[j].w), base + 7);
+            }
         }
     } else {
         for (int i = threadIdx.x; i < vocab; i += blockDim.x) better(bv, bi, h2f(x[i]), i);

@@ -68,8 +68,40 @@ pub const KERNEL_FILES: &[KernelFile] = &[
 /// make a profile of the timed kernels stale.
 pub const UNTIMED_FILES: &[&str] = &["bias.cu", "init.cu"];
 
-/// SHA-256 (hex) over every kernel source and header (but [`UNTIMED_FILES`]): the "kernel source hash" a
-/// calibration profile records, so a profile measured with other kernels is recognised as stale.
+/// K/V chunk buffers per warp of the tensor-core decode attention kernel for head size `d` (its pipeline depth): 2.
+/// `BATCHLAB_DECODE_STAGES=N` (2 to 4) sets another, for `bench-kernels` to compare depths; the count then goes into
+/// the kernels' compile options and [`kernel_source_hash`], so what is measured with it is never taken for the
+/// default kernels. (On an H200, 3 and 4 stages were no faster than 2 at any of seven batch × context points from
+/// 1 × 4,096 to 256 × 1,024, for heads of 64 and of 128 values: a warp's copies are not what a block waits on.)
+pub fn decode_stages(_d: usize) -> usize {
+    decode_stages_override().unwrap_or(2)
+}
+
+fn decode_stages_override() -> Option<usize> {
+    static STAGES: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    *STAGES.get_or_init(|| {
+        let v = std::env::var("BATCHLAB_DECODE_STAGES").ok()?;
+        match v.trim().parse::<usize>() {
+            Ok(n @ 2..=4) => Some(n),
+            _ => {
+                tracing::warn!("BATCHLAB_DECODE_STAGES={v:?} is not a count from 2 to 4: ignored");
+                None
+            }
+        }
+    })
+}
+
+/// The `-D` options every kernel file is compiled with: none, unless [`decode_stages`] is overridden.
+pub fn kernel_defines() -> Vec<String> {
+    match decode_stages_override() {
+        Some(n) => vec![format!("-DDEC_STAGES_D64={n}"), format!("-DDEC_STAGES_D128={n}")],
+        None => Vec::new(),
+    }
+}
+
+/// SHA-256 (hex) over every kernel source and header (but [`UNTIMED_FILES`]), and the [`kernel_defines`] when there
+/// are any: the "kernel source hash" a calibration profile records, so a profile measured with other kernels is
+/// recognised as stale.
 pub fn kernel_source_hash() -> String {
     let mut h = Sha256::new();
     for (name, src) in HEADERS {
@@ -82,6 +114,10 @@ pub fn kernel_source_hash() -> String {
         h.update(f.name.as_bytes());
         h.update([0]);
         h.update(f.source.as_bytes());
+        h.update([0]);
+    }
+    for d in kernel_defines() {
+        h.update(d.as_bytes());
         h.update([0]);
     }
     hex(&h.finalize())
@@ -211,6 +247,7 @@ fn options(target: CompileTarget, extra: &[String]) -> Vec<String> {
         format!("--gpu-architecture={}", target.arch_flag()),
         "-std=c++17".to_string(),
     ];
+    o.extend(kernel_defines());
     if let Some(dir) = toolkit_include_dir() {
         o.push(format!("--include-path={}", dir.display()));
     }

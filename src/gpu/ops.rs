@@ -41,11 +41,12 @@ pub enum AttentionKernel {
     /// CUDA-core FMAs: the first, simpler kernels, kept as a cross-check.
     Simt,
 }
-/// Dynamic shared memory of the tensor-core decode kernel for head size `d`: per warp (4) and stage (2) a 16-token
-/// K and V chunk of rows padded to `d + 8` halves (reused by the warps' merge), plus the block's 16 query rows.
+/// Dynamic shared memory of the tensor-core decode kernel for head size `d`: per warp (4) and stage
+/// ([`super::compile::decode_stages`]) a 16-token K and V chunk of rows padded to `d + 8` halves (reused by the
+/// warps' merge), plus the block's 16 query rows.
 pub(crate) fn decode_tc_smem_bytes(d: usize) -> u32 {
     let row = d + 8;
-    let kv = 2 * 4 * (2 * 16 * row) * 2;
+    let kv = super::compile::decode_stages(d) * 4 * (2 * 16 * row) * 2;
     let merge = 4 * 16 * (d + 2) * 4;
     (kv.max(merge) + 16 * row * 2) as u32
 }
@@ -256,10 +257,12 @@ impl Gpu {
         }
         let f = self.kernels().get(KernelId::RmsNormF16);
         let h = hidden as i32;
+        let rows = i32_of(OP, "tokens", tokens)?;
         let mut b = self.stream().launch_builder(f);
-        b.arg(x).arg(weight).arg(out).arg(&h).arg(&eps);
-        // SAFETY: rmsnorm_f16(x, w, out, hidden, eps) reads tokens*hidden of x and hidden of w and writes
-        // tokens*hidden of out, one block per row; all three lengths were checked above.
+        b.arg(x).arg(weight).arg(out).arg(&h).arg(&eps).arg(&rows);
+        // SAFETY: rmsnorm_f16(x, w, out, hidden, eps, tokens) reads tokens*hidden of x and hidden of w and writes
+        // tokens*hidden of out, one warp per row (rows past `tokens` do nothing); all three lengths were checked
+        // above.
         unsafe { b.launch(norm_cfg(tokens)?) }?;
         Ok(())
     }
@@ -302,10 +305,12 @@ impl Gpu {
         }
         let f = self.kernels().get(KernelId::AddRmsNormF16);
         let h = hidden as i32;
+        let rows = i32_of(OP, "tokens", tokens)?;
         let mut b = self.stream().launch_builder(f);
-        b.arg(x).arg(residual).arg(weight).arg(out).arg(&h).arg(&eps);
+        b.arg(x).arg(residual).arg(weight).arg(out).arg(&h).arg(&eps).arg(&rows);
         // SAFETY: add_rmsnorm_f16 reads x and reads/writes residual (tokens*hidden each), reads hidden of w, writes
-        // tokens*hidden of out; lengths checked above. residual and out are distinct buffers (&mut borrows).
+        // tokens*hidden of out, one warp per row (rows past `tokens` do nothing); lengths checked above. residual
+        // and out are distinct buffers (&mut borrows).
         unsafe { b.launch(norm_cfg(tokens)?) }?;
         Ok(())
     }
@@ -329,7 +334,16 @@ impl Gpu {
         if pairs == 0 {
             return Ok(());
         }
-        let blocks = pairs.div_ceil(256).min(self.info().sm_count as usize * 16);
+        if u32::try_from(pairs).is_err() {
+            return Err(GpuError::shape(
+                OP,
+                format!("{tokens} × {inter} values: the kernel indexes at most 2^32 pairs"),
+            ));
+        }
+        // One thread per 16-byte vector of the output (or pair, where inter is not a multiple of 8), grid-stride
+        // beyond 16 blocks per SM.
+        let items = if inter.is_multiple_of(8) { pairs / 4 } else { pairs };
+        let blocks = items.div_ceil(256).min(self.info().sm_count as usize * 16);
         let cfg = LaunchConfig {
             grid_dim: (grid_u32(OP, blocks)?, 1, 1),
             block_dim: (256, 1, 1),
@@ -361,16 +375,18 @@ impl Gpu {
         if tokens == 0 || hidden == 0 {
             return Ok(());
         }
+        let t = i32_of(OP, "tokens", tokens)?;
         let cfg = LaunchConfig {
-            grid_dim: (grid_u32(OP, tokens)?, 1, 1),
-            block_dim: (128, 1, 1),
+            grid_dim: (grid_u32(OP, tokens.div_ceil(ROWS_PER_BLOCK))?, 1, 1),
+            block_dim: (256, 1, 1),
             shared_mem_bytes: 0,
         };
         let f = self.kernels().get(KernelId::EmbeddingF16);
         let mut b = self.stream().launch_builder(f);
-        b.arg(ids).arg(table).arg(out).arg(&v).arg(&h);
+        b.arg(ids).arg(table).arg(out).arg(&v).arg(&h).arg(&t);
         // SAFETY: embedding_f16 reads tokens ids, rows of table only for ids in [0, vocab) (checked in the kernel),
-        // and writes tokens*hidden of out; lengths checked above.
+        // and writes tokens*hidden of out, one warp per token (tokens past `tokens` do nothing); lengths checked
+        // above.
         unsafe { b.launch(cfg) }?;
         Ok(())
     }
@@ -440,9 +456,15 @@ impl Gpu {
             return Ok(());
         }
         let tokens = i32_of(OP, "tokens", t)?;
-        // One item per thread: two rotation pairs, or 8 halves of V (see kernels/kv.cu); grid-stride beyond 16
+        // One item per thread: four rotation pairs, or 8 halves of V (see kernels/kv.cu); grid-stride beyond 16
         // blocks per SM.
-        let items = t * ((shape.q_heads + l.kv_heads) * d / 4 + l.kv_heads * d / 8);
+        let items = t * ((shape.q_heads + 2 * l.kv_heads) * d / 8);
+        if u32::try_from(items).is_err() {
+            return Err(GpuError::shape(
+                OP,
+                format!("{t} tokens: the kernel indexes at most 2^32 items"),
+            ));
+        }
         let blocks = items.div_ceil(256).min(self.info().sm_count as usize * 16).max(1);
         let cfg = LaunchConfig {
             grid_dim: (grid_u32(OP, blocks)?, 1, 1),
@@ -797,9 +819,12 @@ fn check_norm(
     need(op, "weight", weight, hidden)
 }
 
+/// Rows per block of the norm and embedding kernels: one warp each, 256 threads (`NORM_ROWS`, `EMB_ROWS`).
+const ROWS_PER_BLOCK: usize = 8;
+
 fn norm_cfg(tokens: usize) -> Result<LaunchConfig, GpuError> {
     Ok(LaunchConfig {
-        grid_dim: (grid_u32("norm", tokens)?, 1, 1),
+        grid_dim: (grid_u32("norm", tokens.div_ceil(ROWS_PER_BLOCK))?, 1, 1),
         block_dim: (256, 1, 1),
         shared_mem_bytes: 0,
     })
