@@ -170,72 +170,94 @@ pub fn out_of_sample(profile: &Profile, offset: &Profile) -> Result<Vec<OpErrors
 #[derive(Clone, Debug, PartialEq)]
 pub struct Agreement {
     pub op: String,
+    /// Points both profiles measured (at the same coordinates).
     pub points: usize,
     pub within_spread: usize,
     pub max_rel_diff: f64,
+    /// Points only one of the two measured (their grids differ there): not compared.
+    pub unmatched: usize,
 }
 
-fn agree(op: String, a: &[f64], sa: &[f64], b: &[f64], sb: &[f64]) -> Agreement {
-    let mut within = 0;
+/// The coordinates of a table's points, in the order of its values: a curve's x, a surface's (x, y) row by row.
+fn curve_keys(c: &Curve) -> Vec<(f64, f64)> {
+    c.x.iter().map(|&x| (x, 0.0)).collect()
+}
+
+fn surface_keys(s: &Surface) -> Vec<(f64, f64)> {
+    (s.x.iter()).flat_map(|&x| s.y.iter().map(move |&y| (x, y))).collect()
+}
+
+/// Compares two tables point by point where both measured the same coordinates (`ka`, `kb`: each value's
+/// coordinates): a point agrees when the two medians differ by no more than the larger of their spreads.
+fn agree(
+    op: String,
+    (ka, a, sa): (&[(f64, f64)], &[f64], &[f64]),
+    (kb, b, sb): (&[(f64, f64)], &[f64], &[f64]),
+) -> Agreement {
+    let (mut points, mut within) = (0, 0);
     let mut max_rel: f64 = 0.0;
-    for i in 0..a.len().min(b.len()) {
-        let d = rel(b[i], a[i]);
+    for (i, key) in ka.iter().enumerate().take(a.len()) {
+        let Some(j) = kb.iter().take(b.len()).position(|k| k == key) else {
+            continue;
+        };
+        points += 1;
+        let d = rel(b[j], a[i]);
         max_rel = max_rel.max(d);
-        let tolerance = sa.get(i).copied().unwrap_or(0.0).max(sb.get(i).copied().unwrap_or(0.0));
+        let tolerance = sa.get(i).copied().unwrap_or(0.0).max(sb.get(j).copied().unwrap_or(0.0));
         if d <= tolerance {
             within += 1;
         }
     }
     Agreement {
         op,
-        points: a.len().min(b.len()),
+        points,
         within_spread: within,
         max_rel_diff: max_rel,
+        unmatched: a.len().min(ka.len()) + b.len().min(kb.len()) - 2 * points,
     }
 }
 
+/// How two calibrations of one model agree, table by table, over the points both measured.
 pub fn agreement(a: &Profile, b: &Profile) -> Result<Vec<Agreement>, String> {
     let mut out = Vec::new();
     for ga in &a.gemm {
         let gb = b.gemm_table(&ga.name)?;
-        if ga.ours_us.x != gb.ours_us.x {
-            return Err(format!("gemm {}: the two profiles measured different grids", ga.name));
-        }
+        let (ka, kb) = (curve_keys(&ga.ours_us), curve_keys(&gb.ours_us));
         out.push(agree(
             format!("gemm {} (ours)", ga.name),
-            &ga.ours_us.y,
-            &ga.ours_spread,
-            &gb.ours_us.y,
-            &gb.ours_spread,
+            (&ka, &ga.ours_us.y, &ga.ours_spread),
+            (&kb, &gb.ours_us.y, &gb.ours_spread),
         ));
+        let (ka, kb) = (curve_keys(&ga.cublas_us), curve_keys(&gb.cublas_us));
         out.push(agree(
             format!("gemm {} (cuBLAS)", ga.name),
-            &ga.cublas_us.y,
-            &ga.cublas_spread,
-            &gb.cublas_us.y,
-            &gb.cublas_spread,
+            (&ka, &ga.cublas_us.y, &ga.cublas_spread),
+            (&kb, &gb.cublas_us.y, &gb.cublas_spread),
         ));
     }
     for oa in &a.ops {
         let ob = b.op_table(&oa.name)?;
-        out.push(agree(oa.name.clone(), &oa.us.y, &oa.spread, &ob.us.y, &ob.spread));
+        let (ka, kb) = (curve_keys(&oa.us), curve_keys(&ob.us));
+        out.push(agree(
+            oa.name.clone(),
+            (&ka, &oa.us.y, &oa.spread),
+            (&kb, &ob.us.y, &ob.spread),
+        ));
     }
-    let (pa, pb) = (&a.attention_prefill, &b.attention_prefill);
-    out.push(agree(
-        "attention prefill".into(),
-        &pa.us.z,
-        &pa.spread,
-        &pb.us.z,
-        &pb.spread,
-    ));
-    let (da, db) = (&a.attention_decode, &b.attention_decode);
-    out.push(agree(
-        "attention decode".into(),
-        &da.us.z,
-        &da.spread,
-        &db.us.z,
-        &db.spread,
-    ));
+    for (name, ta, tb) in [
+        ("attention prefill", &a.attention_prefill, &b.attention_prefill),
+        ("attention decode", &a.attention_decode, &b.attention_decode),
+    ] {
+        let (ka, kb) = (surface_keys(&ta.us), surface_keys(&tb.us));
+        out.push(agree(
+            name.into(),
+            (&ka, &ta.us.z, &ta.spread),
+            (&kb, &tb.us.z, &tb.spread),
+        ));
+    }
+    if out.iter().all(|r| r.points == 0) {
+        return Err("the two profiles have no grid point in common".into());
+    }
     Ok(out)
 }
 
@@ -317,5 +339,27 @@ mod tests {
         let norm = r.iter().find(|x| x.op == "add_rmsnorm").unwrap();
         assert_eq!(norm.within_spread, norm.points - 1);
         assert!((norm.max_rel_diff - 0.05).abs() < 1e-9);
+    }
+
+    #[test]
+    fn agreement_pairs_points_by_their_coordinates_when_grids_differ() {
+        let model = by_name("qwen2.5-0.5b").unwrap();
+        let a = synthetic_profile(&model);
+        let mut b = a.clone();
+        // b's decode table gains a batch between a's first two: every later row shifts, but the values at the
+        // shared coordinates are the same, so they all agree and the new row is counted apart.
+        let d = &mut b.attention_decode;
+        let ny = d.us.y.len();
+        let (x0, x1) = (d.us.x[0], d.us.x[1]);
+        d.us.x.insert(1, (x0 + x1) / 2.0);
+        let row: Vec<f64> = d.us.z[..ny].iter().map(|z| z * 3.0).collect();
+        d.us.z.splice(ny..ny, row);
+        d.spread.splice(ny..ny, vec![0.0; ny]);
+        let r = agreement(&a, &b).unwrap();
+        let decode = r.iter().find(|x| x.op == "attention decode").unwrap();
+        assert_eq!(decode.points, a.attention_decode.us.z.len());
+        assert_eq!(decode.within_spread, decode.points);
+        assert_eq!(decode.unmatched, ny);
+        assert_eq!(decode.max_rel_diff, 0.0);
     }
 }

@@ -423,6 +423,16 @@ pub fn compare_profiles(args: CompareArgs) -> Result<(), CliError> {
         "| **all** | {points} | {within} ({:.1}%) | |",
         100.0 * within as f64 / points.max(1) as f64
     );
+    let unmatched: usize = rows.iter().map(|r| r.unmatched).sum();
+    if unmatched > 0 {
+        let tables: Vec<&str> = (rows.iter().filter(|r| r.unmatched > 0))
+            .map(|r| r.op.as_str())
+            .collect();
+        println!(
+            "\nThe grids differ: {unmatched} point(s) measured by only one of the two were not compared ({}).",
+            tables.join(", ")
+        );
+    }
     println!("\nrun times: {:.1} s and {:.1} s", a.run.seconds, b.run.seconds);
     Ok(())
 }

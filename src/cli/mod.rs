@@ -87,8 +87,9 @@ pub enum Command {
     /// Example: batchlab baseline-report --validated out/seed-matrix-validate --baseline out/hf.csv --out
     /// out/baseline.md
     BaselineReport(BaselineReportArgs),
-    /// Compare two calibration profiles of the same grid: per table, how many points agree within the measured
-    /// spread.
+    /// Compare two calibration profiles of one model: per table, how many of the points both measured agree within
+    /// their measured spread (points of one grid only are counted apart). Example: batchlab compare-profiles
+    /// calibration/h200/repeat/qwen2.5-0.5b.first.json calibration/h200/repeat/qwen2.5-0.5b.json
     CompareProfiles(CompareArgs),
     /// Compare the headline metrics of two summaries of the same runs, run by run: a `validate` folder (measured)
     /// and a `simulate` folder (simulated) of the same scenario, for example after refitting a profile or changing
