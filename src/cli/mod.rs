@@ -95,7 +95,7 @@ pub enum Command {
     /// and a `simulate` folder (simulated) of the same scenario, for example after refitting a profile or changing
     /// the cost model (`simulate` reproduces `validate`'s simulated side), without a GPU. Prints per metric the
     /// median, p95 and largest relative error and the verdict against the targets. Example: batchlab
-    /// compare-summaries reports/seed-matrix-h100-validated out/seed-matrix
+    /// compare-summaries reports/seed-matrix-h200-validated out/sm-h200 (simulated with the H200 profiles)
     CompareSummaries(CompareArgs),
     /// Report how well a profile predicts the points of an offset grid (the <model>.offset.json that
     /// `calibrate --check` writes), per op: median, p95 and largest relative error.
