@@ -68,12 +68,12 @@ pub const KERNEL_FILES: &[KernelFile] = &[
 /// make a profile of the timed kernels stale.
 pub const UNTIMED_FILES: &[&str] = &["bias.cu", "init.cu"];
 
-/// K/V chunk buffers per warp of the tensor-core decode attention kernel for head size `d` (its pipeline depth): 2.
-/// `BATCHLAB_DECODE_STAGES=N` (2 to 4) sets another, for `bench-kernels` to compare depths; the count then goes into
-/// the kernels' compile options and [`kernel_source_hash`], so what is measured with it is never taken for the
+/// K/V chunk buffers per warp of the tensor-core decode attention kernel (its pipeline depth), for every head size:
+/// 2. `BATCHLAB_DECODE_STAGES=N` (2 to 4) sets another, for `bench-kernels` to compare depths; the count then goes
+/// into the kernels' compile options and [`kernel_source_hash`], so what is measured with it is never taken for the
 /// default kernels. (On an H200, 3 and 4 stages were no faster than 2 at any of seven batch × context points from
 /// 1 × 4,096 to 256 × 1,024, for heads of 64 and of 128 values: a warp's copies are not what a block waits on.)
-pub fn decode_stages(_d: usize) -> usize {
+pub fn decode_stages() -> usize {
     decode_stages_override().unwrap_or(2)
 }
 

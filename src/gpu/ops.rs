@@ -46,7 +46,7 @@ pub enum AttentionKernel {
 /// warps' merge), plus the block's 16 query rows.
 pub(crate) fn decode_tc_smem_bytes(d: usize) -> u32 {
     let row = d + 8;
-    let kv = super::compile::decode_stages(d) * 4 * (2 * 16 * row) * 2;
+    let kv = super::compile::decode_stages() * 4 * (2 * 16 * row) * 2;
     let merge = 4 * 16 * (d + 2) * 4;
     (kv.max(merge) + 16 * row * 2) as u32
 }
