@@ -301,6 +301,26 @@ fn bench_engine_checks_its_plans_profile_before_the_gpu() {
     let own = "calibration/h100-80gb-hbm3/qwen2.5-0.5b.json";
     let out = batchlab(&["bench-engine", "--model", "qwen2.5-0.5b", "--plans", own, "--gpu", "99"]);
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    // Decode steps between prefills: 1 to 64 of them.
+    for bad in ["0", "65", "x"] {
+        let out = batchlab(&["bench-engine", "--prefill-after-decodes", bad, "--gpu", "99"]);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{bad}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = batchlab(&[
+        "bench-engine",
+        "--prefill",
+        "1x64",
+        "--prefill-after-decodes",
+        "8",
+        "--gpu",
+        "99",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]

@@ -23,6 +23,8 @@ pub const DECODE_POINTS: [(u32, u32); 9] = [
 ];
 /// Prefill points (sequences, tokens each): 8 × 512 and single prompts of 4096 tokens and more.
 pub const PREFILL_POINTS: [(u32, u32); 3] = [(8, 512), (1, 4096), (2, 4096)];
+/// The context of the one sequence that decodes between the prefills of `--prefill-after-decodes` when it starts.
+const RUNNING_CONTEXT: u32 = 128;
 
 /// How the engine under test is built: which GEMM runs every GEMM, and how a decode graph's kernels follow each
 /// other.
@@ -66,6 +68,8 @@ pub struct EnginePoint {
     /// Tokens the step produces (decode) or computes (prefill).
     pub tokens: u64,
     pub step_us: f64,
+    /// The host's time to issue the step (plan handed over to its last launch).
+    pub issue_us: f64,
     /// What the step must read and write (weights, KV, activations) and the FLOPs it does.
     pub bytes: f64,
     pub flops: f64,
@@ -78,7 +82,7 @@ impl EnginePoint {
         variant: EngineVariant,
         what: String,
         tokens: u64,
-        step_us: f64,
+        (step_us, issue_us): (f64, f64),
         ops: (f64, f64),
         floor_us: f64,
     ) -> EnginePoint {
@@ -87,6 +91,7 @@ impl EnginePoint {
             what,
             tokens,
             step_us,
+            issue_us,
             bytes: ops.0,
             flops: ops.1,
             floor_us,
@@ -139,14 +144,25 @@ fn ops_of(model: &ModelSpec, sample: &EngineStepSample) -> (f64, f64) {
     (ops.bytes(), ops.flops())
 }
 
-/// Measures the ceilings, then each decode and prefill point on an engine with seeded random weights, once per
-/// variant; `ours` is how the variants of our GEMM launch it (every GEMM ours, with a profile's tuned plans or the
-/// default one). Gives the GPU back.
+/// What `bench-engine` times.
+#[derive(Clone, Copy, Debug)]
+pub struct BenchPoints<'a> {
+    /// (batch, context) of decode steps.
+    pub decode: &'a [(u32, u32)],
+    /// (sequences, tokens each) of prefill-only steps, timed back to back.
+    pub prefill: &'a [(u32, u32)],
+    /// Each prefill point timed a second time with this many decode steps of one other sequence before each of its
+    /// steps, as serving issues a new prompt between decode steps.
+    pub prefill_after_decodes: Option<u32>,
+}
+
+/// Measures the ceilings, then each point on an engine with seeded random weights, once per variant; `ours` is how
+/// the variants of our GEMM launch it (every GEMM ours, with a profile's tuned plans or the default one). Gives the
+/// GPU back.
 pub fn bench_engine(
     mut gpu: Gpu,
     model: &ModelSpec,
-    decode: &[(u32, u32)],
-    prefill: &[(u32, u32)],
+    at: BenchPoints,
     variants: &[EngineVariant],
     ours: &GemmPolicy,
     on_point: &mut dyn FnMut(&str),
@@ -156,16 +172,24 @@ pub fn bench_engine(
         (copy_bandwidth_gbps(&mut b, 1 << 30)?, cublas_tflops(&mut b, 8192)?)
     };
     let gpu_name = gpu.info().name.clone();
+    let BenchPoints {
+        decode,
+        prefill,
+        prefill_after_decodes: after,
+    } = at;
+    // The sequence decoding between prefills grows by `after` tokens per step timed.
+    let running_longest = after.map_or(0, |n| RUNNING_CONTEXT + n * (REPEATS as u32 + 1) * prefill.len() as u32);
     let longest = decode
         .iter()
         .map(|p| p.1)
         .chain(prefill.iter().map(|p| p.1))
+        .chain([running_longest])
         .max()
         .unwrap_or(1);
     let most_seqs = decode
         .iter()
         .map(|p| p.0)
-        .chain(prefill.iter().map(|p| p.0))
+        .chain(prefill.iter().map(|p| p.0 + u32::from(after.is_some())))
         .max()
         .unwrap_or(1);
     let slots = decode
@@ -174,6 +198,7 @@ pub fn bench_engine(
         .chain(prefill.iter().map(|&(s, l)| u64::from(s) * u64::from(l)))
         .max()
         .unwrap_or(1)
+        + u64::from(running_longest)
         + 4096;
     let step_tokens = prefill.iter().map(|&(s, l)| s * l).max().unwrap_or(0).max(8192);
     let mut points = Vec::new();
@@ -192,6 +217,8 @@ pub fn bench_engine(
             ..EngineConfig::default()
         };
         let mut samples = Vec::new();
+        // For each sample, the decode steps before each of its steps (prefills timed between decodes).
+        let mut before = Vec::new();
         let mut bench = StepBench {
             engine: Engine::random(gpu, model.clone(), 0x5eed, config)?,
             cost: None,
@@ -202,14 +229,28 @@ pub fn bench_engine(
             let ids = bench.prefilled(b, c)?;
             bench.decode_steps(&ids, c, None)?;
             bench.release(&ids);
+            before.push(None);
             on_point("engine decode");
         }
+        let running = match after {
+            Some(_) => bench.prefilled(1, RUNNING_CONTEXT)?,
+            None => Vec::new(),
+        };
+        let mut context = RUNNING_CONTEXT;
         for &(s, l) in prefill {
             bench.prefill_batch_steps(s, l)?;
+            before.push(None);
             on_point("engine prefill");
+            if let Some(n) = after {
+                context = bench.prefill_batch_steps_after_decodes((s, l), &running, context, n)?;
+                before.push(Some(n));
+                on_point("engine prefill after decodes");
+            }
         }
+        bench.release(&running);
         gpu = bench.engine.into_gpu();
-        points.extend(samples.iter().map(|x| point(model, variant, x, copy_gbps, gemm_tflops)));
+        let ceilings = (copy_gbps, gemm_tflops);
+        points.extend((samples.iter().zip(&before)).map(|(x, &n)| point(model, variant, x, n, ceilings)));
     }
     Ok((
         EngineBench {
@@ -223,35 +264,45 @@ pub fn bench_engine(
     ))
 }
 
-fn point(model: &ModelSpec, variant: EngineVariant, x: &EngineStepSample, copy_gbps: f64, tflops: f64) -> EnginePoint {
+/// The point of sample `x`; `after`: the decode steps before each of its steps, if it was timed between decodes.
+fn point(
+    model: &ModelSpec,
+    variant: EngineVariant,
+    x: &EngineStepSample,
+    after: Option<u32>,
+    (copy_gbps, tflops): (f64, f64),
+) -> EnginePoint {
     let ops = ops_of(model, x);
-    if x.prefill_seqs == 0 {
-        EnginePoint::new(
+    let times = (x.wall_us, x.issue_us);
+    match x.prefill_tokens.checked_div(x.prefill_seqs) {
+        None => EnginePoint::new(
             variant,
             format!("decode batch {} × context {}", x.decode_seqs, x.decode_context),
             u64::from(x.decode_seqs),
-            x.wall_us,
+            times,
             ops,
             decode_floor_us(ops.0, copy_gbps),
-        )
-    } else {
-        EnginePoint::new(
-            variant,
-            format!(
-                "prefill {} × {} tokens",
-                x.prefill_seqs,
-                x.prefill_tokens / x.prefill_seqs
-            ),
-            u64::from(x.prefill_tokens),
-            x.wall_us,
-            ops,
-            prefill_floor_us(ops.1, tflops),
-        )
+        ),
+        Some(each) => {
+            let what = match after {
+                Some(n) => format!("prefill {} × {each} tokens, after {n} decode steps", x.prefill_seqs),
+                None => format!("prefill {} × {each} tokens", x.prefill_seqs),
+            };
+            EnginePoint::new(
+                variant,
+                what,
+                u64::from(x.prefill_tokens),
+                times,
+                ops,
+                prefill_floor_us(ops.1, tflops),
+            )
+        }
     }
 }
 
 impl EngineBench {
-    /// A markdown report: per point, the step time, tokens/s, achieved bandwidth and the share of the floor.
+    /// A markdown report: per point, the step time, the host's issue time, tokens/s, achieved bandwidth and the share
+    /// of the floor.
     pub fn markdown(&self) -> String {
         let mut s = format!(
             "Engine benchmark, {}, on {} — measured ceilings: device-to-device copy {:.0} GB/s, cuBLAS fp16 GEMM \
@@ -259,17 +310,21 @@ impl EngineBench {
              prefill floor: its FLOPs at GEMM throughput. Each step is the median of {REPEATS} after one untimed, \
              from the plan handed over to the tokens on the host; decode steps replay CUDA graphs. Variants: which GEMM \
              runs every GEMM, and whether a decode graph's kernels launch programmatically (PDL: each launches while \
-             the one before it finishes and starts streaming its weights) or serially.\n\n",
+             the one before it finishes and starts streaming its weights) or serially. Host issue: the host's time \
+             from the plan to the step's last launch (a step takes at least that long).\n\n",
             self.model, self.gpu_name, self.copy_gbps, self.gemm_tflops
         );
-        s.push_str("| variant | point | step ms | tokens/s | GB/s | TFLOP/s | floor ms | share of the floor |\n");
-        s.push_str("|---|---|---:|---:|---:|---:|---:|---:|\n");
+        s.push_str(
+            "| variant | point | step ms | host issue ms | tokens/s | GB/s | TFLOP/s | floor ms | share of the floor |\n",
+        );
+        s.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
         for p in &self.points {
             s.push_str(&format!(
-                "| {} | {} | {:.3} | {:.0} | {:.0} | {:.1} | {:.3} | {:.0}% |\n",
+                "| {} | {} | {:.3} | {:.3} | {:.0} | {:.0} | {:.1} | {:.3} | {:.0}% |\n",
                 p.variant.label(),
                 p.what,
                 p.step_us / 1e3,
+                p.issue_us / 1e3,
                 p.tokens_per_s(),
                 p.gbps(),
                 p.flops / (p.step_us * 1e-6) / 1e12,
@@ -292,15 +347,13 @@ mod tests {
         assert!((decode_floor_us(1e9, 2000.0) - 500.0).abs() < 1e-9);
         assert!((prefill_floor_us(2e12, 500.0) - 4000.0).abs() < 1e-9);
         let variant = EngineVariant::ALL[0];
-        let p = EnginePoint::new(variant, "decode".into(), 8, 1000.0, (1.5e9, 0.0), 500.0);
+        let p = EnginePoint::new(variant, "decode".into(), 8, (1000.0, 40.0), (1.5e9, 0.0), 500.0);
         assert!((p.of_floor() - 0.5).abs() < 1e-12);
         assert!((p.gbps() - 1500.0).abs() < 1e-9 && (p.tokens_per_s() - 8000.0).abs() < 1e-9);
     }
 
-    #[test]
-    fn a_decode_step_moves_at_least_the_weights_and_its_kv() {
-        let m = by_name("qwen2.5-0.5b").unwrap();
-        let sample = |decodes: u32, context: u32| EngineStepSample {
+    fn sample(decodes: u32, context: u32) -> EngineStepSample {
+        EngineStepSample {
             kind: crate::calib::profile::StepKind::Decode,
             decode_seqs: decodes,
             decode_context: context,
@@ -313,7 +366,44 @@ mod tests {
             graph_rows: 0,
             serving_us: None,
             plan: None,
+        }
+    }
+
+    #[test]
+    fn a_prefill_timed_between_decodes_is_named_so_and_every_point_shows_its_host_issue() {
+        let m = by_name("qwen2.5-0.5b").unwrap();
+        let prefill = EngineStepSample {
+            kind: crate::calib::profile::StepKind::Prefill,
+            prefill_seqs: 4,
+            prefill_tokens: 256,
+            issue_us: 2100.0,
+            wall_us: 2300.0,
+            ..sample(0, 0)
         };
+        let variant = EngineVariant::ALL[0];
+        let alone = point(&m, variant, &prefill, None, (3000.0, 700.0));
+        let between = point(&m, variant, &prefill, Some(8), (3000.0, 700.0));
+        assert_eq!(alone.what, "prefill 4 × 64 tokens");
+        assert_eq!(between.what, "prefill 4 × 64 tokens, after 8 decode steps");
+        assert_eq!((between.step_us, between.issue_us), (2300.0, 2100.0));
+        let bench = EngineBench {
+            gpu_name: "test".into(),
+            model: m.name.clone(),
+            copy_gbps: 3000.0,
+            gemm_tflops: 700.0,
+            points: vec![alone, between],
+        };
+        let md = bench.markdown();
+        assert!(md.contains("| step ms | host issue ms |"), "{md}");
+        assert!(
+            md.contains("| prefill 4 × 64 tokens, after 8 decode steps | 2.300 | 2.100 |"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn a_decode_step_moves_at_least_the_weights_and_its_kv() {
+        let m = by_name("qwen2.5-0.5b").unwrap();
         let (one, _) = ops_of(&m, &sample(1, 1024));
         let (many, _) = ops_of(&m, &sample(64, 1024));
         assert!(one >= m.weight_bytes() as f64);

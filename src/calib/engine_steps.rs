@@ -438,6 +438,37 @@ impl StepBench<'_> {
         Ok(())
     }
 
+    /// [`Self::prefill_batch_steps`], each step right after `decodes` decode steps of the sequences `running` (untimed;
+    /// replayed as graphs), as serving issues a new prompt's prefill between decode steps rather than back to back.
+    /// `context`: the running sequences' tokens before; returns them after.
+    pub(crate) fn prefill_batch_steps_after_decodes(
+        &mut self,
+        (seqs, len): (u32, u32),
+        running: &[ReqId],
+        mut context: u32,
+        decodes: u32,
+    ) -> Result<u32, EngineError> {
+        let mut timings = Vec::new();
+        let (mut plan, mut decode) = (StepPlan::default(), StepPlan::default());
+        for step in 0..=REPEATS {
+            for _ in 0..decodes {
+                context += 1;
+                decode.clear();
+                decode.decodes = running.iter().map(|&id| DecodeSeq::emitting(id, context)).collect();
+                self.engine.step(&decode)?;
+            }
+            let ids = self.new_ids(seqs, len)?;
+            plan.clear();
+            plan.prefills = ids.iter().map(|&id| PrefillChunk::whole(id, len)).collect();
+            let timing = self.step_then_release(&plan, &ids)?;
+            if step > 0 {
+                timings.push(timing);
+            }
+        }
+        self.record(&plan, &timings);
+        Ok(context)
+    }
+
     /// Prefill-only steps of one fresh `chunk`-token prompt; the first untimed.
     pub(crate) fn prefill_steps(&mut self, chunk: u32) -> Result<(), EngineError> {
         self.prefill_batch_steps(1, chunk)

@@ -286,7 +286,7 @@ pub fn refit_profile(args: RefitArgs) -> Result<(), CliError> {
 }
 
 pub fn bench_engine(args: BenchEngineArgs) -> Result<(), CliError> {
-    use crate::calib::bench_engine::{DECODE_POINTS, EngineVariant, PREFILL_POINTS, bench_engine};
+    use crate::calib::bench_engine::{BenchPoints, DECODE_POINTS, EngineVariant, PREFILL_POINTS, bench_engine};
     let model = model_of(&args.target)?;
     // The profile is checked before the GPU is opened: a wrong path fails at once.
     let ours = match &args.plans {
@@ -320,8 +320,15 @@ pub fn bench_engine(args: BenchEngineArgs) -> Result<(), CliError> {
         .filter(|v| args.gemm.is_empty() || args.gemm.contains(&v.gemm))
         .filter(|v| args.launch.is_empty() || args.launch.contains(&v.succession))
         .collect();
-    let pb = progress((decode.len() + prefill.len()) * variants.len() + 2, "engine steps");
-    let (result, _gpu) = bench_engine(gpu, &model, &decode, &prefill, &variants, &ours, &mut |_| pb.inc(1))
+    let after = args.prefill_after_decodes;
+    let prefill_runs = prefill.len() * if after.is_some() { 2 } else { 1 };
+    let pb = progress((decode.len() + prefill_runs) * variants.len() + 2, "engine steps");
+    let at = BenchPoints {
+        decode: &decode,
+        prefill: &prefill,
+        prefill_after_decodes: after,
+    };
+    let (result, _gpu) = bench_engine(gpu, &model, at, &variants, &ours, &mut |_| pb.inc(1))
         .map_err(|e| CliError::Failed(anyhow::anyhow!(e)))?;
     pb.finish_and_clear();
     let mut md = result.markdown();

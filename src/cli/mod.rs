@@ -194,6 +194,12 @@ pub struct BenchEngineArgs {
     /// Prefill points as SEQUENCESxTOKENS, comma-separated [default: 8x512,1x4096,2x4096].
     #[arg(long, value_delimiter = ',', value_parser = parse_pair)]
     pub prefill: Vec<(u32, u32)>,
+    /// Also time each prefill point with N decode steps of another sequence (replayed CUDA graphs) before each of
+    /// its steps, as serving issues a new prompt between decode steps, beside the same point timed back to back:
+    /// whether the host issues an eager step slower after graph replays. Small prefills show it (a step takes at
+    /// least its host issue): --prefill 1x64,4x64 --prefill-after-decodes 8.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub prefill_after_decodes: Option<u32>,
     /// Which GEMM runs every GEMM of the engine, comma-separated [default: both].
     #[arg(long, value_delimiter = ',', value_parser = parse_gemm)]
     pub gemm: Vec<crate::engine::GemmBackend>,
