@@ -886,6 +886,7 @@ pub fn calibrate_grids(
                 format: PROFILE_FORMAT,
                 fingerprint: Fingerprint {
                     gpu_name: info.name.clone(),
+                    gpu_uuid: info.uuid.clone(),
                     compute_capability: format!("{major}.{minor}"),
                     sm_count: info.sm_count,
                     memory_bytes: info.total_memory_bytes,

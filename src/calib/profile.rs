@@ -317,6 +317,10 @@ fn graph_gap(points: &[(u32, f64)], rows: u32) -> f64 {
 #[serde(deny_unknown_fields)]
 pub struct Fingerprint {
     pub gpu_name: String,
+    /// The card's UUID ([`crate::gpu::DeviceInfo::uuid`]): which physical card, of the model `gpu_name` names, was
+    /// measured. Absent where the driver did not give it and in profiles measured before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_uuid: Option<String>,
     pub compute_capability: String,
     pub sm_count: u32,
     pub memory_bytes: u64,

@@ -45,6 +45,7 @@ pub fn device_fingerprint(gpu: &Gpu) -> DeviceFingerprint {
     let (major, minor) = info.compute_capability;
     DeviceFingerprint {
         gpu_name: info.name.clone(),
+        gpu_uuid: info.uuid.clone(),
         compute_capability: format!("{major}.{minor}"),
         sm_count: info.sm_count,
         memory_bytes: info.total_memory_bytes,
@@ -238,6 +239,7 @@ output_len = [4, 8]
         let f = Profile::load(&path).unwrap().fingerprint;
         DeviceFingerprint {
             gpu_name: f.gpu_name,
+            gpu_uuid: f.gpu_uuid,
             compute_capability: f.compute_capability,
             sm_count: f.sm_count,
             memory_bytes: f.memory_bytes,

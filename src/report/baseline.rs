@@ -1126,6 +1126,7 @@ mod tests {
     fn device(name: &str) -> DeviceFingerprint {
         DeviceFingerprint {
             gpu_name: name.to_owned(),
+            gpu_uuid: None,
             compute_capability: "9.0".to_owned(),
             sm_count: 132,
             memory_bytes: 85_520_809_984,

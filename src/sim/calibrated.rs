@@ -415,6 +415,7 @@ pub(crate) mod tests {
             format: PROFILE_FORMAT,
             fingerprint: Fingerprint {
                 gpu_name: "Synthetic GPU".into(),
+                gpu_uuid: None,
                 compute_capability: "9.0".into(),
                 sm_count: 132,
                 memory_bytes: 80 << 30,

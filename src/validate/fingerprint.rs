@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceFingerprint {
     pub gpu_name: String,
+    /// The card's UUID, when the driver gives it (absent from a `device.json` written before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_uuid: Option<String>,
     /// "9.0"
     pub compute_capability: String,
     pub sm_count: u32,
@@ -88,6 +91,16 @@ pub fn check_profile(profile: &Profile, device: &DeviceFingerprint, model: &Mode
             f.engine_revision, device.engine_revision
         ));
     }
+    if let (Some(profile_card), Some(card)) = (&f.gpu_uuid, &device.gpu_uuid)
+        && profile_card != card
+    {
+        check.warnings.push(format!(
+            "card: profile measured on another {} ({profile_card}), this one is {card}: kernel times, cuBLAS's \
+             kernel choices and the host's launch rate differ between cards and machines of one model by several \
+             percent (reports/README.md); calibrate this card for the closest predictions",
+            f.gpu_name
+        ));
+    }
     if let Some(driver) = &device.driver_version
         && *driver != f.driver_version
     {
@@ -119,6 +132,7 @@ mod tests {
         let f = &profile.fingerprint;
         DeviceFingerprint {
             gpu_name: f.gpu_name.clone(),
+            gpu_uuid: f.gpu_uuid.clone(),
             compute_capability: f.compute_capability.clone(),
             sm_count: f.sm_count,
             memory_bytes: f.memory_bytes,
@@ -136,6 +150,31 @@ mod tests {
         let check = check_profile(&profile, &device_of(&profile), &model);
         assert_eq!(check, ProfileCheck::default());
         assert!(check.refusal("p.json").is_none());
+    }
+
+    #[test]
+    fn another_card_of_the_same_model_is_used_with_a_warning_naming_both() {
+        let mut profile = committed_profile();
+        let model = profile.fingerprint.model.clone();
+        profile.fingerprint.gpu_uuid = Some("GPU-8f2db272-c501-2cf9-920a-bcd9b57fbc7a".into());
+        let mut device = device_of(&profile);
+        assert_eq!(check_profile(&profile, &device, &model), ProfileCheck::default());
+        device.gpu_uuid = Some("GPU-a3872a94-d7c7-f0d6-38d0-8008bd999ab9".into());
+        let check = check_profile(&profile, &device, &model);
+        assert!(check.is_fresh(), "{check:?}");
+        assert_eq!(check.warnings.len(), 1, "{check:?}");
+        let w = &check.warnings[0];
+        assert!(
+            w.starts_with("card: profile measured on another NVIDIA H100 80GB HBM3 (GPU-8f2db272"),
+            "{w}"
+        );
+        assert!(w.contains("this one is GPU-a3872a94"), "{w}");
+        // Either side unknown (a profile or a device.json from before UUIDs were kept): nothing to say.
+        device.gpu_uuid = None;
+        assert_eq!(check_profile(&profile, &device, &model), ProfileCheck::default());
+        profile.fingerprint.gpu_uuid = None;
+        device.gpu_uuid = Some("GPU-a3872a94-d7c7-f0d6-38d0-8008bd999ab9".into());
+        assert_eq!(check_profile(&profile, &device, &model), ProfileCheck::default());
     }
 
     #[test]
