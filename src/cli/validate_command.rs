@@ -25,11 +25,12 @@ pub fn validate(args: ValidateArgs) -> Result<(), CliError> {
     crate::gpu::require_driver().map_err(|e| CliError::Failed(anyhow::anyhow!(e)))?;
     let gpu = Gpu::new(args.gpu).map_err(|e| CliError::Failed(anyhow::anyhow!(e)))?;
     let device = device_fingerprint(&gpu);
-    for warning in check_profiles(&runs, &prepared, &device)? {
+    let notes = check_profiles(&runs, &prepared, &device)?;
+    for warning in &notes {
         eprintln!("warning: {warning}");
     }
     let mut backend = gpu_backend(gpu)?;
-    validate_with(&args, &runs, &prepared, backend.as_mut(), Some(&device))
+    validate_with(&args, &runs, &prepared, backend.as_mut(), Some(&device), notes)
 }
 
 /// The GPU engine as the backend: for each run an engine built as the simulator sizes the run (model, KV cache of
@@ -58,7 +59,7 @@ pub fn device_fingerprint(gpu: &Gpu) -> DeviceFingerprint {
 
 /// Refuses (as bad input) any calibration profile a run would be simulated with that was measured on another GPU,
 /// with other kernels or for another model; returns the warnings worth printing (driver updates; runs judged with
-/// an uncalibrated cost model).
+/// an uncalibrated cost model), which `validation.md` repeats under its verdict.
 pub fn check_profiles(
     runs: &[RunSpec],
     prepared: &[PreparedRun],
@@ -113,6 +114,7 @@ pub fn validate_with(
     prepared: &[PreparedRun],
     backend: &mut dyn Backend,
     device: Option<&DeviceFingerprint>,
+    profile_notes: Vec<String>,
 ) -> Result<(), CliError> {
     let first = &runs[0].scenario;
     let options = ValidateOptions {
@@ -120,8 +122,9 @@ pub fn validate_with(
         record: RecordOptions::from_scenario(first),
     };
     let pb = progress(runs.len(), "runs");
-    let validation = validate_runs(runs, prepared, backend, &options, &mut |_| pb.inc(1))
+    let mut validation = validate_runs(runs, prepared, backend, &options, &mut |_| pb.inc(1))
         .map_err(|e| CliError::Failed(anyhow::anyhow!(e)))?;
+    validation.summary.profile_notes = profile_notes;
     pb.finish_and_clear();
     let out = args
         .out
@@ -196,7 +199,8 @@ output_len = [4, 8]
         let prepared = prepare_all(&runs).unwrap();
         let mut backend = PerturbedBackend::new(Factors::uniform(1.1));
         let device = device_of_committed_profile();
-        validate_with(&a, &runs, &prepared, &mut backend, Some(&device)).unwrap();
+        let note = "profile p.json: card: profile measured on another card".to_owned();
+        validate_with(&a, &runs, &prepared, &mut backend, Some(&device), vec![note.clone()]).unwrap();
         let out = tmp.path().join("out");
         for file in [
             "summary.csv",
@@ -213,6 +217,9 @@ output_len = [4, 8]
         assert_eq!(written, device);
         let html = std::fs::read_to_string(out.join("report.html")).unwrap();
         assert!(html.contains("<section id=\"validation\">"));
+        // What the profile check said is kept under the verdict, not only printed.
+        let md = std::fs::read_to_string(out.join("validation.md")).unwrap();
+        assert!(md.contains(&format!("- Cost model: {note}.")), "{md}");
         assert!(html.contains("Metrics: FAIL"), "10% slower misses the targets");
         assert!(out.join("charts/validation_parity.png").is_file());
         assert!(out.join("charts/step_error_by_kind.svg").is_file());

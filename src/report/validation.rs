@@ -184,6 +184,7 @@ fn verdict_lines(v: &ValidationSummary) -> Vec<String> {
              own model, so its error there is zero by construction."
         ));
     }
+    out.extend(v.profile_notes.iter().map(|n| format!("Cost model: {n}.")));
     out
 }
 

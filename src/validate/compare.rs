@@ -576,6 +576,11 @@ pub struct ValidationSummary {
     pub steps: Vec<StepKindAggregate>,
     pub ranking: Vec<RankingGroup>,
     pub runs: Vec<RunSummary>,
+    /// What checking the runs' cost model against the measuring card found worth saying without refusing it (a
+    /// profile of another card of the same model, another driver or engine revision; runs with no calibration), as
+    /// `validate` printed it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub profile_notes: Vec<String>,
 }
 
 impl ValidationSummary {
@@ -762,6 +767,7 @@ pub fn aggregate(runs: &[RunValidation]) -> ValidationSummary {
                 metrics: r.metrics.clone(),
             })
             .collect(),
+        profile_notes: Vec::new(),
     }
 }
 
