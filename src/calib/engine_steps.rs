@@ -421,21 +421,10 @@ impl StepBench<'_> {
         Ok(out.timing)
     }
 
-    /// Prefill-only steps of `seqs` fresh `len`-token prompts together; the first untimed.
+    /// Prefill-only steps of `seqs` fresh `len`-token prompts together, back to back; the first untimed.
     pub(crate) fn prefill_batch_steps(&mut self, seqs: u32, len: u32) -> Result<(), EngineError> {
-        let mut timings = Vec::new();
-        let mut plan = StepPlan::default();
-        for step in 0..=REPEATS {
-            let ids = self.new_ids(seqs, len)?;
-            plan.clear();
-            plan.prefills = ids.iter().map(|&id| PrefillChunk::whole(id, len)).collect();
-            let timing = self.step_then_release(&plan, &ids)?;
-            if step > 0 {
-                timings.push(timing);
-            }
-        }
-        self.record(&plan, &timings);
-        Ok(())
+        self.prefill_batch_steps_after_decodes((seqs, len), &[], 0, 0)
+            .map(|_| ())
     }
 
     /// [`Self::prefill_batch_steps`], each step right after `decodes` decode steps of the sequences `running` (untimed;

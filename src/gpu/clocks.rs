@@ -232,8 +232,8 @@ impl Drop for Nvml {
     }
 }
 
-/// A CUDA UUID as NVML writes it: `GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`.
-fn uuid_string(u: [u8; 16]) -> String {
+/// A CUDA UUID as NVML (and `nvidia-smi -L`) writes it: `GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`.
+pub(crate) fn uuid_string(u: [u8; 16]) -> String {
     let hex = |r: std::ops::Range<usize>| u[r].iter().map(|b| format!("{b:02x}")).collect::<String>();
     format!(
         "GPU-{}-{}-{}-{}-{}",

@@ -164,19 +164,6 @@ pub struct DeviceInfo {
     pub uuid: Option<String>,
 }
 
-/// A device UUID's 16 bytes as NVIDIA's tools print it: `GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`.
-pub fn format_uuid(bytes: &[u8; 16]) -> String {
-    let hex = |r: std::ops::Range<usize>| bytes[r].iter().map(|b| format!("{b:02x}")).collect::<String>();
-    format!(
-        "GPU-{}-{}-{}-{}-{}",
-        hex(0..4),
-        hex(4..6),
-        hex(6..8),
-        hex(8..10),
-        hex(10..16)
-    )
-}
-
 fn version_string(v: i32) -> String {
     format!("{}.{}", v / 1000, (v % 1000) / 10)
 }
@@ -243,7 +230,7 @@ fn device_info(ordinal: usize) -> Result<DeviceInfo, GpuError> {
         let nvrtc_version = compile::nvrtc_version().ok().map(|(a, b)| format!("{a}.{b}"));
         let uuid = drv::device::get_uuid(dev)
             .ok()
-            .map(|u| format_uuid(&u.bytes.map(|b| b as u8)));
+            .map(|u| clocks::uuid_string(u.bytes.map(|b| b as u8)));
         Ok(DeviceInfo {
             ordinal,
             name: drv::device::get_name(dev)?,
@@ -432,18 +419,5 @@ impl Gpu {
     /// An fp16 buffer filled with NaN: outputs start poisoned, so an element a kernel fails to write is visible.
     pub fn nan_f16(&self, len: usize) -> Result<CudaSlice<u16>, GpuError> {
         self.upload(&vec![F16_NAN_BITS; len])
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::format_uuid;
-
-    #[test]
-    fn a_uuid_reads_as_nvidia_smi_prints_it() {
-        let bytes = [
-            0x8f, 0x2d, 0xb2, 0x72, 0xc5, 0x01, 0x2c, 0xf9, 0x92, 0x0a, 0xbc, 0xd9, 0xb5, 0x7f, 0xbc, 0x7a,
-        ];
-        assert_eq!(format_uuid(&bytes), "GPU-8f2db272-c501-2cf9-920a-bcd9b57fbc7a");
     }
 }
