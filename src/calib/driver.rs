@@ -916,6 +916,7 @@ pub fn calibrate_grids(
                     timing: timing.into(),
                     clock_tables: None,
                     clock_engine_steps: None,
+                    issue_cpu: None,
                 },
             }
         })

@@ -451,6 +451,10 @@ pub struct CalibrationRun {
     pub clock_tables: Option<ClockSummary>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clock_engine_steps: Option<ClockSummary>,
+    /// The CPU core the thread issuing the GPU's work was pinned to, or `none` (see [`crate::gpu::affinity`]);
+    /// `None` in profiles from before it was recorded (2026-12-06), whose thread was not pinned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issue_cpu: Option<String>,
 }
 
 /// What a run of clock readings says.

@@ -10,6 +10,7 @@ use crate::calib::engine_steps;
 use crate::calib::profile::{ClockSummary, EngineSteps};
 use crate::engine::{GemmBackend, GemmPolicy};
 use crate::gpu::Gpu;
+use crate::gpu::affinity::IssueCpu;
 use crate::gpu::clocks::ClockSampler;
 use crate::metrics::percentile_sorted;
 use crate::model::{self, ModelSpec};
@@ -23,8 +24,24 @@ fn model_of(t: &GpuModelArgs) -> Result<ModelSpec, CliError> {
     }
 }
 
-fn open_gpu(ordinal: usize) -> Result<Gpu, CliError> {
-    Gpu::new(ordinal).map_err(|e| CliError::Failed(anyhow::anyhow!(e)))
+/// Opens GPU `ordinal` and pins this thread, which issues its work, as `cpu` says (see [`crate::gpu::affinity`]);
+/// returns the GPU and how the thread issues: a core number or `none`. A core that cannot be had is an error; where
+/// `auto` cannot pin (not Linux), a warning.
+pub fn open_gpu(ordinal: usize, cpu: IssueCpu) -> Result<(Gpu, String), CliError> {
+    let gpu = Gpu::new(ordinal).map_err(|e| CliError::Failed(anyhow::anyhow!(e)))?;
+    let pinned = match gpu.pin_issuing_thread(cpu) {
+        Ok(pinned) => pinned,
+        Err(e) if cpu == IssueCpu::Auto => {
+            eprintln!("warning: the thread issuing GPU work is not pinned to a CPU core: {e}");
+            None
+        }
+        Err(e) => return Err(CliError::Input(e)),
+    };
+    match &pinned {
+        Some(p) => eprintln!("{}", p.describe()),
+        None => eprintln!("the thread issuing GPU work is not pinned to a CPU core"),
+    }
+    Ok((gpu, pinned.map_or_else(|| "none".to_string(), |p| p.core.to_string())))
 }
 
 /// "NVIDIA H100 80GB HBM3" → "h100-80gb-hbm3": a folder name for a card.
@@ -68,7 +85,7 @@ fn run_grids(gpu: &Gpu, cfg: &CalibrateConfig, grids: &[&Grid], what: &str) -> R
 pub fn calibrate(args: CalibrateArgs) -> Result<(), CliError> {
     let model = model_of(&args.target)?;
     let started = Instant::now();
-    let gpu = open_gpu(args.target.gpu)?;
+    let (gpu, issue_cpu) = open_gpu(args.target.gpu, args.target.cpu)?;
     let info = gpu.info().clone();
     let out = args
         .out
@@ -131,6 +148,7 @@ pub fn calibrate(args: CalibrateArgs) -> Result<(), CliError> {
     );
     profile.engine = Some(steps);
     profile.run.seconds = started.elapsed().as_secs_f64();
+    profile.run.issue_cpu = Some(issue_cpu);
     let path = out.join(format!("{}.json", model.name));
     write(&path, &profile.to_json())?;
     let f = &profile.fingerprint;
@@ -304,7 +322,7 @@ pub fn bench_engine(args: BenchEngineArgs) -> Result<(), CliError> {
         }
         None => GemmPolicy::always(GemmBackend::Ours),
     };
-    let gpu = open_gpu(args.target.gpu)?;
+    let (gpu, issue_cpu) = open_gpu(args.target.gpu, args.target.cpu)?;
     let decode = if args.decode.is_empty() {
         DECODE_POINTS.to_vec()
     } else {
@@ -332,6 +350,10 @@ pub fn bench_engine(args: BenchEngineArgs) -> Result<(), CliError> {
         .map_err(|e| CliError::Failed(anyhow::anyhow!(e)))?;
     pb.finish_and_clear();
     let mut md = result.markdown();
+    md.push_str(&match issue_cpu.as_str() {
+        "none" => "\nThe thread issuing the GPU's work was not pinned to a CPU core (--cpu none).\n".to_string(),
+        c => format!("\nThe thread issuing the GPU's work was pinned to CPU {c} (--cpu).\n"),
+    });
     if let Some(path) = &args.plans {
         md.push_str(&format!(
             "\nOur GEMM was launched with the plans `{}` tuned per weight shape and row count (the default plan \
@@ -348,7 +370,7 @@ pub fn bench_engine(args: BenchEngineArgs) -> Result<(), CliError> {
 
 pub fn bench_kernels(args: BenchKernelsArgs) -> Result<(), CliError> {
     let model = model_of(&args.target)?;
-    let gpu = open_gpu(args.target.gpu)?;
+    let (gpu, _) = open_gpu(args.target.gpu, args.target.cpu)?;
     let uniform: Vec<(usize, usize)> = if args.decode.is_empty() {
         bench::DECODE_POINTS.to_vec()
     } else {

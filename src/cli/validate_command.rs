@@ -23,8 +23,11 @@ pub fn validate(args: ValidateArgs) -> Result<(), CliError> {
     let runs = load(&args.scenario)?;
     let prepared = prepare_all(&runs)?;
     crate::gpu::require_driver().map_err(|e| CliError::Failed(anyhow::anyhow!(e)))?;
-    let gpu = Gpu::new(args.gpu).map_err(|e| CliError::Failed(anyhow::anyhow!(e)))?;
-    let device = device_fingerprint(&gpu);
+    let (gpu, issue_cpu) = super::gpu_commands::open_gpu(args.gpu, args.cpu)?;
+    let device = DeviceFingerprint {
+        issue_cpu: Some(issue_cpu),
+        ..device_fingerprint(&gpu)
+    };
     let notes = check_profiles(&runs, &prepared, &device)?;
     for warning in &notes {
         eprintln!("warning: {warning}");
@@ -54,6 +57,7 @@ pub fn device_fingerprint(gpu: &Gpu) -> DeviceFingerprint {
         cuda_version: info.driver_cuda_version.clone(),
         kernel_source_hash: crate::gpu::kernel_source_hash(),
         engine_revision: crate::engine::ENGINE_REVISION,
+        issue_cpu: None,
     }
 }
 
@@ -164,6 +168,7 @@ mod tests {
             },
             out: Some(out),
             gpu: 0,
+            cpu: crate::gpu::affinity::IssueCpu::Free,
             warmup_steps: 2,
             quiet: true,
             no_report,
@@ -254,6 +259,7 @@ output_len = [4, 8]
             cuda_version: f.cuda_version,
             kernel_source_hash: f.kernel_source_hash,
             engine_revision: f.engine_revision,
+            issue_cpu: None,
         }
     }
 

@@ -96,6 +96,8 @@ impl ClockSampler {
         let thread = std::thread::Builder::new()
             .name("sm-clock".into())
             .spawn(move || {
+                // Never on the core of the thread issuing GPU work (it inherits that thread's pin).
+                super::affinity::keep_off_issuing_core();
                 while !flag.load(Ordering::Relaxed) {
                     if let Some((sm_mhz, reasons)) = nvml.read() {
                         let sample = ClockSample {

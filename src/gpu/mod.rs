@@ -44,6 +44,7 @@
 //! Tests: `tests/gpu_kernels.rs` checks every kernel against [`reference`](mod@reference) on a GPU with
 //! `cargo test --release --test gpu_kernels -- --ignored --test-threads=1` (CI lists them as ignored).
 
+pub mod affinity;
 mod blas;
 pub mod clocks;
 pub mod compile;
@@ -162,6 +163,9 @@ pub struct DeviceInfo {
     /// The card's UUID as `nvidia-smi -L` prints it ("GPU-" and 32 hex digits), if the driver gives it: one
     /// physical card, where the name is its model.
     pub uuid: Option<String>,
+    /// Its PCI address ("0000:19:00.0"), if the driver gives it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pci_bus_id: Option<String>,
 }
 
 fn version_string(v: i32) -> String {
@@ -231,6 +235,15 @@ fn device_info(ordinal: usize) -> Result<DeviceInfo, GpuError> {
         let uuid = drv::device::get_uuid(dev)
             .ok()
             .map(|u| clocks::uuid_string(u.bytes.map(|b| b as u8)));
+        let pci = |a| attr(a).ok().and_then(|v| u32::try_from(v).ok());
+        let pci_bus_id = match (
+            pci(A::CU_DEVICE_ATTRIBUTE_PCI_DOMAIN_ID),
+            pci(A::CU_DEVICE_ATTRIBUTE_PCI_BUS_ID),
+            pci(A::CU_DEVICE_ATTRIBUTE_PCI_DEVICE_ID),
+        ) {
+            (Some(domain), Some(bus), Some(device)) => Some(format!("{domain:04x}:{bus:02x}:{device:02x}.0")),
+            _ => None,
+        };
         Ok(DeviceInfo {
             ordinal,
             name: drv::device::get_name(dev)?,
@@ -242,6 +255,7 @@ fn device_info(ordinal: usize) -> Result<DeviceInfo, GpuError> {
             driver_cuda_version: version_string(driver_version()?),
             nvrtc_version,
             uuid,
+            pci_bus_id,
         })
     })
 }
@@ -320,6 +334,34 @@ impl Gpu {
 
     pub fn info(&self) -> &DeviceInfo {
         &self.info
+    }
+
+    /// Pins the calling thread, the one that will issue this GPU's work, as `choice` says (see [`affinity`]). The
+    /// host's time per launch on a core is measured as the median of five rounds of 200 launches of a one-block
+    /// kernel (after one round that warms the core up), back to back as an eager step issues them.
+    pub fn pin_issuing_thread(&self, choice: affinity::IssueCpu) -> Result<Option<affinity::Pinned>, String> {
+        const LAUNCHES: usize = 200;
+        const ROUNDS: usize = 5;
+        let text = |e: GpuError| e.to_string();
+        let gate_up = self.zeros::<u16>(16).map_err(text)?;
+        let mut out = self.zeros::<u16>(8).map_err(text)?;
+        let mut launch_us = || -> Result<f64, String> {
+            let mut rounds = Vec::with_capacity(ROUNDS);
+            for round in 0..=ROUNDS {
+                self.synchronize().map_err(text)?;
+                let started = std::time::Instant::now();
+                for _ in 0..LAUNCHES {
+                    self.silu_mul(&gate_up, &mut out, 1, 8).map_err(text)?;
+                }
+                if round > 0 {
+                    rounds.push(started.elapsed().as_secs_f64() * 1e6 / LAUNCHES as f64);
+                }
+            }
+            self.synchronize().map_err(text)?;
+            rounds.sort_by(f64::total_cmp);
+            Ok(rounds[ROUNDS / 2])
+        };
+        affinity::pin_issuing_thread(choice, self.info.pci_bus_id.as_deref(), &mut launch_us)
     }
 
     /// Starts sampling this GPU's SM clock every `every` on a thread of its own (see [`clocks`]); an error says

@@ -1134,6 +1134,7 @@ mod tests {
             cuda_version: "13.0".to_owned(),
             kernel_source_hash: "abc123".to_owned(),
             engine_revision: crate::engine::ENGINE_REVISION,
+            issue_cpu: None,
         }
     }
 

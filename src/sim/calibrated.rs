@@ -449,6 +449,7 @@ pub(crate) mod tests {
                 timing: "cuda-graph".into(),
                 clock_tables: None,
                 clock_engine_steps: None,
+                issue_cpu: None,
             },
         }
     }

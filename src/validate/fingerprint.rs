@@ -26,6 +26,10 @@ pub struct DeviceFingerprint {
     /// [`crate::engine::ENGINE_REVISION`] of this build (0 in a `device.json` written before it was recorded).
     #[serde(default)]
     pub engine_revision: u32,
+    /// The CPU core the thread issuing the GPU's work was pinned to, or `none` (see [`crate::gpu::affinity`]);
+    /// absent from a `device.json` written before it was recorded (not pinned).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issue_cpu: Option<String>,
 }
 
 /// What is wrong with a profile for this device and model.
@@ -101,6 +105,21 @@ pub fn check_profile(profile: &Profile, device: &DeviceFingerprint, model: &Mode
             f.gpu_name
         ));
     }
+    if profile.engine.is_some() {
+        // Which core does not matter (`auto` picks whichever issued fastest at start-up); pinned or not may.
+        let said = |c: Option<&String>| match c.map(String::as_str) {
+            None | Some("none") => "not pinned to a CPU core".to_string(),
+            Some(c) => format!("pinned to a CPU core ({c})"),
+        };
+        let (then, now) = (said(profile.run.issue_cpu.as_ref()), said(device.issue_cpu.as_ref()));
+        if then.starts_with("not") != now.starts_with("not") {
+            check.warnings.push(format!(
+                "host: the profile's whole steps were measured with the thread issuing GPU work {then}, this run's is \
+                 {now}: eager steps (hundreds of launches) may be issued at another rate; calibrate and validate \
+                 with the same --cpu"
+            ));
+        }
+    }
     if let Some(driver) = &device.driver_version
         && *driver != f.driver_version
     {
@@ -140,7 +159,38 @@ mod tests {
             cuda_version: f.cuda_version.clone(),
             kernel_source_hash: f.kernel_source_hash.clone(),
             engine_revision: f.engine_revision,
+            issue_cpu: profile.run.issue_cpu.clone(),
         }
+    }
+
+    #[test]
+    fn a_profile_measured_with_the_issuing_thread_pinned_otherwise_is_used_with_a_warning() {
+        let mut profile = committed_profile();
+        let model = profile.fingerprint.model.clone();
+        let mut device = device_of(&profile);
+        // Profiles from before the pinning was recorded were measured unpinned: as `--cpu none`.
+        assert_eq!(profile.run.issue_cpu, None);
+        device.issue_cpu = Some("none".into());
+        assert_eq!(check_profile(&profile, &device, &model), ProfileCheck::default());
+        device.issue_cpu = Some("1".into());
+        let check = check_profile(&profile, &device, &model);
+        assert!(check.is_fresh(), "{check:?}");
+        assert_eq!(check.warnings.len(), 1, "{check:?}");
+        let w = &check.warnings[0];
+        assert!(w.starts_with("host: "), "{w}");
+        assert!(
+            w.contains("not pinned to a CPU core") && w.contains("pinned to a CPU core (1)"),
+            "{w}"
+        );
+        // Both pinned, to different cores (as `auto` may pick): nothing to say.
+        profile.run.issue_cpu = Some("3".into());
+        assert_eq!(check_profile(&profile, &device, &model), ProfileCheck::default());
+        device.issue_cpu = Some("none".into());
+        let w = &check_profile(&profile, &device, &model).warnings[0];
+        assert!(
+            w.contains("measured with the thread issuing GPU work pinned to a CPU core (3)"),
+            "{w}"
+        );
     }
 
     #[test]
