@@ -230,6 +230,9 @@ mod sys {
 mod tests {
     use super::*;
 
+    /// The pin is process-wide state: the tests that pin take turns.
+    static PINNING: Mutex<()> = Mutex::new(());
+
     #[test]
     fn cpu_lists_parse_as_sysfs_writes_them() {
         assert_eq!(parse_cpu_list("0-3,8,10-11\n").unwrap(), vec![0, 1, 2, 3, 8, 10, 11]);
@@ -258,8 +261,10 @@ mod tests {
 
     #[test]
     fn a_pinned_thread_runs_on_its_core_and_a_helper_moves_off_it() {
+        let _turn = PINNING.lock().unwrap_or_else(|e| e.into_inner());
         let allowed = sys::allowed().unwrap();
         if allowed.len() < 2 {
+            eprintln!("skipped: this process may run on one CPU only, no other to move a helper to");
             return;
         }
         // In a thread of its own, so the test harness's other threads are not pinned.
@@ -285,6 +290,7 @@ mod tests {
 
     #[test]
     fn auto_pins_to_the_core_that_issues_fastest() {
+        let _turn = PINNING.lock().unwrap_or_else(|e| e.into_inner());
         let allowed = sys::allowed().unwrap();
         let Some(&fast) = allowed.last() else {
             return;
