@@ -163,6 +163,14 @@ mod tests {
         }
     }
 
+    /// The profile is usable on `device`, with exactly one warning: that one.
+    fn the_one_warning(profile: &Profile, device: &DeviceFingerprint, model: &ModelSpec) -> String {
+        let check = check_profile(profile, device, model);
+        assert!(check.is_fresh(), "{check:?}");
+        assert_eq!(check.warnings.len(), 1, "{check:?}");
+        check.warnings[0].clone()
+    }
+
     #[test]
     fn a_profile_measured_with_the_issuing_thread_pinned_otherwise_is_used_with_a_warning() {
         let mut profile = committed_profile();
@@ -173,10 +181,7 @@ mod tests {
         device.issue_cpu = Some("none".into());
         assert_eq!(check_profile(&profile, &device, &model), ProfileCheck::default());
         device.issue_cpu = Some("1".into());
-        let check = check_profile(&profile, &device, &model);
-        assert!(check.is_fresh(), "{check:?}");
-        assert_eq!(check.warnings.len(), 1, "{check:?}");
-        let w = &check.warnings[0];
+        let w = the_one_warning(&profile, &device, &model);
         assert!(w.starts_with("host: "), "{w}");
         assert!(
             w.contains("not pinned to a CPU core") && w.contains("pinned to a CPU core (1)"),
@@ -210,10 +215,7 @@ mod tests {
         let mut device = device_of(&profile);
         assert_eq!(check_profile(&profile, &device, &model), ProfileCheck::default());
         device.gpu_uuid = Some("GPU-a3872a94-d7c7-f0d6-38d0-8008bd999ab9".into());
-        let check = check_profile(&profile, &device, &model);
-        assert!(check.is_fresh(), "{check:?}");
-        assert_eq!(check.warnings.len(), 1, "{check:?}");
-        let w = &check.warnings[0];
+        let w = the_one_warning(&profile, &device, &model);
         assert!(
             w.starts_with("card: profile measured on another NVIDIA H100 80GB HBM3 (GPU-8f2db272"),
             "{w}"
