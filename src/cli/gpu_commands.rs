@@ -37,9 +37,8 @@ pub fn open_gpu(ordinal: usize, cpu: IssueCpu) -> Result<(Gpu, String), CliError
         }
         Err(e) => return Err(CliError::Input(e)),
     };
-    match &pinned {
-        Some(p) => eprintln!("{}", p.describe()),
-        None => eprintln!("the thread issuing GPU work is not pinned to a CPU core"),
+    if let Some(p) = &pinned {
+        eprintln!("{}", p.describe());
     }
     Ok((gpu, pinned.map_or_else(|| "none".to_string(), |p| p.core.to_string())))
 }

@@ -342,6 +342,9 @@ impl Gpu {
     pub fn pin_issuing_thread(&self, choice: affinity::IssueCpu) -> Result<Option<affinity::Pinned>, String> {
         const LAUNCHES: usize = 200;
         const ROUNDS: usize = 5;
+        if choice == affinity::IssueCpu::Free {
+            return Ok(None);
+        }
         let text = |e: GpuError| e.to_string();
         let gate_up = self.zeros::<u16>(16).map_err(text)?;
         let mut out = self.zeros::<u16>(8).map_err(text)?;

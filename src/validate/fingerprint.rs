@@ -107,12 +107,14 @@ pub fn check_profile(profile: &Profile, device: &DeviceFingerprint, model: &Mode
     }
     if profile.engine.is_some() {
         // Which core does not matter (`auto` picks whichever issued fastest at start-up); pinned or not may.
-        let said = |c: Option<&String>| match c.map(String::as_str) {
-            None | Some("none") => "not pinned to a CPU core".to_string(),
+        let core = |c: &Option<String>| c.as_deref().filter(|&c| c != "none").map(str::to_owned);
+        let said = |c: &Option<String>| match core(c) {
+            None => "not pinned to a CPU core".to_string(),
             Some(c) => format!("pinned to a CPU core ({c})"),
         };
-        let (then, now) = (said(profile.run.issue_cpu.as_ref()), said(device.issue_cpu.as_ref()));
-        if then.starts_with("not") != now.starts_with("not") {
+        let (then, now) = (&profile.run.issue_cpu, &device.issue_cpu);
+        if core(then).is_some() != core(now).is_some() {
+            let (then, now) = (said(then), said(now));
             check.warnings.push(format!(
                 "host: the profile's whole steps were measured with the thread issuing GPU work {then}, this run's is \
                  {now}: eager steps (hundreds of launches) may be issued at another rate; calibrate and validate \
