@@ -151,8 +151,15 @@ pub fn pin_issuing_thread(
             let near = bus_id.and_then(near_cpus);
             let mut tried = Vec::new();
             for c in candidates(&allowed, near.as_deref()) {
-                sys::set(&[c])?;
-                tried.push((c, launch_us()?));
+                let measured = sys::set(&[c]).and_then(|()| launch_us());
+                match measured {
+                    Ok(us) => tried.push((c, us)),
+                    Err(e) => {
+                        // Not left on whichever core was being tried.
+                        let _ = sys::set(&allowed);
+                        return Err(format!("timing launches from CPU {c}: {e}"));
+                    }
+                }
             }
             let Some(&(core, _)) = tried.iter().min_by(|a, b| a.1.total_cmp(&b.1)) else {
                 return Ok(None);
@@ -286,6 +293,19 @@ mod tests {
             pin_issuing_thread(IssueCpu::Core(usize::MAX / 2), None, &mut || Ok(1.0)),
             Err(e) if e.contains("--cpu")
         ));
+    }
+
+    #[test]
+    fn auto_leaves_the_thread_where_it_was_when_a_measurement_fails() {
+        let _turn = PINNING.lock().unwrap_or_else(|e| e.into_inner());
+        std::thread::spawn(|| {
+            let before = sys::allowed().unwrap();
+            let err = pin_issuing_thread(IssueCpu::Auto, None, &mut || Err("no GPU".into())).unwrap_err();
+            assert!(err.contains("no GPU"), "{err}");
+            assert_eq!(sys::allowed().unwrap(), before);
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]
