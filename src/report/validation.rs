@@ -5,7 +5,8 @@
 use super::{ReportError, markdown::aligned_table, markdown::escape as escape_md};
 use crate::calib::engine_steps::GPU_BOUND_US;
 use crate::validate::{
-    HEADLINE_METRICS, PlanAgreement, RankingVerdict, STALL, SignedOver, StepKindAggregate, ValidationSummary, Verdict,
+    HEADLINE_METRICS, HOST_MIN_DECODES, HOST_SLOW, HOST_WINDOW, PlanAgreement, RankingVerdict, STALL, SignedOver,
+    StepKindAggregate, ValidationSummary, Verdict,
 };
 use std::path::Path;
 
@@ -267,8 +268,11 @@ pub(super) fn sections(v: &ValidationSummary) -> Vec<Section> {
                  management were not holding down. Each is the median signed error (as above) and over how many \
                  steps. The clock is NVML's SM clock read every few milliseconds during the measured run: a card \
                  under sustained load may hold its own clock down (an H200 was seen at 1,605-1,710 of 1,980 MHz for \
-                 tens of seconds), and the last columns say how often it did and whether the steps it did it in are \
-                 the ones the model misses."
+                 tens of seconds), and two columns say how often it did and whether the steps it did it in are \
+                 the ones the model misses. The host's speed changes too: around a step whose decode steps (within \
+                 {HOST_WINDOW} steps, at least {HOST_MIN_DECODES}) took over {HOST_SLOW} times their predicted issue \
+                 time at the median, the host counts as slowed; the last columns give the step's signed error over \
+                 the steps whose host was not, and the share of steps whose host was."
             )],
             table: Some(step_kind_table(
                 v,
@@ -278,6 +282,8 @@ pub(super) fn sections(v: &ValidationSummary) -> Vec<Section> {
                     "GPU, clock not held down",
                     "SM clock: median MHz",
                     "steps at a held-down clock",
+                    "step, host not slowed",
+                    "steps with the host slowed",
                 ],
                 |s| {
                     vec![
@@ -289,6 +295,8 @@ pub(super) fn sections(v: &ValidationSummary) -> Vec<Section> {
                             None => Cell::text(super::render::MISSING),
                         },
                         percent_cell(s.slowed_share),
+                        signed_over(s.host_unslowed),
+                        percent_cell(s.host_slowed_share),
                     ]
                 },
             )),

@@ -99,6 +99,45 @@ pub struct StepComparison {
     /// backend could read them.
     pub sm_mhz: Option<u32>,
     pub slowed: Option<bool>,
+    /// Whether the host was issuing slower than calibrated around this step (see [`mark_host_slowed`]); `None`
+    /// where too few decode steps nearby give their issue time, measured and predicted.
+    pub host_slowed: Option<bool>,
+}
+
+/// Steps either side of a step whose decode steps say how fast the host was issuing around it.
+pub const HOST_WINDOW: usize = 50;
+/// Fewest decode steps in that window for a verdict.
+pub const HOST_MIN_DECODES: usize = 10;
+/// The median ratio of measured to predicted issue time of those decode steps above which the host counts as
+/// slowed.
+pub const HOST_SLOW: f64 = 1.25;
+
+/// Marks each step whose host was issuing slower than calibrated: the decode steps within [`HOST_WINDOW`] steps of
+/// it (at least [`HOST_MIN_DECODES`]) took, at the median, more than [`HOST_SLOW`] times their predicted issue time.
+/// A decode step's issue is host work alone (its inputs copied, its graph launched: tens of µs), and there are
+/// thousands of them, so they meter the host's speed through a run; an eager step is hundreds of launches and
+/// follows it. On these machines the host's speed changes over tens of seconds (on an H200, decode steps issued in
+/// 33 µs at the median for a sixth of a seed matrix and in 66 µs for another), which a step model calibrated once
+/// cannot know.
+pub fn mark_host_slowed(steps: &mut [StepComparison]) {
+    let decodes: Vec<(usize, f64)> = steps
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.kind == StepKind::Decode)
+        .filter_map(|(i, s)| {
+            let (m, p) = (s.measured_issue?, s.predicted_issue?);
+            (p > Nanos::ZERO).then(|| (i, m.0 as f64 / p.0 as f64))
+        })
+        .collect();
+    for (i, step) in steps.iter_mut().enumerate() {
+        let from = decodes.partition_point(|&(j, _)| j + HOST_WINDOW < i);
+        let to = decodes.partition_point(|&(j, _)| j <= i + HOST_WINDOW);
+        let mut ratios: Vec<f64> = decodes[from..to].iter().map(|&(_, r)| r).collect();
+        step.host_slowed = (ratios.len() >= HOST_MIN_DECODES).then(|| {
+            ratios.sort_by(f64::total_cmp);
+            percentile_sorted(&ratios, 50.0) > HOST_SLOW
+        });
+    }
 }
 
 impl StepComparison {
@@ -163,7 +202,7 @@ pub fn compare_steps(
         &[]
     };
     let us = |v: f64| Nanos::from_us(v);
-    steps
+    let mut compared = steps
         .iter()
         .zip(plans)
         .enumerate()
@@ -189,9 +228,12 @@ pub fn compare_steps(
                 predicted_gpu: predicted.map(|p| us(p.gpu_us)),
                 sm_mhz: measured.and_then(|p| p.sm_mhz),
                 slowed: measured.and_then(|p| p.slowed),
+                host_slowed: None,
             }
         })
-        .collect()
+        .collect::<Vec<_>>();
+    mark_host_slowed(&mut compared);
+    compared
 }
 
 /// Whether the scheduler planned the same steps in both executions.
@@ -430,6 +472,12 @@ pub struct StepKindAggregate {
     pub sm_mhz_median: Option<f64>,
     #[serde(default)]
     pub slowed_share: Option<f64>,
+    /// The step's signed error over the steps whose host was not slowed ([`mark_host_slowed`]), and the share of
+    /// the steps with a verdict whose host was.
+    #[serde(default)]
+    pub host_unslowed: Option<SignedOver>,
+    #[serde(default)]
+    pub host_slowed_share: Option<f64>,
 }
 
 /// A median signed error and how many steps it is over.
@@ -686,9 +734,12 @@ pub fn aggregate(runs: &[RunValidation]) -> ValidationSummary {
             let gpu = part(&StepComparison::gpu_signed_error);
             let gpu_unslowed = part(&|s| s.gpu_signed_error().filter(|_| s.slowed == Some(false)));
             let clocks: Vec<f64> = of_kind().filter_map(|s| s.sm_mhz).map(f64::from).collect();
-            let slowed: Vec<bool> = of_kind().filter_map(|s| s.slowed).collect();
-            let slowed_share =
-                (!slowed.is_empty()).then(|| slowed.iter().filter(|&&b| b).count() as f64 / slowed.len() as f64);
+            let share = |flags: Vec<bool>| {
+                (!flags.is_empty()).then(|| flags.iter().filter(|&&b| b).count() as f64 / flags.len() as f64)
+            };
+            let slowed_share = share(of_kind().filter_map(|s| s.slowed).collect());
+            let host_unslowed = part(&|s| (s.host_slowed == Some(false)).then(|| s.signed_error()));
+            let host_slowed_share = share(of_kind().filter_map(|s| s.host_slowed).collect());
             Some(StepKindAggregate {
                 kind: kind.as_str().to_owned(),
                 steps: count,
@@ -701,6 +752,8 @@ pub fn aggregate(runs: &[RunValidation]) -> ValidationSummary {
                 gpu_unslowed,
                 sm_mhz_median: median_p95_max(clocks).0,
                 slowed_share,
+                host_unslowed,
+                host_slowed_share,
             })
         })
         .collect();

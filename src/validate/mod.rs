@@ -19,9 +19,10 @@ pub mod fingerprint;
 pub mod output;
 
 pub use compare::{
-    DivergenceCause, MetricAggregate, MetricComparison, PlanAgreement, PolicyThroughput, RankingGroup, RankingVerdict,
-    STALL, SignedOver, StepComparison, StepKindAggregate, ValidationSummary, Verdict, aggregate, compare_metrics,
-    compare_plans, compare_steps, rank_policies, relative_error,
+    DivergenceCause, HOST_MIN_DECODES, HOST_SLOW, HOST_WINDOW, MetricAggregate, MetricComparison, PlanAgreement,
+    PolicyThroughput, RankingGroup, RankingVerdict, STALL, SignedOver, StepComparison, StepKindAggregate,
+    ValidationSummary, Verdict, aggregate, compare_metrics, compare_plans, compare_steps, rank_policies,
+    relative_error,
 };
 pub use driver::{
     Backend, MeasuredMemory, MeasuredRun, PlanLog, RunValidation, ValidateError, ValidateOptions, Validation,

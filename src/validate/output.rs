@@ -47,8 +47,8 @@ fn comparison_frame(rows: &[(&str, &MetricComparison)], with_run: bool) -> Polar
 }
 
 /// The per-step table: shape, measured and predicted milliseconds, signed and absolute relative error, and the
-/// host's issue and the GPU's time of each, measured and predicted (empty where either side gives none), and the
-/// SM clock it ran at.
+/// host's issue and the GPU's time of each, measured and predicted (empty where either side gives none), the SM
+/// clock it ran at, and whether the host was issuing slower than calibrated around it.
 pub(crate) fn step_frame(steps: &[StepComparison]) -> PolarsResult<DataFrame> {
     let u = |get: fn(&StepComparison) -> u32| steps.iter().map(get).collect::<Vec<u32>>();
     let u64s = |get: fn(&StepComparison) -> u64| steps.iter().map(get).collect::<Vec<u64>>();
@@ -86,6 +86,10 @@ pub(crate) fn step_frame(steps: &[StepComparison]) -> PolarsResult<DataFrame> {
             col(
                 "clock_slowed",
                 steps.iter().map(|s| s.slowed).collect::<Vec<Option<bool>>>(),
+            ),
+            col(
+                "host_slowed",
+                steps.iter().map(|s| s.host_slowed).collect::<Vec<Option<bool>>>(),
             ),
         ],
     )

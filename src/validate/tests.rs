@@ -203,6 +203,14 @@ fn the_host_issue_and_the_gpu_time_of_each_step_are_compared_apart() {
         }
     }
     assert!(gpu_bound > 0, "the decode steps are GPU-bound");
+    // Issued 1.2× slower than predicted throughout: below the 1.25× that counts as a slowed host.
+    let verdicts: Vec<bool> = v
+        .runs
+        .iter()
+        .flat_map(|r| &r.steps)
+        .filter_map(|s| s.host_slowed)
+        .collect();
+    assert!(!verdicts.is_empty() && verdicts.iter().all(|&slowed| !slowed));
     let held = v
         .runs
         .iter()
@@ -262,6 +270,83 @@ fn the_host_issue_and_the_gpu_time_of_each_step_are_compared_apart() {
     assert!(!md.contains("Host, GPU and clock"), "{md}");
 }
 
+/// A step of `kind` measured at `measured_ms` against a prediction of 1 ms, issued in `issue_us` against a predicted
+/// 40 µs.
+fn timed_step(kind: StepKind, measured_ms: f64, issue_us: Option<f64>) -> StepComparison {
+    StepComparison {
+        index: 0,
+        kind,
+        prefill_seqs: u32::from(kind != StepKind::Decode),
+        decode_seqs: u32::from(kind != StepKind::Prefill),
+        prefill_tokens: 0,
+        decode_tokens: 0,
+        padding_tokens: 0,
+        kv_read_tokens: 0,
+        max_context: 0,
+        measured: Nanos::from_ms(measured_ms),
+        predicted: Nanos::from_ms(1.0),
+        measured_issue: issue_us.map(Nanos::from_us),
+        predicted_issue: issue_us.map(|_| Nanos::from_us(40.0)),
+        measured_gpu: None,
+        predicted_gpu: None,
+        sm_mhz: None,
+        slowed: None,
+        host_slowed: None,
+    }
+}
+
+#[test]
+fn the_decode_steps_around_a_step_say_whether_its_host_was_slowed() {
+    use super::compare::{HOST_MIN_DECODES, HOST_WINDOW, mark_host_slowed};
+    // 100 decode steps issued as calibrated (40 µs), then 140 issued in 60 µs (1.5×); a prefill after each 30th,
+    // taking 1.2 ms (against 1 ms predicted) where the host was slow.
+    let mut steps = Vec::new();
+    for i in 0..240 {
+        let issue = if i < 100 { 40.0 } else { 60.0 };
+        steps.push(timed_step(StepKind::Decode, 1.0, Some(issue)));
+        if i % 30 == 29 {
+            steps.push(timed_step(
+                StepKind::Prefill,
+                if i < 100 { 1.0 } else { 1.2 },
+                Some(900.0),
+            ));
+        }
+    }
+    mark_host_slowed(&mut steps);
+    let verdicts: Vec<Option<bool>> = steps
+        .iter()
+        .filter(|s| s.kind == StepKind::Prefill)
+        .map(|s| s.host_slowed)
+        .collect();
+    // Each prefill reads the decodes within 50 steps either side: the third (at step 92) sees about 60 fast ones
+    // and 40 slow, the fourth (at 123) about 30 and 70.
+    assert_eq!(
+        verdicts,
+        [false, false, false, true, true, true, true, true].map(Some),
+        "window {HOST_WINDOW}"
+    );
+    // Decode steps are marked too, by their neighbours.
+    assert_eq!(steps[0].host_slowed, Some(false));
+    assert_eq!(steps.last().unwrap().host_slowed, Some(true));
+    // Too few decode steps with both issue times nearby: no verdict.
+    let mut few: Vec<StepComparison> = (0..HOST_MIN_DECODES - 1)
+        .map(|_| timed_step(StepKind::Decode, 1.0, Some(80.0)))
+        .chain((0..20).map(|_| timed_step(StepKind::Decode, 1.0, None)))
+        .collect();
+    mark_host_slowed(&mut few);
+    assert!(few.iter().all(|s| s.host_slowed.is_none()));
+    // The aggregate: the signed error over the steps whose host was not slowed, and the share that was.
+    let mut v = validate(BURST, &mut PerturbedBackend::new(Factors::uniform(1.0)), 0);
+    v.runs.truncate(1);
+    v.runs[0].steps = steps;
+    let summary = aggregate(&v.runs);
+    let prefill = summary.steps.iter().find(|k| k.kind == "prefill").unwrap();
+    assert_eq!(prefill.host_unslowed.map(|h| (h.steps, h.median)), Some((3, 0.0)));
+    assert_eq!(prefill.host_slowed_share, Some(5.0 / 8.0));
+    let md = crate::report::validation_markdown(&summary, "host");
+    assert!(md.contains("step, host not slowed") && md.contains("62.50%"), "{md}");
+}
+
 #[test]
 fn a_step_more_than_a_millisecond_late_is_stalled() {
     let step = |measured_ms: f64, predicted_ms: f64| StepComparison {
@@ -282,6 +367,7 @@ fn a_step_more_than_a_millisecond_late_is_stalled() {
         predicted_gpu: None,
         sm_mhz: None,
         slowed: None,
+        host_slowed: None,
     };
     assert!(step(3.6, 2.5).stalled());
     assert!(!step(3.4, 2.5).stalled(), "0.9 ms late");
