@@ -84,7 +84,7 @@ fn run_grids(gpu: &Gpu, cfg: &CalibrateConfig, grids: &[&Grid], what: &str) -> R
 pub fn calibrate(args: CalibrateArgs) -> Result<(), CliError> {
     let model = model_of(&args.target)?;
     let started = Instant::now();
-    let (gpu, issue_cpu) = open_gpu(args.target.gpu, args.target.cpu)?;
+    let (gpu, issue_cpu) = open_gpu(args.target.gpu, args.target.pin.cpu)?;
     let info = gpu.info().clone();
     let out = args
         .out
@@ -321,7 +321,7 @@ pub fn bench_engine(args: BenchEngineArgs) -> Result<(), CliError> {
         }
         None => GemmPolicy::always(GemmBackend::Ours),
     };
-    let (gpu, issue_cpu) = open_gpu(args.target.gpu, args.target.cpu)?;
+    let (gpu, issue_cpu) = open_gpu(args.target.gpu, args.target.pin.cpu)?;
     let decode = if args.decode.is_empty() {
         DECODE_POINTS.to_vec()
     } else {
@@ -369,7 +369,7 @@ pub fn bench_engine(args: BenchEngineArgs) -> Result<(), CliError> {
 
 pub fn bench_kernels(args: BenchKernelsArgs) -> Result<(), CliError> {
     let model = model_of(&args.target)?;
-    let (gpu, _) = open_gpu(args.target.gpu, args.target.cpu)?;
+    let (gpu, _) = open_gpu(args.target.gpu, args.target.pin.cpu)?;
     let uniform: Vec<(usize, usize)> = if args.decode.is_empty() {
         bench::DECODE_POINTS.to_vec()
     } else {

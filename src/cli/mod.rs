@@ -143,6 +143,13 @@ pub struct GpuModelArgs {
     /// Timed repeats per point and pass (each repeat spans about 200 µs of back-to-back launches).
     #[arg(long, default_value_t = 7)]
     pub repeats: usize,
+    #[command(flatten)]
+    pub pin: PinArgs,
+}
+
+/// Where the thread that issues the GPU's work runs (every GPU command).
+#[derive(Debug, Args)]
+pub struct PinArgs {
     /// Pin the thread that issues the GPU's work to one CPU core: `auto` (of the cores near the GPU, the one that
     /// issues kernel launches fastest, measured at start-up) or a core number; `none` leaves it to the OS. An eager
     /// step's time is the host's time to issue its launches, which depends on the core; on a machine with several
@@ -300,13 +307,8 @@ pub struct ValidateArgs {
     /// The GPU to run on (CUDA ordinal, as nvidia-smi numbers them).
     #[arg(long, default_value_t = 0)]
     pub gpu: usize,
-    /// Pin the thread that issues the GPU's work to one CPU core: `auto` (of the cores near the GPU, the one that
-    /// issues kernel launches fastest, measured at start-up) or a core number; `none` leaves it to the OS. An eager
-    /// step's time is the host's time to issue its launches, which depends on the core; on a machine with several
-    /// NUMA nodes, pin to one near the GPU. Calibrate and validate alike (`validate` warns when a profile's engine
-    /// steps were measured pinned and the run is not, or the other way round).
-    #[arg(long, default_value = "none", value_name = "CPU")]
-    pub cpu: crate::gpu::affinity::IssueCpu,
+    #[command(flatten)]
+    pub pin: PinArgs,
     /// Before each run, serve a discarded warm-up of about this many steps (one batch of the run's own prompts, the
     /// last arriving just after the others so that continuous batching takes a mixed step too) so kernel
     /// compilation, cuBLAS heuristics, clocks and an engine's first step of each kind are paid before anything is

@@ -23,7 +23,7 @@ pub fn validate(args: ValidateArgs) -> Result<(), CliError> {
     let runs = load(&args.scenario)?;
     let prepared = prepare_all(&runs)?;
     crate::gpu::require_driver().map_err(|e| CliError::Failed(anyhow::anyhow!(e)))?;
-    let (gpu, issue_cpu) = super::gpu_commands::open_gpu(args.gpu, args.cpu)?;
+    let (gpu, issue_cpu) = super::gpu_commands::open_gpu(args.gpu, args.pin.cpu)?;
     let device = DeviceFingerprint {
         issue_cpu: Some(issue_cpu),
         ..device_fingerprint(&gpu)
@@ -168,7 +168,9 @@ mod tests {
             },
             out: Some(out),
             gpu: 0,
-            cpu: crate::gpu::affinity::IssueCpu::Free,
+            pin: crate::cli::PinArgs {
+                cpu: crate::gpu::affinity::IssueCpu::Free,
+            },
             warmup_steps: 2,
             quiet: true,
             no_report,
