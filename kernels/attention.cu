@@ -15,8 +15,9 @@
 #define DEC_WARPS (DEC_THREADS / 32)
 #define DEC_PART 256
 #define MAX_GROUP 8
-// K/V chunk buffers per warp in the tensor-core decode kernel, by head size (the host's decode_tc_stages must agree:
-// it sizes the kernel's shared memory; it passes -DDEC_STAGES_D64=N / -DDEC_STAGES_D128=N when told other counts).
+// K/V chunk buffers per warp in the tensor-core decode kernel, by head size (the host's gpu::compile::decode_stages
+// must agree: it sizes the kernel's shared memory; it passes -DDEC_STAGES_D64=N / -DDEC_STAGES_D128=N when told other
+// counts).
 #ifndef DEC_STAGES_D64
 #define DEC_STAGES_D64 2
 #endif
@@ -376,9 +377,15 @@ DECODE_KERNELS(128)
 // ldmatrix (.trans for V) can build the B fragments.
 // decode:  one block per (kv head, sequence, partition); the warps split the partition's tokens 16 at a time and
 //          merge their (m, l, O) at the end. Up to 16 query heads per kv head.
-// prefill: one block per (64 rows, kv head, sequence); the warps share tiles of TC_BK cached tokens.
+// prefill: one block per (PF_TC_ROWS rows, kv head, sequence); the warps share tiles of PF_TC_BK cached tokens.
 
-#define TC_BK 32  // cached tokens per prefill tile
+#define PF_TC_BK 64  // cached tokens per prefill tile
+// Warps of a tensor-core prefill block, 16 query rows each (the host's prefill_tc_warps must agree; it passes
+// -DPF_TC_WARPS=N when told another count).
+#ifndef PF_TC_WARPS
+#define PF_TC_WARPS 4
+#endif
+#define PF_TC_ROWS (16 * PF_TC_WARPS)
 
 template <int D>
 struct WarpState {
@@ -400,27 +407,33 @@ __device__ __forceinline__ void warp_state_init(WarpState<D>& st, const half_t* 
     st.l[0] = st.l[1] = 0.0f;
 }
 
-// One warp attends its 16 rows to 16 cached tokens whose K and V rows sit at ks / vs (row stride D + 8).
-// `visible(h, j)` says whether this thread's row (lane/4 + 8h) may see token j of the 16 (j = 8 * tile + col).
-template <int D, typename Visible>
-__device__ __forceinline__ void warp_attend16(WarpState<D>& st, const half_t* ks, const half_t* vs, float scale_log2,
-                                              Visible visible) {
+// One warp attends its 16 rows to N cached tokens (N a multiple of 16) whose K and V rows sit at ks / vs (row
+// stride D + 8), with one online-softmax update for all N. `visible(h, j)` says whether this thread's row
+// (lane/4 + 8h) may see token j of the N (j = 8 * tile + col).
+template <int D, int N, typename Visible>
+__device__ __forceinline__ void warp_attend(WarpState<D>& st, const half_t* ks, const half_t* vs, float scale_log2,
+                                            Visible visible) {
+    static_assert(N % 16 == 0, "tokens come 16 at a time");
     const int lane = threadIdx.x & 31, t = lane % 4;
-    float s[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
+    float s[N / 8][4];
+#pragma unroll
+    for (int nt = 0; nt < N / 8; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
-        u32 b00, b01, b10, b11;
-        const int row = (lane % 8) + (lane / 16) * 8, col = kk * 16 + ((lane / 8) % 2) * 8;
-        ldmatrix_x4(smem_addr(ks + row * (D + 8) + col), b00, b01, b10, b11);
-        mma_16816(s[0], st.qa[kk], b00, b01);
-        mma_16816(s[1], st.qa[kk], b10, b11);
+#pragma unroll
+        for (int np = 0; np < N / 16; ++np) {
+            u32 b00, b01, b10, b11;
+            const int row = np * 16 + (lane % 8) + (lane / 16) * 8, col = kk * 16 + ((lane / 8) % 2) * 8;
+            ldmatrix_x4(smem_addr(ks + row * (D + 8) + col), b00, b01, b10, b11);
+            mma_16816(s[2 * np], st.qa[kk], b00, b01);
+            mma_16816(s[2 * np + 1], st.qa[kk], b10, b11);
+        }
     }
-    u32 pa[4];
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
         float mx = NEG_BIG;
 #pragma unroll
-        for (int nt = 0; nt < 2; ++nt) {
+        for (int nt = 0; nt < N / 8; ++nt) {
 #pragma unroll
             for (int e = 0; e < 2; ++e) {
                 const int j = nt * 8 + 2 * t + e;
@@ -435,7 +448,7 @@ __device__ __forceinline__ void warp_attend16(WarpState<D>& st, const half_t* ks
         const float corr = exp2f(st.m[h] - m_new);
         float sum = 0.0f;
 #pragma unroll
-        for (int nt = 0; nt < 2; ++nt) {
+        for (int nt = 0; nt < N / 8; ++nt) {
 #pragma unroll
             for (int e = 0; e < 2; ++e) {
                 const float v = s[nt][2 * h + e];
@@ -452,19 +465,23 @@ __device__ __forceinline__ void warp_attend16(WarpState<D>& st, const half_t* ks
             st.o[n][2 * h + 1] *= corr;
         }
     }
-    // The score accumulators' layout is the A operand's: rows lane/4 (+8), tokens 2t, 2t+1 (+8).
-    pa[0] = pack2(s[0][0], s[0][1]);
-    pa[1] = pack2(s[0][2], s[0][3]);
-    pa[2] = pack2(s[1][0], s[1][1]);
-    pa[3] = pack2(s[1][2], s[1][3]);
+    // The score accumulators' layout is the A operand's: rows lane/4 (+8), tokens 2t, 2t+1 (+8) of each 16.
 #pragma unroll
-    for (int dp = 0; dp < D / 16; ++dp) {
-        u32 b00, b01, b10, b11;
-        const int mi = lane / 8;
-        const int row = (lane % 8) + (mi % 2) * 8, col = dp * 16 + (mi / 2) * 8;
-        ldmatrix_x4_trans(smem_addr(vs + row * (D + 8) + col), b00, b01, b10, b11);
-        mma_16816(st.o[2 * dp], pa, b00, b01);
-        mma_16816(st.o[2 * dp + 1], pa, b10, b11);
+    for (int ks16 = 0; ks16 < N / 16; ++ks16) {
+        u32 pa[4];
+        pa[0] = pack2(s[2 * ks16][0], s[2 * ks16][1]);
+        pa[1] = pack2(s[2 * ks16][2], s[2 * ks16][3]);
+        pa[2] = pack2(s[2 * ks16 + 1][0], s[2 * ks16 + 1][1]);
+        pa[3] = pack2(s[2 * ks16 + 1][2], s[2 * ks16 + 1][3]);
+#pragma unroll
+        for (int dp = 0; dp < D / 16; ++dp) {
+            u32 b00, b01, b10, b11;
+            const int mi = lane / 8;
+            const int row = ks16 * 16 + (lane % 8) + (mi % 2) * 8, col = dp * 16 + (mi / 2) * 8;
+            ldmatrix_x4_trans(smem_addr(vs + row * (D + 8) + col), b00, b01, b10, b11);
+            mma_16816(st.o[2 * dp], pa, b00, b01);
+            mma_16816(st.o[2 * dp + 1], pa, b10, b11);
+        }
     }
 }
 
@@ -581,7 +598,7 @@ __device__ __forceinline__ void attn_decode_tc_impl(const half_t* __restrict__ q
         const int valid = min(16, n - c0);
         // bit j: token c0 + j exists in the cache
         const unsigned okmask = __ballot_sync(FULL_MASK, lane < valid && slot_s[c0 + lane] >= 0);
-        warp_attend16<D>(st, ks, vs, scale_log2, [&](int, int j) { return j < valid && ((okmask >> j) & 1u); });
+        warp_attend<D, 16>(st, ks, vs, scale_log2, [&](int, int j) { return j < valid && ((okmask >> j) & 1u); });
         __syncwarp();  // a later copy overwrites this buffer
         buf = (buf + 1) % STAGES;
     }
@@ -724,17 +741,25 @@ __device__ __forceinline__ void attn_decode_tc_impl(const half_t* __restrict__ q
     if (threadIdx.x == 0) *counter = 0;
 }
 
-// Grid (ceil(max_chunk * group / 64), kv_heads, num_seqs).
+// Grid (ceil(max_chunk * group / PF_TC_ROWS), kv_heads, num_seqs), PF_TC_WARPS * 32 threads, dynamic shared memory
+// prefill_tc_smem_bytes(D) (src/gpu/ops.rs): Q rows, then two stages of K and V tiles.
+// The block's cached tokens stream through two stages of PF_TC_BK tokens: the copy of tile i + 1 is in flight while
+// tile i is scored. Each tile's cache offsets are written to shared memory by the threads that own its tokens, from
+// block-table entries they loaded a tile earlier, so no block waits on a block-table read. A warp skips the tiles
+// past its last row's position and drops the causal mask on tiles its first row sees whole.
 template <int D>
 __device__ __forceinline__ void attn_prefill_tc_impl(const half_t* __restrict__ q, Paged pc,
                                                      const int* __restrict__ cu_seqlens_q,
                                                      const int* __restrict__ context_lens, half_t* __restrict__ out,
                                                      int total_tokens, int q_heads, float scale) {
     constexpr int RS = D + 8;
-    __shared__ __align__(16) half_t q_s[64 * RS];
-    __shared__ __align__(16) half_t k_s[TC_BK * RS];
-    __shared__ __align__(16) half_t v_s[TC_BK * RS];
-    __shared__ long long offs[TC_BK];
+    constexpr int BK = PF_TC_BK;
+    constexpr int THREADS = PF_TC_WARPS * 32;
+    constexpr int TILE = BK * RS;  // halves of one K or V tile
+    static_assert(BK <= THREADS, "each tile token needs an owning thread");
+    half_t* q_s = reinterpret_cast<half_t*>(dec_smem);
+    half_t* kv_s = q_s + PF_TC_ROWS * RS;  // stage j: K at kv_s + 2j * TILE, V right after
+    __shared__ long long offs[2][BK];
 
     const int s = blockIdx.z, kvh = blockIdx.y;
     const int group = q_heads / pc.kv_heads;
@@ -743,67 +768,117 @@ __device__ __forceinline__ void attn_prefill_tc_impl(const half_t* __restrict__ 
     const int ctx = max(0, min(context_lens[s], pc.max_blocks_per_seq * pc.block_size));
     const int prefix = max(0, ctx - chunk);
     const int rows = chunk * group;
-    const int row0 = blockIdx.x * 64;
+    // The last rows see the most tokens: their blocks go first, so the long ones do not start last.
+    const int row0 = (gridDim.x - 1 - blockIdx.x) * PF_TC_ROWS;
     if (row0 >= rows) return;  // uniform across the block
     const int* bt = pc.block_tables + (size_t)s * pc.max_blocks_per_seq;
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int last_row = min(row0 + PF_TC_ROWS - 1, rows - 1);
+    const int kv_end = min(prefix + last_row / group + 1, ctx);
+    const int tiles = (kv_end + BK - 1) / BK;
 
-    for (int c = threadIdx.x; c < 64 * (D / 8); c += 128) {
+    // Thread tid < BK owns token tid of every tile: it loads the token's block-table entry one tile ahead of
+    // writing the token's offset.
+    auto block_of = [&](int tile) {
+        const int t = tile * BK + tid;
+        return tid < BK && t < kv_end ? bt[t / pc.block_size] : -1;
+    };
+    auto write_offs = [&](int tile, int blk, int st) {
+        if (tid < BK) {
+            const int t = tile * BK + tid;
+            offs[st][tid] = t < kv_end && blk >= 0 && blk < pc.num_blocks
+                                ? (((long long)blk * pc.block_size + t % pc.block_size) * pc.kv_heads + kvh) * D
+                                : -1;
+        }
+    };
+    auto issue = [&](int st) {
+        half_t* ks = kv_s + 2 * st * TILE;
+        half_t* vs = ks + TILE;
+#pragma unroll
+        for (int c = tid; c < BK * (D / 8); c += THREADS) {
+            const int r = c / (D / 8), ch = c % (D / 8);
+            const long long off = offs[st][r];
+            const bool ok = off >= 0;
+            cp_async16(smem_addr(ks + r * RS + ch * 8), ok ? pc.k_cache + off + ch * 8 : pc.k_cache, ok);
+            cp_async16(smem_addr(vs + r * RS + ch * 8), ok ? pc.v_cache + off + ch * 8 : pc.v_cache, ok);
+        }
+    };
+
+    int blk_next = block_of(0);
+    for (int c = tid; c < PF_TC_ROWS * (D / 8); c += THREADS) {
         const int r = c / (D / 8), ch = c % (D / 8);
         const int gr = row0 + r;
-        uint4 v = make_uint4(0, 0, 0, 0);
-        if (gr < rows) {
-            const int tok = gr / group, g = gr % group;
-            v = *reinterpret_cast<const uint4*>(q + ((size_t)(q_start + tok) * q_heads + kvh * group + g) * D + ch * 8);
-        }
-        *reinterpret_cast<uint4*>(q_s + r * RS + ch * 8) = v;
+        const bool ok = gr < rows;
+        const half_t* src =
+            ok ? q + ((size_t)(q_start + gr / group) * q_heads + kvh * group + gr % group) * D + ch * 8 : q;
+        cp_async16(smem_addr(q_s + r * RS + ch * 8), src, ok);
     }
+    // Tiles 0 and 1 in flight (one commit group each, the first with Q), tile 2's block-table entries loading.
+    write_offs(0, blk_next, 0);
+    blk_next = block_of(1);
     __syncthreads();
+    issue(0);
+    cp_async_commit();
+    write_offs(1, blk_next, 1);
+    blk_next = block_of(2);
+    __syncthreads();
+    if (tiles > 1) issue(1);
+    cp_async_commit();
+    cp_async_wait<1>();
+    __syncthreads();
+
+    // This warp's rows: the positions its first and last rows see up to (-1: no rows), and each thread's two rows'.
+    const int wr0 = row0 + warp * 16;
+    const int wr1 = min(wr0 + 15, rows - 1);
+    const int first_pos = wr0 < rows ? min(prefix + wr0 / group, ctx - 1) : -1;
+    const int last_pos = wr0 < rows ? min(prefix + wr1 / group, ctx - 1) : -1;
+    int pos[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        const int gr = wr0 + lane / 4 + 8 * h;
+        pos[h] = gr < rows ? min(prefix + gr / group, ctx - 1) : -1;
+    }
     WarpState<D> st;
     warp_state_init<D>(st, q_s + warp * 16 * RS);
     const float scale_log2 = scale * LOG2E;
 
-    // This thread's two rows and the last position each may see (-1: a padding row).
-    int pos[2];
+    for (int i = 0; i < tiles; ++i) {
+        const int cur = i & 1;
+        const int t0 = i * BK;
+        if (t0 <= last_pos) {  // warp-uniform
+            const half_t* ks = kv_s + 2 * cur * TILE;
+            const half_t* vs = ks + TILE;
+            const long long* o = offs[cur];
+            // Whole: every token of the tile exists and even the warp's first row sees it.
+            bool cached = true;
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
-        const int gr = row0 + warp * 16 + lane / 4 + 8 * h;
-        pos[h] = gr < rows ? min(prefix + gr / group, ctx - 1) : -1;
-    }
-    const int last_row = min(row0 + 63, rows - 1);
-    const int kv_end = min(prefix + last_row / group + 1, ctx);
-    for (int tile = 0; tile < kv_end; tile += TC_BK) {
-        __syncthreads();  // the previous tile is no longer read
-        if (threadIdx.x < TC_BK) {
-            const int t = tile + threadIdx.x;
-            offs[threadIdx.x] = t < kv_end ? kv_offset<D>(pc, bt, t, kvh) : -1;
+            for (int j = lane; j < BK; j += 32) cached = cached && o[j] >= 0;
+            const bool whole = __all_sync(FULL_MASK, cached) && t0 + BK - 1 <= first_pos;
+            if (whole) {
+                warp_attend<D, BK>(st, ks, vs, scale_log2, [](int, int) { return true; });
+            } else {
+                warp_attend<D, BK>(st, ks, vs, scale_log2,
+                                   [&](int h, int j) { return t0 + j <= pos[h] && o[j] >= 0; });
+            }
+        }
+        if (i + 1 >= tiles) break;  // uniform
+        __syncthreads();  // tile i's buffers and offsets are no longer read
+        if (i + 2 < tiles) {
+            write_offs(i + 2, blk_next, cur);
+            blk_next = block_of(i + 3);
         }
         __syncthreads();
-        for (int c = threadIdx.x; c < TC_BK * (D / 8); c += 128) {
-            const int r = c / (D / 8), ch = c % (D / 8);
-            const long long off = offs[r];
-            const bool ok = off >= 0;
-            cp_async16(smem_addr(k_s + r * RS + ch * 8), ok ? pc.k_cache + off + ch * 8 : pc.k_cache, ok);
-            cp_async16(smem_addr(v_s + r * RS + ch * 8), ok ? pc.v_cache + off + ch * 8 : pc.v_cache, ok);
-        }
+        if (i + 2 < tiles) issue(cur);
         cp_async_commit();
-        cp_async_wait<0>();
-        __syncthreads();
-#pragma unroll
-        for (int sub = 0; sub < TC_BK; sub += 16) {
-            const int base = tile + sub;
-            if (base > kv_end - 1) break;  // uniform
-            warp_attend16<D>(st, k_s + sub * RS, v_s + sub * RS, scale_log2, [&](int h, int j) {
-                const int t = base + j;
-                return t <= pos[h] && offs[sub + j] >= 0;
-            });
-        }
+        cp_async_wait<1>();  // tile i + 1 has landed (this thread's copies) ...
+        __syncthreads();     // ... and every thread's
     }
+    cp_async_wait<0>();
     warp_finish<D>(st);
     const int t4 = lane % 4;
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-        const int gr = row0 + warp * 16 + lane / 4 + 8 * h;
+        const int gr = wr0 + lane / 4 + 8 * h;
         if (gr >= rows) continue;
         const int tok = gr / group, g = gr % group;
         half_t* op = out + ((size_t)(q_start + tok) * q_heads + kvh * group + g) * D;
@@ -825,7 +900,7 @@ __device__ __forceinline__ void attn_prefill_tc_impl(const half_t* __restrict__ 
         attn_decode_tc_impl<D>(q, pc, context_lens, out, part_out, part_ml, counters, part_plan, q_heads, num_parts, \
                                part_size, scale);                                                                  \
     }                                                                                                              \
-    extern "C" __global__ void __launch_bounds__(128) attn_prefill_tc_d##D##_f16(                                 \
+    extern "C" __global__ void __launch_bounds__(PF_TC_WARPS * 32) attn_prefill_tc_d##D##_f16(                    \
         const half_t* q, const half_t* k_cache, const half_t* v_cache, const int* block_tables,                   \
         const int* cu_seqlens_q, const int* context_lens, half_t* out, int total_tokens, int q_heads,             \
         int kv_heads, int block_size, int max_blocks_per_seq, int num_blocks, float scale) {                      \

@@ -91,12 +91,39 @@ fn decode_stages_override() -> Option<usize> {
     })
 }
 
-/// The `-D` options every kernel file is compiled with: none, unless [`decode_stages`] is overridden.
+/// Warps (16 query rows each) of a tensor-core prefill attention block: 4. `BATCHLAB_PREFILL_WARPS=N` (4 or 8)
+/// sets another, for `bench-kernels` to compare; like [`decode_stages`], the count then goes into the kernels' compile
+/// options and [`kernel_source_hash`].
+pub fn prefill_tc_warps() -> usize {
+    prefill_warps_override().unwrap_or(4)
+}
+
+fn prefill_warps_override() -> Option<usize> {
+    static WARPS: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    *WARPS.get_or_init(|| {
+        let v = std::env::var("BATCHLAB_PREFILL_WARPS").ok()?;
+        match v.trim().parse::<usize>() {
+            Ok(n @ (4 | 8)) => Some(n),
+            _ => {
+                tracing::warn!("BATCHLAB_PREFILL_WARPS={v:?} is not 4 or 8: ignored");
+                None
+            }
+        }
+    })
+}
+
+/// The `-D` options every kernel file is compiled with: none, unless [`decode_stages`] or [`prefill_tc_warps`] is
+/// overridden.
 pub fn kernel_defines() -> Vec<String> {
-    match decode_stages_override() {
-        Some(n) => vec![format!("-DDEC_STAGES_D64={n}"), format!("-DDEC_STAGES_D128={n}")],
-        None => Vec::new(),
+    let mut d = Vec::new();
+    if let Some(n) = decode_stages_override() {
+        d.push(format!("-DDEC_STAGES_D64={n}"));
+        d.push(format!("-DDEC_STAGES_D128={n}"));
     }
+    if let Some(n) = prefill_warps_override() {
+        d.push(format!("-DPF_TC_WARPS={n}"));
+    }
+    d
 }
 
 /// SHA-256 (hex) over every kernel source and header (but [`UNTIMED_FILES`]), and the [`kernel_defines`] when there

@@ -100,11 +100,13 @@ impl Kernels {
                 f.ok_or_else(|| GpuError::Nvrtc(format!("kernel {} names a file not in KERNEL_FILES", id.name())))
             })
             .collect::<Result<_, _>>()?;
-        // The GEMM and tensor-core decode kernels keep their pipeline stages in dynamic shared memory, beyond the
-        // default 48 KB limit.
+        // The GEMM and tensor-core attention kernels keep their pipeline stages in dynamic shared memory, beyond
+        // the default 48 KB limit.
         let decode = [
             (KernelId::AttnDecodeTcD64F16, super::ops::decode_tc_smem_bytes(64)),
             (KernelId::AttnDecodeTcD128F16, super::ops::decode_tc_smem_bytes(128)),
+            (KernelId::AttnPrefillTcD64F16, super::ops::prefill_tc_smem_bytes(64)),
+            (KernelId::AttnPrefillTcD128F16, super::ops::prefill_tc_smem_bytes(128)),
         ];
         for (id, bytes) in super::gemm::gemm_smem_limits().chain(decode) {
             funcs[id as usize].set_attribute(

@@ -51,6 +51,21 @@ pub(crate) fn decode_tc_smem_bytes(d: usize) -> u32 {
     (kv.max(merge) + 16 * row * 2) as u32
 }
 
+/// Dynamic shared memory of the tensor-core prefill kernel for heads of `d` values: its Q rows
+/// (`PF_TC_ROWS`) and two stages of K and V tiles of `PF_TC_BK` tokens, rows padded by 8 halves.
+pub(crate) fn prefill_tc_smem_bytes(d: usize) -> u32 {
+    let row = d + 8;
+    ((prefill_tc_rows() + 4 * PREFILL_TC_BK) * row * 2) as u32
+}
+
+/// Cached tokens per tile of the tensor-core prefill kernel (`PF_TC_BK`).
+const PREFILL_TC_BK: usize = 64;
+
+/// Query rows ((token, head) pairs) per tensor-core prefill block (`PF_TC_ROWS`).
+fn prefill_tc_rows() -> usize {
+    16 * super::compile::prefill_tc_warps()
+}
+
 /// Query rows per prefill block (`PF_ROWS`).
 const PREFILL_ROWS: usize = 32;
 
@@ -756,14 +771,14 @@ impl Gpu {
         let (id, grid_x) = match (kernel, d) {
             (AttentionKernel::Simt, 64) => (KernelId::AttnPrefillD64F16, shape.max_chunk_len.div_ceil(PREFILL_ROWS)),
             (AttentionKernel::Simt, _) => (KernelId::AttnPrefillD128F16, shape.max_chunk_len.div_ceil(PREFILL_ROWS)),
-            // Rows are (token, head-of-group) pairs, 64 per block.
+            // Rows are (token, head-of-group) pairs, prefill_tc_rows() per block.
             (AttentionKernel::TensorCore, 64) => (
                 KernelId::AttnPrefillTcD64F16,
-                (shape.max_chunk_len * (qh / kv.layout.kv_heads)).div_ceil(64),
+                (shape.max_chunk_len * (qh / kv.layout.kv_heads)).div_ceil(prefill_tc_rows()),
             ),
             (AttentionKernel::TensorCore, _) => (
                 KernelId::AttnPrefillTcD128F16,
-                (shape.max_chunk_len * (qh / kv.layout.kv_heads)).div_ceil(64),
+                (shape.max_chunk_len * (qh / kv.layout.kv_heads)).div_ceil(prefill_tc_rows()),
             ),
         };
         let grid_yz = match kernel {
@@ -778,8 +793,14 @@ impl Gpu {
         let scale = 1.0 / (d as f32).sqrt();
         let cfg = LaunchConfig {
             grid_dim: (grid_u32(OP, grid_x)?, grid_yz.0, grid_yz.1),
-            block_dim: (128, 1, 1),
-            shared_mem_bytes: 0,
+            block_dim: match kernel {
+                AttentionKernel::Simt => (128, 1, 1),
+                AttentionKernel::TensorCore => (32 * super::compile::prefill_tc_warps() as u32, 1, 1),
+            },
+            shared_mem_bytes: match kernel {
+                AttentionKernel::Simt => 0,
+                AttentionKernel::TensorCore => prefill_tc_smem_bytes(d),
+            },
         };
         let f = self.kernels().get(id);
         let mut b = self.stream().launch_builder(f);
@@ -791,9 +812,12 @@ impl Gpu {
             .arg(context_lens)
             .arg(out);
         b.arg(&ti).arg(&qh_i).arg(&kvh).arg(&bs).arg(&mbps).arg(&nb).arg(&scale);
-        // SAFETY: both prefill kernels take the same arguments. They clamp the sequence offsets to [0, total_tokens], so it reads and writes only
-        // rows < total_tokens of q and out (t*qh*d each, checked); it reads the cache only through block-table
-        // entries in [0, num_blocks) and s+1 / s entries of cu_seqlens_q / context_lens (checked above).
+        // SAFETY: both prefill kernels take the same arguments. They clamp the sequence offsets to [0, total_tokens],
+        // so they read and write only rows < total_tokens of q and out (t*qh*d each, checked); they read the cache
+        // only through block-table entries in [0, num_blocks) and s+1 / s entries of cu_seqlens_q / context_lens
+        // (checked above). The tensor-core one runs with the block size it was compiled for (prefill_tc_warps()
+        // warps: the same count reaches it as PF_TC_WARPS) and the dynamic shared memory it lays out, whose limit
+        // Kernels::load raised to that size.
         unsafe { b.launch(cfg) }?;
         Ok(())
     }

@@ -179,9 +179,12 @@ mod tests {
         let model = profile.fingerprint.model.clone();
         let mut device = device_of(&profile);
         // Profiles from before the pinning was recorded were measured unpinned: as `--cpu none`.
-        assert_eq!(profile.run.issue_cpu, None);
+        profile.run.issue_cpu = None;
         device.issue_cpu = Some("none".into());
         assert_eq!(check_profile(&profile, &device, &model), ProfileCheck::default());
+        profile.run.issue_cpu = Some("none".into());
+        assert_eq!(check_profile(&profile, &device, &model), ProfileCheck::default());
+        profile.run.issue_cpu = None;
         device.issue_cpu = Some("1".into());
         let w = the_one_warning(&profile, &device, &model);
         assert!(w.starts_with("host: "), "{w}");
