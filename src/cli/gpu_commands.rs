@@ -1,7 +1,10 @@
 //! The subcommands that need a GPU: calibrate, bench-kernels; and compare-profiles, which reads what they wrote.
 
 use super::commands::{CliError, input, progress};
-use super::{BenchEngineArgs, BenchKernelsArgs, CalibrateArgs, CompareArgs, GpuModelArgs, RefitArgs};
+use super::{
+    BenchEngineArgs, BenchKernelsArgs, CalibrateArgs, CheckProfileArgs, CompareProfilesArgs, CompareSummariesArgs,
+    GpuModelArgs, RefitArgs,
+};
 use crate::calib::Profile;
 use crate::calib::bench;
 use crate::calib::compare::{OpErrors, PointError, agreement, out_of_sample};
@@ -280,9 +283,9 @@ fn worst_points(errors: &[OpErrors], n: usize) -> Vec<(&str, &PointError)> {
 }
 
 /// Recomputes the out-of-sample report from a profile and an offset-grid profile written by `calibrate --check`.
-pub fn check_profile(args: CompareArgs) -> Result<(), CliError> {
-    let profile = Profile::load(&args.first).map_err(input)?;
-    let offset = Profile::load(&args.second).map_err(input)?;
+pub fn check_profile(args: CheckProfileArgs) -> Result<(), CliError> {
+    let profile = Profile::load(&args.profile).map_err(input)?;
+    let offset = Profile::load(&args.offset).map_err(input)?;
     println!("{}", check_report(&profile, &offset)?);
     Ok(())
 }
@@ -410,9 +413,9 @@ fn summary_rows(path: &Path) -> Result<Vec<serde_json::Value>, CliError> {
     serde_json::from_str(&text).map_err(|e| input(format!("{} is not a summary.json: {e}", file.display())))
 }
 
-pub fn compare_summaries(args: CompareArgs) -> Result<(), CliError> {
-    let measured = summary_rows(&args.first)?;
-    let simulated = summary_rows(&args.second)?;
+pub fn compare_summaries(args: CompareSummariesArgs) -> Result<(), CliError> {
+    let measured = summary_rows(&args.measured)?;
+    let simulated = summary_rows(&args.simulated)?;
     let metrics = crate::validate::compare::compare_summary_rows(&measured, &simulated).map_err(input)?;
     let percent = |v: Option<f64>| v.map_or("—".to_owned(), |v| format!("{:.2}%", 100.0 * v));
     println!("| metric | runs | median | p95 | max | verdict |\n|---|---:|---:|---:|---:|---|");
@@ -430,7 +433,7 @@ pub fn compare_summaries(args: CompareArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-pub fn compare_profiles(args: CompareArgs) -> Result<(), CliError> {
+pub fn compare_profiles(args: CompareProfilesArgs) -> Result<(), CliError> {
     let a = Profile::load(&args.first).map_err(input)?;
     let b = Profile::load(&args.second).map_err(input)?;
     let rows = agreement(&a, &b).map_err(input)?;

@@ -90,16 +90,18 @@ pub enum Command {
     /// Compare two calibration profiles of one model: per table, how many of the points both measured agree within
     /// their measured spread (points of one grid only are counted apart). Example: batchlab compare-profiles
     /// calibration/h200/repeat/qwen2.5-0.5b.first.json calibration/h200/repeat/qwen2.5-0.5b.json
-    CompareProfiles(CompareArgs),
+    CompareProfiles(CompareProfilesArgs),
     /// Compare the headline metrics of two summaries of the same runs, run by run: a `validate` folder (measured)
     /// and a `simulate` folder (simulated) of the same scenario, for example after refitting a profile or changing
     /// the cost model (`simulate` reproduces `validate`'s simulated side), without a GPU. Prints per metric the
     /// median, p95 and largest relative error and the verdict against the targets. Example: batchlab
     /// compare-summaries reports/seed-matrix-h200-validated out/sm-h200 (simulated with the H200 profiles)
-    CompareSummaries(CompareArgs),
+    CompareSummaries(CompareSummariesArgs),
     /// Report how well a profile predicts the points of an offset grid (the <model>.offset.json that
-    /// `calibrate --check` writes), per op: median, p95 and largest relative error.
-    CheckProfile(CompareArgs),
+    /// `calibrate --check` writes), per op: median, p95 and largest relative error, and the points it predicts
+    /// worst, as the cost model reads the profile. No GPU needed. Example: batchlab check-profile
+    /// calibration/h100-80gb-hbm3/qwen2.5-0.5b.json calibration/h100-80gb-hbm3/qwen2.5-0.5b.offset.json
+    CheckProfile(CheckProfileArgs),
     /// Fit a profile's engine step model again to the engine steps it measured (stored in the profile), as this
     /// batchlab's `calibrate` fits them, and rewrite the file; prints the model before and after. Steps stored with
     /// their plan (profiles calibrated by this version on) are first priced again by this batchlab's cost model, so
@@ -261,9 +263,27 @@ fn parse_pair(s: &str) -> Result<(u32, u32), String> {
 }
 
 #[derive(Debug, Args)]
-pub struct CompareArgs {
+pub struct CompareProfilesArgs {
+    /// A calibration profile (<model>.json).
     pub first: PathBuf,
+    /// Another profile of the same model.
     pub second: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct CompareSummariesArgs {
+    /// A folder written by `batchlab validate` (its --out): the measured side.
+    pub measured: PathBuf,
+    /// A folder written by `batchlab simulate` of the same scenario: the simulated side.
+    pub simulated: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckProfileArgs {
+    /// The calibration profile (<model>.json).
+    pub profile: PathBuf,
+    /// The offset grid measured with it (<model>.offset.json, from `calibrate --check`).
+    pub offset: PathBuf,
 }
 
 #[derive(Debug, Args)]
