@@ -79,16 +79,19 @@ pub fn decode_stages() -> usize {
 
 fn decode_stages_override() -> Option<usize> {
     static STAGES: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
-    *STAGES.get_or_init(|| {
-        let v = std::env::var("BATCHLAB_DECODE_STAGES").ok()?;
-        match v.trim().parse::<usize>() {
-            Ok(n @ 2..=4) => Some(n),
-            _ => {
-                tracing::warn!("BATCHLAB_DECODE_STAGES={v:?} is not a count from 2 to 4: ignored");
-                None
-            }
+    *STAGES.get_or_init(|| count_from_env("BATCHLAB_DECODE_STAGES", &[2, 3, 4], "a count from 2 to 4"))
+}
+
+/// The count `var` sets, if it is set to one of `allowed`; otherwise (with a warning when it is set) none.
+fn count_from_env(var: &str, allowed: &[usize], expected: &str) -> Option<usize> {
+    let v = std::env::var(var).ok()?;
+    match v.trim().parse::<usize>() {
+        Ok(n) if allowed.contains(&n) => Some(n),
+        _ => {
+            tracing::warn!("{var}={v:?} is not {expected}: ignored");
+            None
         }
-    })
+    }
 }
 
 /// Warps (16 query rows each) of a tensor-core prefill attention block: 4. `BATCHLAB_PREFILL_WARPS=N` (4 or 8)
@@ -100,16 +103,7 @@ pub fn prefill_tc_warps() -> usize {
 
 fn prefill_warps_override() -> Option<usize> {
     static WARPS: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
-    *WARPS.get_or_init(|| {
-        let v = std::env::var("BATCHLAB_PREFILL_WARPS").ok()?;
-        match v.trim().parse::<usize>() {
-            Ok(n @ (4 | 8)) => Some(n),
-            _ => {
-                tracing::warn!("BATCHLAB_PREFILL_WARPS={v:?} is not 4 or 8: ignored");
-                None
-            }
-        }
-    })
+    *WARPS.get_or_init(|| count_from_env("BATCHLAB_PREFILL_WARPS", &[4, 8], "4 or 8"))
 }
 
 /// The `-D` options every kernel file is compiled with: none, unless [`decode_stages`] or [`prefill_tc_warps`] is
