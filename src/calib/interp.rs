@@ -170,8 +170,8 @@ impl WorkSurface {
 /// Query rows one prefill attention block takes (the tensor-core kernel's tile).
 pub const PREFILL_QUERY_TILE: f64 = 64.0;
 
-/// Cached tokens one prefill attention block walks at a time (`PF_TC_BK`).
-pub const PREFILL_KEY_TILE: f64 = 64.0;
+/// Cached tokens one prefill attention block walks at a time ([`crate::gpu::ops::PREFILL_KEY_TILE`]).
+pub const PREFILL_KEY_TILE: f64 = crate::gpu::ops::PREFILL_KEY_TILE as f64;
 
 /// Prefill attention's time over chunk × offset. A chunk of at most one query tile is one block per kv head, whose
 /// time grows with the keys it walks (offset + chunk), a line in both: read straight from the measured surface

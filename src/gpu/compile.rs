@@ -463,6 +463,24 @@ pub fn compile_all(target: CompileTarget, resource_report: bool) -> Result<Vec<(
 mod tests {
     use super::*;
 
+    /// The host lays out and launches the tensor-core prefill kernel from its own copies of the kernel's tile and
+    /// block sizes: they must be the kernel's.
+    #[test]
+    fn the_host_knows_the_prefill_kernels_tile_and_warps() {
+        let src = KERNEL_FILES.iter().find(|f| f.name == "attention.cu").unwrap().source;
+        let define = |name: &str| -> usize {
+            let line = src
+                .lines()
+                .find(|l| l.starts_with(&format!("#define {name} ")))
+                .unwrap_or_else(|| panic!("attention.cu defines no {name}"));
+            line.split_whitespace().nth(2).unwrap().parse().unwrap()
+        };
+        assert_eq!(define("PF_TC_BK"), super::super::ops::PREFILL_KEY_TILE);
+        if prefill_warps_override().is_none() {
+            assert_eq!(define("PF_TC_WARPS"), prefill_tc_warps());
+        }
+    }
+
     /// A decode graph's kernel-to-kernel edges are made programmatic, so every kernel must wait for its
     /// predecessor inside (`pdl_begin` or `pdl_wait`): one forgotten would read its inputs before they exist.
     #[test]

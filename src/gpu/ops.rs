@@ -55,11 +55,11 @@ pub(crate) fn decode_tc_smem_bytes(d: usize) -> u32 {
 /// (`PF_TC_ROWS`) and two stages of K and V tiles of `PF_TC_BK` tokens, rows padded by 8 halves.
 pub(crate) fn prefill_tc_smem_bytes(d: usize) -> u32 {
     let row = d + 8;
-    ((prefill_tc_rows() + 4 * PREFILL_TC_BK) * row * 2) as u32
+    ((prefill_tc_rows() + 4 * PREFILL_KEY_TILE) * row * 2) as u32
 }
 
-/// Cached tokens per tile of the tensor-core prefill kernel (`PF_TC_BK`).
-const PREFILL_TC_BK: usize = 64;
+/// Cached tokens per tile of the tensor-core prefill kernel (`PF_TC_BK`): a block walks its keys in whole tiles.
+pub const PREFILL_KEY_TILE: usize = 64;
 
 /// Query rows ((token, head) pairs) per tensor-core prefill block (`PF_TC_ROWS`).
 fn prefill_tc_rows() -> usize {
