@@ -217,8 +217,9 @@ pub fn bench_engine(
             ..EngineConfig::default()
         };
         let mut samples = Vec::new();
-        // For each sample, the decode steps before each of its steps (prefills timed between decodes).
-        let mut before = Vec::new();
+        // For each sample, the decode steps before each of its steps (prefills timed between decodes): after each
+        // point, every sample it added gets the point's label, however many it added.
+        let mut before: Vec<Option<u32>> = Vec::new();
         let mut bench = StepBench {
             engine: Engine::random(gpu, model.clone(), 0x5eed, config)?,
             cost: None,
@@ -229,7 +230,7 @@ pub fn bench_engine(
             let ids = bench.prefilled(b, c)?;
             bench.decode_steps(&ids, c, None)?;
             bench.release(&ids);
-            before.push(None);
+            before.resize(bench.samples.len(), None);
             on_point("engine decode");
         }
         let running = match after {
@@ -239,11 +240,11 @@ pub fn bench_engine(
         let mut context = RUNNING_CONTEXT;
         for &(s, l) in prefill {
             bench.prefill_batch_steps(s, l)?;
-            before.push(None);
+            before.resize(bench.samples.len(), None);
             on_point("engine prefill");
             if let Some(n) = after {
                 context = bench.prefill_batch_steps_after_decodes((s, l), &running, context, n)?;
-                before.push(Some(n));
+                before.resize(bench.samples.len(), Some(n));
                 on_point("engine prefill after decodes");
             }
         }

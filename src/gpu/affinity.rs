@@ -128,26 +128,28 @@ pub fn pin_issuing_thread(
     bus_id: Option<&str>,
     launch_us: &mut dyn FnMut() -> Result<f64, String>,
 ) -> Result<Option<Pinned>, String> {
-    if choice == IssueCpu::Free {
-        return Ok(None);
-    }
-    let allowed = sys::allowed()?;
-    let pinned = match choice {
+    let core = match choice {
         IssueCpu::Free => return Ok(None),
-        IssueCpu::Core(c) if allowed.contains(&c) => {
+        IssueCpu::Core(c) => Some(c),
+        IssueCpu::Auto => None,
+    };
+    // The CPUs this process may run on (helper threads move onto the others: `keep_off_issuing_core`).
+    let allowed = sys::allowed()?;
+    let pinned = match core {
+        Some(c) if allowed.contains(&c) => {
             sys::set(&[c])?;
             Pinned {
                 core: c,
                 launch_us: Vec::new(),
             }
         }
-        IssueCpu::Core(c) => {
+        Some(c) => {
             return Err(format!(
                 "--cpu {c}: this process may run on CPUs {} only",
                 allowed.iter().map(usize::to_string).collect::<Vec<_>>().join(",")
             ));
         }
-        IssueCpu::Auto => {
+        None => {
             let near = bus_id.and_then(near_cpus);
             let mut tried = Vec::new();
             for c in candidates(&allowed, near.as_deref()) {
