@@ -342,19 +342,23 @@ impl Gpu {
     pub fn pin_issuing_thread(&self, choice: affinity::IssueCpu) -> Result<Option<affinity::Pinned>, String> {
         const LAUNCHES: usize = 200;
         const ROUNDS: usize = 5;
-        if choice == affinity::IssueCpu::Free {
-            return Ok(None);
-        }
         let text = |e: GpuError| e.to_string();
-        let gate_up = self.zeros::<u16>(16).map_err(text)?;
-        let mut out = self.zeros::<u16>(8).map_err(text)?;
+        // Allocated at the first measurement: only `auto` measures.
+        let mut buffers = None;
         let mut launch_us = || -> Result<f64, String> {
+            if buffers.is_none() {
+                buffers = Some((
+                    self.zeros::<u16>(16).map_err(text)?,
+                    self.zeros::<u16>(8).map_err(text)?,
+                ));
+            }
+            let (gate_up, out) = buffers.as_mut().expect("allocated above");
             let mut rounds = Vec::with_capacity(ROUNDS);
             for round in 0..=ROUNDS {
                 self.synchronize().map_err(text)?;
                 let started = std::time::Instant::now();
                 for _ in 0..LAUNCHES {
-                    self.silu_mul(&gate_up, &mut out, 1, 8).map_err(text)?;
+                    self.silu_mul(gate_up, out, 1, 8).map_err(text)?;
                 }
                 if round > 0 {
                     rounds.push(started.elapsed().as_secs_f64() * 1e6 / LAUNCHES as f64);
