@@ -25,6 +25,15 @@
 #define DEC_STAGES_D128 2
 #endif
 #define DEC_PART_TC 1024  // the most context tokens one tensor-core decode block covers
+// Warps of a tensor-core decode block, by head size (the host's gpu::compile::decode_warps must agree: it launches
+// the kernel and sizes its shared memory; it passes -DDEC_TC_WARPS_D64=N / -DDEC_TC_WARPS_D128=N when told other
+// counts).
+#ifndef DEC_TC_WARPS_D64
+#define DEC_TC_WARPS_D64 8
+#endif
+#ifndef DEC_TC_WARPS_D128
+#define DEC_TC_WARPS_D128 4
+#endif
 
 extern __shared__ __align__(16) unsigned char dec_smem[];
 
@@ -510,11 +519,13 @@ __device__ __forceinline__ void attn_decode_tc_impl(const half_t* __restrict__ q
     }
     if ((int)blockIdx.z >= num_parts) return;
     constexpr int STAGES = D <= 64 ? DEC_STAGES_D64 : DEC_STAGES_D128;
+    constexpr int WARPS = D <= 64 ? DEC_TC_WARPS_D64 : DEC_TC_WARPS_D128;
+    constexpr int THREADS = WARPS * 32;
     static_assert(STAGES >= 2, "the decode pipeline needs two buffers at least");
     constexpr int RS = D + 8;                       // smem row stride (halves)
     constexpr int KV_WARP = 2 * 16 * RS;            // one warp's K + V chunk (halves)
-    constexpr int KV_BYTES = STAGES * DEC_WARPS * KV_WARP * 2;
-    constexpr int MERGE_BYTES = DEC_WARPS * 16 * (D + 2) * 4;
+    constexpr int KV_BYTES = STAGES * WARPS * KV_WARP * 2;
+    constexpr int MERGE_BYTES = WARPS * 16 * (D + 2) * 4;
     constexpr int REGION = KV_BYTES > MERGE_BYTES ? KV_BYTES : MERGE_BYTES;
     // Dynamic: REGION + 16 * RS * 2 bytes (dec_tc_smem_bytes in src/gpu/ops.rs), over 48 KB for D = 128.
     unsigned char* smem = dec_smem;
@@ -538,15 +549,15 @@ __device__ __forceinline__ void attn_decode_tc_impl(const half_t* __restrict__ q
         int* blk_s = reinterpret_cast<int*>(smem);  // at most DEC_PART_TC ids: far inside REGION
         const int first = start / pc.block_size;
         const int blocks = n > 0 ? (start + n - 1) / pc.block_size - first + 1 : 0;
-        for (int j = threadIdx.x; j < blocks; j += DEC_THREADS) blk_s[j] = bt[first + j];
+        for (int j = threadIdx.x; j < blocks; j += THREADS) blk_s[j] = bt[first + j];
         __syncthreads();
-        for (int i = threadIdx.x; i < n; i += DEC_THREADS) {
+        for (int i = threadIdx.x; i < n; i += THREADS) {
             const int t = start + i, blk = blk_s[t / pc.block_size - first];
             slot_s[i] = blk < 0 || blk >= pc.num_blocks ? -1 : blk * pc.block_size + t % pc.block_size;
         }
     }
     // Q rows 0..group-1 are the group's heads; rows up to 16 are zero.
-    for (int c = threadIdx.x; c < 16 * (D / 8); c += DEC_THREADS) {
+    for (int c = threadIdx.x; c < 16 * (D / 8); c += THREADS) {
         const int r = c / (D / 8), ch = c % (D / 8);
         uint4 v = make_uint4(0, 0, 0, 0);
         if (r < group) v = *reinterpret_cast<const uint4*>(q + ((size_t)s * q_heads + kvh * group + r) * D + ch * 8);
@@ -577,7 +588,7 @@ __device__ __forceinline__ void attn_decode_tc_impl(const half_t* __restrict__ q
             cp_async16(smem_addr(vs + r * RS + ch * 8), ok ? pc.v_cache + off + ch * 8 : pc.v_cache, ok);
         }
     };
-    constexpr int STRIDE = DEC_WARPS * 16;
+    constexpr int STRIDE = WARPS * 16;
     // One commit group per chunk, empty past the end, so "all but the newest STAGES - 1 groups have landed" always
     // means "the chunk about to be scored has landed".
 #pragma unroll
@@ -625,14 +636,14 @@ __device__ __forceinline__ void attn_decode_tc_impl(const half_t* __restrict__ q
         }
     }
     __syncthreads();
-    for (int e = threadIdx.x; e < group * D; e += DEC_THREADS) {
+    for (int e = threadIdx.x; e < group * D; e += THREADS) {
         const int g = e / D, d = e % D;
         float m = NEG_BIG;
 #pragma unroll
-        for (int w = 0; w < DEC_WARPS; ++w) m = fmaxf(m, mo[(w * 16 + g) * (D + 2) + D]);
+        for (int w = 0; w < WARPS; ++w) m = fmaxf(m, mo[(w * 16 + g) * (D + 2) + D]);
         float l = 0.0f, o = 0.0f;
 #pragma unroll
-        for (int w = 0; w < DEC_WARPS; ++w) {
+        for (int w = 0; w < WARPS; ++w) {
             const float* row = mo + (w * 16 + g) * (D + 2);
             const float f = exp2f(row[D] - m);
             l += row[D + 1] * f;
@@ -669,19 +680,22 @@ __device__ __forceinline__ void attn_decode_tc_impl(const half_t* __restrict__ q
     // partition to two on an H100 and made odd counts 10-20% slower than the next even one.)
     float* wt = reinterpret_cast<float*>(smem);
     constexpr int WT_CAP = REGION / 4;
-    constexpr int ACC = (16 * D + DEC_THREADS - 1) / DEC_THREADS;
+    constexpr int ACC = (16 * D + THREADS - 1) / THREADS;
     const size_t head0 = (size_t)s * q_heads + kvh * group;
     float acc[ACC];
 #pragma unroll
     for (int i = 0; i < ACC; ++i) acc[i] = 0.0f;
     // Adds partitions [p0, p0 + pn) in, their weights at wt[g * pn + p - p0].
+    // One of a thread's elements at a time, over all the partitions, eight loads in flight: every element at once
+    // (the loops the other way round) held the whole kernel at 206 registers a thread for heads of 64 values (two
+    // blocks an SM) and 255 with spills for heads of 128; this way, 104 and 154.
     auto accumulate = [&](int p0, int pn) {
-        for (int p = 0; p < pn; p += 8) {
 #pragma unroll
-            for (int i = 0; i < ACC; ++i) {
-                const int e = threadIdx.x + i * DEC_THREADS;
-                if (e < group * D) {
-                    const int g = e / D, d = e % D;
+        for (int i = 0; i < ACC; ++i) {
+            const int e = threadIdx.x + i * THREADS;
+            if (e < group * D) {
+                const int g = e / D, d = e % D;
+                for (int p = 0; p < pn; p += 8) {
                     const float* po = part_out + ((head0 + g) * num_parts + p0 + p) * D + d;
                     const float* w = wt + g * pn + p;
 #pragma unroll
@@ -692,7 +706,7 @@ __device__ __forceinline__ void attn_decode_tc_impl(const half_t* __restrict__ q
         }
     };
     if (num_parts <= 32) {
-        for (int g = warp; g < group; g += DEC_WARPS) {
+        for (int g = warp; g < group; g += WARPS) {
             const float* ml = part_ml + (head0 + g) * num_parts * 2;
             const bool has = lane < num_parts;
             const float m = has ? ld_cg(ml + 2 * lane) : NEG_BIG;
@@ -706,7 +720,7 @@ __device__ __forceinline__ void attn_decode_tc_impl(const half_t* __restrict__ q
         accumulate(0, num_parts);
     } else {
         __shared__ float head_m[16], head_w[16];
-        for (int g = warp; g < group; g += DEC_WARPS) {
+        for (int g = warp; g < group; g += WARPS) {
             const float* ml = part_ml + (head0 + g) * num_parts * 2;
             float m = NEG_BIG;
             for (int p = lane; p < num_parts; p += 32) m = fmaxf(m, ld_cg(ml + 2 * p));
@@ -723,7 +737,7 @@ __device__ __forceinline__ void attn_decode_tc_impl(const half_t* __restrict__ q
         for (int p0 = 0; p0 < num_parts; p0 += chunk_parts) {
             const int pn = min(chunk_parts, num_parts - p0);
             __syncthreads();  // head_m/head_w written; the previous chunk's weights no longer read
-            for (int i = threadIdx.x; i < group * pn; i += DEC_THREADS) {
+            for (int i = threadIdx.x; i < group * pn; i += THREADS) {
                 const int g = i / pn, p = p0 + i % pn;
                 const float* ml = part_ml + ((head0 + g) * num_parts + p) * 2;
                 const float tw = head_w[g];
@@ -735,7 +749,7 @@ __device__ __forceinline__ void attn_decode_tc_impl(const half_t* __restrict__ q
     }
 #pragma unroll
     for (int i = 0; i < ACC; ++i) {
-        const int e = threadIdx.x + i * DEC_THREADS;
+        const int e = threadIdx.x + i * THREADS;
         if (e < group * D) out[(head0 + e / D) * D + e % D] = f2h(acc[i]);
     }
     if (threadIdx.x == 0) *counter = 0;
@@ -890,7 +904,7 @@ __device__ __forceinline__ void attn_prefill_tc_impl(const half_t* __restrict__ 
 }
 
 #define TC_KERNELS(D)                                                                                              \
-    extern "C" __global__ void __launch_bounds__(DEC_THREADS) attn_decode_tc_d##D##_f16(                          \
+    extern "C" __global__ void __launch_bounds__(DEC_TC_WARPS_D##D * 32) attn_decode_tc_d##D##_f16(             \
         const half_t* q, const half_t* k_cache, const half_t* v_cache, const int* block_tables,                   \
         const int* context_lens, half_t* out, float* part_out, float* part_ml, int* counters,                      \
         const int* part_plan, int q_heads, int kv_heads, int block_size, int max_blocks_per_seq, int num_blocks,  \

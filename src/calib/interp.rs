@@ -212,26 +212,23 @@ impl PrefillSurface {
     }
 }
 
-/// Context tokens one decode attention block's warps take per round (4 warps × 16-token tiles): below one
-/// partition a block's time steps at multiples of it.
-pub const DECODE_ROUND_TOKENS: f64 = 64.0;
-
 /// Decode attention's time for `batch` sequences over `context` tokens, from its batch × context table, where the
 /// kernel splits the context into partitions of `partition` tokens ([`crate::model::decode_partition`] for this
-/// batch and context). The kernel's time is a step function of the context, not a line: a block takes whole
-/// 64-token rounds, and one token past a partition's edge costs a whole partition more. Up to
+/// batch and context) and a block's warps take `round` tokens a round between them
+/// ([`crate::gpu::ops::decode_round_tokens`]: 16 a warp). The kernel's time is a step function of the context, not a
+/// line: a block takes whole rounds, and one token past a partition's edge costs a whole partition more. Up to
 /// [`DECODE_UNSPLIT_MAX`] tokens (one partition) and wherever the partitions are larger than the smallest,
 /// [`DECODE_PARTITION_MIN`] (their edges fall on none of the grid's 256-token steps between two measured points),
 /// the context is rounded up to whole rounds; in partitions of the smallest size, to the next multiple of it (the
 /// measured grid sits on those edges) before the table is read: in partitions of 256, 513 tokens cost what 768
-/// cost, not what 514 would on a line from 512; in partitions of 1,024, 2,600 tokens cost what the line from 2,560
-/// to 3,072 says at 2,624, not what 2,816 costs (out of sample on an H100, p95 11% against 14% with the 256-token
-/// rounding everywhere).
-pub fn decode_attention_at(table: &Surface, batch: f64, context: f64, partition: u64) -> f64 {
+/// cost, not what 514 would on a line from 512; in partitions of 1,024 and rounds of 64, 2,600 tokens cost what the
+/// line from 2,560 to 3,072 says at 2,624, not what 2,816 costs (out of sample on an H100, p95 11% against 14% with
+/// the 256-token rounding everywhere).
+pub fn decode_attention_at(table: &Surface, batch: f64, context: f64, partition: u64, round: f64) -> f64 {
     let edge = if context > DECODE_UNSPLIT_MAX as f64 && partition <= DECODE_PARTITION_MIN {
         DECODE_PARTITION_MIN as f64
     } else {
-        DECODE_ROUND_TOKENS
+        round
     };
     table.at(batch, (context / edge).ceil().max(1.0) * edge)
 }
@@ -394,7 +391,7 @@ mod tests {
             z: vec![4.0, 5.0, 9.0, 12.0, 13.0],
         };
         s.check().unwrap();
-        let at = |context: f64, partition: u64| decode_attention_at(&s, 1.0, context, partition);
+        let at = |context: f64, partition: u64| decode_attention_at(&s, 1.0, context, partition, 64.0);
         // In partitions of 256, 513 tokens need a third: as 768 cost, where a line from 512 to 768 would say 9.01.
         assert_eq!(at(513.0, 256), 12.0);
         assert_eq!(at(768.0, 256), 12.0);
@@ -410,5 +407,11 @@ mod tests {
         assert_eq!(at(128.0, 512), 5.0);
         assert_eq!(at(512.0, 512), 9.0);
         assert_eq!(at(1024.0, 256), 13.0);
+        // Rounds of 128 (8 warps): 65 tokens cost what 128 cost, 129 what 256 would on the line from 128 to 512.
+        assert_eq!(decode_attention_at(&s, 1.0, 65.0, 512, 128.0), 5.0);
+        assert_eq!(
+            decode_attention_at(&s, 1.0, 129.0, 512, 128.0),
+            5.0 + 4.0 * 128.0 / 384.0
+        );
     }
 }

@@ -41,13 +41,13 @@ pub enum AttentionKernel {
     /// CUDA-core FMAs: the first, simpler kernels, kept as a cross-check.
     Simt,
 }
-/// Dynamic shared memory of the tensor-core decode kernel for head size `d`: per warp (4) and stage
-/// ([`super::compile::decode_stages`]) a 16-token K and V chunk of rows padded to `d + 8` halves (reused by the
-/// warps' merge), plus the block's 16 query rows.
+/// Dynamic shared memory of the tensor-core decode kernel for head size `d`: per warp
+/// ([`super::compile::decode_warps`]) and stage ([`super::compile::decode_stages`]) a 16-token K and V chunk of rows
+/// padded to `d + 8` halves (reused by the warps' merge), plus the block's 16 query rows.
 pub(crate) fn decode_tc_smem_bytes(d: usize) -> u32 {
-    let row = d + 8;
-    let kv = super::compile::decode_stages() * 4 * (2 * 16 * row) * 2;
-    let merge = 4 * 16 * (d + 2) * 4;
+    let (row, warps) = (d + 8, super::compile::decode_warps(d));
+    let kv = super::compile::decode_stages() * warps * (2 * 16 * row) * 2;
+    let merge = warps * 16 * (d + 2) * 4;
     (kv.max(merge) + 16 * row * 2) as u32
 }
 
@@ -56,6 +56,12 @@ pub(crate) fn decode_tc_smem_bytes(d: usize) -> u32 {
 pub(crate) fn prefill_tc_smem_bytes(d: usize) -> u32 {
     let row = d + 8;
     ((prefill_tc_rows() + 4 * PREFILL_KEY_TILE) * row * 2) as u32
+}
+
+/// Context tokens a tensor-core decode attention block for heads of `head_dim` values takes per round: 16 a warp
+/// ([`super::compile::decode_warps`]). Below one partition a block's time steps at multiples of it.
+pub fn decode_round_tokens(head_dim: usize) -> usize {
+    16 * super::compile::decode_warps(head_dim)
 }
 
 /// Cached tokens per tile of the tensor-core prefill kernel (`PF_TC_BK`): a block walks its keys in whole tiles.
@@ -659,7 +665,10 @@ impl Gpu {
         let scale = 1.0 / (d as f32).sqrt();
         let cfg = LaunchConfig {
             grid_dim: (kv.layout.kv_heads as u32, grid_u32(OP, s)?, grid_u32(OP, parts)?),
-            block_dim: (128, 1, 1),
+            block_dim: match kernel {
+                AttentionKernel::TensorCore => (32 * super::compile::decode_warps(d) as u32, 1, 1),
+                AttentionKernel::Simt => (128, 1, 1),
+            },
             shared_mem_bytes: match kernel {
                 AttentionKernel::TensorCore => decode_tc_smem_bytes(d),
                 AttentionKernel::Simt => 0,

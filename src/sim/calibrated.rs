@@ -34,6 +34,8 @@ pub struct CalibratedCost {
     /// SMs and kv heads: the partition size decode attention picks depends on them.
     sm_count: u32,
     kv_heads: u64,
+    /// Context tokens a decode attention block takes per round ([`crate::gpu::ops::decode_round_tokens`]).
+    decode_round: f64,
     /// How much slower than this model's own reading the profile's mixed-length decode batches ran, per unit of
     /// ln(longest / mean context): the reading is scaled by 1 + slope · ln(longest / mean) (see
     /// [`heterogeneity_slope`]).
@@ -74,6 +76,7 @@ impl CalibratedCost {
             decode,
             sm_count: f.sm_count,
             kv_heads: u64::from(model.kv_heads),
+            decode_round: crate::gpu::ops::decode_round_tokens(model.head_dim as usize) as f64,
             overhead_us: profile.step_overhead_us,
             engine: profile.engine.clone(),
             graph_buckets: profile
@@ -250,7 +253,7 @@ impl CalibratedCost {
     /// them ([`decode_attention_at`]).
     pub(crate) fn decode_table_at(&self, batch: f64, context: f64) -> f64 {
         let partition = self.partition(batch.round().max(1.0) as u64, context.ceil().max(1.0) as u64);
-        decode_attention_at(&self.decode, batch, context, partition)
+        decode_attention_at(&self.decode, batch, context, partition, self.decode_round)
     }
 
     fn partition(&self, seqs: u64, longest: u64) -> u64 {
