@@ -95,8 +95,8 @@ fn count_from_env(var: &str, allowed: &[usize], expected: &str) -> Option<usize>
 }
 
 /// Warps of a tensor-core decode attention block for heads of `head_dim` values: 8 up to 64 values, 4 beyond (on an
-/// H100, qwen2.5-0.5b's heads of 64 ran 1.1-1.6x faster on 8 warps at batch 1 to 8 and up to 5% at batch 32 to 256;
-/// heads of 128 hold twice the shared memory a warp). `BATCHLAB_DECODE_WARPS=N` (4 or 8) sets another for both, for
+/// H100, qwen2.5-0.5b's heads of 64 ran 1.4-1.6x faster on 8 warps at batch 1 x 4,096 and 8 x 8,192 and 0-5% faster
+/// at batch 32 to 256; heads of 128 hold twice the shared memory a warp, and 8 of them were not measured). `BATCHLAB_DECODE_WARPS=N` (4 or 8) sets another for both, for
 /// `bench-kernels` to compare; like [`decode_stages`], the count then goes into the kernels' compile options and
 /// [`kernel_source_hash`].
 pub fn decode_warps(head_dim: usize) -> usize {
