@@ -216,11 +216,13 @@ pub struct BenchEngineArgs {
     /// least its host issue): --prefill 1x64,4x64 --prefill-after-decodes 8.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
     pub prefill_after_decodes: Option<u32>,
-    /// Which GEMM runs every GEMM of the engine, comma-separated [default: both].
+    /// Which GEMM runs every GEMM of the engine: `ours` or `cublas`, comma-separated for both variants (left out:
+    /// `ours,cublas`).
     #[arg(long, value_delimiter = ',', value_parser = parse_gemm)]
     pub gemm: Vec<crate::engine::GemmBackend>,
     /// How the kernels of a decode graph follow each other: `pdl` (programmatic dependent launch: each kernel
-    /// launches while the one before it finishes) or `serial`, comma-separated [default: both].
+    /// launches while the one before it finishes) or `serial`, comma-separated for both variants (left out:
+    /// `pdl,serial`).
     #[arg(long, value_delimiter = ',', value_parser = parse_launch)]
     pub launch: Vec<crate::gpu::Succession>,
     /// Launch our GEMM with the plans this calibration profile tuned for each weight shape and row count (as
