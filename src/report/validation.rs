@@ -230,6 +230,41 @@ pub(super) fn sections(v: &ValidationSummary) -> Vec<Section> {
         }),
     });
 
+    let band_rows: Vec<Vec<Cell>> = v
+        .metrics
+        .iter()
+        .filter_map(|m| {
+            let b = m.band?;
+            Some(vec![
+                Cell::text(metric_title(&m.metric)),
+                Cell::number(b.runs.to_string(), b.runs as f64),
+                percent_cell(b.median_half_width),
+                percent_cell(b.max_half_width),
+                Cell::number(format!("{} of {}", b.measured_within, b.runs), b.measured_within as f64),
+            ])
+        })
+        .collect();
+    if !band_rows.is_empty() {
+        let scales: Vec<String> = crate::validate::SENSITIVITY_SCALES
+            .iter()
+            .map(|f| format!("{f}"))
+            .collect();
+        out.push(Section {
+            title: "Sensitivity to the step times".to_owned(),
+            paragraphs: vec![format!(
+                "Each run simulated again with every step's predicted time multiplied by {} (a percent or two, about                  the median error of one step's prediction): how far each headline metric moves (half the range of                  the five simulations, relative to the simulation as predicted), and in how many runs the measured                  value lies within that range. A wide band means the schedule amplifies small timing differences —                  near saturation a step that ends a little earlier or later lets an arrival into another batch — so                  no model of step times predicts that metric more closely than the band. Informational: the                  verdicts above are the errors of the simulation as predicted.",
+                scales.join(", ")
+            )],
+            table: Some(Table {
+                headers: ["metric", "runs", "band, median ±", "band, max ±", "measured within"]
+                    .map(String::from)
+                    .to_vec(),
+                right: vec![false, true, true, true, true],
+                rows: band_rows,
+            }),
+        });
+    }
+
     out.push(Section {
         title: "Step time by step kind".to_owned(),
         paragraphs: vec![format!(

@@ -26,6 +26,42 @@ pub trait CostModel: Send + Sync {
     fn describe(&self) -> String;
 }
 
+/// Another model's step times multiplied by `factor`: the scenario's `cost.time_scale` (a what-if for a machine
+/// that runs every step that much slower or faster), and `validate`'s simulation of a run at the pace its steps
+/// were measured at.
+pub struct ScaledCost<M> {
+    pub inner: M,
+    pub factor: f64,
+}
+
+impl<M> ScaledCost<M> {
+    fn scale(&self, t: Nanos) -> Nanos {
+        Nanos((t.0 as f64 * self.factor).round().max(0.0) as u64)
+    }
+}
+
+impl<M: std::ops::Deref<Target = dyn CostModel> + Send + Sync> CostModel for ScaledCost<M> {
+    fn step_time(&self, shape: &StepShape) -> Nanos {
+        self.scale(self.inner.step_time(shape))
+    }
+
+    fn plan_time(&self, plan: &StepPlan, shape: &StepShape) -> Nanos {
+        self.scale(self.inner.plan_time(plan, shape))
+    }
+
+    fn plan_parts(&self, plan: &StepPlan, shape: &StepShape) -> Option<StepParts> {
+        self.inner.plan_parts(plan, shape).map(|p| StepParts {
+            gpu_us: p.gpu_us * self.factor,
+            issue_us: p.issue_us * self.factor,
+            after_us: p.after_us * self.factor,
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!("{}, every step × {}", self.inner.describe(), self.factor)
+    }
+}
+
 /// `base + per_token·tokens + per_seq·seqs + per_kv_token·kv_tokens_read`, with user-given coefficients: for
 /// what-if studies and for replaying published results.
 #[derive(Clone, Debug, PartialEq)]
@@ -81,5 +117,19 @@ mod tests {
         // 19.2 ms + 101 × 1.4 µs + 2 × 0.19 ms + (100 + 50) × 2 ns
         let expected = 19_200_000.0 + 101.0 * 1_400.0 + 2.0 * 190_000.0 + 150.0 * 2.0;
         assert_eq!(c.step_time(&s), Nanos(expected as u64));
+    }
+
+    #[test]
+    fn a_scaled_model_multiplies_every_step_and_says_so() {
+        let inner: Box<dyn CostModel> = Box::new(LinearCost::from_units(1.0, 0.0, 0.0, 0.0));
+        let scaled = ScaledCost { inner, factor: 1.02 };
+        let s = StepShape::default();
+        assert_eq!(scaled.step_time(&s), Nanos(1_020_000));
+        assert_eq!(scaled.plan_time(&StepPlan::default(), &s), Nanos(1_020_000));
+        assert!(
+            scaled.describe().ends_with("every step × 1.02"),
+            "{}",
+            scaled.describe()
+        );
     }
 }

@@ -8,7 +8,7 @@ pub mod hardware;
 pub mod run;
 pub mod serving;
 
-pub use cost::{CostModel, LinearCost};
+pub use cost::{CostModel, LinearCost, ScaledCost};
 pub use serving::{Clock, Executor, SimExecutor, VirtualClock, serve};
 
 #[cfg(test)]

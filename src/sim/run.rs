@@ -7,7 +7,7 @@ use super::analytic::{
 use super::calibrated::CalibratedCost;
 use super::hardware::GpuSpec;
 use super::serving::{LoopError, StepObserver, serve};
-use super::{CostModel, LinearCost, SimExecutor, VirtualClock};
+use super::{CostModel, LinearCost, ScaledCost, SimExecutor, VirtualClock};
 use crate::calib::Profile;
 use crate::metrics::{Cell, MemoryModel, Recorder, RunReport, Slo};
 use crate::model::{self, DEFAULT_RUNTIME_OVERHEAD_BYTES, DEFAULT_SM_COUNT, EngineSizing, ModelSpec};
@@ -197,6 +197,21 @@ pub fn resolve_model(scenario: &Scenario, base_dir: &std::path::Path) -> Result<
 
 /// The run's cost model, and for a calibrated one what its profile says about the engine's memory.
 pub fn build_cost_model(
+    s: &Scenario,
+    base_dir: &std::path::Path,
+    model: &ModelSpec,
+    gpu: &GpuSpec,
+) -> Result<(Box<dyn CostModel>, Option<ProfileMemory>), String> {
+    let c = &s.cost;
+    let (cost, memory) = build_unscaled(s, base_dir, model, gpu)?;
+    Ok(match c.time_scale {
+        Some(factor) if factor != 1.0 => (Box::new(ScaledCost { inner: cost, factor }), memory),
+        _ => (cost, memory),
+    })
+}
+
+/// The scenario's cost model before `cost.time_scale`.
+fn build_unscaled(
     s: &Scenario,
     base_dir: &std::path::Path,
     model: &ModelSpec,
@@ -442,13 +457,24 @@ pub fn serve_prepared_observed(
     options: RecordOptions,
     observer: &mut dyn StepObserver<dyn Scheduler + Send>,
 ) -> Result<crate::metrics::RunMetrics, LoopError> {
+    serve_prepared_with(p, p.cost.as_ref(), options, observer)
+}
+
+/// [`serve_prepared_observed`] with another cost model than the run's (`validate` simulates each run again with
+/// every step a little slower and faster).
+pub fn serve_prepared_with(
+    p: &PreparedRun,
+    cost: &dyn CostModel,
+    options: RecordOptions,
+    observer: &mut dyn StepObserver<dyn Scheduler + Send>,
+) -> Result<crate::metrics::RunMetrics, LoopError> {
     let output_tokens: u64 = p.workload.requests.iter().map(|r| u64::from(r.output_len)).sum();
     let mut recorder = Recorder::new(
         p.workload.requests.len(),
         options.steps,
         output_tokens <= options.token_trace_limit,
     );
-    let mut executor = SimExecutor { cost: p.cost.as_ref() };
+    let mut executor = SimExecutor { cost };
     let mut scheduler = new_scheduler(p.policy, p.limits);
     serve(
         scheduler.as_mut(),

@@ -35,6 +35,55 @@ pub struct MetricComparison {
     pub measured: Option<f64>,
     pub simulated: Option<f64>,
     pub rel_error: Option<f64>,
+    /// For the headline metrics: the least and the most the simulation gives with every step's time scaled by each
+    /// of [`super::SENSITIVITY_SCALES`] and as predicted — how far the cost model's own error, a percent or two a
+    /// step, can move this metric through the schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub simulated_band: Option<(f64, f64)>,
+}
+
+impl MetricComparison {
+    /// Whether the measured value lies within [`Self::simulated_band`] (`None` without both).
+    pub fn measured_in_band(&self) -> Option<bool> {
+        let (lo, hi) = self.simulated_band?;
+        self.measured.map(|m| lo <= m && m <= hi)
+    }
+
+    /// The band's half-width relative to the simulated value: (most − least) / 2 / simulated.
+    pub fn band_half_width(&self) -> Option<f64> {
+        let (lo, hi) = self.simulated_band?;
+        let s = self.simulated.filter(|s| *s > 0.0)?;
+        Some((hi - lo) / 2.0 / s)
+    }
+}
+
+/// Sets the [`MetricComparison::simulated_band`] of each headline metric in `metrics` from the summaries of the
+/// same run simulated with scaled step times (`scaled`) and as predicted (`simulated`).
+pub fn set_bands(metrics: &mut [MetricComparison], simulated: &Summary, scaled: &[Summary]) {
+    let value = |s: &Summary, metric: &str| {
+        s.cells()
+            .into_iter()
+            .find(|(n, _)| n == metric)
+            .and_then(|(_, c)| match c {
+                Cell::Int(i) => Some(i as f64),
+                Cell::Float(f) => Some(f),
+                _ => None,
+            })
+    };
+    for m in metrics.iter_mut() {
+        if !HEADLINE_METRICS.iter().any(|(h, _)| *h == m.metric) {
+            continue;
+        }
+        let values: Option<Vec<f64>> = std::iter::once(simulated)
+            .chain(scaled)
+            .map(|s| value(s, &m.metric))
+            .collect();
+        m.simulated_band = values.filter(|v| !v.is_empty()).map(|v| {
+            let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            (lo, hi)
+        });
+    }
 }
 
 /// Summary columns that restate the input (the workload, the model, the cache size), equal by construction: their
@@ -68,6 +117,7 @@ pub fn compare_metrics(measured: &Summary, simulated: &Summary) -> Vec<MetricCom
                 measured,
                 simulated,
                 rel_error: relative_error(measured, simulated),
+                simulated_band: None,
             }
         })
         .collect()
@@ -441,6 +491,19 @@ pub struct MetricAggregate {
     pub max: Option<f64>,
     /// Against [`TARGET_MEDIAN`] and [`TARGET_P95`]; `None` for metrics without a target.
     pub verdict: Option<Verdict>,
+    /// Headline metrics: over the runs with a [`MetricComparison::simulated_band`], how many measured within it,
+    /// of how many, and the median of the bands' relative half-widths (informational: the verdict is the error's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub band: Option<BandAggregate>,
+}
+
+/// How the simulated bands of one headline metric held the measurements, over the runs.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BandAggregate {
+    pub runs: u64,
+    pub measured_within: u64,
+    pub median_half_width: Option<f64>,
+    pub max_half_width: Option<f64>,
 }
 
 /// Step-time prediction error of one step kind, pooled over all runs.
@@ -706,6 +769,16 @@ pub fn aggregate(runs: &[RunValidation]) -> ValidationSummary {
             let (median, p95, max) = median_p95_max(errors);
             let headline = HEADLINE_METRICS.iter().any(|(m, _)| *m == name);
             let verdict = headline.then_some(verdict_of(median, p95));
+            let of_runs = || runs.iter().filter_map(|r| r.metrics.iter().find(|m| m.metric == name));
+            let within: Vec<bool> = of_runs().filter_map(MetricComparison::measured_in_band).collect();
+            let (median_half_width, _, max_half_width) =
+                median_p95_max(of_runs().filter_map(MetricComparison::band_half_width).collect());
+            let band = (!within.is_empty()).then(|| BandAggregate {
+                runs: within.len() as u64,
+                measured_within: within.iter().filter(|&&w| w).count() as u64,
+                median_half_width,
+                max_half_width,
+            });
             MetricAggregate {
                 metric: name,
                 runs: runs_with,
@@ -713,6 +786,7 @@ pub fn aggregate(runs: &[RunValidation]) -> ValidationSummary {
                 p95,
                 max,
                 verdict,
+                band,
             }
         })
         .collect();
@@ -883,6 +957,7 @@ pub fn compare_summary_rows(
                 p95,
                 max,
                 verdict: Some(verdict_of(median, p95)),
+                band: None,
             }
         })
         .collect())

@@ -4,11 +4,14 @@
 //! Both executions build their scheduler the same way (`new_scheduler` with the prepared run's policy and limits)
 //! and serve the same workload through the same `serve()`; only the executor and the clock differ.
 
+use super::SENSITIVITY_SCALES;
 use super::compare::{self, MetricComparison, PlanAgreement, StepComparison, ValidationSummary};
 use crate::metrics::{Cell, Recorder, RunMetrics, RunReport};
 use crate::sched::{Scheduler, StepPlan};
+use crate::sim::ScaledCost;
 use crate::sim::run::{
-    PreparedRun, RecordOptions, describe_run, labels, new_scheduler, serve_prepared_observed, warmup_of,
+    PreparedRun, RecordOptions, describe_run, labels, new_scheduler, serve_prepared_observed, serve_prepared_with,
+    warmup_of,
 };
 use crate::sim::serving::{Clock, Executor, LoopError, StepObserver, VirtualClock, serve};
 use crate::units::{MIB, Nanos};
@@ -216,12 +219,36 @@ pub fn validate_run(
         steps: true,
         ..options.record
     };
-    let simulated = serve_prepared_observed(prepared, record, &mut simulated_plans)
-        .map_err(|source| ValidateError::Simulated { run, source })?;
+    let simulated =
+        serve_prepared_observed(prepared, record, &mut simulated_plans).map_err(|source| ValidateError::Simulated {
+            run: run.clone(),
+            source,
+        })?;
+
+    // The same run with every step a little slower and faster (`SENSITIVITY_SCALES`).
+    let quiet = RecordOptions {
+        steps: false,
+        ..options.record
+    };
+    let scaled = SENSITIVITY_SCALES
+        .iter()
+        .map(|&factor| {
+            let cost = ScaledCost {
+                inner: prepared.cost.as_ref(),
+                factor,
+            };
+            serve_prepared_with(prepared, &cost, quiet, &mut ()).map(|m| m.summary)
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| ValidateError::Simulated {
+            run: run.clone(),
+            source,
+        })?;
 
     let steps = compare::compare_steps(&measured.steps, &measured_plans.plans, &parts, prepared.cost.as_ref());
     let plans = compare::compare_plans(&measured_plans.plans, &simulated_plans.plans, &measured, &simulated);
-    let metrics = compare::compare_metrics(&measured.summary, &simulated.summary);
+    let mut metrics = compare::compare_metrics(&measured.summary, &simulated.summary);
+    compare::set_bands(&mut metrics, &simulated.summary, &scaled);
     let labels = labels(spec, prepared);
     let report = |metrics: RunMetrics| RunReport {
         name: spec.name.clone(),

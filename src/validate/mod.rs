@@ -19,10 +19,10 @@ pub mod fingerprint;
 pub mod output;
 
 pub use compare::{
-    DivergenceCause, HOST_MIN_DECODES, HOST_SLOW, HOST_WINDOW, MetricAggregate, MetricComparison, PlanAgreement,
-    PolicyThroughput, RankingGroup, RankingVerdict, STALL, SignedOver, StepComparison, StepKindAggregate,
-    ValidationSummary, Verdict, aggregate, compare_metrics, compare_plans, compare_steps, rank_policies,
-    relative_error,
+    BandAggregate, DivergenceCause, HOST_MIN_DECODES, HOST_SLOW, HOST_WINDOW, MetricAggregate, MetricComparison,
+    PlanAgreement, PolicyThroughput, RankingGroup, RankingVerdict, STALL, SignedOver, StepComparison,
+    StepKindAggregate, ValidationSummary, Verdict, aggregate, compare_metrics, compare_plans, compare_steps,
+    rank_policies, relative_error,
 };
 pub use driver::{
     Backend, MeasuredMemory, MeasuredRun, PlanLog, RunValidation, ValidateError, ValidateOptions, Validation,
@@ -39,6 +39,13 @@ pub const TARGET_P95: f64 = 0.08;
 /// Two policies whose measured throughputs differ by more than this (relative to the lower) must keep their
 /// order in the simulation; closer ones may swap.
 pub const RANKING_SEPARATION: f64 = 0.05;
+
+/// The factors `validate` also simulates each run with, every step's predicted time scaled by one of them: a percent
+/// or two either way, about the median error of a step's prediction. The spread of a headline metric over them (its
+/// band) says how much the schedule amplifies the cost model's own error — near saturation a step that ends a little
+/// earlier or later lets an arrival into another batch — and so how closely any model of step times could predict
+/// it. Informational: the verdicts are the errors of the simulation as predicted.
+pub const SENSITIVITY_SCALES: [f64; 4] = [0.98, 0.99, 1.01, 1.02];
 
 /// The metrics issue 4 sets targets for: (summary column, what the report calls it).
 pub const HEADLINE_METRICS: [(&str, &str); 6] = [

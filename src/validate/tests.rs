@@ -684,3 +684,63 @@ fn summaries_compared_offline_judge_as_the_validation_did() {
     other[0]["scheduler.policy"] = serde_json::json!("something else");
     assert!(compare::compare_summary_rows(&measured, &other).is_err());
 }
+
+/// Every run is simulated again with its step times scaled by each of `SENSITIVITY_SCALES`: a headline metric's band
+/// holds the simulation as predicted, and a machine that runs every step exactly 1% slower than predicted (one of the
+/// scales) is measured within every band, although its errors are a percent.
+#[test]
+fn each_headline_metric_gets_the_band_of_step_times_a_percent_or_two_off() {
+    let mut backend = PerturbedBackend::new(Factors::uniform(1.01));
+    let v = validate(BURST, &mut backend, 0);
+    for run in &v.runs {
+        for (metric, _) in HEADLINE_METRICS {
+            let m = run.metrics.iter().find(|m| m.metric == metric).unwrap();
+            let (lo, hi) = m
+                .simulated_band
+                .unwrap_or_else(|| panic!("{}: {metric} has no band", run.name));
+            let simulated = m.simulated.unwrap();
+            assert!(
+                lo <= simulated && simulated <= hi,
+                "{}: {metric} {simulated} outside {lo}..{hi}",
+                run.name
+            );
+            assert_eq!(m.measured_in_band(), Some(true), "{}: {metric} {m:?}", run.name);
+        }
+        // Throughput moves with the step times: a band, not a point; the error of the prediction itself stays.
+        let tput = run.metrics.iter().find(|m| m.metric == "output_tok_per_s").unwrap();
+        assert!(tput.band_half_width().unwrap() > 0.005, "{tput:?}");
+        assert!(tput.rel_error.unwrap() > 0.005, "{tput:?}");
+        // Other columns get none.
+        assert!(
+            run.metrics
+                .iter()
+                .find(|m| m.metric == "makespan_s")
+                .unwrap()
+                .simulated_band
+                .is_none()
+        );
+    }
+    let band = aggregate_of(&v, "ttft_mean_ms").band.unwrap();
+    assert_eq!((band.runs, band.measured_within), (3, 3));
+    assert!(aggregate_of(&v, "makespan_s").band.is_none());
+    // The verdict is still the error's: 1% off everywhere passes the 3% target, and the report says what the bands are.
+    assert!(v.summary.metrics_pass());
+    let md = crate::report::validation_markdown(&v.summary, "burst");
+    assert!(
+        md.contains("## Sensitivity to the step times") && md.contains("3 of 3"),
+        "{md}"
+    );
+}
+
+/// A backend 5% slower than every scale is measured outside the bands.
+#[test]
+fn a_machine_slower_than_every_scale_is_measured_outside_the_band() {
+    let mut backend = PerturbedBackend::new(Factors::uniform(1.05));
+    let v = validate(BURST, &mut backend, 0);
+    let band = aggregate_of(&v, "output_tok_per_s").band.unwrap();
+    assert_eq!((band.runs, band.measured_within), (3, 0));
+    // Peak memory does not depend on time: its band is the simulated value, and the backend measures none.
+    let mem = aggregate_of(&v, "peak_memory_mib").band.unwrap();
+    assert_eq!(mem.measured_within, 3);
+    assert_eq!(mem.median_half_width, Some(0.0));
+}

@@ -782,6 +782,7 @@ output_len = [16, 32]
                 |s| s.cost.step_overhead_us = Some(-1.0),
                 "cost.step_overhead_us must be >= 0, got -1",
             ),
+            (|s| s.cost.time_scale = Some(0.0), "cost.time_scale must be > 0, got 0"),
             (
                 |s| s.cost.kind = CostKind::Linear,
                 "cost.base_ms is required for cost.kind = \"linear\"",

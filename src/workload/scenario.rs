@@ -118,6 +118,10 @@ pub struct CostSection {
     // calibrated: a profile written by `batchlab calibrate`
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile: Option<PathBuf>,
+    /// Any kind: every step's predicted time is multiplied by this (default 1) — a what-if for a machine whose
+    /// steps run that much slower or faster than the model's (a slower host, a card at a lower clock).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_scale: Option<f64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

@@ -147,6 +147,7 @@ fn check_cost(s: &Scenario) -> Check {
             valid,
         )?;
     }
+    positive_opt("cost.time_scale", c.time_scale)?;
     match c.kind {
         CostKind::Linear => {
             let Some(base) = c.base_ms else {
