@@ -149,6 +149,58 @@ fn same_seed_gives_byte_identical_outputs_serial_or_parallel() {
     assert_eq!(sc[0]["seed"], 4);
 }
 
+/// `--sensitivity` simulates each run with every step 0.98-1.02x as long: each headline metric's band holds its
+/// simulated value, and the file is the same in parallel and serially.
+#[test]
+fn sensitivity_writes_each_headline_metrics_band() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = scenario_file(tmp.path(), SMALL);
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let out = ok(&[
+        "simulate",
+        &s,
+        "--sensitivity",
+        "--no-report",
+        "--out",
+        a.to_str().unwrap(),
+    ]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Sensitivity"));
+    ok(&[
+        "simulate",
+        &s,
+        "--sensitivity",
+        "--serial",
+        "--quiet",
+        "--no-report",
+        "--out",
+        b.to_str().unwrap(),
+    ]);
+    let csv = std::fs::read_to_string(a.join("sensitivity.csv")).unwrap();
+    assert_eq!(csv, std::fs::read_to_string(b.join("sensitivity.csv")).unwrap());
+    let rows: Vec<Vec<&str>> = csv.lines().skip(1).map(|l| l.split(',').collect()).collect();
+    // 3 runs × 6 headline metrics.
+    assert_eq!(rows.len(), 18, "{csv}");
+    let sums = summary(&a);
+    for row in &rows {
+        let (simulated, least, most): (f64, f64, f64) = (
+            row[2].parse().unwrap(),
+            row[3].parse().unwrap(),
+            row[4].parse().unwrap(),
+        );
+        assert!(least <= simulated && simulated <= most, "{row:?}");
+        let run = sums.iter().find(|r| r["run"] == row[0]).unwrap();
+        assert_eq!(run[row[1]].as_f64().unwrap(), simulated, "{row:?}");
+    }
+    // Throughput scales with the steps: it moves, by about the scale.
+    let tput = rows.iter().find(|r| r[1] == "output_tok_per_s").unwrap();
+    let hw: f64 = tput[5].parse().unwrap();
+    assert!(hw > 0.001 && hw < 0.05, "{tput:?}");
+    // Without the flag, no sensitivity.csv.
+    let c = tmp.path().join("c");
+    ok(&["simulate", &s, "--quiet", "--no-report", "--out", c.to_str().unwrap()]);
+    assert!(!c.join("sensitivity.csv").exists());
+}
+
 #[test]
 fn seed_matrix_static_kv_per_request_is_exact() {
     let tmp = tempfile::tempdir().unwrap();

@@ -133,6 +133,13 @@ fn simulate(args: SimulateArgs) -> Result<(), CliError> {
         .out
         .unwrap_or_else(|| PathBuf::from("out").join(folder_name(&runs[0].scenario.name)));
     report::write_results(&out, &reports).map_err(|e| anyhow::anyhow!(e))?;
+    let bands = if args.sensitivity {
+        let bands = sensitivity(&runs, &prepared, &reports, args.serial)?;
+        report::write_sensitivity(&out.join("sensitivity.csv"), &bands).map_err(|e| anyhow::anyhow!(e))?;
+        bands
+    } else {
+        Vec::new()
+    };
     if !args.no_report {
         report_folder(&out)?;
     }
@@ -145,9 +152,85 @@ fn simulate(args: SimulateArgs) -> Result<(), CliError> {
             println!("{}\n", shared.join(" · "));
         }
         println!("{}", report::markdown_table(&reports));
+        print_sensitive(&bands);
     }
     eprintln!("{} run(s) written to {}", reports.len(), out.display());
     Ok(())
+}
+
+/// A headline metric moving by more than this (half its band, relative to the simulated value) is printed.
+const SENSITIVE: f64 = 0.05;
+
+/// Every run's headline metrics with their bands over [`run::SENSITIVITY_SCALES`].
+fn sensitivity(
+    runs: &[RunSpec],
+    prepared: &[PreparedRun],
+    reports: &[RunReport],
+    serial: bool,
+) -> Result<Vec<report::SensitivityRow>, CliError> {
+    let pb = progress(runs.len(), "runs, step times scaled");
+    let band = |((spec, p), r): ((&RunSpec, &PreparedRun), &RunReport)| {
+        let scaled = run::scaled_summaries(p, RecordOptions::from_scenario(&spec.scenario))
+            .map_err(|e| anyhow::anyhow!("{}: {e}", run::describe_run(spec)))?;
+        pb.inc(1);
+        Ok::<_, anyhow::Error>(
+            crate::validate::compare::headline_bands(&r.metrics.summary, &scaled)
+                .into_iter()
+                .map(|(metric, simulated, (least, most))| report::SensitivityRow {
+                    run: spec.name.clone(),
+                    metric,
+                    simulated,
+                    least,
+                    most,
+                })
+                .collect::<Vec<_>>(),
+        )
+    };
+    let rows: Vec<Vec<report::SensitivityRow>> = if serial {
+        runs.iter()
+            .zip(prepared)
+            .zip(reports)
+            .map(band)
+            .collect::<Result<_, _>>()?
+    } else {
+        runs.par_iter()
+            .zip(prepared)
+            .zip(reports)
+            .map(band)
+            .collect::<Result<_, _>>()?
+    };
+    pb.finish_and_clear();
+    Ok(rows.into_iter().flatten().collect())
+}
+
+/// The metrics whose band is wider than [`SENSITIVE`] either way.
+fn print_sensitive(bands: &[report::SensitivityRow]) {
+    let wide: Vec<&report::SensitivityRow> = bands.iter().filter(|b| b.half_width() > SENSITIVE).collect();
+    if bands.is_empty() {
+        return;
+    }
+    if wide.is_empty() {
+        println!(
+            "\nSensitivity: with every step 1-2% shorter or longer no headline metric moves by more than {:.0}%.",
+            100.0 * SENSITIVE
+        );
+        return;
+    }
+    println!(
+        "\nSensitivity: metrics that move by more than {:.0}% when every step is 1-2% shorter or longer (sensitivity.csv):",
+        100.0 * SENSITIVE
+    );
+    for b in wide {
+        println!(
+            "  {} {}: {:.2} simulated, {:.2} to {:.2} (±{:.0}%)",
+            b.run,
+            b.metric,
+            b.simulated,
+            b.least,
+            b.most,
+            100.0 * b.half_width()
+        );
+    }
 }
 
 /// Draws the report of a results folder.

@@ -70,7 +70,8 @@ pub struct Chart {
 
 use crate::metrics::RunReport;
 use polars::prelude::{
-    CsvWriter, DataFrame, ParquetCompression, ParquetWriter, PolarsError, PolarsResult, SerWriter, StatisticsOptions,
+    Column, CsvWriter, DataFrame, ParquetCompression, ParquetWriter, PolarsError, PolarsResult, SerWriter,
+    StatisticsOptions,
 };
 use std::collections::HashSet;
 use std::fs::{self, File};
@@ -300,6 +301,51 @@ pub fn write_markdown_file(path: &Path, text: &str) -> Result<(), ReportError> {
         })?;
     }
     write_atomically(path, |file| Ok(file.write_all(text.as_bytes())?))
+}
+
+/// One headline metric of one simulated run, as simulated and at the least and most it reaches with every step's
+/// time scaled by each of [`crate::sim::run::SENSITIVITY_SCALES`] (`simulate --sensitivity`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SensitivityRow {
+    pub run: String,
+    pub metric: &'static str,
+    pub simulated: f64,
+    pub least: f64,
+    pub most: f64,
+}
+
+impl SensitivityRow {
+    /// Half the band relative to the simulated value (0 where that is 0).
+    pub fn half_width(&self) -> f64 {
+        if self.simulated > 0.0 {
+            (self.most - self.least) / 2.0 / self.simulated
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Writes `sensitivity.csv`: run, metric, simulated, least, most, half_width.
+pub fn write_sensitivity(path: &Path, rows: &[SensitivityRow]) -> Result<(), ReportError> {
+    let column = |name: &str, f: &dyn Fn(&SensitivityRow) -> f64| {
+        Column::new(name.into(), rows.iter().map(f).collect::<Vec<f64>>())
+    };
+    let df = DataFrame::new(
+        rows.len(),
+        vec![
+            Column::new("run".into(), rows.iter().map(|r| r.run.as_str()).collect::<Vec<&str>>()),
+            Column::new("metric".into(), rows.iter().map(|r| r.metric).collect::<Vec<&str>>()),
+            column("simulated", &|r| r.simulated),
+            column("least", &|r| r.least),
+            column("most", &|r| r.most),
+            column("half_width", &SensitivityRow::half_width),
+        ],
+    );
+    let mut df = df.map_err(|source| ReportError::Polars {
+        path: path.to_owned(),
+        source,
+    })?;
+    write_csv(path, &mut df)
 }
 
 /// Writes `df` as CSV (the summary's format), through a temporary file.

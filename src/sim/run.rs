@@ -460,6 +460,31 @@ pub fn serve_prepared_observed(
     serve_prepared_with(p, p.cost.as_ref(), options, observer)
 }
 
+/// The factors a run is also simulated with, every step's predicted time scaled by one of them (`validate` always,
+/// `simulate --sensitivity`): a percent or two either way, about the median error of a step's prediction. The
+/// spread of a metric over them (its band) says how much the schedule amplifies the cost model's own error — near
+/// saturation a step that ends a little earlier or later lets an arrival into another batch — and so how closely
+/// any model of step times could predict it.
+pub const SENSITIVITY_SCALES: [f64; 4] = [0.98, 0.99, 1.01, 1.02];
+
+/// The run's summary simulated with every step's time scaled by each of [`SENSITIVITY_SCALES`], in that order.
+pub fn scaled_summaries(p: &PreparedRun, options: RecordOptions) -> Result<Vec<crate::metrics::Summary>, LoopError> {
+    let quiet = RecordOptions {
+        steps: false,
+        ..options
+    };
+    SENSITIVITY_SCALES
+        .iter()
+        .map(|&factor| {
+            let cost = ScaledCost {
+                inner: p.cost.as_ref(),
+                factor,
+            };
+            serve_prepared_with(p, &cost, quiet, &mut ()).map(|m| m.summary)
+        })
+        .collect()
+}
+
 /// [`serve_prepared_observed`] with another cost model than the run's (`validate` simulates each run again with
 /// every step a little slower and faster).
 pub fn serve_prepared_with(

@@ -57,9 +57,9 @@ impl MetricComparison {
     }
 }
 
-/// Sets the [`MetricComparison::simulated_band`] of each headline metric in `metrics` from the summaries of the
-/// same run simulated with scaled step times (`scaled`) and as predicted (`simulated`).
-pub fn set_bands(metrics: &mut [MetricComparison], simulated: &Summary, scaled: &[Summary]) {
+/// Each headline metric's value in `simulated`, with its least and most over `simulated` and `scaled` (the same run
+/// simulated with scaled step times); metrics a summary lacks are left out.
+pub fn headline_bands(simulated: &Summary, scaled: &[Summary]) -> Vec<(&'static str, f64, (f64, f64))> {
     let value = |s: &Summary, metric: &str| {
         s.cells()
             .into_iter()
@@ -70,19 +70,26 @@ pub fn set_bands(metrics: &mut [MetricComparison], simulated: &Summary, scaled: 
                 _ => None,
             })
     };
-    for m in metrics.iter_mut() {
-        if !HEADLINE_METRICS.iter().any(|(h, _)| *h == m.metric) {
-            continue;
+    HEADLINE_METRICS
+        .iter()
+        .filter_map(|&(metric, _)| {
+            let nominal = value(simulated, metric)?;
+            let values: Option<Vec<f64>> = scaled.iter().map(|s| value(s, metric)).collect();
+            let (lo, hi) = values?
+                .into_iter()
+                .fold((nominal, nominal), |(lo, hi), v| (lo.min(v), hi.max(v)));
+            Some((metric, nominal, (lo, hi)))
+        })
+        .collect()
+}
+
+/// Sets the [`MetricComparison::simulated_band`] of each headline metric in `metrics` from the summaries of the
+/// same run simulated with scaled step times (`scaled`) and as predicted (`simulated`).
+pub fn set_bands(metrics: &mut [MetricComparison], simulated: &Summary, scaled: &[Summary]) {
+    for (metric, _, band) in headline_bands(simulated, scaled) {
+        if let Some(m) = metrics.iter_mut().find(|m| m.metric == metric) {
+            m.simulated_band = Some(band);
         }
-        let values: Option<Vec<f64>> = std::iter::once(simulated)
-            .chain(scaled)
-            .map(|s| value(s, &m.metric))
-            .collect();
-        m.simulated_band = values.filter(|v| !v.is_empty()).map(|v| {
-            let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
-            let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            (lo, hi)
-        });
     }
 }
 

@@ -4,13 +4,11 @@
 //! Both executions build their scheduler the same way (`new_scheduler` with the prepared run's policy and limits)
 //! and serve the same workload through the same `serve()`; only the executor and the clock differ.
 
-use super::SENSITIVITY_SCALES;
 use super::compare::{self, MetricComparison, PlanAgreement, StepComparison, ValidationSummary};
 use crate::metrics::{Cell, Recorder, RunMetrics, RunReport};
 use crate::sched::{Scheduler, StepPlan};
-use crate::sim::ScaledCost;
 use crate::sim::run::{
-    PreparedRun, RecordOptions, describe_run, labels, new_scheduler, serve_prepared_observed, serve_prepared_with,
+    PreparedRun, RecordOptions, describe_run, labels, new_scheduler, scaled_summaries, serve_prepared_observed,
     warmup_of,
 };
 use crate::sim::serving::{Clock, Executor, LoopError, StepObserver, VirtualClock, serve};
@@ -226,24 +224,10 @@ pub fn validate_run(
         })?;
 
     // The same run with every step a little slower and faster (`SENSITIVITY_SCALES`).
-    let quiet = RecordOptions {
-        steps: false,
-        ..options.record
-    };
-    let scaled = SENSITIVITY_SCALES
-        .iter()
-        .map(|&factor| {
-            let cost = ScaledCost {
-                inner: prepared.cost.as_ref(),
-                factor,
-            };
-            serve_prepared_with(prepared, &cost, quiet, &mut ()).map(|m| m.summary)
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|source| ValidateError::Simulated {
-            run: run.clone(),
-            source,
-        })?;
+    let scaled = scaled_summaries(prepared, options.record).map_err(|source| ValidateError::Simulated {
+        run: run.clone(),
+        source,
+    })?;
 
     let steps = compare::compare_steps(&measured.steps, &measured_plans.plans, &parts, prepared.cost.as_ref());
     let plans = compare::compare_plans(&measured_plans.plans, &simulated_plans.plans, &measured, &simulated);

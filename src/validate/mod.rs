@@ -40,12 +40,9 @@ pub const TARGET_P95: f64 = 0.08;
 /// order in the simulation; closer ones may swap.
 pub const RANKING_SEPARATION: f64 = 0.05;
 
-/// The factors `validate` also simulates each run with, every step's predicted time scaled by one of them: a percent
-/// or two either way, about the median error of a step's prediction. The spread of a headline metric over them (its
-/// band) says how much the schedule amplifies the cost model's own error — near saturation a step that ends a little
-/// earlier or later lets an arrival into another batch — and so how closely any model of step times could predict
-/// it. Informational: the verdicts are the errors of the simulation as predicted.
-pub const SENSITIVITY_SCALES: [f64; 4] = [0.98, 0.99, 1.01, 1.02];
+/// The factors `validate` also simulates each run with (see [`crate::sim::run::SENSITIVITY_SCALES`]); the bands they
+/// give are informational: the verdicts are the errors of the simulation as predicted.
+pub use crate::sim::run::SENSITIVITY_SCALES;
 
 /// The metrics issue 4 sets targets for: (summary column, what the report calls it).
 pub const HEADLINE_METRICS: [(&str, &str); 6] = [
