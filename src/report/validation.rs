@@ -252,7 +252,13 @@ pub(super) fn sections(v: &ValidationSummary) -> Vec<Section> {
         out.push(Section {
             title: "Sensitivity to the step times".to_owned(),
             paragraphs: vec![format!(
-                "Each run simulated again with every step's predicted time multiplied by {} (a percent or two, about                  the median error of one step's prediction): how far each headline metric moves (half the range of                  the five simulations, relative to the simulation as predicted), and in how many runs the measured                  value lies within that range. A wide band means the schedule amplifies small timing differences —                  near saturation a step that ends a little earlier or later lets an arrival into another batch — so                  no model of step times predicts that metric more closely than the band. Informational: the                  verdicts above are the errors of the simulation as predicted.",
+                "Each run simulated again with every step's predicted time multiplied by {} (a percent or two, \
+                 about the median error of one step's prediction): how far each headline metric moves (half the \
+                 range of the five simulations, relative to the simulation as predicted), and in how many runs \
+                 the measured value lies within that range. A wide band means the schedule amplifies small \
+                 timing differences — near saturation a step that ends a little earlier or later lets an arrival \
+                 into another batch — so no model of step times predicts that metric more closely than the band. \
+                 Informational: the verdicts above are the errors of the simulation as predicted.",
                 scales.join(", ")
             )],
             table: Some(Table {

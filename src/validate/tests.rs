@@ -730,6 +730,7 @@ fn each_headline_metric_gets_the_band_of_step_times_a_percent_or_two_off() {
         md.contains("## Sensitivity to the step times") && md.contains("3 of 3"),
         "{md}"
     );
+    assert!(!md.contains("   the median"), "a paragraph without its line breaks' indentation: {md}");
 }
 
 /// A backend 5% slower than every scale is measured outside the bands.
