@@ -27,8 +27,8 @@ pub trait CostModel: Send + Sync {
 }
 
 /// Another model's step times multiplied by `factor`: the scenario's `cost.time_scale` (a what-if for a machine
-/// that runs every step that much slower or faster), and `validate`'s simulation of a run at the pace its steps
-/// were measured at.
+/// that runs every step that much slower or faster), and the sensitivity bands of `validate` and
+/// `simulate --sensitivity` ([`super::run::SENSITIVITY_SCALES`]).
 pub struct ScaledCost<M> {
     pub inner: M,
     pub factor: f64,
