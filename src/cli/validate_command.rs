@@ -124,6 +124,7 @@ pub fn validate_with(
     let options = ValidateOptions {
         warmup_steps: args.warmup_steps,
         record: RecordOptions::from_scenario(first),
+        repeats: args.repeats,
     };
     let pb = progress(runs.len(), "runs");
     let mut validation = validate_runs(runs, prepared, backend, &options, &mut |_| pb.inc(1))
@@ -172,6 +173,7 @@ mod tests {
                 cpu: crate::gpu::affinity::IssueCpu::Free,
             },
             warmup_steps: 2,
+            repeats: 1,
             quiet: true,
             no_report,
         }

@@ -571,6 +571,7 @@ pub(super) mod tests {
         let options = crate::validate::ValidateOptions {
             warmup_steps: 0,
             record: crate::sim::run::RecordOptions::from_scenario(&specs[0].scenario),
+            repeats: 1,
         };
         let mut backend = PerturbedBackend::new(Factors::uniform(1.05));
         let v = crate::validate::validate_runs(&specs, &prepared, &mut backend, &options, &mut |_| {}).unwrap();

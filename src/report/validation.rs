@@ -185,6 +185,31 @@ fn verdict_lines(v: &ValidationSummary) -> Vec<String> {
              own model, so its error there is zero by construction."
         ));
     }
+    let repeated: Vec<&Vec<f64>> = v
+        .runs
+        .iter()
+        .map(|r| &r.repeat_throughputs)
+        .filter(|t| t.len() > 1)
+        .collect();
+    if let Some(n) = repeated.iter().map(|t| t.len()).max() {
+        // Each run's throughput range across its measurements, relative to its median one.
+        let mut spreads: Vec<f64> = repeated
+            .iter()
+            .map(|t| {
+                let mut s = t.to_vec();
+                s.sort_by(f64::total_cmp);
+                let median = s[(s.len() - 1) / 2];
+                (s[s.len() - 1] - s[0]) / median
+            })
+            .collect();
+        spreads.sort_by(f64::total_cmp);
+        out.push(format!(
+            "Repeats: each of {} run(s) measured {n} times, each on a freshly built engine after its own warm-up; the              measurement with the median output throughput is the one compared. Output throughput ranged over {} at              the median run across its measurements, {} at most.",
+            repeated.len(),
+            percent(Some(spreads[(spreads.len() - 1) / 2])),
+            percent(spreads.last().copied())
+        ));
+    }
     out.extend(v.profile_notes.iter().map(|n| format!("Cost model: {n}.")));
     out
 }

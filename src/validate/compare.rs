@@ -680,6 +680,10 @@ pub struct RunSummary {
     pub memory_measured: bool,
     pub steps: u64,
     pub metrics: Vec<MetricComparison>,
+    /// Measured with `--repeats N`: each measurement's output throughput, in the order taken (the median one is the
+    /// one compared).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repeat_throughputs: Vec<f64>,
 }
 
 /// A validation over all its runs: `validation.json`, and what the reports draw from.
@@ -899,6 +903,7 @@ pub fn aggregate(runs: &[RunValidation]) -> ValidationSummary {
                 memory_measured: r.memory_measured,
                 steps: r.steps.len() as u64,
                 metrics: r.metrics.clone(),
+                repeat_throughputs: r.repeat_throughputs.clone(),
             })
             .collect(),
         profile_notes: Vec::new(),

@@ -83,6 +83,9 @@ pub struct ValidateOptions {
     pub warmup_steps: u32,
     /// What to keep of each run (steps are always kept: the comparison needs them).
     pub record: RecordOptions,
+    /// Times each run is measured (each on a fresh execution, after its own warm-up); the measurement with the
+    /// median output throughput is the one compared. At least 1.
+    pub repeats: u32,
 }
 
 /// Records the plan of every step.
@@ -109,6 +112,9 @@ pub struct RunValidation {
     pub steps: Vec<StepComparison>,
     pub plans: PlanAgreement,
     pub memory_measured: bool,
+    /// With `--repeats N` (N > 1): the output throughput of each measurement, in the order taken (the compared one
+    /// is the median).
+    pub repeat_throughputs: Vec<f64>,
 }
 
 impl RunValidation {
@@ -154,18 +160,26 @@ fn apply_measured_memory(metrics: &mut RunMetrics, m: MeasuredMemory) {
     s.peak_memory_mib = s.weights_mib + s.peak_kv_mib + s.workspace_mib;
 }
 
-/// Validates one run: warm-up, measured execution, simulation, comparison.
-pub fn validate_run(
+/// One measured execution of a run.
+struct Measurement {
+    metrics: RunMetrics,
+    plans: PlanLog,
+    parts: Vec<MeasuredParts>,
+    memory_measured: bool,
+}
+
+/// Starts an execution of the run, warms it up, serves the run on its clock and finishes it.
+fn measure(
     spec: &RunSpec,
     prepared: &PreparedRun,
     backend: &mut dyn Backend,
     options: &ValidateOptions,
-) -> Result<RunValidation, ValidateError> {
-    let run = describe_run(spec);
+    run: &str,
+) -> Result<Measurement, ValidateError> {
     let mut execution = backend
         .start(spec, prepared)
         .map_err(|message| ValidateError::Backend {
-            run: run.clone(),
+            run: run.to_owned(),
             message,
         })?;
 
@@ -182,14 +196,14 @@ pub fn validate_run(
             &mut (),
         )
         .map_err(|source| ValidateError::Warmup {
-            run: run.clone(),
+            run: run.to_owned(),
             source,
         })?;
     }
 
     let mut scheduler = new_scheduler(prepared.policy, prepared.limits);
     let mut recorder = recorder(prepared, options.record);
-    let mut measured_plans = PlanLog::default();
+    let mut plans = PlanLog::default();
     // Last: the requests arrive from the clock's start, so nothing set up before serving (a continuous scheduler
     // lists every KV block of the engine's cache as free: hundreds of thousands on an 80 GB card) delays them.
     let mut clock = execution.clock();
@@ -199,18 +213,57 @@ pub fn validate_run(
         clock.as_mut(),
         &prepared.workload,
         &mut recorder,
-        &mut measured_plans as &mut dyn StepObserver<dyn Scheduler + Send>,
+        &mut plans as &mut dyn StepObserver<dyn Scheduler + Send>,
     )
     .map_err(|source| ValidateError::Measured {
-        run: run.clone(),
+        run: run.to_owned(),
         source,
     })?;
     let parts = execution.step_parts();
     let memory = execution.finish();
-    let mut measured = recorder.finish(prepared.memory, prepared.slo);
+    let mut metrics = recorder.finish(prepared.memory, prepared.slo);
     if let Some(m) = memory {
-        apply_measured_memory(&mut measured, m);
+        apply_measured_memory(&mut metrics, m);
     }
+    Ok(Measurement {
+        metrics,
+        plans,
+        parts,
+        memory_measured: memory.is_some(),
+    })
+}
+
+/// Of several measurements of one run, the one with the median output throughput (the lower middle one of an even
+/// count), and every measurement's throughput in the order taken.
+fn median_measurement(mut all: Vec<Measurement>) -> (Measurement, Vec<f64>) {
+    let throughputs: Vec<f64> = all.iter().map(|m| m.metrics.summary.output_tok_per_s).collect();
+    let mut order: Vec<usize> = (0..all.len()).collect();
+    order.sort_by(|&a, &b| throughputs[a].total_cmp(&throughputs[b]));
+    let chosen = order[(all.len() - 1) / 2];
+    (all.swap_remove(chosen), throughputs)
+}
+
+/// Validates one run: warm-up, measured execution (`options.repeats` times, the median kept), simulation,
+/// comparison.
+pub fn validate_run(
+    spec: &RunSpec,
+    prepared: &PreparedRun,
+    backend: &mut dyn Backend,
+    options: &ValidateOptions,
+) -> Result<RunValidation, ValidateError> {
+    let run = describe_run(spec);
+    let all = (0..options.repeats.max(1))
+        .map(|_| measure(spec, prepared, backend, options, &run))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (
+        Measurement {
+            metrics: measured,
+            plans: measured_plans,
+            parts,
+            memory_measured,
+        },
+        repeat_throughputs,
+    ) = median_measurement(all);
 
     let mut simulated_plans = PlanLog::default();
     let record = RecordOptions {
@@ -247,7 +300,12 @@ pub fn validate_run(
         metrics,
         steps,
         plans,
-        memory_measured: memory.is_some(),
+        memory_measured,
+        repeat_throughputs: if options.repeats > 1 {
+            repeat_throughputs
+        } else {
+            Vec::new()
+        },
     })
 }
 

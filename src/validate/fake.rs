@@ -59,6 +59,10 @@ pub struct PerturbedBackend {
     pub fail_start: Option<usize>,
     /// (issue, GPU): report each step's parts as the cost model's times these factors; `None`: report none.
     pub parts: Option<(f64, f64)>,
+    /// A factor on top of the others for each execution started, in turn (cycling); empty: none.
+    pub start_factors: Vec<f64>,
+    /// Executions started, over every run.
+    pub started: usize,
 }
 
 impl PerturbedBackend {
@@ -70,6 +74,8 @@ impl PerturbedBackend {
             executed: Rc::new(Cell::new(0)),
             fail_start: None,
             parts: None,
+            start_factors: Vec::new(),
+            started: 0,
         }
     }
 }
@@ -127,6 +133,11 @@ impl Backend for PerturbedBackend {
             .iter()
             .find(|(p, _)| *p == run.policy.as_str())
             .map_or(1.0, |(_, f)| *f);
+        let extra = match self.start_factors.len() {
+            0 => extra,
+            n => extra * self.start_factors[self.started % n],
+        };
+        self.started += 1;
         let memory = self.memory_factor.map(|f| {
             let scale = |b: u64| (b as f64 * f).round() as u64;
             // The peak KV the scheduler will reach is not known before the run; the fake reports weights and

@@ -65,6 +65,7 @@ fn options(warmup_steps: u32) -> ValidateOptions {
             steps: true,
             token_trace_limit: 10_000,
         },
+        repeats: 1,
     }
 }
 
@@ -730,7 +731,10 @@ fn each_headline_metric_gets_the_band_of_step_times_a_percent_or_two_off() {
         md.contains("## Sensitivity to the step times") && md.contains("3 of 3"),
         "{md}"
     );
-    assert!(!md.contains("   the median"), "a paragraph without its line breaks' indentation: {md}");
+    assert!(
+        !md.contains("   the median"),
+        "a paragraph without its line breaks' indentation: {md}"
+    );
 }
 
 /// A backend 5% slower than every scale is measured outside the bands.
@@ -744,4 +748,41 @@ fn a_machine_slower_than_every_scale_is_measured_outside_the_band() {
     let mem = aggregate_of(&v, "peak_memory_mib").band.unwrap();
     assert_eq!(mem.measured_within, 3);
     assert_eq!(mem.median_half_width, Some(0.0));
+}
+
+/// `repeats` measures each run that many times, each on a fresh execution, and compares the one with the median
+/// output throughput: here measurements 10% fast, 20% slow and 2% slow in turn, so the 2% one is compared.
+#[test]
+fn repeated_measurements_compare_the_median_one() {
+    let mut backend = PerturbedBackend::new(Factors::uniform(1.0));
+    backend.start_factors = vec![0.9, 1.2, 1.02];
+    let (specs, prepared) = runs(BURST);
+    let opts = ValidateOptions {
+        repeats: 3,
+        ..options(0)
+    };
+    let v = validate_runs(&specs, &prepared, &mut backend, &opts, &mut |_| {}).unwrap();
+    assert_eq!(backend.started, 9);
+    for (i, run) in v.runs.iter().enumerate() {
+        // Each step 1.02x its prediction: the steps' error, not 10% or 20%.
+        assert!(
+            run.steps.iter().all(|s| (s.signed_error() + 0.02 / 1.02).abs() < 1e-4),
+            "{}",
+            run.name
+        );
+        assert_eq!(run.repeat_throughputs.len(), 3);
+        let t = &run.repeat_throughputs;
+        assert!(t[0] > t[2] && t[2] > t[1], "{t:?}");
+        let compared = run.metrics.iter().find(|m| m.metric == "output_tok_per_s").unwrap();
+        assert!(close(compared.measured.unwrap(), t[2]), "run {i}: {compared:?} {t:?}");
+    }
+    let md = crate::report::validation_markdown(&v.summary, "burst");
+    assert!(md.contains("Repeats: each of 3 run(s) measured 3 times"), "{md}");
+    // One measurement: nothing to report beside it.
+    let mut once = PerturbedBackend::new(Factors::uniform(1.0));
+    once.start_factors = vec![0.9, 1.2, 1.02];
+    let v = validate_runs(&specs, &prepared, &mut once, &options(0), &mut |_| {}).unwrap();
+    assert_eq!(once.started, 3);
+    assert!(v.runs.iter().all(|r| r.repeat_throughputs.is_empty()));
+    assert!(!crate::report::validation_markdown(&v.summary, "burst").contains("Repeats:"));
 }

@@ -566,6 +566,7 @@ fn validated(dir: &Path) -> Results {
             steps: true,
             token_trace_limit: 10_000,
         },
+        repeats: 1,
     };
     let v = crate::validate::validate_runs(&specs, &prepared, &mut backend, &options, &mut |_| {}).unwrap();
     crate::validate::write_validation(dir, &v, "plots").unwrap();
