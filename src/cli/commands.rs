@@ -205,10 +205,10 @@ fn sensitivity(
 
 /// The metrics whose band is wider than [`SENSITIVE`] either way.
 fn print_sensitive(bands: &[report::SensitivityRow]) {
-    let wide: Vec<&report::SensitivityRow> = bands.iter().filter(|b| b.half_width() > SENSITIVE).collect();
     if bands.is_empty() {
         return;
     }
+    let wide: Vec<&report::SensitivityRow> = bands.iter().filter(|b| b.half_width() > SENSITIVE).collect();
     if wide.is_empty() {
         println!(
             "\nSensitivity: with every step 1-2% shorter or longer no headline metric moves by more than {:.0}%.",

@@ -317,6 +317,17 @@ pub enum Cell {
     Null,
 }
 
+impl Cell {
+    /// The value as a number: integers and floats; `None` for text, booleans and nulls.
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Cell::Int(i) => Some(*i as f64),
+            Cell::Float(f) => Some(*f),
+            _ => None,
+        }
+    }
+}
+
 /// A run's results as they go into the output files: its name, the label columns that identify it (sweep axes,
 /// model, policy, …, in order) and its metrics.
 #[derive(Clone, Debug)]

@@ -315,13 +315,9 @@ pub struct SensitivityRow {
 }
 
 impl SensitivityRow {
-    /// Half the band relative to the simulated value (0 where that is 0).
+    /// Half the band relative to the simulated value (0 where that is not positive).
     pub fn half_width(&self) -> f64 {
-        if self.simulated > 0.0 {
-            (self.most - self.least) / 2.0 / self.simulated
-        } else {
-            0.0
-        }
+        crate::validate::compare::band_half_width(self.simulated, (self.least, self.most)).unwrap_or(0.0)
     }
 }
 

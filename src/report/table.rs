@@ -72,16 +72,7 @@ impl Values {
                     })
                     .collect(),
             ),
-            Kind::Null | Kind::Float => Values::Float(
-                cells
-                    .iter()
-                    .map(|c| match c {
-                        Cell::Int(i) => Some(*i as f64),
-                        Cell::Float(f) => Some(*f),
-                        _ => None,
-                    })
-                    .collect(),
-            ),
+            Kind::Null | Kind::Float => Values::Float(cells.iter().map(Cell::as_f64).collect()),
             Kind::Str => Values::Str(cells.iter().map(cell_text).collect()),
         }
     }

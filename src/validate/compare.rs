@@ -49,12 +49,16 @@ impl MetricComparison {
         self.measured.map(|m| lo <= m && m <= hi)
     }
 
-    /// The band's half-width relative to the simulated value: (most − least) / 2 / simulated.
+    /// The band's half-width relative to the simulated value ([`band_half_width`]).
     pub fn band_half_width(&self) -> Option<f64> {
-        let (lo, hi) = self.simulated_band?;
-        let s = self.simulated.filter(|s| *s > 0.0)?;
-        Some((hi - lo) / 2.0 / s)
+        band_half_width(self.simulated?, self.simulated_band?)
     }
+}
+
+/// Half of a band (least, most) relative to the simulated value it was drawn around: (most − least) / 2 /
+/// simulated; `None` where the simulated value is not positive.
+pub fn band_half_width(simulated: f64, (least, most): (f64, f64)) -> Option<f64> {
+    (simulated > 0.0).then(|| (most - least) / 2.0 / simulated)
 }
 
 /// Each headline metric's value in `simulated`, with its least and most over `simulated` and `scaled` (the same run
@@ -64,11 +68,7 @@ pub fn headline_bands(simulated: &Summary, scaled: &[Summary]) -> Vec<(&'static 
         s.cells()
             .into_iter()
             .find(|(n, _)| n == metric)
-            .and_then(|(_, c)| match c {
-                Cell::Int(i) => Some(i as f64),
-                Cell::Float(f) => Some(f),
-                _ => None,
-            })
+            .and_then(|(_, c)| c.as_f64())
     };
     HEADLINE_METRICS
         .iter()
@@ -106,11 +106,6 @@ const INPUT_COLUMNS: [&str; 6] = [
 
 /// Every numeric summary column that describes an outcome, in `Summary::cells()` order.
 pub fn compare_metrics(measured: &Summary, simulated: &Summary) -> Vec<MetricComparison> {
-    let number = |cell: &Cell| match cell {
-        Cell::Int(i) => Some(*i as f64),
-        Cell::Float(f) => Some(*f),
-        _ => None,
-    };
     let is_numeric = |cell: &Cell| matches!(cell, Cell::Int(_) | Cell::Float(_) | Cell::Null);
     measured
         .cells()
@@ -118,7 +113,7 @@ pub fn compare_metrics(measured: &Summary, simulated: &Summary) -> Vec<MetricCom
         .zip(simulated.cells())
         .filter(|((name, m), (_, s))| !INPUT_COLUMNS.contains(&name.as_str()) && is_numeric(m) && is_numeric(s))
         .map(|((name, m), (_, s))| {
-            let (measured, simulated) = (number(&m), number(&s));
+            let (measured, simulated) = (m.as_f64(), s.as_f64());
             MetricComparison {
                 metric: name,
                 measured,

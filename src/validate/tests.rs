@@ -778,6 +778,10 @@ fn repeated_measurements_compare_the_median_one() {
     }
     let md = crate::report::validation_markdown(&v.summary, "burst");
     assert!(md.contains("Repeats: each of 3 run(s) measured 3 times"), "{md}");
+    assert!(
+        !md.contains("   measurement"),
+        "a paragraph without its line breaks' indentation: {md}"
+    );
     // One measurement: nothing to report beside it.
     let mut once = PerturbedBackend::new(Factors::uniform(1.0));
     once.start_factors = vec![0.9, 1.2, 1.02];
