@@ -346,7 +346,9 @@ pub struct ValidateArgs {
     /// Measure each run this many times, each on a freshly built engine after its own warm-up, and compare the
     /// measurement with the median output throughput (the others' throughputs are reported beside it). Short runs
     /// (a burst of a few requests takes 0.1 s) move by a few percent from one measurement to the next; the median
-    /// of three sets that noise apart from the model's error. Every repeat costs the run's device time again.
+    /// of three sets that noise apart from the model's error. The runs are measured in N passes over all of them,
+    /// so that a stretch of seconds in which the host runs slow falls on one measurement of a run, not on all.
+    /// Every repeat costs the run's device time again.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=9), value_name = "N")]
     pub repeats: u32,
     /// Do not print the verdicts and the headline-metric table.

@@ -126,7 +126,11 @@ pub fn validate_with(
         record: RecordOptions::from_scenario(first),
         repeats: args.repeats,
     };
-    let pb = progress(runs.len(), "runs");
+    // One tick per measurement: with --repeats the runs are measured in passes over all of them.
+    let pb = match options.repeats {
+        0 | 1 => progress(runs.len(), "runs"),
+        n => progress(runs.len() * n as usize, "measurements"),
+    };
     let mut validation = validate_runs(runs, prepared, backend, &options, &mut |_| pb.inc(1))
         .map_err(|e| CliError::Failed(anyhow::anyhow!(e)))?;
     validation.summary.profile_notes = profile_notes;

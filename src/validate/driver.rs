@@ -243,18 +243,14 @@ fn median_measurement(mut all: Vec<Measurement>) -> (Measurement, Vec<f64>) {
     (all.swap_remove(chosen), throughputs)
 }
 
-/// Validates one run: warm-up, measured execution (`options.repeats` times, the median kept), simulation,
-/// comparison.
-pub fn validate_run(
+/// Simulates a run and compares it with the median-throughput one of its measurements (`all`, in the order taken).
+fn compare_run(
     spec: &RunSpec,
     prepared: &PreparedRun,
-    backend: &mut dyn Backend,
+    all: Vec<Measurement>,
     options: &ValidateOptions,
 ) -> Result<RunValidation, ValidateError> {
     let run = describe_run(spec);
-    let all = (0..options.repeats.max(1))
-        .map(|_| measure(spec, prepared, backend, options, &run))
-        .collect::<Result<Vec<_>, _>>()?;
     let (
         Measurement {
             metrics: measured,
@@ -309,21 +305,35 @@ pub fn validate_run(
     })
 }
 
-/// Validates every run in order (one at a time: they share the GPU) and aggregates. `progress` sees each run as
-/// it completes.
+/// Validates every run in order (one at a time: they share the GPU) and aggregates. With `options.repeats` N > 1
+/// the runs are measured in N passes over all of them, not N times in a row each: the host slows down for stretches
+/// of seconds (an H100's host issued every step about 5% slower through two consecutive measurements of one run
+/// and none of the next run's), and passes spread one run's measurements over the whole validation so that one such
+/// stretch falls on one of them, which the median then sets aside. Each run is simulated and compared once its last
+/// measurement is taken. `progress` sees the run's description after each measurement (runs × repeats calls).
 pub fn validate_runs(
     specs: &[RunSpec],
     prepared: &[PreparedRun],
     backend: &mut dyn Backend,
     options: &ValidateOptions,
-    progress: &mut dyn FnMut(&RunValidation),
+    progress: &mut dyn FnMut(&str),
 ) -> Result<Validation, ValidateError> {
     assert_eq!(specs.len(), prepared.len(), "one prepared run per spec");
+    let passes = options.repeats.max(1);
+    let mut taken: Vec<Vec<Measurement>> = specs.iter().map(|_| Vec::new()).collect();
+    for _ in 1..passes {
+        for ((spec, p), measurements) in specs.iter().zip(prepared).zip(&mut taken) {
+            let run = describe_run(spec);
+            measurements.push(measure(spec, p, backend, options, &run)?);
+            progress(&run);
+        }
+    }
     let mut runs = Vec::with_capacity(specs.len());
-    for (spec, p) in specs.iter().zip(prepared) {
-        let v = validate_run(spec, p, backend, options)?;
-        progress(&v);
-        runs.push(v);
+    for ((spec, p), mut measurements) in specs.iter().zip(prepared).zip(taken) {
+        let run = describe_run(spec);
+        measurements.push(measure(spec, p, backend, options, &run)?);
+        runs.push(compare_run(spec, p, measurements, options)?);
+        progress(&run);
     }
     let summary = compare::aggregate(&runs);
     Ok(Validation { runs, summary })

@@ -63,6 +63,8 @@ pub struct PerturbedBackend {
     pub start_factors: Vec<f64>,
     /// Executions started, over every run.
     pub started: usize,
+    /// The run (its index) of each execution started, in order.
+    pub started_runs: Vec<usize>,
 }
 
 impl PerturbedBackend {
@@ -76,6 +78,7 @@ impl PerturbedBackend {
             parts: None,
             start_factors: Vec::new(),
             started: 0,
+            started_runs: Vec::new(),
         }
     }
 }
@@ -138,6 +141,7 @@ impl Backend for PerturbedBackend {
             n => extra * self.start_factors[self.started % n],
         };
         self.started += 1;
+        self.started_runs.push(spec.index);
         let memory = self.memory_factor.map(|f| {
             let scale = |b: u64| (b as f64 * f).round() as u64;
             // The peak KV the scheduler will reach is not known before the run; the fake reports weights and

@@ -750,34 +750,66 @@ fn a_machine_slower_than_every_scale_is_measured_outside_the_band() {
     assert_eq!(mem.median_half_width, Some(0.0));
 }
 
-/// `repeats` measures each run that many times, each on a fresh execution, and compares the one with the median
-/// output throughput: here measurements 10% fast, 20% slow and 2% slow in turn, so the 2% one is compared.
+/// `repeats` measures each run that many times, each on a fresh execution, in passes over all runs (not in a row),
+/// and compares the one with the median output throughput: here every execution started is 10% fast, 20% slow, 2%
+/// slow or 10% slow in turn, so each run's three measurements differ and which one is the median depends on the
+/// order they were taken in.
 #[test]
-fn repeated_measurements_compare_the_median_one() {
+fn repeated_measurements_are_taken_in_passes_and_compare_the_median_one() {
     let mut backend = PerturbedBackend::new(Factors::uniform(1.0));
-    backend.start_factors = vec![0.9, 1.2, 1.02];
+    let cycle = [0.9, 1.2, 1.02, 1.1];
+    backend.start_factors = cycle.to_vec();
     let (specs, prepared) = runs(BURST);
     let opts = ValidateOptions {
         repeats: 3,
         ..options(0)
     };
-    let v = validate_runs(&specs, &prepared, &mut backend, &opts, &mut |_| {}).unwrap();
+    let mut ticks = Vec::new();
+    let v = validate_runs(&specs, &prepared, &mut backend, &opts, &mut |run| {
+        ticks.push(run.to_owned())
+    })
+    .unwrap();
     assert_eq!(backend.started, 9);
+    let indices: Vec<usize> = specs.iter().map(|s| s.index).collect();
+    assert_eq!(
+        backend.started_runs,
+        [indices.clone(), indices.clone(), indices].concat()
+    );
+    assert_eq!(ticks.len(), 9, "one progress tick per measurement");
     for (i, run) in v.runs.iter().enumerate() {
-        // Each step 1.02x its prediction: the steps' error, not 10% or 20%.
+        // The factors this run's executions got, in the order taken, and their median.
+        let factors: Vec<f64> = (i..9).step_by(3).map(|k| cycle[k % cycle.len()]).collect();
+        let mut sorted = factors.clone();
+        sorted.sort_by(f64::total_cmp);
+        let median = sorted[1];
+        // Each step `median` times its prediction: the compared measurement's error, not another's.
         assert!(
-            run.steps.iter().all(|s| (s.signed_error() + 0.02 / 1.02).abs() < 1e-4),
-            "{}",
+            run.steps
+                .iter()
+                .all(|s| (s.signed_error() - (1.0 - median) / median).abs() < 1e-4),
+            "{} {factors:?}",
             run.name
         );
-        assert_eq!(run.repeat_throughputs.len(), 3);
         let t = &run.repeat_throughputs;
-        assert!(t[0] > t[2] && t[2] > t[1], "{t:?}");
+        assert_eq!(t.len(), 3);
+        // Throughput falls as the factor grows: the measurements' order matches the factors'.
+        for a in 0..3 {
+            for b in 0..3 {
+                assert_eq!(t[a] > t[b], factors[a] < factors[b], "{t:?} {factors:?}");
+            }
+        }
+        let chosen = factors.iter().position(|&f| f == median).unwrap();
         let compared = run.metrics.iter().find(|m| m.metric == "output_tok_per_s").unwrap();
-        assert!(close(compared.measured.unwrap(), t[2]), "run {i}: {compared:?} {t:?}");
+        assert!(
+            close(compared.measured.unwrap(), t[chosen]),
+            "run {i}: {compared:?} {t:?}"
+        );
     }
     let md = crate::report::validation_markdown(&v.summary, "burst");
-    assert!(md.contains("Repeats: each of 3 run(s) measured 3 times"), "{md}");
+    assert!(
+        md.contains("Repeats: each of 3 run(s) measured 3 times, in 3 passes over the runs"),
+        "{md}"
+    );
     assert!(
         !md.contains("   measurement"),
         "a paragraph without its line breaks' indentation: {md}"
