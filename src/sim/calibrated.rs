@@ -202,13 +202,15 @@ impl CalibratedCost {
 
     /// Decode attention of a step's decodes, one layer. Two readings of the uniform table bracket a batch of mixed
     /// lengths: at its mean context (as if the work spread evenly) and the equivalent batch at its longest context
-    /// ([`Self::decode_equivalent_us`]: as if only the partitions counted); the model takes their geometric mean,
-    /// scaled by the heterogeneity the profile measured against that same reading (1 + slope · ln(longest / mean):
-    /// a uniform batch reads the table as it is). From the decodes' contexts where `plan` lists them, else from the
-    /// shape's mean and longest context (as if every other decode were at the mean). (Out of sample, qwen2.5-0.5b's
-    /// 18 mixed-length points on an H100, median / p90 error: the mean reading alone 25% / 51%, the partitions
-    /// alone 8% / 64%, their geometric mean 14% / 27%, scaled by the fitted line 6% / 15%; the partitions reading
-    /// times a curve through every measured ratio, this model's for a while, 10% / 41%.)
+    /// ([`Self::decode_equivalent_us`]: as if only the partitions counted, or the tokens where no context is split);
+    /// the model takes their geometric mean, scaled by the heterogeneity the profile measured against that same
+    /// reading (1 + slope · ln(longest / mean): a uniform batch reads the table as it is). From the decodes' contexts
+    /// where `plan` lists them, else from the shape's mean and longest context (as if every other decode were at the
+    /// mean). (Out of sample, qwen2.5-0.5b's 18 mixed-length points on an H100 with 4-warp decode blocks, median /
+    /// p90 error: the mean reading alone 25% / 51%, the partitions alone 8% / 64%, their geometric mean 14% / 27%,
+    /// scaled by the fitted line 6% / 15%; the partitions reading times a curve through every measured ratio, this
+    /// model's for a while, 10% / 41%. With 8-warp blocks, on three profiles (two H100s, an H200), median / p95:
+    /// partitions counted in unsplit launches too 4.3-4.7% / 50-61%, tokens counted there 3.7-4.6% / 15-19%.)
     fn decode_of(&self, s: &StepShape, plan: Option<&StepPlan>) -> f64 {
         if s.decode_seqs == 0 {
             return 0.0;
@@ -223,8 +225,12 @@ impl CalibratedCost {
             }
             None => {
                 let part = self.partition(s.decode_seqs, longest);
-                let blocks = batch * (mean / part as f64).ceil().max(1.0);
-                self.decode_at_longest(blocks / longest.div_ceil(part) as f64, longest)
+                let sequences = if longest <= part {
+                    batch * mean / longest as f64
+                } else {
+                    batch * (mean / part as f64).ceil().max(1.0) / longest.div_ceil(part) as f64
+                };
+                self.decode_at_longest(sequences, longest)
             }
         };
         let base = (self.decode_table_at(batch, mean) * equivalent).sqrt();
@@ -237,12 +243,19 @@ impl CalibratedCost {
     /// Decode attention over decodes at `contexts` as the kernel splits them: its partitions each take at most `p`
     /// tokens (the size it picks for this batch and its longest context), so the launch does what a uniform batch
     /// at the longest context does with as many partitions in all, Σ ⌈context / p⌉ / ⌈longest / p⌉ sequences; the
-    /// uniform table is read there. (A uniform batch is read as it is.)
+    /// uniform table is read there. Where no context is split (the longest fits one partition), each block walks
+    /// one whole context and its time follows its tokens, not a partition's: Σ context / longest sequences. (A
+    /// uniform batch is read as it is.)
     fn decode_equivalent_us(&self, contexts: &[u64]) -> f64 {
         let longest = contexts.iter().copied().max().unwrap_or(0).max(1);
         let part = self.partition(contexts.len() as u64, longest);
-        let blocks: u64 = contexts.iter().map(|&c| c.div_ceil(part).max(1)).sum();
-        self.decode_at_longest(blocks as f64 / longest.div_ceil(part) as f64, longest)
+        let sequences = if longest <= part {
+            contexts.iter().sum::<u64>() as f64 / longest as f64
+        } else {
+            let blocks: u64 = contexts.iter().map(|&c| c.div_ceil(part).max(1)).sum();
+            blocks as f64 / longest.div_ceil(part) as f64
+        };
+        self.decode_at_longest(sequences, longest)
     }
 
     fn decode_at_longest(&self, sequences: f64, longest: u64) -> f64 {
@@ -623,6 +636,43 @@ pub(crate) mod tests {
         let two = CalibratedCost::new(&p2, &model, "synthetic").unwrap();
         let slope = two.heterogeneity.unwrap();
         assert!(0.1 / 2f64.ln() < slope && slope < 0.5 / 4f64.ln(), "{slope}");
+    }
+
+    /// Where no context is split, the equivalent batch at the longest context counts tokens (a block walks one whole
+    /// context), not partitions, which would price every sequence as the longest; split contexts still count whole
+    /// partitions. With the plan's contexts and from the shape alone alike.
+    #[test]
+    fn unsplit_mixed_batches_count_tokens_split_ones_partitions() {
+        let model = by_name("qwen2.5-0.5b").unwrap();
+        let c = CalibratedCost::new(&synthetic_profile(&model), &model, "synthetic").unwrap();
+        let unsplit = [512, 64, 64, 64, 128, 64, 64, 64];
+        assert!(c.partition(8, 512) >= 512, "one partition holds the longest");
+        let tokens: u64 = unsplit.iter().sum();
+        let equivalent = c.decode_equivalent_us(&unsplit);
+        assert!((equivalent - c.decode_table_at(tokens as f64 / 512.0, 512.0)).abs() < 1e-9);
+        assert!(equivalent < c.decode_table_at(8.0, 512.0), "not every sequence at the longest");
+        let decodes = |contexts: &[u64]| {
+            let seqs = (contexts.iter().zip(0..))
+                .map(|(&context, id)| DecodeSeq {
+                    id,
+                    context: context as u32,
+                    emits: true,
+                })
+                .collect();
+            StepPlan::new(Vec::new(), seqs)
+        };
+        // The shape alone (mean and longest) gives the same reading when the contexts are all that matters.
+        let plan = decodes(&unsplit);
+        let shape = plan.shape();
+        assert!((c.decode_of(&shape, None) - c.decode_of(&shape, Some(&plan))).abs() < 1e-9);
+        // Split: a sequence of 4,096 tokens in partitions of p, the others one partition each.
+        let split = [4096, 64, 64, 64, 64, 64, 64, 64];
+        let p = c.partition(8, 4096);
+        assert!(p < 4096);
+        let parts = 4096u64.div_ceil(p);
+        let blocks = parts + 7;
+        let expected = c.decode_table_at(blocks as f64 / parts as f64, 4096.0);
+        assert!((c.decode_equivalent_us(&split) - expected).abs() < 1e-9);
     }
 
     #[test]
