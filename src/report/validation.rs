@@ -205,8 +205,8 @@ fn verdict_lines(v: &ValidationSummary) -> Vec<String> {
         spreads.sort_by(f64::total_cmp);
         out.push(format!(
             "Repeats: each of {} run(s) measured {n} times, in {n} passes over the runs, each on a freshly built \
-             engine after its own warm-up; the measurement with the median output throughput is the one compared. Output throughput ranged over {} at \
-             the median run across its measurements, {} at most.",
+             engine after its own warm-up; the measurement with the median output throughput is the one compared. \
+             Output throughput ranged over {} at the median run across its measurements, {} at most.",
             repeated.len(),
             percent(Some(spreads[(spreads.len() - 1) / 2])),
             percent(spreads.last().copied())

@@ -650,7 +650,10 @@ pub(crate) mod tests {
         let tokens: u64 = unsplit.iter().sum();
         let equivalent = c.decode_equivalent_us(&unsplit);
         assert!((equivalent - c.decode_table_at(tokens as f64 / 512.0, 512.0)).abs() < 1e-9);
-        assert!(equivalent < c.decode_table_at(8.0, 512.0), "not every sequence at the longest");
+        assert!(
+            equivalent < c.decode_table_at(8.0, 512.0),
+            "not every sequence at the longest"
+        );
         let decodes = |contexts: &[u64]| {
             let seqs = (contexts.iter().zip(0..))
                 .map(|(&context, id)| DecodeSeq {
