@@ -243,14 +243,15 @@ fn median_measurement(mut all: Vec<Measurement>) -> (Measurement, Vec<f64>) {
     (all.swap_remove(chosen), throughputs)
 }
 
-/// Simulates a run and compares it with the median-throughput one of its measurements (`all`, in the order taken).
+/// Simulates a run (described as `run` in errors) and compares it with the median-throughput one of its
+/// measurements (`all`, in the order taken).
 fn compare_run(
     spec: &RunSpec,
     prepared: &PreparedRun,
+    run: &str,
     all: Vec<Measurement>,
     options: &ValidateOptions,
 ) -> Result<RunValidation, ValidateError> {
-    let run = describe_run(spec);
     let (
         Measurement {
             metrics: measured,
@@ -268,13 +269,13 @@ fn compare_run(
     };
     let simulated =
         serve_prepared_observed(prepared, record, &mut simulated_plans).map_err(|source| ValidateError::Simulated {
-            run: run.clone(),
+            run: run.to_owned(),
             source,
         })?;
 
     // The same run with every step a little slower and faster (`SENSITIVITY_SCALES`).
     let scaled = scaled_summaries(prepared, options.record).map_err(|source| ValidateError::Simulated {
-        run: run.clone(),
+        run: run.to_owned(),
         source,
     })?;
 
@@ -320,20 +321,19 @@ pub fn validate_runs(
 ) -> Result<Validation, ValidateError> {
     assert_eq!(specs.len(), prepared.len(), "one prepared run per spec");
     let passes = options.repeats.max(1);
+    let names: Vec<String> = specs.iter().map(describe_run).collect();
     let mut taken: Vec<Vec<Measurement>> = specs.iter().map(|_| Vec::new()).collect();
     for _ in 1..passes {
-        for ((spec, p), measurements) in specs.iter().zip(prepared).zip(&mut taken) {
-            let run = describe_run(spec);
-            measurements.push(measure(spec, p, backend, options, &run)?);
-            progress(&run);
+        for (((spec, p), run), measurements) in specs.iter().zip(prepared).zip(&names).zip(&mut taken) {
+            measurements.push(measure(spec, p, backend, options, run)?);
+            progress(run);
         }
     }
     let mut runs = Vec::with_capacity(specs.len());
-    for ((spec, p), mut measurements) in specs.iter().zip(prepared).zip(taken) {
-        let run = describe_run(spec);
-        measurements.push(measure(spec, p, backend, options, &run)?);
-        runs.push(compare_run(spec, p, measurements, options)?);
-        progress(&run);
+    for (((spec, p), run), mut measurements) in specs.iter().zip(prepared).zip(&names).zip(taken) {
+        measurements.push(measure(spec, p, backend, options, run)?);
+        runs.push(compare_run(spec, p, run, measurements, options)?);
+        progress(run);
     }
     let summary = compare::aggregate(&runs);
     Ok(Validation { runs, summary })
