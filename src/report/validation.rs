@@ -99,12 +99,17 @@ fn step_kind_table(v: &ValidationSummary, headers: &[&str], cells: impl Fn(&Step
             .steps
             .iter()
             .map(|s| {
-                let mut row = vec![Cell::text(format!("{}-only", s.kind).replace("mixed-only", "mixed"))];
+                let mut row = vec![Cell::text(kind_label(s))];
                 row.extend(cells(s));
                 row
             })
             .collect(),
     }
+}
+
+/// How the report names a step kind: "decode-only", "prefill-only", "mixed".
+fn kind_label(s: &StepKindAggregate) -> String {
+    format!("{}-only", s.kind).replace("mixed-only", "mixed")
 }
 
 fn value(metric: &str, v: Option<f64>) -> String {
@@ -368,6 +373,50 @@ pub(super) fn sections(v: &ValidationSummary) -> Vec<Section> {
                     ]
                 },
             )),
+        });
+    }
+
+    if !v.steps_by_policy.is_empty() {
+        out.push(Section {
+            title: "Step time by policy".to_owned(),
+            paragraphs: vec![
+                "The same per policy, over each policy's runs: the policies plan different steps, and an engine \
+                 serving a run is sized for what its policy can plan (static batching: a full batch of the longest \
+                 prompt), so an error that sits in one policy's steps — and in that policy's latency metrics — shows \
+                 here. Signed errors as above; GPU: over the GPU-bound steps."
+                    .to_owned(),
+            ],
+            table: Some(Table {
+                headers: [
+                    "policy",
+                    "step kind",
+                    "steps",
+                    "median error",
+                    "p95 error",
+                    "median signed error",
+                    "GPU",
+                ]
+                .map(str::to_owned)
+                .to_vec(),
+                right: vec![false, false, true, true, true, true, true],
+                rows: v
+                    .steps_by_policy
+                    .iter()
+                    .flat_map(|p| {
+                        p.steps.iter().map(|s| {
+                            vec![
+                                Cell::text(&p.policy),
+                                Cell::text(kind_label(s)),
+                                Cell::number(s.steps.to_string(), s.steps as f64),
+                                percent_cell(s.median),
+                                percent_cell(s.p95),
+                                percent_cell(s.median_signed),
+                                signed_over(s.gpu),
+                            ]
+                        })
+                    })
+                    .collect(),
+            }),
         });
     }
 

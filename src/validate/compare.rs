@@ -545,6 +545,13 @@ pub struct StepKindAggregate {
     pub host_slowed_share: Option<f64>,
 }
 
+/// Step-time error per step kind over one policy's runs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PolicySteps {
+    pub policy: String,
+    pub steps: Vec<StepKindAggregate>,
+}
+
 /// A median signed error and how many steps it is over.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SignedOver {
@@ -691,6 +698,10 @@ pub struct ValidationSummary {
     pub metrics: Vec<MetricAggregate>,
     /// decode, prefill, mixed: the kinds that occurred.
     pub steps: Vec<StepKindAggregate>,
+    /// The same per policy, in the order the runs name them, where the runs have more than one: policies plan
+    /// different steps and size their engines differently, so an error that sits in one policy's steps shows here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps_by_policy: Vec<PolicySteps>,
     pub ranking: Vec<RankingGroup>,
     pub runs: Vec<RunSummary>,
     /// What checking the runs' cost model against the measuring card found worth saying without refusing it (a
@@ -737,6 +748,50 @@ fn median_p95_max(mut values: Vec<f64>) -> (Option<f64>, Option<f64>, Option<f64
         Some(percentile_sorted(&values, 95.0)),
         values.last().copied(),
     )
+}
+
+/// Step-time error per step kind (decode, prefill, mixed: those that occur) over `steps`.
+fn kind_aggregates(steps: &[&StepComparison]) -> Vec<StepKindAggregate> {
+    [StepKind::Decode, StepKind::Prefill, StepKind::Mixed]
+        .into_iter()
+        .filter_map(|kind| {
+            let of_kind = || steps.iter().copied().filter(|s| s.kind == kind);
+            let abs: Vec<f64> = of_kind().map(StepComparison::rel_error).collect();
+            if abs.is_empty() {
+                return None;
+            }
+            let count = abs.len() as u64;
+            let (median, p95, _) = median_p95_max(abs);
+            let (median_signed, _, _) = median_p95_max(of_kind().map(|s| s.signed_error()).collect());
+            let part =
+                |get: &dyn Fn(&StepComparison) -> Option<f64>| SignedOver::of(of_kind().filter_map(get).collect());
+            let issue = part(&StepComparison::issue_signed_error);
+            let gpu = part(&StepComparison::gpu_signed_error);
+            let gpu_unslowed = part(&|s| s.gpu_signed_error().filter(|_| s.slowed == Some(false)));
+            let clocks: Vec<f64> = of_kind().filter_map(|s| s.sm_mhz).map(f64::from).collect();
+            let share = |flags: Vec<bool>| {
+                (!flags.is_empty()).then(|| flags.iter().filter(|&&b| b).count() as f64 / flags.len() as f64)
+            };
+            let slowed_share = share(of_kind().filter_map(|s| s.slowed).collect());
+            let host_unslowed = part(&|s| (s.host_slowed == Some(false)).then(|| s.signed_error()));
+            let host_slowed_share = share(of_kind().filter_map(|s| s.host_slowed).collect());
+            Some(StepKindAggregate {
+                kind: kind.as_str().to_owned(),
+                steps: count,
+                median,
+                p95,
+                median_signed,
+                stalled: Some(of_kind().filter(|s| s.stalled()).count() as u64),
+                issue,
+                gpu,
+                gpu_unslowed,
+                sm_mhz_median: median_p95_max(clocks).0,
+                slowed_share,
+                host_unslowed,
+                host_slowed_share,
+            })
+        })
+        .collect()
 }
 
 fn cell_text(cell: &Cell) -> String {
@@ -797,46 +852,32 @@ pub fn aggregate(runs: &[RunValidation]) -> ValidationSummary {
         })
         .collect();
 
-    let steps = [StepKind::Decode, StepKind::Prefill, StepKind::Mixed]
-        .into_iter()
-        .filter_map(|kind| {
-            let of_kind = || runs.iter().flat_map(|r| &r.steps).filter(|s| s.kind == kind);
-            let abs: Vec<f64> = of_kind().map(StepComparison::rel_error).collect();
-            if abs.is_empty() {
-                return None;
-            }
-            let count = abs.len() as u64;
-            let (median, p95, _) = median_p95_max(abs);
-            let (median_signed, _, _) = median_p95_max(of_kind().map(|s| s.signed_error()).collect());
-            let part =
-                |get: &dyn Fn(&StepComparison) -> Option<f64>| SignedOver::of(of_kind().filter_map(get).collect());
-            let issue = part(&StepComparison::issue_signed_error);
-            let gpu = part(&StepComparison::gpu_signed_error);
-            let gpu_unslowed = part(&|s| s.gpu_signed_error().filter(|_| s.slowed == Some(false)));
-            let clocks: Vec<f64> = of_kind().filter_map(|s| s.sm_mhz).map(f64::from).collect();
-            let share = |flags: Vec<bool>| {
-                (!flags.is_empty()).then(|| flags.iter().filter(|&&b| b).count() as f64 / flags.len() as f64)
-            };
-            let slowed_share = share(of_kind().filter_map(|s| s.slowed).collect());
-            let host_unslowed = part(&|s| (s.host_slowed == Some(false)).then(|| s.signed_error()));
-            let host_slowed_share = share(of_kind().filter_map(|s| s.host_slowed).collect());
-            Some(StepKindAggregate {
-                kind: kind.as_str().to_owned(),
-                steps: count,
-                median,
-                p95,
-                median_signed,
-                stalled: Some(of_kind().filter(|s| s.stalled()).count() as u64),
-                issue,
-                gpu,
-                gpu_unslowed,
-                sm_mhz_median: median_p95_max(clocks).0,
-                slowed_share,
-                host_unslowed,
-                host_slowed_share,
+    let all: Vec<&StepComparison> = runs.iter().flat_map(|r| &r.steps).collect();
+    let steps = kind_aggregates(&all);
+    let mut policies: Vec<String> = Vec::new();
+    for p in runs.iter().filter_map(RunValidation::policy) {
+        if !policies.contains(&p) {
+            policies.push(p);
+        }
+    }
+    let steps_by_policy = if policies.len() > 1 {
+        policies
+            .into_iter()
+            .map(|policy| {
+                let of_policy: Vec<&StepComparison> = runs
+                    .iter()
+                    .filter(|r| r.policy().as_deref() == Some(policy.as_str()))
+                    .flat_map(|r| &r.steps)
+                    .collect();
+                PolicySteps {
+                    steps: kind_aggregates(&of_policy),
+                    policy,
+                }
             })
-        })
-        .collect();
+            .collect()
+    } else {
+        Vec::new()
+    };
 
     // A group is named by the labels that tell groups apart: those that vary between runs, policy aside.
     let label_text = |r: &RunValidation, name: &str| -> Option<String> {
@@ -883,6 +924,7 @@ pub fn aggregate(runs: &[RunValidation]) -> ValidationSummary {
         ranking_separation: RANKING_SEPARATION,
         metrics,
         steps,
+        steps_by_policy,
         ranking: rank_policies(entries),
         runs: runs
             .iter()

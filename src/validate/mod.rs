@@ -20,7 +20,7 @@ pub mod output;
 
 pub use compare::{
     BandAggregate, DivergenceCause, HOST_MIN_DECODES, HOST_SLOW, HOST_WINDOW, MetricAggregate, MetricComparison,
-    PlanAgreement, PolicyThroughput, RankingGroup, RankingVerdict, STALL, SignedOver, StepComparison,
+    PlanAgreement, PolicySteps, PolicyThroughput, RankingGroup, RankingVerdict, STALL, SignedOver, StepComparison,
     StepKindAggregate, ValidationSummary, Verdict, aggregate, compare_metrics, compare_plans, compare_steps,
     rank_policies, relative_error,
 };

@@ -537,6 +537,42 @@ fn a_policy_measured_much_slower_breaks_the_ranking() {
 }
 
 #[test]
+fn step_errors_are_also_given_per_policy() {
+    // Static batching's steps measured 5% slower than predicted, the others as predicted.
+    let mut backend = PerturbedBackend::new(Factors::uniform(1.0));
+    backend.policy_factor = vec![("static", 1.05)];
+    let v = validate(BURST, &mut backend, 0);
+    let policies: Vec<&str> = v.summary.steps_by_policy.iter().map(|p| p.policy.as_str()).collect();
+    assert_eq!(policies, ["static", "continuous", "grouped"]);
+    for p in &v.summary.steps_by_policy {
+        let want = if p.policy == "static" { 1.0 / 1.05 - 1.0 } else { 0.0 };
+        assert!(!p.steps.is_empty());
+        for k in &p.steps {
+            let signed = k.median_signed.unwrap();
+            assert!((signed - want).abs() < 1e-5, "{} {}: {signed}", p.policy, k.kind);
+        }
+        let steps: u64 = p.steps.iter().map(|k| k.steps).sum();
+        let of_runs: u64 = v
+            .runs
+            .iter()
+            .filter(|r| r.policy().as_deref() == Some(p.policy.as_str()))
+            .map(|r| r.steps.len() as u64)
+            .sum();
+        assert_eq!(steps, of_runs, "{}", p.policy);
+    }
+    // Pooled, the slower policy holds a quarter of the decode steps: the pooled median hides it, the table shows it.
+    let decode = v.summary.steps.iter().find(|k| k.kind == "decode").unwrap();
+    assert!(decode.median_signed.unwrap().abs() < 1e-5);
+    let md = crate::report::validation_markdown(&v.summary, "burst");
+    assert!(md.contains("## Step time by policy"), "{md}");
+    assert!(md.contains("| static     | decode-only  |"), "{md}");
+    // One policy: no such table.
+    let one = validate(POISSON, &mut PerturbedBackend::new(Factors::uniform(1.0)), 0);
+    assert!(one.summary.steps_by_policy.is_empty());
+    assert!(!crate::report::validation_markdown(&one.summary, "poisson").contains("by policy"));
+}
+
+#[test]
 fn real_time_arrivals_can_split_the_plans_and_the_cause_is_named() {
     // Same step times: the same plans, also with arrivals in real time.
     let mut exact = PerturbedBackend::new(Factors::uniform(1.0));
