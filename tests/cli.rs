@@ -373,6 +373,34 @@ fn bench_engine_checks_its_plans_profile_before_the_gpu() {
         "99",
     ]);
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    // Engine sizing and how many engines: positive, at most 16 engines; valid ones reach the missing GPU.
+    for bad in [
+        &["--engines", "0"][..],
+        &["--engines", "17"][..],
+        &["--step-tokens", "0"][..],
+        &["--context", "-4"][..],
+    ] {
+        let out = batchlab(&[&["bench-engine", "--gpu", "99"][..], bad].concat());
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{bad:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let sized = [
+        "bench-engine",
+        "--step-tokens",
+        "131072",
+        "--context",
+        "5120",
+        "--engines",
+        "4",
+        "--gpu",
+        "99",
+    ];
+    let out = batchlab(&sized);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]

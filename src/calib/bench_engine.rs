@@ -64,6 +64,8 @@ impl EngineVariant {
 #[derive(Clone, Debug, PartialEq)]
 pub struct EnginePoint {
     pub variant: EngineVariant,
+    /// Which of the engines built for the variant one after another timed it (`--engines`), from 1; `None` with one.
+    pub engine: Option<u32>,
     pub what: String,
     /// Tokens the step produces (decode) or computes (prefill).
     pub tokens: u64,
@@ -88,6 +90,7 @@ impl EnginePoint {
     ) -> EnginePoint {
         EnginePoint {
             variant,
+            engine: None,
             what,
             tokens,
             step_us,
@@ -115,6 +118,10 @@ impl EnginePoint {
 pub struct EngineBench {
     pub gpu_name: String,
     pub model: String,
+    /// What every engine was sized for: the rows of its largest step and the longest context its decode graphs
+    /// cover.
+    pub step_tokens: u32,
+    pub context: u32,
     pub copy_gbps: f64,
     pub gemm_tflops: f64,
     pub points: Vec<EnginePoint>,
@@ -154,6 +161,14 @@ pub struct BenchPoints<'a> {
     /// Each prefill point timed a second time with this many decode steps of one other sequence before each of its
     /// steps, as serving issues a new prompt between decode steps.
     pub prefill_after_decodes: Option<u32>,
+    /// Size every engine's activation buffers for steps of this many tokens (`None`: the largest prefill point, at
+    /// least 8,192), as `validate` sizes a run's engine for what its policy can plan.
+    pub step_tokens: Option<u32>,
+    /// The longest context the engines' decode graphs cover, which sizes their attention grids (`None`: the longest
+    /// point's).
+    pub context: Option<u32>,
+    /// Engines built one after another for each variant, every point timed on each.
+    pub engines: u32,
 }
 
 /// Measures the ceilings, then each point on an engine with seeded random weights, once per variant; `ours` is how
@@ -176,6 +191,9 @@ pub fn bench_engine(
         decode,
         prefill,
         prefill_after_decodes: after,
+        step_tokens,
+        context,
+        engines,
     } = at;
     // The sequence decoding between prefills grows by `after` tokens per step timed.
     let running_longest = after.map_or(0, |n| RUNNING_CONTEXT + n * (REPEATS as u32 + 1) * prefill.len() as u32);
@@ -200,9 +218,11 @@ pub fn bench_engine(
         .unwrap_or(1)
         + u64::from(running_longest)
         + 4096;
-    let step_tokens = prefill.iter().map(|&(s, l)| s * l).max().unwrap_or(0).max(8192);
+    let largest = prefill.iter().map(|&(s, l)| s * l).max().unwrap_or(0);
+    let step_tokens = step_tokens.unwrap_or(8192).max(largest).max(1);
+    let longest = context.unwrap_or(0).max(longest);
     let mut points = Vec::new();
-    for &variant in variants {
+    for (&variant, engine) in variants.iter().flat_map(|v| (1..=engines.max(1)).map(move |e| (v, e))) {
         let config = EngineConfig {
             kv: KvCapacity::Slots(slots),
             max_step_tokens: step_tokens as usize,
@@ -251,12 +271,18 @@ pub fn bench_engine(
         bench.release(&running);
         gpu = bench.engine.into_gpu();
         let ceilings = (copy_gbps, gemm_tflops);
-        points.extend((samples.iter().zip(&before)).map(|(x, &n)| point(model, variant, x, n, ceilings)));
+        let engine = (engines > 1).then_some(engine);
+        points.extend((samples.iter().zip(&before)).map(|(x, &n)| EnginePoint {
+            engine,
+            ..point(model, variant, x, n, ceilings)
+        }));
     }
     Ok((
         EngineBench {
             gpu_name,
             model: model.name.clone(),
+            step_tokens,
+            context: longest + 2 * REPEATS as u32 + 2,
             copy_gbps,
             gemm_tflops,
             points,
@@ -312,8 +338,10 @@ impl EngineBench {
              from the plan handed over to the tokens on the host; decode steps replay CUDA graphs. Variants: which GEMM \
              runs every GEMM, and whether a decode graph's kernels launch programmatically (PDL: each launches while \
              the one before it finishes and starts streaming its weights) or serially. Host issue: the host's time \
-             from the plan to the step's last launch (a step takes at least that long).\n\n",
-            self.model, self.gpu_name, self.copy_gbps, self.gemm_tflops
+             from the plan to the step's last launch (a step takes at least that long). Each engine was sized for \
+             steps of up to {} tokens and its decode graphs for contexts of up to {} (`--step-tokens`, \
+             `--context`).\n\n",
+            self.model, self.gpu_name, self.copy_gbps, self.gemm_tflops, self.step_tokens, self.context
         );
         s.push_str(
             "| variant | point | step ms | host issue ms | tokens/s | GB/s | TFLOP/s | floor ms | share of the floor |\n",
@@ -322,7 +350,10 @@ impl EngineBench {
         for p in &self.points {
             s.push_str(&format!(
                 "| {} | {} | {:.3} | {:.3} | {:.0} | {:.0} | {:.1} | {:.3} | {:.0}% |\n",
-                p.variant.label(),
+                match p.engine {
+                    Some(e) => format!("{}, engine {e}", p.variant.label()),
+                    None => p.variant.label(),
+                },
                 p.what,
                 p.step_us / 1e3,
                 p.issue_us / 1e3,
@@ -390,12 +421,33 @@ mod tests {
         let bench = EngineBench {
             gpu_name: "test".into(),
             model: m.name.clone(),
+            step_tokens: 8192,
+            context: 1040,
             copy_gbps: 3000.0,
             gemm_tflops: 700.0,
             points: vec![alone, between],
         };
         let md = bench.markdown();
         assert!(md.contains("| step ms | host issue ms |"), "{md}");
+        assert!(
+            md.contains("steps of up to 8192 tokens and its decode graphs for contexts of up to 1040"),
+            "{md}"
+        );
+        // One of several engines is named in its points' variant.
+        let second = EngineBench {
+            points: vec![EnginePoint {
+                engine: Some(2),
+                ..bench.points[0].clone()
+            }],
+            ..bench
+        };
+        assert!(
+            second
+                .markdown()
+                .contains("| our GEMM, PDL, engine 2 | prefill 4 × 64 tokens |"),
+            "{}",
+            second.markdown()
+        );
         assert!(
             md.contains("| prefill 4 × 64 tokens, after 8 decode steps | 2.300 | 2.100 |"),
             "{md}"

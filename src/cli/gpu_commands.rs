@@ -342,11 +342,18 @@ pub fn bench_engine(args: BenchEngineArgs) -> Result<(), CliError> {
         .collect();
     let after = args.prefill_after_decodes;
     let prefill_runs = prefill.len() * if after.is_some() { 2 } else { 1 };
-    let pb = progress((decode.len() + prefill_runs) * variants.len() + 2, "engine steps");
+    let engines = args.engines.max(1) as usize;
+    let pb = progress(
+        (decode.len() + prefill_runs) * variants.len() * engines + 2,
+        "engine steps",
+    );
     let at = BenchPoints {
         decode: &decode,
         prefill: &prefill,
         prefill_after_decodes: after,
+        step_tokens: args.step_tokens,
+        context: args.context,
+        engines: args.engines,
     };
     let (result, _gpu) = bench_engine(gpu, &model, at, &variants, &ours, &mut |_| pb.inc(1))
         .map_err(|e| CliError::Failed(anyhow::anyhow!(e)))?;

@@ -229,6 +229,19 @@ pub struct BenchEngineArgs {
     /// `validate` does), instead of the default plan. The profile must be of the same model.
     #[arg(long, value_name = "PROFILE")]
     pub plans: Option<PathBuf>,
+    /// Size each engine's activation buffers for steps of up to N tokens, as `validate` sizes a run's engine for
+    /// what its policy can plan: continuous batching for its token budget (`max_batch_tokens`), static batching for
+    /// a full batch of its longest prompt [default: the largest prefill point, at least 8192].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub step_tokens: Option<u32>,
+    /// The longest context each engine's decode graphs cover (their attention grids are sized for it), as
+    /// `validate` sizes them for the longest context a run reaches [default: the longest point's].
+    #[arg(long, value_name = "TOKENS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub context: Option<u32>,
+    /// Build this many engines one after another for each variant and time every point on each: whether fresh
+    /// engines of one build run the same step at the same speed.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub engines: u32,
     /// Also write the markdown report to this file.
     #[arg(long, short)]
     pub out: Option<PathBuf>,
