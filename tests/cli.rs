@@ -379,6 +379,7 @@ fn bench_engine_checks_its_plans_profile_before_the_gpu() {
         &["--engines", "17"][..],
         &["--step-tokens", "0"][..],
         &["--context", "-4"][..],
+        &["--kv-tokens", "0"][..],
     ] {
         let out = batchlab(&[&["bench-engine", "--gpu", "99"][..], bad].concat());
         assert_eq!(
@@ -396,6 +397,8 @@ fn bench_engine_checks_its_plans_profile_before_the_gpu() {
         "5120",
         "--engines",
         "4",
+        "--kv-tokens",
+        "2359296",
         "--gpu",
         "99",
     ];

@@ -122,6 +122,8 @@ pub struct EngineBench {
     /// cover.
     pub step_tokens: u32,
     pub context: u32,
+    /// Its KV cache's token slots.
+    pub kv_tokens: u64,
     pub copy_gbps: f64,
     pub gemm_tflops: f64,
     pub points: Vec<EnginePoint>,
@@ -169,6 +171,9 @@ pub struct BenchPoints<'a> {
     pub context: Option<u32>,
     /// Engines built one after another for each variant, every point timed on each.
     pub engines: u32,
+    /// A KV cache of this many token slots (`None`: what the points need), as `validate` gives a run's engine what
+    /// 95% of the free memory holds.
+    pub kv_tokens: Option<u64>,
 }
 
 /// Measures the ceilings, then each point on an engine with seeded random weights, once per variant; `ours` is how
@@ -194,6 +199,7 @@ pub fn bench_engine(
         step_tokens,
         context,
         engines,
+        kv_tokens,
     } = at;
     // The sequence decoding between prefills grows by `after` tokens per step timed.
     let running_longest = after.map_or(0, |n| RUNNING_CONTEXT + n * (REPEATS as u32 + 1) * prefill.len() as u32);
@@ -218,6 +224,7 @@ pub fn bench_engine(
         .unwrap_or(1)
         + u64::from(running_longest)
         + 4096;
+    let slots = kv_tokens.unwrap_or(0).max(slots);
     let largest = prefill.iter().map(|&(s, l)| s * l).max().unwrap_or(0);
     let step_tokens = step_tokens.unwrap_or(8192).max(largest).max(1);
     let longest = context.unwrap_or(0).max(longest);
@@ -283,6 +290,7 @@ pub fn bench_engine(
             model: model.name.clone(),
             step_tokens,
             context: longest + 2 * REPEATS as u32 + 2,
+            kv_tokens: slots,
             copy_gbps,
             gemm_tflops,
             points,
@@ -339,9 +347,9 @@ impl EngineBench {
              runs every GEMM, and whether a decode graph's kernels launch programmatically (PDL: each launches while \
              the one before it finishes and starts streaming its weights) or serially. Host issue: the host's time \
              from the plan to the step's last launch (a step takes at least that long). Each engine was sized for \
-             steps of up to {} tokens and its decode graphs for contexts of up to {} (`--step-tokens`, \
-             `--context`).\n\n",
-            self.model, self.gpu_name, self.copy_gbps, self.gemm_tflops, self.step_tokens, self.context
+             steps of up to {} tokens, its decode graphs for contexts of up to {}, and a KV cache of {} token \
+             slots (`--step-tokens`, `--context`, `--kv-tokens`).\n\n",
+            self.model, self.gpu_name, self.copy_gbps, self.gemm_tflops, self.step_tokens, self.context, self.kv_tokens
         );
         s.push_str(
             "| variant | point | step ms | host issue ms | tokens/s | GB/s | TFLOP/s | floor ms | share of the floor |\n",
@@ -423,6 +431,7 @@ mod tests {
             model: m.name.clone(),
             step_tokens: 8192,
             context: 1040,
+            kv_tokens: 20000,
             copy_gbps: 3000.0,
             gemm_tflops: 700.0,
             points: vec![alone, between],
@@ -430,7 +439,9 @@ mod tests {
         let md = bench.markdown();
         assert!(md.contains("| step ms | host issue ms |"), "{md}");
         assert!(
-            md.contains("steps of up to 8192 tokens and its decode graphs for contexts of up to 1040"),
+            md.contains(
+                "steps of up to 8192 tokens, its decode graphs for contexts of up to 1040, and a KV cache of 20000 token"
+            ),
             "{md}"
         );
         // One of several engines is named in its points' variant.

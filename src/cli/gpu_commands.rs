@@ -354,6 +354,7 @@ pub fn bench_engine(args: BenchEngineArgs) -> Result<(), CliError> {
         step_tokens: args.step_tokens,
         context: args.context,
         engines: args.engines,
+        kv_tokens: args.kv_tokens,
     };
     let (result, _gpu) = bench_engine(gpu, &model, at, &variants, &ours, &mut |_| pb.inc(1))
         .map_err(|e| CliError::Failed(anyhow::anyhow!(e)))?;

@@ -242,6 +242,10 @@ pub struct BenchEngineArgs {
     /// engines of one build run the same step at the same speed.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=16))]
     pub engines: u32,
+    /// Give each engine a KV cache of N token slots, as `validate` gives a run's engine what 95% of the free memory
+    /// holds [default: what the points need].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub kv_tokens: Option<u64>,
     /// Also write the markdown report to this file.
     #[arg(long, short)]
     pub out: Option<PathBuf>,
