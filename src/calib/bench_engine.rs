@@ -163,16 +163,16 @@ pub struct BenchPoints<'a> {
     /// Each prefill point timed a second time with this many decode steps of one other sequence before each of its
     /// steps, as serving issues a new prompt between decode steps.
     pub prefill_after_decodes: Option<u32>,
-    /// Size every engine's activation buffers for steps of this many tokens (`None`: the largest prefill point, at
-    /// least 8,192), as `validate` sizes a run's engine for what its policy can plan.
+    /// Size every engine's activation buffers for steps of this many tokens, at least the largest prefill point's
+    /// (`None`: 8,192), as `validate` sizes a run's engine for what its policy can plan.
     pub step_tokens: Option<u32>,
-    /// The longest context the engines' decode graphs cover, which sizes their attention grids (`None`: the longest
-    /// point's).
+    /// The longest context the engines' decode graphs cover, which sizes their attention grids; at least the longest
+    /// point's (`None`: that).
     pub context: Option<u32>,
     /// Engines built one after another for each variant, every point timed on each.
     pub engines: u32,
-    /// A KV cache of this many token slots (`None`: what the points need), as `validate` gives a run's engine what
-    /// 95% of the free memory holds.
+    /// A KV cache of this many token slots, at least what the points need (`None`: that), as `validate` gives a
+    /// run's engine what 95% of the free memory holds.
     pub kv_tokens: Option<u64>,
 }
 

@@ -231,11 +231,12 @@ pub struct BenchEngineArgs {
     pub plans: Option<PathBuf>,
     /// Size each engine's activation buffers for steps of up to N tokens, as `validate` sizes a run's engine for
     /// what its policy can plan: continuous batching for its token budget (`max_batch_tokens`), static batching for
-    /// a full batch of its longest prompt [default: the largest prefill point, at least 8192].
+    /// a full batch of its longest prompt (never fewer than the largest prefill point's) [default: 8192].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub step_tokens: Option<u32>,
     /// The longest context each engine's decode graphs cover (their attention grids are sized for it), as
-    /// `validate` sizes them for the longest context a run reaches [default: the longest point's].
+    /// `validate` sizes them for the longest context a run reaches (never shorter than the longest point's) [default:
+    /// the longest point's].
     #[arg(long, value_name = "TOKENS", value_parser = clap::value_parser!(u32).range(1..))]
     pub context: Option<u32>,
     /// Build this many engines one after another for each variant and time every point on each: whether fresh
@@ -243,7 +244,7 @@ pub struct BenchEngineArgs {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=16))]
     pub engines: u32,
     /// Give each engine a KV cache of N token slots, as `validate` gives a run's engine what 95% of the free memory
-    /// holds [default: what the points need].
+    /// holds (never fewer than the points need) [default: what the points need].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub kv_tokens: Option<u64>,
     /// Also write the markdown report to this file.
