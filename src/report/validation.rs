@@ -499,6 +499,8 @@ pub(super) fn sections(v: &ValidationSummary) -> Vec<Section> {
         headers.push(format!("{title}: measured / simulated (error)"));
         right.push(true);
     }
+    headers.push("decode steps: median signed error".to_owned());
+    right.push(true);
     headers.push("plans".to_owned());
     right.push(false);
     let rows = v
@@ -524,6 +526,7 @@ pub(super) fn sections(v: &ValidationSummary) -> Vec<Section> {
                     None => Cell::text(super::render::MISSING),
                 });
             }
+            row.push(percent_cell(r.decode_signed));
             row.push(Cell::text(match &r.plans {
                 PlanAgreement::Identical { .. } => "identical".to_owned(),
                 PlanAgreement::Diverged { step, .. } => format!("differ from step {step}"),
@@ -534,7 +537,8 @@ pub(super) fn sections(v: &ValidationSummary) -> Vec<Section> {
     out.push(Section {
         title: "Runs".to_owned(),
         paragraphs: vec![
-            "Each run's headline metrics measured and simulated. Every summary column of both is in \
+            "Each run's headline metrics measured and simulated, and the median signed error of its decode-only \
+             steps' predicted times (positive: predicted too slow). Every summary column of both is in \
              `runs/<run>/comparison.csv` (all runs: `validation.csv`); the measured runs' tables are in `runs/`, the \
              simulated ones' in `simulated/`, and each run's per-step table in `runs/<run>/step_errors.parquet`."
                 .to_owned(),

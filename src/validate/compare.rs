@@ -686,6 +686,11 @@ pub struct RunSummary {
     /// one compared).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub repeat_throughputs: Vec<f64>,
+    /// The median signed error of the run's decode-only steps (positive: predicted too slow): an engine whose every
+    /// decode step ran slower than another's at the same shapes shows here run by run. `None` without decode steps
+    /// (or in validations written before it was kept).
+    #[serde(default)]
+    pub decode_signed: Option<f64>,
 }
 
 /// A validation over all its runs: `validation.json`, and what the reports draw from.
@@ -941,6 +946,13 @@ pub fn aggregate(runs: &[RunValidation]) -> ValidationSummary {
                 steps: r.steps.len() as u64,
                 metrics: r.metrics.clone(),
                 repeat_throughputs: r.repeat_throughputs.clone(),
+                decode_signed: median_p95_max(
+                    (r.steps.iter())
+                        .filter(|s| s.kind == StepKind::Decode)
+                        .map(StepComparison::signed_error)
+                        .collect(),
+                )
+                .0,
             })
             .collect(),
         profile_notes: Vec::new(),

@@ -560,12 +560,23 @@ fn step_errors_are_also_given_per_policy() {
             .sum();
         assert_eq!(steps, of_runs, "{}", p.policy);
     }
+    // Run by run too.
+    for r in &v.summary.runs {
+        let want = if r.policy.as_deref() == Some("static") {
+            1.0 / 1.05 - 1.0
+        } else {
+            0.0
+        };
+        assert!((r.decode_signed.unwrap() - want).abs() < 1e-5, "{}", r.run);
+    }
     // Pooled, the slower policy holds a quarter of the decode steps: the pooled median hides it, the table shows it.
     let decode = v.summary.steps.iter().find(|k| k.kind == "decode").unwrap();
     assert!(decode.median_signed.unwrap().abs() < 1e-5);
     let md = crate::report::validation_markdown(&v.summary, "burst");
     assert!(md.contains("## Step time by policy"), "{md}");
     assert!(md.contains("| static     | decode-only  |"), "{md}");
+    assert!(md.contains("decode steps: median signed error"), "{md}");
+    assert!(md.contains("-4.76% | identical |"), "{md}");
     // One policy: no such table.
     let one = validate(POISSON, &mut PerturbedBackend::new(Factors::uniform(1.0)), 0);
     assert!(one.summary.steps_by_policy.is_empty());
