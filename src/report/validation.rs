@@ -5,8 +5,8 @@
 use super::{ReportError, markdown::aligned_table, markdown::escape as escape_md};
 use crate::calib::engine_steps::GPU_BOUND_US;
 use crate::validate::{
-    HEADLINE_METRICS, HOST_MIN_DECODES, HOST_SLOW, HOST_WINDOW, PlanAgreement, RankingVerdict, STALL, SignedOver,
-    StepKindAggregate, ValidationSummary, Verdict,
+    HEADLINE_METRICS, HOST_MIN_DECODES, HOST_SLOW, HOST_WINDOW, PlanAgreement, RankingVerdict, RunSummary, STALL,
+    SignedOver, StepKindAggregate, ValidationSummary, Verdict,
 };
 use std::path::Path;
 
@@ -190,31 +190,43 @@ fn verdict_lines(v: &ValidationSummary) -> Vec<String> {
              own model, so its error there is zero by construction."
         ));
     }
-    let repeated: Vec<&Vec<f64>> = v
-        .runs
-        .iter()
-        .map(|r| &r.repeat_throughputs)
-        .filter(|t| t.len() > 1)
-        .collect();
-    if let Some(n) = repeated.iter().map(|t| t.len()).max() {
-        // Each run's throughput range across its measurements, relative to its median one.
-        let mut spreads: Vec<f64> = repeated
-            .iter()
-            .map(|t| {
-                let mut s = t.to_vec();
-                s.sort_by(f64::total_cmp);
-                let median = s[(s.len() - 1) / 2];
-                (s[s.len() - 1] - s[0]) / median
-            })
+    let repeated: Vec<&RunSummary> = v.runs.iter().filter(|r| r.repeat_throughputs.len() > 1).collect();
+    if let Some(n) = repeated.iter().map(|r| r.repeat_throughputs.len()).max() {
+        // Each run's range across its measurements, relative to its middle one: the median and the largest over runs.
+        let spread = |values: &[f64]| {
+            let mut s = values.to_vec();
+            s.sort_by(f64::total_cmp);
+            (s[s.len() - 1] - s[0]) / s[(s.len() - 1) / 2]
+        };
+        let median_and_most = |mut spreads: Vec<f64>| {
+            spreads.sort_by(f64::total_cmp);
+            (
+                percent(Some(spreads[(spreads.len() - 1) / 2])),
+                percent(spreads.last().copied()),
+            )
+        };
+        let (t_median, t_most) = median_and_most(repeated.iter().map(|r| spread(&r.repeat_throughputs)).collect());
+        let paced: Vec<f64> = (repeated.iter())
+            .filter(|r| r.repeat_paces.len() > 1)
+            .map(|r| spread(&r.repeat_paces))
             .collect();
-        spreads.sort_by(f64::total_cmp);
+        let chosen = if paced.is_empty() {
+            "the measurement with the median output throughput is the one compared".to_owned()
+        } else {
+            let (p_median, p_most) = median_and_most(paced);
+            format!(
+                "the measurement whose steps ran at the median pace against their predicted times (the median over \
+                 its steps of measured / predicted) is the one compared (under bursts the one of median \
+                 throughput; under open-loop arrivals, whose throughput the arrival rate sets, the median engine all \
+                 the same); the pace ranged over {p_median} \
+                 at the median run, {p_most} at most"
+            )
+        };
         out.push(format!(
             "Repeats: each of {} run(s) measured {n} times, in {n} passes over the runs, each on a freshly built \
-             engine after its own warm-up; the measurement with the median output throughput is the one compared. \
-             Output throughput ranged over {} at the median run across its measurements, {} at most.",
+             engine after its own warm-up; {chosen}. Output throughput ranged over {t_median} at the median run \
+             across its measurements, {t_most} at most.",
             repeated.len(),
-            percent(Some(spreads[(spreads.len() - 1) / 2])),
-            percent(spreads.last().copied())
         ));
     }
     out.extend(v.profile_notes.iter().map(|n| format!("Cost model: {n}.")));

@@ -682,10 +682,14 @@ pub struct RunSummary {
     pub memory_measured: bool,
     pub steps: u64,
     pub metrics: Vec<MetricComparison>,
-    /// Measured with `--repeats N`: each measurement's output throughput, in the order taken (the median one is the
-    /// one compared).
+    /// Measured with `--repeats N`: each measurement's output throughput, in the order taken.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub repeat_throughputs: Vec<f64>,
+    /// Measured with `--repeats N`: each measurement's pace (the median over its steps of measured / predicted
+    /// time), in the order taken; the median one is the one compared. Empty in validations written before
+    /// measurements were chosen by pace (they were chosen by median output throughput).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repeat_paces: Vec<f64>,
     /// The median signed error of the run's decode-only steps (positive: predicted too slow): an engine whose every
     /// decode step ran slower than another's at the same shapes shows here run by run. `None` without decode steps
     /// (or in validations written before it was kept).
@@ -946,6 +950,7 @@ pub fn aggregate(runs: &[RunValidation]) -> ValidationSummary {
                 steps: r.steps.len() as u64,
                 metrics: r.metrics.clone(),
                 repeat_throughputs: r.repeat_throughputs.clone(),
+                repeat_paces: r.repeat_paces.clone(),
                 decode_signed: median_p95_max(
                     (r.steps.iter())
                         .filter(|s| s.kind == StepKind::Decode)

@@ -7,6 +7,7 @@
 use super::compare::{self, MetricComparison, PlanAgreement, StepComparison, ValidationSummary};
 use crate::metrics::{Cell, Recorder, RunMetrics, RunReport};
 use crate::sched::{Scheduler, StepPlan};
+use crate::sim::CostModel;
 use crate::sim::run::{
     PreparedRun, RecordOptions, describe_run, labels, new_scheduler, scaled_summaries, serve_prepared_observed,
     warmup_of,
@@ -83,8 +84,8 @@ pub struct ValidateOptions {
     pub warmup_steps: u32,
     /// What to keep of each run (steps are always kept: the comparison needs them).
     pub record: RecordOptions,
-    /// Times each run is measured (each on a fresh execution, after its own warm-up); the measurement with the
-    /// median output throughput is the one compared. At least 1.
+    /// Times each run is measured (each on a fresh execution, after its own warm-up); the measurement whose steps
+    /// ran at the median pace against their predicted times is the one compared ([`median_measurement`]). At least 1.
     pub repeats: u32,
 }
 
@@ -112,9 +113,10 @@ pub struct RunValidation {
     pub steps: Vec<StepComparison>,
     pub plans: PlanAgreement,
     pub memory_measured: bool,
-    /// With `--repeats N` (N > 1): the output throughput of each measurement, in the order taken (the compared one
-    /// is the median).
+    /// With `--repeats N` (N > 1): the output throughput of each measurement, in the order taken.
     pub repeat_throughputs: Vec<f64>,
+    /// With `--repeats N` (N > 1): each measurement's pace, in the order taken (the compared one is the median).
+    pub repeat_paces: Vec<f64>,
 }
 
 impl RunValidation {
@@ -233,18 +235,35 @@ fn measure(
     })
 }
 
-/// Of several measurements of one run, the one with the median output throughput (the lower middle one of an even
-/// count), and every measurement's throughput in the order taken.
-fn median_measurement(mut all: Vec<Measurement>) -> (Measurement, Vec<f64>) {
-    let throughputs: Vec<f64> = all.iter().map(|m| m.metrics.summary.output_tok_per_s).collect();
-    let mut order: Vec<usize> = (0..all.len()).collect();
-    order.sort_by(|&a, &b| throughputs[a].total_cmp(&throughputs[b]));
-    let chosen = order[(all.len() - 1) / 2];
-    (all.swap_remove(chosen), throughputs)
+/// A measurement's pace: the median over its steps of measured / predicted time (the cost model's prediction for
+/// the plan each step ran); above 1, its engine ran slower than predicted. NaN without steps.
+fn pace(m: &Measurement, cost: &dyn CostModel) -> f64 {
+    let steps = compare::compare_steps(&m.metrics.steps, &m.plans.plans, &m.parts, cost);
+    let mut ratios: Vec<f64> = steps.iter().map(|s| 1.0 / (1.0 + s.signed_error())).collect();
+    ratios.sort_by(f64::total_cmp);
+    match ratios.len() {
+        0 => f64::NAN,
+        n => ratios[(n - 1) / 2],
+    }
 }
 
-/// Simulates a run (described as `run` in errors) and compares it with the median-throughput one of its
-/// measurements (`all`, in the order taken).
+/// Of several measurements of one run, the one whose engine ran at the median pace ([`pace`]; of an even count the
+/// slower middle one), with every measurement's output throughput and pace in the order taken. Under bursts the
+/// plans are the same from one measurement to the next and this is the one of median throughput; under open-loop
+/// arrivals throughput follows the arrival rate and moves with the engine's speed only through the last steps (a
+/// few milliseconds of host jitter there reorder it), while the pace weighs every step.
+fn median_measurement(mut all: Vec<Measurement>, cost: &dyn CostModel) -> (Measurement, Vec<f64>, Vec<f64>) {
+    let throughputs: Vec<f64> = all.iter().map(|m| m.metrics.summary.output_tok_per_s).collect();
+    let paces: Vec<f64> = all.iter().map(|m| pace(m, cost)).collect();
+    let mut order: Vec<usize> = (0..all.len()).collect();
+    // Slowest first, so that of an even count the slower middle one is taken (as the lower middle throughput was).
+    order.sort_by(|&a, &b| paces[b].total_cmp(&paces[a]));
+    let chosen = order[(all.len() - 1) / 2];
+    (all.swap_remove(chosen), throughputs, paces)
+}
+
+/// Simulates a run (described as `run` in errors) and compares it with the median-pace one of its measurements
+/// (`all`, in the order taken).
 fn compare_run(
     spec: &RunSpec,
     prepared: &PreparedRun,
@@ -260,7 +279,8 @@ fn compare_run(
             memory_measured,
         },
         repeat_throughputs,
-    ) = median_measurement(all);
+        repeat_paces,
+    ) = median_measurement(all, prepared.cost.as_ref());
 
     let mut simulated_plans = PlanLog::default();
     let record = RecordOptions {
@@ -303,6 +323,7 @@ fn compare_run(
         } else {
             Vec::new()
         },
+        repeat_paces: if options.repeats > 1 { repeat_paces } else { Vec::new() },
     })
 }
 

@@ -20,9 +20,9 @@ pub mod output;
 
 pub use compare::{
     BandAggregate, DivergenceCause, HOST_MIN_DECODES, HOST_SLOW, HOST_WINDOW, MetricAggregate, MetricComparison,
-    PlanAgreement, PolicySteps, PolicyThroughput, RankingGroup, RankingVerdict, STALL, SignedOver, StepComparison,
-    StepKindAggregate, ValidationSummary, Verdict, aggregate, compare_metrics, compare_plans, compare_steps,
-    rank_policies, relative_error,
+    PlanAgreement, PolicySteps, PolicyThroughput, RankingGroup, RankingVerdict, RunSummary, STALL, SignedOver,
+    StepComparison, StepKindAggregate, ValidationSummary, Verdict, aggregate, compare_metrics, compare_plans,
+    compare_steps, rank_policies, relative_error,
 };
 pub use driver::{
     Backend, MeasuredMemory, MeasuredRun, PlanLog, RunValidation, ValidateError, ValidateOptions, Validation,

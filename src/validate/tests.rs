@@ -845,6 +845,12 @@ fn repeated_measurements_are_taken_in_passes_and_compare_the_median_one() {
                 assert_eq!(t[a] > t[b], factors[a] < factors[b], "{t:?} {factors:?}");
             }
         }
+        // Each measurement's pace is its factor.
+        let paces = &run.repeat_paces;
+        assert_eq!(paces.len(), 3);
+        for (p, f) in paces.iter().zip(&factors) {
+            assert!((p - f).abs() < 1e-4, "{paces:?} {factors:?}");
+        }
         let chosen = factors.iter().position(|&f| f == median).unwrap();
         let compared = run.metrics.iter().find(|m| m.metric == "output_tok_per_s").unwrap();
         assert!(
@@ -861,6 +867,10 @@ fn repeated_measurements_are_taken_in_passes_and_compare_the_median_one() {
         !md.contains("   measurement"),
         "a paragraph without its line breaks' indentation: {md}"
     );
+    assert!(
+        md.contains("the measurement whose steps ran at the median pace"),
+        "{md}"
+    );
     // One measurement: nothing to report beside it.
     let mut once = PerturbedBackend::new(Factors::uniform(1.0));
     once.start_factors = vec![0.9, 1.2, 1.02];
@@ -868,4 +878,28 @@ fn repeated_measurements_are_taken_in_passes_and_compare_the_median_one() {
     assert_eq!(once.started, 3);
     assert!(v.runs.iter().all(|r| r.repeat_throughputs.is_empty()));
     assert!(!crate::report::validation_markdown(&v.summary, "burst").contains("Repeats:"));
+}
+
+/// Under open-loop arrivals a run's throughput follows the arrival rate and moves with the engine's speed only
+/// through its last steps: the median measurement is the one whose steps ran at the median pace against their
+/// predictions, over all of them.
+#[test]
+fn repeated_open_loop_runs_compare_the_median_engine() {
+    let mut backend = PerturbedBackend::new(Factors::uniform(1.0));
+    // Fast, slow, a little slow: the median engine is the third.
+    backend.start_factors = vec![0.8, 1.3, 1.05];
+    let (specs, prepared) = runs(POISSON);
+    let opts = ValidateOptions {
+        repeats: 3,
+        ..options(0)
+    };
+    let v = validate_runs(&specs, &prepared, &mut backend, &opts, &mut |_| {}).unwrap();
+    let run = &v.runs[0];
+    let want = (1.0 - 1.05) / 1.05;
+    assert!(
+        run.steps.iter().all(|s| (s.signed_error() - want).abs() < 1e-4),
+        "the compared measurement is the median engine's"
+    );
+    assert_eq!(run.repeat_paces.len(), 3);
+    assert!((run.repeat_paces[2] - 1.05).abs() < 1e-4, "{:?}", run.repeat_paces);
 }
