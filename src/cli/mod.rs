@@ -362,9 +362,10 @@ pub struct ValidateArgs {
     #[arg(long, default_value_t = crate::sim::run::WARMUP_STEPS, value_name = "N")]
     pub warmup_steps: u32,
     /// Measure each run this many times, each on a freshly built engine after its own warm-up, and compare the
-    /// measurement whose steps ran at the median pace (the median over its steps of measured / predicted time: under
-    /// bursts the one of median output throughput; under open-loop arrivals, whose throughput the arrival rate sets,
-    /// the median engine all the same; every measurement's throughput and pace are reported beside it). Short runs
+    /// measurement whose steps ran at the median pace (the median over its steps of measured / predicted time:
+    /// under bursts mostly the one of median output throughput; under open-loop arrivals, whose throughput the
+    /// arrival rate sets, the median engine all the same; every measurement's throughput and pace are reported
+    /// beside it). Short runs
     /// (a burst of a few requests takes 0.1 s) move by a few percent from one measurement to the next; the median
     /// of three sets that noise apart from the model's error. The runs are measured in N passes over all of them,
     /// so that a stretch of seconds in which the host runs slow falls on one measurement of a run, not on all.

@@ -249,7 +249,8 @@ fn pace(m: &Measurement, cost: &dyn CostModel) -> f64 {
 
 /// Of several measurements of one run, the one whose engine ran at the median pace ([`pace`]; of an even count the
 /// slower middle one), with every measurement's output throughput and pace in the order taken. Under bursts the
-/// plans are the same from one measurement to the next and this is the one of median throughput; under open-loop
+/// plans are the same from one measurement to the next and this is mostly the one of median throughput (a few
+/// stalls move the total, not the median); under open-loop
 /// arrivals throughput follows the arrival rate and moves with the engine's speed only through the last steps (a
 /// few milliseconds of host jitter there reorder it), while the pace weighs every step.
 fn median_measurement(mut all: Vec<Measurement>, cost: &dyn CostModel) -> (Measurement, Vec<f64>, Vec<f64>) {
