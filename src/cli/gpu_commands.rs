@@ -422,9 +422,12 @@ fn summary_rows(path: &Path) -> Result<Vec<serde_json::Value>, CliError> {
 }
 
 pub fn compare_summaries(args: CompareSummariesArgs) -> Result<(), CliError> {
-    let measured = summary_rows(&args.measured)?;
+    let mut measured = summary_rows(&args.measured)?;
+    for more in &args.with {
+        measured.extend(summary_rows(more)?);
+    }
     let simulated = summary_rows(&args.simulated)?;
-    let metrics = crate::validate::compare::compare_summary_rows(&measured, &simulated).map_err(input)?;
+    let (metrics, unmeasured) = crate::validate::compare::compare_summary_rows(&measured, &simulated).map_err(input)?;
     let percent = |v: Option<f64>| v.map_or("—".to_owned(), |v| format!("{:.2}%", 100.0 * v));
     println!("| metric | runs | median | p95 | max | verdict |\n|---|---:|---:|---:|---:|---|");
     for m in &metrics {
@@ -436,6 +439,14 @@ pub fn compare_summaries(args: CompareSummariesArgs) -> Result<(), CliError> {
             percent(m.p95),
             percent(m.max),
             m.verdict.map_or("", |v| v.as_str())
+        );
+    }
+    if !unmeasured.is_empty() {
+        println!(
+            "\n{} of the {} simulated runs were not measured: {}.",
+            unmeasured.len(),
+            simulated.len(),
+            unmeasured.join(", ")
         );
     }
     Ok(())

@@ -964,53 +964,66 @@ pub fn aggregate(runs: &[RunValidation]) -> ValidationSummary {
     }
 }
 
-/// The headline metrics of two summaries of the same runs compared run by run — `measured` from a `validate`
-/// folder's `summary.json`, `simulated` from a `simulate` folder's (for example after a change to the cost model or
-/// a refitted profile: `simulate` reproduces `validate`'s simulated side) — as [`aggregate`] judges them. Runs are
-/// matched by their `run` name; a run whose sweep settings differ, or that one side lacks, is an error.
+/// The headline metrics of measured runs (summary rows of one or more `validate` folders) compared with the
+/// simulated runs of the same settings (the summary rows of one `simulate` folder, which may hold more of the
+/// scenario's sweep), judged against the targets; and the simulated runs no measured run matched, by name. A
+/// measured run is matched with the simulated run of its name if their settings (every column before the first
+/// outcome) agree, else with the one whose settings but the name agree (a part of a sweep validated on its own
+/// numbers its runs from r000). A measured run with no match, or two measured runs of one simulated run, is an
+/// error.
 pub fn compare_summary_rows(
     measured: &[serde_json::Value],
     simulated: &[serde_json::Value],
-) -> Result<Vec<MetricAggregate>, String> {
+) -> Result<(Vec<MetricAggregate>, Vec<String>), String> {
     let run_of = |row: &serde_json::Value| row.get("run").and_then(|r| r.as_str()).map(str::to_owned);
     let number = |row: &serde_json::Value, metric: &str| row.get(metric).and_then(serde_json::Value::as_f64);
-    if simulated.len() != measured.len() {
-        return Err(format!(
-            "{} runs measured, {} simulated",
-            measured.len(),
-            simulated.len()
-        ));
-    }
+    // Every column before the first outcome restates the run (scenario, seed, sweep settings, model, policy).
+    let settings = |row: &serde_json::Value, with_name: bool| -> Vec<(String, serde_json::Value)> {
+        row.as_object()
+            .map(|o| {
+                o.iter()
+                    .take_while(|(k, _)| k.as_str() != "requests")
+                    .filter(|(k, _)| with_name || k.as_str() != "run")
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut taken = vec![false; simulated.len()];
     let mut errors: Vec<Vec<f64>> = vec![Vec::new(); HEADLINE_METRICS.len()];
     for m in measured {
         let run = run_of(m).ok_or("a measured row has no `run`")?;
-        let s = simulated
-            .iter()
-            .find(|s| run_of(s).as_deref() == Some(run.as_str()))
-            .ok_or_else(|| format!("run {run} is measured but not simulated"))?;
-        // Every column before the first outcome restates the run (scenario, seed, sweep settings, model, policy).
-        let settings = |row: &serde_json::Value| -> Vec<(String, serde_json::Value)> {
-            row.as_object()
-                .map(|o| {
-                    o.iter()
-                        .take_while(|(k, _)| k.as_str() != "requests")
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect()
-                })
-                .unwrap_or_default()
+        let same = |with_name: bool| {
+            simulated
+                .iter()
+                .position(|s| settings(s, with_name) == settings(m, with_name))
         };
-        if settings(m) != settings(s) {
+        let i = same(true).or_else(|| same(false)).ok_or_else(|| {
+            let named = simulated.iter().any(|s| run_of(s).as_deref() == Some(run.as_str()));
+            if named {
+                format!("run {run} was run with other settings in the two summaries (not the same scenario?)")
+            } else {
+                format!("run {run} is measured but no simulated run has its settings")
+            }
+        })?;
+        if std::mem::replace(&mut taken[i], true) {
             return Err(format!(
-                "run {run} was run with other settings in the two summaries (not the same scenario?)"
+                "simulated run {} has two measured runs of its settings (the same part of the sweep given twice?)",
+                run_of(&simulated[i]).unwrap_or_default()
             ));
         }
-        for (i, (metric, _)) in HEADLINE_METRICS.iter().enumerate() {
+        let s = &simulated[i];
+        for (k, (metric, _)) in HEADLINE_METRICS.iter().enumerate() {
             if let Some(e) = relative_error(number(m, metric), number(s, metric)) {
-                errors[i].push(e);
+                errors[k].push(e);
             }
         }
     }
-    Ok(HEADLINE_METRICS
+    let unmeasured = (simulated.iter().zip(&taken))
+        .filter(|(_, t)| !**t)
+        .map(|(s, _)| run_of(s).unwrap_or_default())
+        .collect();
+    let metrics = HEADLINE_METRICS
         .iter()
         .zip(errors)
         .map(|((metric, _), errors)| {
@@ -1026,7 +1039,8 @@ pub fn compare_summary_rows(
                 band: None,
             }
         })
-        .collect())
+        .collect();
+    Ok((metrics, unmeasured))
 }
 
 #[cfg(test)]

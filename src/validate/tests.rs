@@ -713,7 +713,8 @@ fn summaries_compared_offline_judge_as_the_validation_did() {
     };
     let measured = rows("measured", v.runs.iter().map(|r| r.measured.clone()).collect());
     let simulated = rows("simulated", v.runs.iter().map(|r| r.simulated.clone()).collect());
-    let offline = compare::compare_summary_rows(&measured, &simulated).unwrap();
+    let (offline, unmeasured) = compare::compare_summary_rows(&measured, &simulated).unwrap();
+    assert!(unmeasured.is_empty());
     assert_eq!(offline.len(), HEADLINE_METRICS.len());
     for m in &offline {
         let online = aggregate_of(&v, &m.metric);
@@ -726,11 +727,27 @@ fn summaries_compared_offline_judge_as_the_validation_did() {
         aggregate_of(&v, "itl_mean_ms").median.unwrap() > 0.01,
         "the factors show"
     );
-    // A run missing on one side, or run with other settings, is refused.
+    // A measured run the simulation lacks, or run with other settings, is refused; so is a run measured twice.
     assert!(compare::compare_summary_rows(&measured, &simulated[1..]).is_err());
     let mut other = simulated.clone();
     other[0]["scheduler.policy"] = serde_json::json!("something else");
-    assert!(compare::compare_summary_rows(&measured, &other).is_err());
+    let err = compare::compare_summary_rows(&measured, &other).unwrap_err();
+    assert!(err.contains("other settings"), "{err}");
+    let twice = [measured.clone(), measured[..1].to_vec()].concat();
+    assert!(compare::compare_summary_rows(&twice, &simulated).is_err());
+    // Part of the sweep measured (here the last two runs, numbered from r000 as a validation of them alone would
+    // number them) against the whole sweep simulated: matched by settings, the rest named as not measured.
+    let mut part: Vec<serde_json::Value> = measured[1..].to_vec();
+    for (i, row) in part.iter_mut().enumerate() {
+        row["run"] = serde_json::json!(format!("r{i:03}"));
+    }
+    let (some, unmeasured) = compare::compare_summary_rows(&part, &simulated).unwrap();
+    assert_eq!(unmeasured, [simulated[0]["run"].as_str().unwrap()]);
+    let ttft = |ms: &[MetricAggregate]| ms.iter().find(|m| m.metric == "ttft_mean_ms").unwrap().clone();
+    assert_eq!(ttft(&some).runs, 2);
+    // The same two runs under their own names give the same errors.
+    let (named, _) = compare::compare_summary_rows(&measured[1..], &simulated).unwrap();
+    assert_eq!(ttft(&some), ttft(&named));
 }
 
 /// Every run is simulated again with its step times scaled by each of `SENSITIVITY_SCALES`: a headline metric's band
