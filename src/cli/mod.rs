@@ -94,11 +94,11 @@ pub enum Command {
     /// Compare the headline metrics of two summaries of the same runs, run by run: a `validate` folder (measured)
     /// and a `simulate` folder (simulated) of the same scenario, for example after refitting a profile or changing
     /// the cost model (`simulate` reproduces `validate`'s simulated side), without a GPU. Prints per metric the
-    /// median, p95 and largest relative error and the verdict against the targets. Parts of one sweep validated in
-    /// separate calls (a device call is limited in time) are compared together with --with, against one simulation
-    /// of the whole sweep. Example: batchlab compare-summaries reports/seed-matrix-h200-validated out/sm-h200
-    /// (simulated with the H200 profiles); batchlab compare-summaries reports/poisson-h100-validated
-    /// reports/poisson-h100 --with reports/poisson-h100-validated-4-8
+    /// median, p95 and largest relative error and the verdict against the targets. Parts of one sweep validated
+    /// separately (open-loop runs take their arrivals' time in real time) are compared together with --with,
+    /// against one simulation of the whole sweep. Example: batchlab compare-summaries
+    /// reports/seed-matrix-h200-validated out/sm-h200 (simulated with the H200 profiles); batchlab compare-summaries
+    /// reports/poisson-h100-validated reports/poisson-h100 --with reports/poisson-h100-validated-4-8
     CompareSummaries(CompareSummariesArgs),
     /// Report how well a profile predicts the points of an offset grid (the <model>.offset.json that
     /// `calibrate --check` writes), per op: median, p95 and largest relative error, and the points it predicts
