@@ -235,10 +235,9 @@ fn measure(
     })
 }
 
-/// A measurement's pace: the median over its steps of measured / predicted time (the cost model's prediction for
-/// the plan each step ran); above 1, its engine ran slower than predicted. NaN without steps.
-fn pace(m: &Measurement, cost: &dyn CostModel) -> f64 {
-    let steps = compare::compare_steps(&m.metrics.steps, &m.plans.plans, &m.parts, cost);
+/// A measurement's pace from its steps compared with their predictions: the median over them of measured /
+/// predicted time; above 1, its engine ran slower than predicted. NaN without steps.
+fn pace(steps: &[StepComparison]) -> f64 {
     let mut ratios: Vec<f64> = steps.iter().map(|s| 1.0 / (1.0 + s.signed_error())).collect();
     ratios.sort_by(f64::total_cmp);
     match ratios.len() {
@@ -247,20 +246,37 @@ fn pace(m: &Measurement, cost: &dyn CostModel) -> f64 {
     }
 }
 
+/// The measurement a run is compared with, its steps against the cost model's prediction for the plan each ran,
+/// and every measurement's output throughput and pace in the order taken.
+struct Chosen {
+    measurement: Measurement,
+    steps: Vec<StepComparison>,
+    throughputs: Vec<f64>,
+    paces: Vec<f64>,
+}
+
 /// Of several measurements of one run, the one whose engine ran at the median pace ([`pace`]; of an even count the
-/// slower middle one), with every measurement's output throughput and pace in the order taken. Under bursts the
-/// plans are the same from one measurement to the next and this is mostly the one of median throughput (a few
-/// stalls move the total, not the median); under open-loop
-/// arrivals throughput follows the arrival rate and moves with the engine's speed only through the last steps (a
-/// few milliseconds of host jitter there reorder it), while the pace weighs every step.
-fn median_measurement(mut all: Vec<Measurement>, cost: &dyn CostModel) -> (Measurement, Vec<f64>, Vec<f64>) {
+/// slower middle one). Under bursts the plans are the same from one measurement to the next and this is mostly the
+/// one of median throughput (a few stalls move the total, not the median); under open-loop arrivals throughput
+/// follows the arrival rate and moves with the engine's speed only through the last steps (a few milliseconds of
+/// host jitter there reorder it), while the pace weighs every step. Each measurement's steps are compared with
+/// their predictions once, here.
+fn median_measurement(mut all: Vec<Measurement>, cost: &dyn CostModel) -> Chosen {
     let throughputs: Vec<f64> = all.iter().map(|m| m.metrics.summary.output_tok_per_s).collect();
-    let paces: Vec<f64> = all.iter().map(|m| pace(m, cost)).collect();
+    let mut steps: Vec<Vec<StepComparison>> = (all.iter())
+        .map(|m| compare::compare_steps(&m.metrics.steps, &m.plans.plans, &m.parts, cost))
+        .collect();
+    let paces: Vec<f64> = steps.iter().map(|s| pace(s)).collect();
     let mut order: Vec<usize> = (0..all.len()).collect();
     // Slowest first, so that of an even count the slower middle one is taken (as the lower middle throughput was).
     order.sort_by(|&a, &b| paces[b].total_cmp(&paces[a]));
     let chosen = order[(all.len() - 1) / 2];
-    (all.swap_remove(chosen), throughputs, paces)
+    Chosen {
+        measurement: all.swap_remove(chosen),
+        steps: steps.swap_remove(chosen),
+        throughputs,
+        paces,
+    }
 }
 
 /// Simulates a run (described as `run` in errors) and compares it with the median-pace one of its measurements
@@ -272,16 +288,24 @@ fn compare_run(
     all: Vec<Measurement>,
     options: &ValidateOptions,
 ) -> Result<RunValidation, ValidateError> {
-    let (
-        Measurement {
-            metrics: measured,
-            plans: measured_plans,
-            parts,
-            memory_measured,
-        },
-        repeat_throughputs,
-        repeat_paces,
-    ) = median_measurement(all, prepared.cost.as_ref());
+    let Chosen {
+        measurement:
+            Measurement {
+                metrics: measured,
+                plans: measured_plans,
+                parts: _,
+                memory_measured,
+            },
+        steps,
+        throughputs,
+        paces,
+    } = median_measurement(all, prepared.cost.as_ref());
+    // Kept for --repeats only.
+    let (repeat_throughputs, repeat_paces) = if options.repeats > 1 {
+        (throughputs, paces)
+    } else {
+        Default::default()
+    };
 
     let mut simulated_plans = PlanLog::default();
     let record = RecordOptions {
@@ -300,7 +324,6 @@ fn compare_run(
         source,
     })?;
 
-    let steps = compare::compare_steps(&measured.steps, &measured_plans.plans, &parts, prepared.cost.as_ref());
     let plans = compare::compare_plans(&measured_plans.plans, &simulated_plans.plans, &measured, &simulated);
     let mut metrics = compare::compare_metrics(&measured.summary, &simulated.summary);
     compare::set_bands(&mut metrics, &simulated.summary, &scaled);
@@ -319,12 +342,8 @@ fn compare_run(
         steps,
         plans,
         memory_measured,
-        repeat_throughputs: if options.repeats > 1 {
-            repeat_throughputs
-        } else {
-            Vec::new()
-        },
-        repeat_paces: if options.repeats > 1 { repeat_paces } else { Vec::new() },
+        repeat_throughputs,
+        repeat_paces,
     })
 }
 
