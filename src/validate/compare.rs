@@ -989,16 +989,19 @@ pub fn compare_summary_rows(
             })
             .unwrap_or_default()
     };
+    // Each simulated run's settings with and without its name, worked out once.
+    let candidates: Vec<[Vec<(String, serde_json::Value)>; 2]> = simulated
+        .iter()
+        .map(|s| [settings(s, true), settings(s, false)])
+        .collect();
     let mut taken = vec![false; simulated.len()];
     let mut errors: Vec<Vec<f64>> = vec![Vec::new(); HEADLINE_METRICS.len()];
     for m in measured {
         let run = run_of(m).ok_or("a measured row has no `run`")?;
-        let same = |with_name: bool| {
-            simulated
-                .iter()
-                .position(|s| settings(s, with_name) == settings(m, with_name))
-        };
-        let i = same(true).or_else(|| same(false)).ok_or_else(|| {
+        let mine = [settings(m, true), settings(m, false)];
+        let same = |k: usize| candidates.iter().position(|c| c[k] == mine[k]);
+        // With the name first, then without it.
+        let i = same(0).or_else(|| same(1)).ok_or_else(|| {
             let named = simulated.iter().any(|s| run_of(s).as_deref() == Some(run.as_str()));
             if named {
                 format!("run {run} was run with other settings in the two summaries (not the same scenario?)")
