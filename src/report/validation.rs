@@ -216,10 +216,9 @@ fn verdict_lines(v: &ValidationSummary) -> Vec<String> {
             let (p_median, p_most) = median_and_most(paced);
             format!(
                 "the measurement whose steps ran at the median pace against their predicted times (the median over \
-                 its steps of measured / predicted) is the one compared (under bursts mostly the one of \
-                 median throughput; under open-loop arrivals, whose throughput the arrival rate sets, the median engine all \
-                 the same); the pace ranged over {p_median} \
-                 at the median run, {p_most} at most"
+                 its steps of measured / predicted) is the one compared (under bursts mostly the one of median \
+                 throughput; under open-loop arrivals, whose throughput the arrival rate sets, the median engine all \
+                 the same); the pace ranged over {p_median} at the median run, {p_most} at most"
             )
         };
         out.push(format!(
