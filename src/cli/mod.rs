@@ -374,11 +374,10 @@ pub struct ValidateArgs {
     /// measurement whose steps ran at the median pace (the median over its steps of measured / predicted time:
     /// under bursts mostly the one of median output throughput; under open-loop arrivals, whose throughput the
     /// arrival rate sets, the median engine all the same; every measurement's throughput and pace are reported
-    /// beside it). Short runs
-    /// (a burst of a few requests takes 0.1 s) move by a few percent from one measurement to the next; the median
-    /// of three sets that noise apart from the model's error. The runs are measured in N passes over all of them,
-    /// so that a stretch of seconds in which the host runs slow falls on one measurement of a run, not on all.
-    /// Every repeat costs the run's device time again.
+    /// beside it). Short runs (a burst of a few requests takes 0.1 s) move by a few percent from one measurement to
+    /// the next; the median of three sets that noise apart from the model's error. The runs are measured in N passes
+    /// over all of them, so that a stretch of seconds in which the host runs slow falls on one measurement of a run,
+    /// not on all. Every repeat takes the run's time on the GPU again.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=9), value_name = "N")]
     pub repeats: u32,
     /// Do not print the verdicts and the headline-metric table.
