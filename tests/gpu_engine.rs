@@ -189,16 +189,18 @@ fn check(what: &str, got: &[f32], want: &[f32]) -> f64 {
     err
 }
 
-/// `steps` decode steps of every (id, context) in `seqs`, each checked against the reference fed the same token.
+/// `steps` decode steps of every (id, context) in `seqs`, each checked against the reference fed the same token;
+/// returns the last step's output (`last` without steps).
 fn decode_and_check(
     engine: &mut Engine,
     reference: &mut ReferenceModel,
     seqs: &mut [(ReqId, u32)],
     last: &StepOutput,
     steps: usize,
-) {
+) -> StepOutput {
     let vocab = engine.spec().vocab;
     let mut inputs: Vec<(ReqId, u32)> = seqs.iter().map(|&(id, _)| (id, token(last, id))).collect();
+    let mut latest = last.clone();
     for step in 0..steps {
         let p = plan(vec![], seqs.iter().map(|&(id, ctx)| decode(id, ctx + 1)).collect());
         let out = engine
@@ -210,7 +212,9 @@ fn decode_and_check(
             *ctx += 1;
             *input = token(&out, *id);
         }
+        latest = out;
     }
+    latest
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -310,6 +314,51 @@ fn decode_merge_counters_are_at_rest_between_steps() {
     let decodes = ids.iter().map(|&id| decode(id, context)).collect();
     engine.step(&plan(vec![chunk(9, 0, 40, 0, true)], decodes)).unwrap();
     assert!(engine.decode_counters_at_rest().unwrap(), "after a mixed step");
+}
+
+/// A decode graph launches its attention with exactly the step's own context partitions, not the most its bucket
+/// was captured for (an engine sized for long contexts was measurably slower at short ones), and its logits stay
+/// right as the split changes from step to step: one partition up to 512 tokens of context, three beyond.
+#[test]
+#[ignore = "needs a CUDA GPU: cargo test --release --test gpu_engine -- --ignored"]
+fn decode_graphs_launch_the_steps_own_partitions() {
+    let spec = odd_qwen();
+    let weights = HostWeights::random(&spec, 31);
+    // Graphs for contexts up to 4,096: a one-row step could need 16 partitions of 256 tokens (one kv head).
+    let cfg = EngineConfig {
+        max_context: Some(4096),
+        ..config(16, GemmBackend::Ours)
+    };
+    let mut engine =
+        Engine::new(gpu(), spec.clone(), WeightSource::Host(&weights), cfg).unwrap_or_else(|e| panic!("{e}"));
+    let mut reference = ReferenceModel::new(spec.clone(), weights);
+    let captured = engine.graph_launch_partitions(1).expect("a graph for one row");
+    assert!(
+        captured >= 16,
+        "the one-row graph covers 4,096 tokens in {captured} partitions"
+    );
+    let len = 500;
+    engine.register(0, len).unwrap();
+    let out = engine
+        .step_with_logits(&plan(vec![chunk(0, 0, len, 0, true)], vec![]))
+        .unwrap();
+    let want = reference.prefill(0, &prompt(&spec, 0, 0..len));
+    check("prefill of 500 tokens", row(&out, 0, spec.vocab), &want);
+    let mut seqs = vec![(0 as ReqId, len)];
+    let mut last = out;
+    // Contexts 501-512: unsplit; 513-524: three partitions of 256.
+    for (steps, parts) in [(12, 1), (12, 3)] {
+        let before = seqs[0].1;
+        last = decode_and_check(&mut engine, &mut reference, &mut seqs, &last, steps);
+        assert_eq!(
+            engine.graph_launch_partitions(1),
+            Some(parts),
+            "decodes at contexts {}..={}",
+            before + 1,
+            seqs[0].1
+        );
+    }
+    assert!(engine.decode_counters_at_rest().unwrap(), "after the decodes");
 }
 
 /// One step holding a decode, the last chunk of a chunked prefill and a whole prefill; then decodes of all three.

@@ -795,10 +795,10 @@ impl Engine {
         buckets.sort_unstable();
         for b in buckets {
             let x = padding_step(b, self.bufs.table_width, self.config.block_size as usize);
-            let parts = self.graphs[&b].parts;
-            self.write_split(&x, parts)?;
+            let most = self.graphs[&b].parts;
+            let parts = self.write_split(&x, most)?;
             self.upload_inputs(&x)?;
-            self.graphs[&b].graph.launch()?;
+            self.launch_graph(b, parts)?;
         }
         Ok(())
     }
@@ -835,8 +835,9 @@ impl Engine {
     }
 
     /// Writes the attention split of the decode-only step `x` (before padding) as a graph whose grid covers `most`
-    /// partitions reads it.
-    fn write_split(&mut self, x: &StepInputs, most: usize) -> Result<(), GpuError> {
+    /// partitions reads it, and returns its partitions (at most `most`): what the graph launches
+    /// ([`Graph::set_partitions`](crate::gpu::Graph::set_partitions)).
+    fn write_split(&mut self, x: &StepInputs, most: usize) -> Result<usize, GpuError> {
         let shape = DecodeShape {
             num_seqs: x.decodes().max(1),
             q_heads: self.spec.heads as usize,
@@ -850,7 +851,15 @@ impl Engine {
             (most, shape.max_context_len.div_ceil(most))
         };
         self.gpu
-            .write_prefix_staged(&mut self.staging, &[parts as i32, size as i32], &mut self.decode_split)
+            .write_prefix_staged(&mut self.staging, &[parts as i32, size as i32], &mut self.decode_split)?;
+        Ok(parts)
+    }
+
+    /// Launches bucket `b`'s graph with its decode attention's grid at `parts` partitions, the step's own.
+    fn launch_graph(&mut self, b: usize, parts: usize) -> Result<(), EngineError> {
+        let graph = &mut self.graphs.get_mut(&b).expect("a captured graph").graph;
+        graph.set_partitions(u32::try_from(parts).unwrap_or(u32::MAX))?;
+        Ok(graph.launch()?)
     }
 
     /// Uploads the padded step `x` and runs it once as usual (every workspace then has its size, and its result
@@ -872,6 +881,13 @@ impl Engine {
             },
         );
         Ok(())
+    }
+
+    /// The context partitions the decode attention of the graph serving `rows` decodes launches with now: the last
+    /// step's own split (or, before any step, the most its bucket can need). `None` without such a graph. For tests.
+    pub fn graph_launch_partitions(&self, rows: usize) -> Option<u32> {
+        let b = graph_bucket(rows, self.bufs.seqs.min(self.bufs.rows))?;
+        self.graphs.get(&b).and_then(|g| g.graph.partitions())
     }
 
     /// Kernel-to-kernel edges made programmatic, over every decode graph captured so far.
@@ -1029,11 +1045,11 @@ impl Engine {
                 } else {
                     self.bucket_parts(b)
                 };
-                self.write_split(&x, parts)?;
+                let own = self.write_split(&x, parts)?;
                 if current {
                     self.upload_inputs(&p)?;
                     probe.mark("upload");
-                    self.graphs[&b].graph.launch()?;
+                    self.launch_graph(b, own)?;
                     probe.mark("graph launch");
                 } else {
                     // A workspace moved (or the buffers were reallocated): this step captures the graph anew.
