@@ -165,7 +165,7 @@ impl Graph {
     /// most it was captured for. The kernel reads the step's own split from the device and its blocks beyond it
     /// return at once, so any count from the step's split up to the captured one computes the same; but those idle
     /// blocks cost time (measured on an H100, 2026-12-06: qwen2.5-1.5b's one-sequence decode step 25-55 µs slower
-    /// with graphs captured for contexts up to 5,120 tokens than up to 1,508), so a step launches exactly its own.
+    /// with graphs captured for contexts up to 5,132 tokens than up to 1,512), so a step launches exactly its own.
     /// Changes the executable graph only when the count differs from the last one set.
     pub fn set_partitions(&mut self, parts: u32) -> Result<(), GpuError> {
         if parts == self.partitions || self.partitioned.is_empty() {
@@ -287,23 +287,57 @@ impl Gpu {
 /// # Safety
 /// `graph` must be a valid graph not in use by any other thread.
 unsafe fn node_census(graph: sys::CUgraph) -> Result<Vec<(String, usize)>, GpuError> {
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    // SAFETY: the caller hands a valid graph, used by no other thread.
+    for (_, kind) in unsafe { typed_nodes(graph) }? {
+        let name = format!("{kind:?}");
+        match counts.iter_mut().find(|c| c.0 == name) {
+            Some(c) => c.1 += 1,
+            None => counts.push((name, 1)),
+        }
+    }
+    Ok(counts)
+}
+
+/// Every node of `graph` with its type, in the driver's order.
+///
+/// # Safety
+/// `graph` must be a valid graph not in use by any other thread.
+unsafe fn typed_nodes(graph: sys::CUgraph) -> Result<Vec<(sys::CUgraphNode, sys::CUgraphNodeType)>, GpuError> {
     let mut n = 0usize;
     // SAFETY (this block): the caller hands a valid graph; the array holds `n` entries as the driver asked for.
     unsafe {
         sys::cuGraphGetNodes(graph, std::ptr::null_mut(), &mut n).result()?;
         let mut nodes = vec![std::ptr::null_mut(); n];
         sys::cuGraphGetNodes(graph, nodes.as_mut_ptr(), &mut n).result()?;
-        let mut counts: Vec<(String, usize)> = Vec::new();
-        for &node in nodes.iter().take(n) {
-            let mut kind = sys::CUgraphNodeType::CU_GRAPH_NODE_TYPE_EMPTY;
-            sys::cuGraphNodeGetType(node, &mut kind).result()?;
-            let name = format!("{kind:?}");
-            match counts.iter_mut().find(|c| c.0 == name) {
-                Some(c) => c.1 += 1,
-                None => counts.push((name, 1)),
-            }
+        nodes.truncate(n);
+        nodes
+            .into_iter()
+            .map(|node| {
+                let mut kind = sys::CUgraphNodeType::CU_GRAPH_NODE_TYPE_EMPTY;
+                sys::cuGraphNodeGetType(node, &mut kind).result()?;
+                Ok((node, kind))
+            })
+            .collect()
+    }
+}
+
+/// A kernel node's parameters as the driver describes them; `None` for another kind of node or a kernel the driver
+/// will not describe (a library's).
+///
+/// # Safety
+/// `node` must be a node of a valid graph not in use by any other thread.
+unsafe fn kernel_params(node: sys::CUgraphNode) -> Option<sys::CUDA_KERNEL_NODE_PARAMS> {
+    // SAFETY (this block): the caller hands a valid node; its parameters are read only if it is a kernel node.
+    unsafe {
+        let mut kind = sys::CUgraphNodeType::CU_GRAPH_NODE_TYPE_EMPTY;
+        sys::cuGraphNodeGetType(node, &mut kind).result().ok()?;
+        if kind != sys::CUgraphNodeType::CU_GRAPH_NODE_TYPE_KERNEL {
+            return None;
         }
-        Ok(counts)
+        let mut params = std::mem::zeroed::<sys::CUDA_KERNEL_NODE_PARAMS>();
+        sys::cuGraphKernelNodeGetParams_v2(node, &mut params).result().ok()?;
+        Some(params)
     }
 }
 
@@ -326,14 +360,8 @@ unsafe fn kernel_edges(graph: sys::CUgraph, kernels: &super::Kernels) -> Result<
             sys::cuGraphNodeGetType(node, &mut kind).result().is_ok()
                 && kind == sys::CUgraphNodeType::CU_GRAPH_NODE_TYPE_KERNEL
         };
-        let ours = |node: sys::CUgraphNode| -> bool {
-            if !is_kernel(node) {
-                return false;
-            }
-            let mut params = std::mem::zeroed::<sys::CUDA_KERNEL_NODE_PARAMS>();
-            // A kernel the driver will not describe (a library's) is not ours.
-            sys::cuGraphKernelNodeGetParams_v2(node, &mut params).result().is_ok() && kernels.is_ours(params.func)
-        };
+        // A kernel the driver will not describe (a library's) is not ours.
+        let ours = |node: sys::CUgraphNode| kernel_params(node).is_some_and(|p| kernels.is_ours(p.func));
         // On an H100 (driver 580) the driver refused every programmatic edge of a graph that also held cuBLAS
         // kernels: such a graph stays serial.
         let foreign = (0..n.min(from.len()))
@@ -362,28 +390,14 @@ unsafe fn kernel_nodes_of(
     graph: sys::CUgraph,
     funcs: &[sys::CUfunction],
 ) -> Result<Vec<(sys::CUgraphNode, sys::CUDA_KERNEL_NODE_PARAMS)>, GpuError> {
-    let mut n = 0usize;
-    // SAFETY (this block): the caller hands a valid graph; the array holds `n` entries as the driver asked for; a
-    // node's parameters are read only for kernel nodes.
-    unsafe {
-        sys::cuGraphGetNodes(graph, std::ptr::null_mut(), &mut n).result()?;
-        let mut nodes = vec![std::ptr::null_mut(); n];
-        sys::cuGraphGetNodes(graph, nodes.as_mut_ptr(), &mut n).result()?;
-        let mut found = Vec::new();
-        for &node in nodes.iter().take(n) {
-            let mut kind = sys::CUgraphNodeType::CU_GRAPH_NODE_TYPE_EMPTY;
-            sys::cuGraphNodeGetType(node, &mut kind).result()?;
-            if kind != sys::CUgraphNodeType::CU_GRAPH_NODE_TYPE_KERNEL {
-                continue;
-            }
-            let mut params = std::mem::zeroed::<sys::CUDA_KERNEL_NODE_PARAMS>();
-            // A library's kernel the driver will not describe is none of ours.
-            if sys::cuGraphKernelNodeGetParams_v2(node, &mut params).result().is_ok() && funcs.contains(&params.func) {
-                found.push((node, params));
-            }
-        }
-        Ok(found)
-    }
+    // SAFETY: the caller hands a valid graph, used by no other thread; its nodes are valid with it.
+    let nodes = unsafe { typed_nodes(graph) }?;
+    Ok(nodes
+        .into_iter()
+        // SAFETY: as above.
+        .filter_map(|(node, _)| unsafe { kernel_params(node) }.map(|p| (node, p)))
+        .filter(|(_, p)| funcs.contains(&p.func))
+        .collect())
 }
 
 /// A kernel-to-kernel edge of a graph.
