@@ -134,14 +134,7 @@ pub fn calibrate(args: CalibrateArgs) -> Result<(), CliError> {
         ("engine steps", &profile.run.clock_engine_steps),
     ] {
         if let Some(c) = c {
-            eprintln!(
-                "SM clock during the {what}: median {:.0} MHz, lowest {:.0} MHz, held down by power or thermal \
-                 management in {:.0}% of {} readings",
-                c.median_mhz,
-                c.min_mhz,
-                100.0 * c.slowed_share,
-                c.samples
-            );
+            eprintln!("{}", clock_line(what, c));
         }
     }
     eprintln!(
@@ -356,10 +349,24 @@ pub fn bench_engine(args: BenchEngineArgs) -> Result<(), CliError> {
         engines: args.engines,
         kv_tokens: args.kv_tokens,
     };
+    let sampler = args.clock_every.and_then(|ms| {
+        gpu.clock_sampler(std::time::Duration::from_millis(ms))
+            .map_err(|e| tracing::warn!("the SM clock will not be on record: {e}"))
+            .ok()
+    });
+    let started = Instant::now();
     let (result, _gpu) = bench_engine(gpu, &model, at, &variants, &ours, &mut |_| pb.inc(1))
         .map_err(|e| CliError::Failed(anyhow::anyhow!(e)))?;
     pb.finish_and_clear();
+    let clock = sampler
+        .map(ClockSampler::finish)
+        .map(|trace| ClockSummary::of(trace.between(started, Instant::now()).map(|s| (s.sm_mhz, s.slowed()))));
     let mut md = result.markdown();
+    md.push_str(&match (args.clock_every, clock) {
+        (None, _) => "\nThe SM clock was not read during the bench (--clock-every).\n".to_string(),
+        (Some(ms), Some(Some(c))) => format!("\n{}, read every {ms} ms (--clock-every).\n", clock_line("bench", &c)),
+        (Some(_), _) => "\nThe SM clock could not be read during the bench (no NVML, or no reading).\n".to_string(),
+    });
     md.push_str(&match issue_cpu.as_str() {
         "none" => "\nThe thread issuing the GPU's work was not pinned to a CPU core (--cpu none).\n".to_string(),
         c => format!("\nThe thread issuing the GPU's work was pinned to CPU {c} (--cpu).\n"),
@@ -376,6 +383,18 @@ pub fn bench_engine(args: BenchEngineArgs) -> Result<(), CliError> {
     }
     println!("{md}");
     Ok(())
+}
+
+/// One line on the SM clock during `what`.
+fn clock_line(what: &str, c: &ClockSummary) -> String {
+    format!(
+        "SM clock during the {what}: median {:.0} MHz, lowest {:.0} MHz, held down by power or thermal management in \
+         {:.0}% of {} readings",
+        c.median_mhz,
+        c.min_mhz,
+        100.0 * c.slowed_share,
+        c.samples
+    )
 }
 
 pub fn bench_kernels(args: BenchKernelsArgs) -> Result<(), CliError> {
@@ -489,7 +508,17 @@ pub fn compare_profiles(args: CompareProfilesArgs) -> Result<(), CliError> {
 
 #[cfg(test)]
 mod tests {
-    use super::{OpErrors, PointError, gpu_slug, worst_points};
+    use super::{ClockSummary, OpErrors, PointError, clock_line, gpu_slug, worst_points};
+
+    #[test]
+    fn the_clock_line_gives_median_lowest_and_the_held_down_share() {
+        let c = ClockSummary::of([(1980, false), (1410, true), (1965, false), (1980, false)]).unwrap();
+        assert_eq!(
+            clock_line("bench", &c),
+            "SM clock during the bench: median 1972 MHz, lowest 1410 MHz, held down by power or thermal management \
+             in 25% of 4 readings"
+        );
+    }
 
     #[test]
     fn the_worst_points_come_from_the_tables_the_model_uses_worst_first() {

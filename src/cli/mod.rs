@@ -250,6 +250,12 @@ pub struct BenchEngineArgs {
     /// holds (never fewer than the points need) [default: what the points need].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub kv_tokens: Option<u64>,
+    /// Read the SM clock through NVML every MS milliseconds while the steps are timed, as `calibrate` and
+    /// `validate` do (every 10 ms), and report its median, its lowest and how often power or thermal management
+    /// held it down: whether the clock moved the timings. Timing once with it and once without shows whether the
+    /// sampling itself costs the steps anything.
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub clock_every: Option<u64>,
     /// Also write the markdown report to this file.
     #[arg(long, short)]
     pub out: Option<PathBuf>,
@@ -445,6 +451,23 @@ mod tests {
         );
         assert!(args("batchlab bench-kernels").is_empty());
         assert!(Cli::try_parse_from(["batchlab", "bench-kernels", "--decode", "3x0"]).is_err());
+    }
+
+    #[test]
+    fn bench_engine_reads_the_clock_only_when_asked_every_1_to_1000_ms() {
+        let every = |line: &str| match Cli::try_parse_from(line.split(' ')).map(|c| c.command) {
+            Ok(Command::BenchEngine(a)) => Ok(a.clock_every),
+            Ok(_) => panic!("not bench-engine"),
+            Err(e) => Err(e.kind()),
+        };
+        assert_eq!(every("batchlab bench-engine"), Ok(None));
+        assert_eq!(every("batchlab bench-engine --clock-every 10"), Ok(Some(10)));
+        for bad in ["0", "1001", "x"] {
+            assert!(
+                every(&format!("batchlab bench-engine --clock-every {bad}")).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]
