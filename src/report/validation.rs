@@ -85,6 +85,46 @@ fn signed_over(v: Option<SignedOver>) -> Cell {
     }
 }
 
+/// One row per run with decode steps that gave their GPU time: run, policy, then the GPU time's median signed error
+/// for each range of rows any run has ([`crate::validate::RunSummary::decode_gpu_by_rows`]); `None` without such a run.
+fn decode_rows_table(v: &ValidationSummary) -> Option<Table> {
+    let mut ranges: Vec<crate::validate::compare::RowsRange> = Vec::new();
+    for g in v.runs.iter().flat_map(|r| &r.decode_gpu_by_rows) {
+        if !ranges.contains(&(g.fewest, g.most)) {
+            ranges.push((g.fewest, g.most));
+        }
+    }
+    if ranges.is_empty() {
+        return None;
+    }
+    ranges.sort_unstable_by_key(|r| r.0);
+    let mut headers = vec!["run".to_owned(), "policy".to_owned()];
+    headers.extend(ranges.iter().map(|&(fewest, most)| match most {
+        Some(m) if m == fewest => format!("{m}"),
+        Some(m) => format!("{fewest}–{m}"),
+        None => format!("{fewest}+"),
+    }));
+    let mut right = vec![false, false];
+    right.extend(ranges.iter().map(|_| true));
+    let rows = v
+        .runs
+        .iter()
+        .filter(|r| !r.decode_gpu_by_rows.is_empty())
+        .map(|r| {
+            let mut row = vec![Cell::text(&r.run), Cell::text(r.policy.clone().unwrap_or_default())];
+            row.extend(ranges.iter().map(|&(fewest, most)| {
+                let g = r
+                    .decode_gpu_by_rows
+                    .iter()
+                    .find(|g| (g.fewest, g.most) == (fewest, most));
+                signed_over(g.map(|g| g.signed))
+            }));
+            row
+        })
+        .collect();
+    Some(Table { headers, right, rows })
+}
+
 /// A table of one row per step kind: the kind as the report names it, then `cells` of it under `headers`
 /// (right-aligned).
 fn step_kind_table(v: &ValidationSummary, headers: &[&str], cells: impl Fn(&StepKindAggregate) -> Vec<Cell>) -> Table {
@@ -428,6 +468,21 @@ pub(super) fn sections(v: &ValidationSummary) -> Vec<Section> {
                     })
                     .collect(),
             }),
+        });
+    }
+
+    if let Some(table) = decode_rows_table(v) {
+        out.push(Section {
+            title: "Decode steps by rows, run by run".to_owned(),
+            paragraphs: vec![
+                "The median signed error of each run's decode-only steps' GPU time (as above, over the GPU-bound \
+                 steps) and over how many steps, by how many sequences a step decodes, in the ranges of the engine's \
+                 decode graph buckets (a step of 3 or 4 sequences replays the graph of 4): an engine slower than the \
+                 profile at some rows and not at others, or one run's engine slower than another's at the same rows, \
+                 shows here."
+                    .to_owned(),
+            ],
+            table: Some(table),
         });
     }
 

@@ -8,6 +8,7 @@ use super::driver::{MeasuredParts, RunValidation};
 use super::{HEADLINE_METRICS, RANKING_SEPARATION, TARGET_MEDIAN, TARGET_P95};
 use crate::calib::engine_steps::GPU_BOUND_US;
 use crate::metrics::{Cell, RunMetrics, StepKind, StepRecord, Summary, percentile_sorted};
+use crate::model::GRAPH_BUCKETS;
 use crate::sched::StepPlan;
 use crate::sim::CostModel;
 use crate::units::Nanos;
@@ -695,6 +696,58 @@ pub struct RunSummary {
     /// (or in validations written before it was kept).
     #[serde(default)]
     pub decode_signed: Option<f64>,
+    /// The median signed error of the GPU time of the run's decode-only steps, by their rows in the ranges of the
+    /// decode graph buckets ([`decode_gpu_by_rows`]). Empty where no decode step gave its GPU time (or in
+    /// validations written before it was kept).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub decode_gpu_by_rows: Vec<RowsSigned>,
+}
+
+/// A median signed error over the steps of `fewest` to `most` rows (`None`: no upper bound).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RowsSigned {
+    pub fewest: u32,
+    pub most: Option<u32>,
+    pub signed: SignedOver,
+}
+
+/// Fewest and most rows (`None`: no upper bound).
+pub type RowsRange = (u32, Option<u32>);
+
+/// The rows of the decode graph bucket that serves a decode step of `rows` rows: one more than the next smaller
+/// bucket up to the bucket itself (a step of 3 rows replays the graph of 4, as one of 4 does); beyond the largest
+/// bucket, no upper bound.
+pub fn bucket_rows(rows: u32) -> RowsRange {
+    let mut below = 0;
+    for &b in &GRAPH_BUCKETS {
+        let b = b as u32;
+        if rows <= b {
+            return (below + 1, Some(b));
+        }
+        below = b;
+    }
+    (below + 1, None)
+}
+
+/// The GPU time's median signed error of the decode-only steps among `steps` that give one
+/// ([`StepComparison::gpu_signed_error`]), by [`bucket_rows`], fewest rows first.
+pub fn decode_gpu_by_rows<'a>(steps: impl IntoIterator<Item = &'a StepComparison>) -> Vec<RowsSigned> {
+    let mut groups: Vec<(RowsRange, Vec<f64>)> = Vec::new();
+    for s in steps.into_iter().filter(|s| s.kind == StepKind::Decode) {
+        let Some(e) = s.gpu_signed_error() else {
+            continue;
+        };
+        let rows = bucket_rows(s.decode_seqs);
+        match groups.iter_mut().find(|g| g.0 == rows) {
+            Some(g) => g.1.push(e),
+            None => groups.push((rows, vec![e])),
+        }
+    }
+    groups.sort_by_key(|g| g.0.0);
+    groups
+        .into_iter()
+        .filter_map(|((fewest, most), errors)| SignedOver::of(errors).map(|signed| RowsSigned { fewest, most, signed }))
+        .collect()
 }
 
 /// A validation over all its runs: `validation.json`, and what the reports draw from.
@@ -958,6 +1011,7 @@ pub fn aggregate(runs: &[RunValidation]) -> ValidationSummary {
                         .collect(),
                 )
                 .0,
+                decode_gpu_by_rows: decode_gpu_by_rows(&r.steps),
             })
             .collect(),
         profile_notes: Vec::new(),

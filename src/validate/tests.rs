@@ -271,6 +271,64 @@ fn the_host_issue_and_the_gpu_time_of_each_step_are_compared_apart() {
     assert!(!md.contains("Host, GPU and clock"), "{md}");
 }
 
+#[test]
+fn decode_steps_are_given_run_by_run_by_their_graph_buckets_rows() {
+    use super::compare::{RowsRange, bucket_rows};
+    assert_eq!(bucket_rows(1), (1, Some(1)));
+    assert_eq!(bucket_rows(2), (2, Some(2)));
+    assert_eq!(bucket_rows(3), (3, Some(4)));
+    assert_eq!(bucket_rows(4), (3, Some(4)));
+    assert_eq!(bucket_rows(17), (17, Some(24)));
+    assert_eq!(bucket_rows(256), (193, Some(256)));
+    assert_eq!(bucket_rows(300), (257, None));
+
+    // The burst on a calibrated profile, every step's GPU time reported 20% under the model's: +25% signed error.
+    let profile = Path::new(env!("CARGO_MANIFEST_DIR")).join("calibration/h100-80gb-hbm3/{model}.json");
+    let scenario = BURST.replace(
+        "kind = \"analytic\"",
+        &format!("kind = \"calibrated\"\nprofile = \"{}\"", profile.display()),
+    );
+    let mut backend = PerturbedBackend::new(Factors::uniform(1.0));
+    backend.parts = Some((1.0, 0.8));
+    let v = validate(&scenario, &mut backend, 0);
+    let mut ranges = 0;
+    for (run, summary) in v.runs.iter().zip(&v.summary.runs) {
+        let mut want: Vec<(RowsRange, u64)> = Vec::new();
+        for s in run
+            .steps
+            .iter()
+            .filter(|s| s.kind == StepKind::Decode && s.gpu_signed_error().is_some())
+        {
+            let rows = bucket_rows(s.decode_seqs);
+            match want.iter_mut().find(|w| w.0 == rows) {
+                Some(w) => w.1 += 1,
+                None => want.push((rows, 1)),
+            }
+        }
+        want.sort_by_key(|w| w.0.0);
+        let got: Vec<(RowsRange, u64)> = summary
+            .decode_gpu_by_rows
+            .iter()
+            .map(|g| ((g.fewest, g.most), g.signed.steps))
+            .collect();
+        assert_eq!(got, want, "{}", summary.run);
+        assert!(!got.is_empty(), "{}", summary.run);
+        ranges = ranges.max(got.len());
+        for g in &summary.decode_gpu_by_rows {
+            assert!((g.signed.median - 0.25).abs() < 1e-3, "{}: {g:?}", summary.run);
+        }
+    }
+    assert!(ranges >= 2, "some run decodes batches of several sizes");
+    let md = crate::report::validation_markdown(&v.summary, "burst");
+    assert!(md.contains("## Decode steps by rows, run by run"), "{md}");
+    assert!(md.contains("3–4"), "{md}");
+    assert!(md.contains("25.00% ("), "{md}");
+    // Without the GPU's time (the analytic model gives no parts): no such table.
+    let plain = validate(BURST, &mut PerturbedBackend::new(Factors::uniform(1.0)), 0);
+    assert!(plain.summary.runs.iter().all(|r| r.decode_gpu_by_rows.is_empty()));
+    assert!(!crate::report::validation_markdown(&plain.summary, "burst").contains("by rows"));
+}
+
 /// A step of `kind` measured at `measured_ms` against a prediction of 1 ms, issued in `issue_us` against a predicted
 /// 40 µs.
 fn timed_step(kind: StepKind, measured_ms: f64, issue_us: Option<f64>) -> StepComparison {
