@@ -177,16 +177,22 @@ fn steps_a_millisecond_late_are_counted_as_stalled_by_kind() {
     assert!(md.contains(&format!("Stalls: {late} of {steps} step(s)")), "{md}");
 }
 
-#[test]
-fn the_host_issue_and_the_gpu_time_of_each_step_are_compared_apart() {
-    // The burst on a calibrated profile (its engine step model splits each step into host issue and GPU time); the
-    // stand-in engine issues every step 20% slower than the model says and runs it on the GPU 10% faster.
+/// The burst on the committed H100 profiles (whose engine step model splits each step into host issue and GPU time),
+/// and a stand-in engine that runs each step as predicted.
+fn calibrated_burst() -> (String, PerturbedBackend) {
     let profile = Path::new(env!("CARGO_MANIFEST_DIR")).join("calibration/h100-80gb-hbm3/{model}.json");
     let scenario = BURST.replace(
         "kind = \"analytic\"",
         &format!("kind = \"calibrated\"\nprofile = \"{}\"", profile.display()),
     );
-    let mut backend = PerturbedBackend::new(Factors::uniform(1.0));
+    (scenario, PerturbedBackend::new(Factors::uniform(1.0)))
+}
+
+#[test]
+fn the_host_issue_and_the_gpu_time_of_each_step_are_compared_apart() {
+    // The burst on a calibrated profile (its engine step model splits each step into host issue and GPU time); the
+    // stand-in engine issues every step 20% slower than the model says and runs it on the GPU 10% faster.
+    let (scenario, mut backend) = calibrated_burst();
     backend.parts = Some((1.2, 0.9));
     let v = validate(&scenario, &mut backend, 0);
     let (issue, gpu) = (1.0 / 1.2 - 1.0, 1.0 / 0.9 - 1.0);
@@ -283,12 +289,7 @@ fn decode_steps_are_given_run_by_run_by_their_graph_buckets_rows() {
     assert_eq!(bucket_rows(300), (257, None));
 
     // The burst on a calibrated profile, every step's GPU time reported 20% under the model's: +25% signed error.
-    let profile = Path::new(env!("CARGO_MANIFEST_DIR")).join("calibration/h100-80gb-hbm3/{model}.json");
-    let scenario = BURST.replace(
-        "kind = \"analytic\"",
-        &format!("kind = \"calibrated\"\nprofile = \"{}\"", profile.display()),
-    );
-    let mut backend = PerturbedBackend::new(Factors::uniform(1.0));
+    let (scenario, mut backend) = calibrated_burst();
     backend.parts = Some((1.0, 0.8));
     let v = validate(&scenario, &mut backend, 0);
     let mut ranges = 0;
