@@ -265,6 +265,41 @@ fn prefill_of_odd_prompts_then_decodes_match_the_reference() {
     }
 }
 
+/// The host's time by kind of call, where asked: an eager prefill marks each op once a layer, a graphed decode
+/// its upload and its graph's launch; nothing is summed when it is off.
+#[test]
+#[ignore = "needs a CUDA GPU: cargo test --release --test gpu_engine -- --ignored"]
+fn the_host_calls_of_a_step_are_timed_where_asked() {
+    let spec = odd_qwen();
+    let (mut engine, _) = pair(&spec, 5, 16, GemmBackend::Ours);
+    let count = |calls: &[batchlab::engine::HostCalls], what: &str| {
+        calls.iter().find(|c| c.what == what).map_or(0, |c| c.calls)
+    };
+    engine.register(0, 20).unwrap();
+    engine.register(1, 9).unwrap();
+    engine.step(&plan(vec![chunk(0, 0, 20, 0, true)], vec![])).unwrap();
+    assert!(engine.take_host_calls().is_empty(), "off by default");
+    engine.time_host_calls(true);
+    engine.step(&plan(vec![chunk(1, 0, 9, 0, true)], vec![])).unwrap();
+    let eager = engine.take_host_calls();
+    let layers = u64::from(spec.layers);
+    assert_eq!(count(&eager, "prepare"), 1, "{eager:?}");
+    assert_eq!(count(&eager, "qkv gemm"), layers, "{eager:?}");
+    assert_eq!(count(&eager, "prefill attention"), layers, "{eager:?}");
+    assert_eq!(count(&eager, "down gemm"), layers, "{eager:?}");
+    assert_eq!(count(&eager, "graph launch"), 0, "{eager:?}");
+    assert!(eager.iter().all(|c| c.total > std::time::Duration::ZERO), "{eager:?}");
+    // Two decodes: a graph replay.
+    engine.step(&plan(vec![], vec![decode(0, 21), decode(1, 10)])).unwrap();
+    let graphed = engine.take_host_calls();
+    assert_eq!(count(&graphed, "prepare"), 1, "{graphed:?}");
+    assert_eq!(count(&graphed, "graph launch"), 1, "{graphed:?}");
+    assert_eq!(count(&graphed, "qkv gemm"), 0, "{graphed:?}");
+    engine.time_host_calls(false);
+    engine.step(&plan(vec![], vec![decode(0, 22), decode(1, 11)])).unwrap();
+    assert!(engine.take_host_calls().is_empty(), "switched off");
+}
+
 /// Decode attention's merge counters are zero between steps: once the engine is built (its decode graphs captured and
 /// each launched once on its padding step) and after decode steps split into several partitions, replayed from
 /// graphs of several buckets and launched without a graph beside a prefill. (An engine that launched its graphs

@@ -5,7 +5,7 @@
 use super::driver::{Bench, copy_bandwidth_gbps, cublas_tflops};
 use super::engine_steps::{REPEATS, StepBench};
 use super::profile::EngineStepSample;
-use crate::engine::{Engine, EngineConfig, EngineError, GemmBackend, GemmPolicy, KvCapacity};
+use crate::engine::{Engine, EngineConfig, EngineError, GemmBackend, GemmPolicy, HostCalls, KvCapacity};
 use crate::gpu::{Gpu, Succession};
 use crate::model::{ModelSpec, StepShape};
 
@@ -77,6 +77,9 @@ pub struct EnginePoint {
     pub flops: f64,
     /// The physical floor: bytes at copy bandwidth (decode) or FLOPs at GEMM FLOP/s (prefill).
     pub floor_us: f64,
+    /// The host's time by kind of call over the point's timed steps ([`Engine::time_host_calls`]); empty where they
+    /// were not timed (prefills timed between decode steps).
+    pub host_calls: Vec<HostCalls>,
 }
 
 impl EnginePoint {
@@ -98,6 +101,7 @@ impl EnginePoint {
             bytes: ops.0,
             flops: ops.1,
             floor_us,
+            host_calls: Vec::new(),
         }
     }
 
@@ -253,9 +257,14 @@ pub fn bench_engine(
             next_id: 0,
             samples: &mut samples,
         };
+        // Each sample's host calls, where they were timed.
+        let mut calls: Vec<Vec<HostCalls>> = Vec::new();
         for &(b, c) in decode {
             let ids = bench.prefilled(b, c)?;
+            bench.engine.time_host_calls(true);
             bench.decode_steps(&ids, c, None)?;
+            calls.resize(bench.samples.len(), bench.engine.take_host_calls());
+            bench.engine.time_host_calls(false);
             bench.release(&ids);
             before.resize(bench.samples.len(), None);
             on_point("engine decode");
@@ -266,11 +275,15 @@ pub fn bench_engine(
         };
         let mut context = RUNNING_CONTEXT;
         for &(s, l) in prefill {
+            bench.engine.time_host_calls(true);
             bench.prefill_batch_steps(s, l)?;
+            calls.resize(bench.samples.len(), bench.engine.take_host_calls());
+            bench.engine.time_host_calls(false);
             before.resize(bench.samples.len(), None);
             on_point("engine prefill");
             if let Some(n) = after {
                 context = bench.prefill_batch_steps_after_decodes((s, l), &running, context, n)?;
+                calls.resize(bench.samples.len(), Vec::new());
                 before.resize(bench.samples.len(), Some(n));
                 on_point("engine prefill after decodes");
             }
@@ -279,10 +292,14 @@ pub fn bench_engine(
         gpu = bench.engine.into_gpu();
         let ceilings = (copy_gbps, gemm_tflops);
         let engine = (engines > 1).then_some(engine);
-        points.extend((samples.iter().zip(&before)).map(|(x, &n)| EnginePoint {
-            engine,
-            ..point(model, variant, x, n, ceilings)
-        }));
+        calls.resize(samples.len(), Vec::new());
+        points.extend(
+            (samples.iter().zip(&before).zip(calls)).map(|((x, &n), host_calls)| EnginePoint {
+                engine,
+                host_calls,
+                ..point(model, variant, x, n, ceilings)
+            }),
+        );
     }
     Ok((
         EngineBench {
@@ -372,6 +389,44 @@ impl EngineBench {
                 100.0 * p.of_floor()
             ));
         }
+        s.push_str(&self.host_calls_markdown());
+        s
+    }
+
+    /// The host's time per step by kind of call, for each point of the first engine of each variant whose calls were
+    /// timed; empty without any.
+    fn host_calls_markdown(&self) -> String {
+        let timed: Vec<&EnginePoint> = (self.points.iter())
+            .filter(|p| p.engine.unwrap_or(1) == 1 && !p.host_calls.is_empty())
+            .collect();
+        if timed.is_empty() {
+            return String::new();
+        }
+        let mut s = format!(
+            "\nHost issue by call: where the host's time to issue a step goes, per step over the {REPEATS} timed steps \
+             of each point (first engine of each variant; the clock read once a call). `prepare`: the step's inputs \
+             built on the host; `upload`: copied to the GPU; a graph's launch, or each op's kernel launches over \
+             every layer.\n\n| variant | point | call | calls a step | µs a step | µs a call |\n|---|---|---|---:|---:|---:|\n"
+        );
+        for p in timed {
+            // Every step marks `prepare` once.
+            let steps = p.host_calls.iter().find(|c| c.what == "prepare").map_or(0, |c| c.calls);
+            if steps == 0 {
+                continue;
+            }
+            for c in &p.host_calls {
+                let us = c.total.as_secs_f64() * 1e6;
+                s.push_str(&format!(
+                    "| {} | {} | {} | {:.1} | {:.1} | {:.2} |\n",
+                    p.variant.label(),
+                    p.what,
+                    c.what,
+                    c.calls as f64 / steps as f64,
+                    us / steps as f64,
+                    us / c.calls as f64
+                ));
+            }
+        }
         s
     }
 }
@@ -407,6 +462,75 @@ mod tests {
             serving_us: None,
             plan: None,
         }
+    }
+
+    #[test]
+    fn host_calls_are_given_per_step_for_the_first_engine_only() {
+        let m = by_name("qwen2.5-0.5b").unwrap();
+        let prefill = EngineStepSample {
+            kind: crate::calib::profile::StepKind::Prefill,
+            prefill_seqs: 1,
+            prefill_tokens: 64,
+            issue_us: 1500.0,
+            wall_us: 1800.0,
+            ..sample(0, 0)
+        };
+        let variant = EngineVariant::ALL[0];
+        let us = std::time::Duration::from_micros;
+        let calls = vec![
+            HostCalls {
+                what: "prepare",
+                calls: 5,
+                total: us(100),
+            },
+            HostCalls {
+                what: "qkv gemm",
+                calls: 120,
+                total: us(1200),
+            },
+        ];
+        let first = EnginePoint {
+            engine: Some(1),
+            host_calls: calls.clone(),
+            ..point(&m, variant, &prefill, None, (3000.0, 700.0))
+        };
+        let second = EnginePoint {
+            engine: Some(2),
+            host_calls: vec![HostCalls {
+                what: "o gemm",
+                ..calls[1].clone()
+            }],
+            ..first.clone()
+        };
+        let untimed = EnginePoint {
+            host_calls: Vec::new(),
+            ..point(&m, variant, &prefill, Some(8), (3000.0, 700.0))
+        };
+        let bench = EngineBench {
+            gpu_name: "test".into(),
+            model: m.name.clone(),
+            step_tokens: 8192,
+            context: 1040,
+            kv_tokens: 20000,
+            copy_gbps: 3000.0,
+            gemm_tflops: 700.0,
+            points: vec![first, second, untimed.clone()],
+        };
+        let md = bench.markdown();
+        assert!(md.contains("Host issue by call"), "{md}");
+        // Per step over the 5 timed steps: 24 launches, 240 µs, 10 µs each.
+        assert!(
+            md.contains("| our GEMM, PDL | prefill 1 × 64 tokens | qkv gemm | 24.0 | 240.0 | 10.00 |"),
+            "{md}"
+        );
+        assert!(md.contains("| prepare | 1.0 | 20.0 | 20.00 |"), "{md}");
+        assert!(!md.contains("o gemm"), "only the first engine: {md}");
+        // No point timed: no such table.
+        let none = EngineBench {
+            points: vec![untimed],
+            ..bench
+        };
+        assert!(!none.markdown().contains("Host issue by call"));
     }
 
     #[test]

@@ -407,6 +407,9 @@ impl StepBench<'_> {
             let timing = self.step_then_release(&plan, &fresh)?;
             if step > 0 {
                 timings.push(timing);
+            } else {
+                // The untimed step's host calls (where they are timed) are not the point's.
+                self.engine.take_host_calls();
             }
         }
         self.record(&plan, &timings);
@@ -452,6 +455,8 @@ impl StepBench<'_> {
             let timing = self.step_then_release(&plan, &ids)?;
             if step > 0 {
                 timings.push(timing);
+            } else {
+                self.engine.take_host_calls();
             }
         }
         self.record(&plan, &timings);

@@ -536,6 +536,8 @@ pub struct Engine {
     /// Decode graphs by bucket.
     graphs: std::collections::HashMap<usize, CapturedGraph>,
     last_timing: StepTiming,
+    /// The host's time by kind of call over the steps issued since [`Engine::time_host_calls`] switched it on.
+    host_calls: Option<Vec<HostCalls>>,
 }
 
 /// A decode step captured for one bucket, and the generations of the workspaces it writes into: when one has
@@ -745,6 +747,7 @@ impl Engine {
             stopwatch,
             graphs: std::collections::HashMap::new(),
             last_timing: StepTiming::default(),
+            host_calls: None,
         }
         .with_graphs()?;
         engine.memory.used_after_graphs = engine.record_memory()?;
@@ -867,9 +870,9 @@ impl Engine {
     /// partitions ([`Engine::bucket_parts`]). The attention split must have been written ([`Engine::write_split`]).
     fn capture(&mut self, b: usize, x: &StepInputs, parts: usize) -> Result<(), EngineError> {
         self.upload_inputs(x)?;
-        self.forward(x, Some(parts), &mut HostProbe::new())?;
+        self.forward(x, Some(parts), &mut HostProbe::new(false))?;
         self.gpu.begin_capture()?;
-        let issued = self.forward(x, Some(parts), &mut HostProbe::new());
+        let issued = self.forward(x, Some(parts), &mut HostProbe::new(false));
         let graph = self.gpu.end_capture(issued, self.config.succession)?;
         self.graphs.insert(
             b,
@@ -888,6 +891,19 @@ impl Engine {
     pub fn graph_launch_partitions(&self, rows: usize) -> Option<u32> {
         let b = graph_bucket(rows, self.bufs.seqs.min(self.bufs.rows))?;
         self.graphs.get(&b).and_then(|g| g.graph.partitions())
+    }
+
+    /// From now on (`on`) or no longer, sum the host's time in each kind of call of every step's issue (preparing
+    /// the inputs, uploading them, each kernel's launch by op: "qkv gemm", "prefill attention", …, a graph's
+    /// launch), for [`Engine::take_host_calls`]. The clock is read once a call.
+    pub fn time_host_calls(&mut self, on: bool) {
+        self.host_calls = on.then(Vec::new);
+    }
+
+    /// The host's time by kind of call since it was switched on or last taken, in the order the calls first came;
+    /// empty when it is off. Every step marks "prepare" once, so its count is the steps'.
+    pub fn take_host_calls(&mut self) -> Vec<HostCalls> {
+        self.host_calls.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// Kernel-to-kernel edges made programmatic, over every decode graph captured so far.
@@ -1005,7 +1021,7 @@ impl Engine {
             }
             return Ok(StepOutput::default());
         }
-        let mut probe = HostProbe::new();
+        let mut probe = HostProbe::new(self.host_calls.is_some());
         let x = self.seqs.prepare(plan)?;
         probe.mark("prepare");
         if !self.bufs.fits(&x) {
@@ -1069,6 +1085,17 @@ impl Engine {
             w.stop(&self.gpu)?;
         }
         let issue_ns = started.elapsed().as_nanos() as u64;
+        if let (Some(all), Some(step)) = (&mut self.host_calls, &probe.calls) {
+            for c in step {
+                match all.iter_mut().find(|a| a.what == c.what) {
+                    Some(a) => {
+                        a.calls += c.calls;
+                        a.total += c.total;
+                    }
+                    None => all.push(c.clone()),
+                }
+            }
+        }
         let n = x.sample_rows.len();
         let raw = self.gpu.download_prefix(&self.bufs.sampled, n)?;
         let total_ns = started.elapsed().as_nanos() as u64;
@@ -1327,24 +1354,53 @@ fn warm_cublas(
     Ok(warmed)
 }
 
+/// The host's time in one kind of call of the steps' issue ([`Engine::time_host_calls`]): how many such calls, and
+/// their time summed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostCalls {
+    pub what: &'static str,
+    pub calls: u64,
+    pub total: std::time::Duration,
+}
+
+/// Adds one call of `what` that took `took` to `calls`.
+fn add_call(calls: &mut Vec<HostCalls>, what: &'static str, took: std::time::Duration) {
+    match calls.iter_mut().find(|c| c.what == what) {
+        Some(c) => {
+            c.calls += 1;
+            c.total += took;
+        }
+        None => calls.push(HostCalls {
+            what,
+            calls: 1,
+            total: took,
+        }),
+    }
+}
+
 /// The host's slowest call of a step's issue, for the debug trace (a step that took milliseconds to issue names the
-/// call that did: an allocation, a library loading a kernel, a blocked launch queue).
-/// It reads the clock only while that trace is on: a prefill step marks a few hundred calls. The trace costs host
-/// time (on one H100 start a 64-token prefill of qwen2.5-0.5b took 2.1 ms to issue with it, 1.5 ms without), so
-/// steps timed with it on are not the engine's own times.
-#[derive(Clone, Copy, Debug)]
+/// call that did: an allocation, a library loading a kernel, a blocked launch queue), and, where asked
+/// ([`Engine::time_host_calls`]), every call's time by kind.
+/// It reads the clock only while that trace is on or the calls are timed: a prefill step marks a few hundred calls.
+/// The trace costs host time (on one H100 start a 64-token prefill of qwen2.5-0.5b took 2.1 ms to issue with it,
+/// 1.5 ms without), so steps timed with it on are not the engine's own times; timing the calls alone reads the
+/// clock once a call (tens of nanoseconds).
+#[derive(Clone, Debug)]
 struct HostProbe {
     on: bool,
     last: std::time::Instant,
     slowest: (std::time::Duration, &'static str),
+    calls: Option<Vec<HostCalls>>,
 }
 
 impl HostProbe {
-    fn new() -> HostProbe {
+    /// `calls`: also sum every call's time by kind.
+    fn new(calls: bool) -> HostProbe {
         HostProbe {
-            on: tracing::enabled!(tracing::Level::DEBUG),
+            on: calls || tracing::enabled!(tracing::Level::DEBUG),
             last: std::time::Instant::now(),
             slowest: (std::time::Duration::ZERO, "none"),
+            calls: calls.then(Vec::new),
         }
     }
 
@@ -1357,6 +1413,9 @@ impl HostProbe {
         let took = now - self.last;
         if took > self.slowest.0 {
             self.slowest = (took, what);
+        }
+        if let Some(calls) = &mut self.calls {
+            add_call(calls, what, took);
         }
         self.last = now;
     }
@@ -1390,6 +1449,31 @@ fn gemm(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_probe_sums_each_kind_of_call_only_when_asked() {
+        let mut probe = HostProbe::new(true);
+        for what in ["prepare", "qkv gemm", "o gemm", "qkv gemm", "o gemm", "qkv gemm"] {
+            std::thread::sleep(std::time::Duration::from_micros(200));
+            probe.mark(what);
+        }
+        let calls = probe.calls.clone().unwrap();
+        let got: Vec<(&str, u64)> = calls.iter().map(|c| (c.what, c.calls)).collect();
+        assert_eq!(got, [("prepare", 1), ("qkv gemm", 3), ("o gemm", 2)]);
+        // Each call is the time since the mark before it: at least the sleep, and they add up to the probe's span.
+        for c in &calls {
+            assert!(
+                c.total >= std::time::Duration::from_micros(200) * c.calls as u32,
+                "{c:?}"
+            );
+        }
+        let slowest = probe.slowest.0;
+        assert!(calls.iter().all(|c| c.total / c.calls as u32 <= slowest));
+        // Not asked (and no debug trace in tests): nothing read, nothing summed.
+        let mut off = HostProbe::new(false);
+        off.mark("prepare");
+        assert!(off.calls.is_none());
+    }
 
     #[test]
     fn cublas_is_warmed_at_every_small_row_count_and_on_a_coarser_grid_beyond() {

@@ -24,8 +24,8 @@ pub use clock::WallClock;
 pub use device::GpuWeights;
 pub use executor::GpuExecutor;
 pub use forward::{
-    Engine, EngineConfig, EngineError, EngineMemory, GemmBackend, GemmOp, GemmPolicy, GemmRule, KvCapacity, StepOutput,
-    StepTiming, WeightSource,
+    Engine, EngineConfig, EngineError, EngineMemory, GemmBackend, GemmOp, GemmPolicy, GemmRule, HostCalls, KvCapacity,
+    StepOutput, StepTiming, WeightSource,
 };
 pub use reference::{HfLogits, ReferenceModel, SeqId, StepErrors, argmax};
 pub use step::{GRAPH_BUCKETS, Sequences, StepError, StepInputs, prompt_token};
