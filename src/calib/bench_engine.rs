@@ -464,17 +464,36 @@ mod tests {
         }
     }
 
+    /// A prefill of `seqs` prompts, `tokens` in all, issued in `issue_us` and done in `wall_us`.
+    fn prefill_sample(seqs: u32, tokens: u32, issue_us: f64, wall_us: f64) -> EngineStepSample {
+        EngineStepSample {
+            kind: crate::calib::profile::StepKind::Prefill,
+            prefill_seqs: seqs,
+            prefill_tokens: tokens,
+            issue_us,
+            wall_us,
+            ..sample(0, 0)
+        }
+    }
+
+    /// A bench of `points` of `model` on engines of 8192 rows, contexts of 1040 and 20000 KV slots.
+    fn bench_of(model: &str, points: Vec<EnginePoint>) -> EngineBench {
+        EngineBench {
+            gpu_name: "test".into(),
+            model: model.into(),
+            step_tokens: 8192,
+            context: 1040,
+            kv_tokens: 20000,
+            copy_gbps: 3000.0,
+            gemm_tflops: 700.0,
+            points,
+        }
+    }
+
     #[test]
     fn host_calls_are_given_per_step_for_the_first_engine_only() {
         let m = by_name("qwen2.5-0.5b").unwrap();
-        let prefill = EngineStepSample {
-            kind: crate::calib::profile::StepKind::Prefill,
-            prefill_seqs: 1,
-            prefill_tokens: 64,
-            issue_us: 1500.0,
-            wall_us: 1800.0,
-            ..sample(0, 0)
-        };
+        let prefill = prefill_sample(1, 64, 1500.0, 1800.0);
         let variant = EngineVariant::ALL[0];
         let us = std::time::Duration::from_micros;
         let calls = vec![
@@ -506,16 +525,7 @@ mod tests {
             host_calls: Vec::new(),
             ..point(&m, variant, &prefill, Some(8), (3000.0, 700.0))
         };
-        let bench = EngineBench {
-            gpu_name: "test".into(),
-            model: m.name.clone(),
-            step_tokens: 8192,
-            context: 1040,
-            kv_tokens: 20000,
-            copy_gbps: 3000.0,
-            gemm_tflops: 700.0,
-            points: vec![first, second, untimed.clone()],
-        };
+        let bench = bench_of(&m.name, vec![first, second, untimed.clone()]);
         let md = bench.markdown();
         assert!(md.contains("Host issue by call"), "{md}");
         // Per step over the 5 timed steps: 24 launches, 240 µs, 10 µs each.
@@ -536,30 +546,14 @@ mod tests {
     #[test]
     fn a_prefill_timed_between_decodes_is_named_so_and_every_point_shows_its_host_issue() {
         let m = by_name("qwen2.5-0.5b").unwrap();
-        let prefill = EngineStepSample {
-            kind: crate::calib::profile::StepKind::Prefill,
-            prefill_seqs: 4,
-            prefill_tokens: 256,
-            issue_us: 2100.0,
-            wall_us: 2300.0,
-            ..sample(0, 0)
-        };
+        let prefill = prefill_sample(4, 256, 2100.0, 2300.0);
         let variant = EngineVariant::ALL[0];
         let alone = point(&m, variant, &prefill, None, (3000.0, 700.0));
         let between = point(&m, variant, &prefill, Some(8), (3000.0, 700.0));
         assert_eq!(alone.what, "prefill 4 × 64 tokens");
         assert_eq!(between.what, "prefill 4 × 64 tokens, after 8 decode steps");
         assert_eq!((between.step_us, between.issue_us), (2300.0, 2100.0));
-        let bench = EngineBench {
-            gpu_name: "test".into(),
-            model: m.name.clone(),
-            step_tokens: 8192,
-            context: 1040,
-            kv_tokens: 20000,
-            copy_gbps: 3000.0,
-            gemm_tflops: 700.0,
-            points: vec![alone, between],
-        };
+        let bench = bench_of(&m.name, vec![alone, between]);
         let md = bench.markdown();
         assert!(md.contains("| step ms | host issue ms |"), "{md}");
         assert!(
