@@ -1085,15 +1085,9 @@ impl Engine {
             w.stop(&self.gpu)?;
         }
         let issue_ns = started.elapsed().as_nanos() as u64;
-        if let (Some(all), Some(step)) = (&mut self.host_calls, &probe.calls) {
+        if let (Some(all), Some(step)) = (&mut self.host_calls, probe.calls.take()) {
             for c in step {
-                match all.iter_mut().find(|a| a.what == c.what) {
-                    Some(a) => {
-                        a.calls += c.calls;
-                        a.total += c.total;
-                    }
-                    None => all.push(c.clone()),
-                }
+                add_calls(all, c);
             }
         }
         let n = x.sample_rows.len();
@@ -1363,18 +1357,14 @@ pub struct HostCalls {
     pub total: std::time::Duration,
 }
 
-/// Adds one call of `what` that took `took` to `calls`.
-fn add_call(calls: &mut Vec<HostCalls>, what: &'static str, took: std::time::Duration) {
-    match calls.iter_mut().find(|c| c.what == what) {
-        Some(c) => {
-            c.calls += 1;
-            c.total += took;
+/// Adds `c` to the calls of its kind in `into` (or as a kind of its own).
+fn add_calls(into: &mut Vec<HostCalls>, c: HostCalls) {
+    match into.iter_mut().find(|a| a.what == c.what) {
+        Some(a) => {
+            a.calls += c.calls;
+            a.total += c.total;
         }
-        None => calls.push(HostCalls {
-            what,
-            calls: 1,
-            total: took,
-        }),
+        None => into.push(c),
     }
 }
 
@@ -1415,7 +1405,14 @@ impl HostProbe {
             self.slowest = (took, what);
         }
         if let Some(calls) = &mut self.calls {
-            add_call(calls, what, took);
+            add_calls(
+                calls,
+                HostCalls {
+                    what,
+                    calls: 1,
+                    total: took,
+                },
+            );
         }
         self.last = now;
     }
