@@ -248,25 +248,21 @@ pub fn bench_engine(
             ..EngineConfig::default()
         };
         let mut samples = Vec::new();
-        // For each sample, the decode steps before each of its steps (prefills timed between decodes): after each
-        // point, every sample it added gets the point's label, however many it added.
-        let mut before: Vec<Option<u32>> = Vec::new();
+        // For each sample, the decode steps before each of its steps (prefills timed between decodes) and the host's
+        // calls over its timed steps (where they were timed): after each point, every sample it added gets the
+        // point's, however many it added.
+        let mut labels: Vec<(Option<u32>, Vec<HostCalls>)> = Vec::new();
         let mut bench = StepBench {
             engine: Engine::random(gpu, model.clone(), 0x5eed, config)?,
             cost: None,
             next_id: 0,
             samples: &mut samples,
         };
-        // Each sample's host calls, where they were timed.
-        let mut calls: Vec<Vec<HostCalls>> = Vec::new();
         for &(b, c) in decode {
             let ids = bench.prefilled(b, c)?;
-            bench.engine.time_host_calls(true);
-            bench.decode_steps(&ids, c, None)?;
-            calls.resize(bench.samples.len(), bench.engine.take_host_calls());
-            bench.engine.time_host_calls(false);
+            let calls = host_calls_of(&mut bench, |b| b.decode_steps(&ids, c, None))?;
             bench.release(&ids);
-            before.resize(bench.samples.len(), None);
+            labels.resize(bench.samples.len(), (None, calls));
             on_point("engine decode");
         }
         let running = match after {
@@ -275,16 +271,12 @@ pub fn bench_engine(
         };
         let mut context = RUNNING_CONTEXT;
         for &(s, l) in prefill {
-            bench.engine.time_host_calls(true);
-            bench.prefill_batch_steps(s, l)?;
-            calls.resize(bench.samples.len(), bench.engine.take_host_calls());
-            bench.engine.time_host_calls(false);
-            before.resize(bench.samples.len(), None);
+            let calls = host_calls_of(&mut bench, |b| b.prefill_batch_steps(s, l))?;
+            labels.resize(bench.samples.len(), (None, calls));
             on_point("engine prefill");
             if let Some(n) = after {
                 context = bench.prefill_batch_steps_after_decodes((s, l), &running, context, n)?;
-                calls.resize(bench.samples.len(), Vec::new());
-                before.resize(bench.samples.len(), Some(n));
+                labels.resize(bench.samples.len(), (Some(n), Vec::new()));
                 on_point("engine prefill after decodes");
             }
         }
@@ -292,14 +284,11 @@ pub fn bench_engine(
         gpu = bench.engine.into_gpu();
         let ceilings = (copy_gbps, gemm_tflops);
         let engine = (engines > 1).then_some(engine);
-        calls.resize(samples.len(), Vec::new());
-        points.extend(
-            (samples.iter().zip(&before).zip(calls)).map(|((x, &n), host_calls)| EnginePoint {
-                engine,
-                host_calls,
-                ..point(model, variant, x, n, ceilings)
-            }),
-        );
+        points.extend((samples.iter().zip(labels)).map(|(x, (n, host_calls))| EnginePoint {
+            engine,
+            host_calls,
+            ..point(model, variant, x, n, ceilings)
+        }));
     }
     Ok((
         EngineBench {
@@ -314,6 +303,18 @@ pub fn bench_engine(
         },
         gpu,
     ))
+}
+
+/// Runs `steps` on `bench` with the engine's host calls timed ([`Engine::time_host_calls`]) and returns them.
+fn host_calls_of<'a>(
+    bench: &mut StepBench<'a>,
+    steps: impl FnOnce(&mut StepBench<'a>) -> Result<(), EngineError>,
+) -> Result<Vec<HostCalls>, EngineError> {
+    bench.engine.time_host_calls(true);
+    let done = steps(bench);
+    let calls = bench.engine.take_host_calls();
+    bench.engine.time_host_calls(false);
+    done.map(|()| calls)
 }
 
 /// The point of sample `x`; `after`: the decode steps before each of its steps, if it was timed between decodes.
