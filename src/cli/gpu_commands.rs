@@ -14,7 +14,7 @@ use crate::calib::profile::{ClockSummary, EngineSteps};
 use crate::engine::{GemmBackend, GemmPolicy};
 use crate::gpu::Gpu;
 use crate::gpu::affinity::IssueCpu;
-use crate::gpu::clocks::ClockSampler;
+use crate::gpu::clocks::{ClockSampler, ClockTrace};
 use crate::metrics::percentile_sorted;
 use crate::model::{self, ModelSpec};
 use std::path::{Path, PathBuf};
@@ -111,10 +111,7 @@ pub fn calibrate(args: CalibrateArgs) -> Result<(), CliError> {
         grids.push(&offset_grid);
     }
     // The SM clock throughout, summed up per phase.
-    let sampler = gpu
-        .clock_sampler(std::time::Duration::from_millis(10))
-        .map_err(|e| tracing::warn!("the SM clock will not be on record: {e}"))
-        .ok();
+    let sampler = sample_clock(&gpu, 10);
     let tables_started = Instant::now();
     let mut profiles = run_grids(&gpu, &cfg, &grids, "points")?.into_iter();
     let mut profile = profiles.next().expect("one profile per grid");
@@ -125,9 +122,8 @@ pub fn calibrate(args: CalibrateArgs) -> Result<(), CliError> {
         .map_err(|e| CliError::Failed(anyhow::anyhow!("engine steps: {e}")))?;
     pb.finish_and_clear();
     if let Some(trace) = sampler.map(ClockSampler::finish) {
-        let summary = |from, to| ClockSummary::of(trace.between(from, to).map(|s| (s.sm_mhz, s.slowed())));
-        profile.run.clock_tables = summary(tables_started, engine_started);
-        profile.run.clock_engine_steps = summary(engine_started, Instant::now());
+        profile.run.clock_tables = clock_between(&trace, tables_started, engine_started);
+        profile.run.clock_engine_steps = clock_between(&trace, engine_started, Instant::now());
     }
     for (what, c) in [
         ("op tables", &profile.run.clock_tables),
@@ -349,18 +345,12 @@ pub fn bench_engine(args: BenchEngineArgs) -> Result<(), CliError> {
         engines: args.engines,
         kv_tokens: args.kv_tokens,
     };
-    let sampler = args.clock_every.and_then(|ms| {
-        gpu.clock_sampler(std::time::Duration::from_millis(ms))
-            .map_err(|e| tracing::warn!("the SM clock will not be on record: {e}"))
-            .ok()
-    });
+    let sampler = args.clock_every.and_then(|ms| sample_clock(&gpu, ms));
     let started = Instant::now();
     let (result, _gpu) = bench_engine(gpu, &model, at, &variants, &ours, &mut |_| pb.inc(1))
         .map_err(|e| CliError::Failed(anyhow::anyhow!(e)))?;
     pb.finish_and_clear();
-    let clock = sampler
-        .map(ClockSampler::finish)
-        .map(|trace| ClockSummary::of(trace.between(started, Instant::now()).map(|s| (s.sm_mhz, s.slowed()))));
+    let clock = sampler.map(|s| clock_between(&s.finish(), started, Instant::now()));
     let mut md = result.markdown();
     md.push_str(&match (args.clock_every, clock) {
         (None, _) => "\nThe SM clock was not read during the bench (--clock-every).\n".to_string(),
@@ -383,6 +373,18 @@ pub fn bench_engine(args: BenchEngineArgs) -> Result<(), CliError> {
     }
     println!("{md}");
     Ok(())
+}
+
+/// Samples `gpu`'s SM clock every `ms` milliseconds from now on; `None`, with a warning, where it cannot.
+fn sample_clock(gpu: &Gpu, ms: u64) -> Option<ClockSampler> {
+    gpu.clock_sampler(std::time::Duration::from_millis(ms))
+        .map_err(|e| tracing::warn!("the SM clock will not be on record: {e}"))
+        .ok()
+}
+
+/// The clock readings of `trace` taken from `from` to `to`, summed up; `None` without any.
+fn clock_between(trace: &ClockTrace, from: Instant, to: Instant) -> Option<ClockSummary> {
+    ClockSummary::of(trace.between(from, to).map(|s| (s.sm_mhz, s.slowed())))
 }
 
 /// One line on the SM clock during `what`.
