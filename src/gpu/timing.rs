@@ -311,15 +311,28 @@ unsafe fn typed_nodes(graph: sys::CUgraph) -> Result<Vec<(sys::CUgraphNode, sys:
         let mut nodes = vec![std::ptr::null_mut(); n];
         sys::cuGraphGetNodes(graph, nodes.as_mut_ptr(), &mut n).result()?;
         nodes.truncate(n);
-        nodes
-            .into_iter()
-            .map(|node| {
-                let mut kind = sys::CUgraphNodeType::CU_GRAPH_NODE_TYPE_EMPTY;
-                sys::cuGraphNodeGetType(node, &mut kind).result()?;
-                Ok((node, kind))
-            })
-            .collect()
+        nodes.into_iter().map(|node| Ok((node, node_type(node)?))).collect()
     }
+}
+
+/// A node's type as the driver gives it.
+///
+/// # Safety
+/// `node` must be a node of a valid graph not in use by any other thread.
+unsafe fn node_type(node: sys::CUgraphNode) -> Result<sys::CUgraphNodeType, GpuError> {
+    let mut kind = sys::CUgraphNodeType::CU_GRAPH_NODE_TYPE_EMPTY;
+    // SAFETY: the caller hands a valid node; `kind` is valid for one write.
+    unsafe { sys::cuGraphNodeGetType(node, &mut kind) }.result()?;
+    Ok(kind)
+}
+
+/// Whether `node` is a kernel node (`false` where the driver will not say).
+///
+/// # Safety
+/// As [`node_type`].
+unsafe fn is_kernel(node: sys::CUgraphNode) -> bool {
+    // SAFETY: as the caller's.
+    unsafe { node_type(node) }.is_ok_and(|k| k == sys::CUgraphNodeType::CU_GRAPH_NODE_TYPE_KERNEL)
 }
 
 /// A kernel node's parameters as the driver describes them; `None` for another kind of node or a kernel the driver
@@ -330,9 +343,7 @@ unsafe fn typed_nodes(graph: sys::CUgraph) -> Result<Vec<(sys::CUgraphNode, sys:
 unsafe fn kernel_params(node: sys::CUgraphNode) -> Option<sys::CUDA_KERNEL_NODE_PARAMS> {
     // SAFETY (this block): the caller hands a valid node; its parameters are read only if it is a kernel node.
     unsafe {
-        let mut kind = sys::CUgraphNodeType::CU_GRAPH_NODE_TYPE_EMPTY;
-        sys::cuGraphNodeGetType(node, &mut kind).result().ok()?;
-        if kind != sys::CUgraphNodeType::CU_GRAPH_NODE_TYPE_KERNEL {
+        if !is_kernel(node) {
             return None;
         }
         let mut params = std::mem::zeroed::<sys::CUDA_KERNEL_NODE_PARAMS>();
@@ -355,11 +366,6 @@ unsafe fn kernel_edges(graph: sys::CUgraph, kernels: &super::Kernels) -> Result<
         let mut to = vec![null_mut(); n];
         let mut data = vec![std::mem::zeroed::<sys::CUgraphEdgeData>(); n];
         sys::cuGraphGetEdges_v2(graph, from.as_mut_ptr(), to.as_mut_ptr(), data.as_mut_ptr(), &mut n).result()?;
-        let is_kernel = |node: sys::CUgraphNode| -> bool {
-            let mut kind = sys::CUgraphNodeType::CU_GRAPH_NODE_TYPE_EMPTY;
-            sys::cuGraphNodeGetType(node, &mut kind).result().is_ok()
-                && kind == sys::CUgraphNodeType::CU_GRAPH_NODE_TYPE_KERNEL
-        };
         // A kernel the driver will not describe (a library's) is not ours.
         let ours = |node: sys::CUgraphNode| kernel_params(node).is_some_and(|p| kernels.is_ours(p.func));
         // On an H100 (driver 580) the driver refused every programmatic edge of a graph that also held cuBLAS
