@@ -266,7 +266,7 @@ fn prefill_of_odd_prompts_then_decodes_match_the_reference() {
 }
 
 /// The host's time by kind of call, where asked: an eager prefill marks each op once a layer, a graphed decode
-/// its upload and its graph's launch; nothing is summed when it is off.
+/// its graph's capture or, once captured, its upload and its graph's launch; nothing is summed when it is off.
 #[test]
 #[ignore = "needs a CUDA GPU: cargo test --release --test gpu_engine -- --ignored"]
 fn the_host_calls_of_a_step_are_timed_where_asked() {
@@ -289,14 +289,23 @@ fn the_host_calls_of_a_step_are_timed_where_asked() {
     assert_eq!(count(&eager, "down gemm"), layers, "{eager:?}");
     assert_eq!(count(&eager, "graph launch"), 0, "{eager:?}");
     assert!(eager.iter().all(|c| c.total > std::time::Duration::ZERO), "{eager:?}");
-    // Two decodes: a graph replay.
+    // Two decodes: their graph is captured anew when the prefills moved a workspace its launches read, else
+    // replayed; either way it is one call, and no op is launched on its own.
     engine.step(&plan(vec![], vec![decode(0, 21), decode(1, 10)])).unwrap();
+    let first = engine.take_host_calls();
+    assert_eq!(count(&first, "prepare"), 1, "{first:?}");
+    assert_eq!(count(&first, "graph launch") + count(&first, "graph capture"), 1, "{first:?}");
+    assert_eq!(count(&first, "qkv gemm"), 0, "{first:?}");
+    // The same bucket again: now a replay of the graph, its inputs uploaded first.
+    engine.step(&plan(vec![], vec![decode(0, 22), decode(1, 11)])).unwrap();
     let graphed = engine.take_host_calls();
     assert_eq!(count(&graphed, "prepare"), 1, "{graphed:?}");
+    assert_eq!(count(&graphed, "upload"), 1, "{graphed:?}");
     assert_eq!(count(&graphed, "graph launch"), 1, "{graphed:?}");
+    assert_eq!(count(&graphed, "graph capture"), 0, "{graphed:?}");
     assert_eq!(count(&graphed, "qkv gemm"), 0, "{graphed:?}");
     engine.time_host_calls(false);
-    engine.step(&plan(vec![], vec![decode(0, 22), decode(1, 11)])).unwrap();
+    engine.step(&plan(vec![], vec![decode(0, 23), decode(1, 12)])).unwrap();
     assert!(engine.take_host_calls().is_empty(), "switched off");
 }
 
