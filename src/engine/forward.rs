@@ -726,6 +726,11 @@ impl Engine {
             kv_mib = memory.kv_cache / MIB,
             workspace_mib = memory.workspace() / MIB,
             used_mib = used_after_setup / MIB,
+            used_before_mib = used_before / MIB,
+            first_gate_up_at = %format!("{:#x}", gpu.address(&weights.layers[0].gate_up)),
+            lm_head_at = %format!("{:#x}", gpu.address(weights.lm_head())),
+            first_k_at = %format!("{:#x}", gpu.address(&k[0])),
+            last_v_at = %format!("{:#x}", v.last().map_or(0, |b| gpu.address(b))),
             "engine ready"
         );
         let seqs = Sequences::new(config.block_size, num_blocks, spec.vocab, config.prompt_seed);

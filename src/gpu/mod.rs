@@ -57,7 +57,7 @@ pub mod timing;
 
 use std::sync::Arc;
 
-use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DeviceRepr, DriverError, ValidAsZeroBits};
+use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DevicePtr, DeviceRepr, DriverError, ValidAsZeroBits};
 use cudarc::driver::{result as drv, sys as drv_sys};
 use half::f16;
 use half::slice::HalfFloatSliceExt;
@@ -441,6 +441,12 @@ impl Gpu {
         }
         self.stream.memcpy_dtod(src, dst)?;
         Ok(())
+    }
+
+    /// Where `buf` starts in the device's address space: for logs that tell one engine's allocations from another's.
+    pub fn address<T>(&self, buf: &CudaSlice<T>) -> u64 {
+        let (ptr, _synced) = buf.device_ptr(&self.stream);
+        ptr
     }
 
     pub fn zeros<T: DeviceRepr + ValidAsZeroBits>(&self, len: usize) -> Result<CudaSlice<T>, GpuError> {
