@@ -294,7 +294,11 @@ fn the_host_calls_of_a_step_are_timed_where_asked() {
     engine.step(&plan(vec![], vec![decode(0, 21), decode(1, 10)])).unwrap();
     let first = engine.take_host_calls();
     assert_eq!(count(&first, "prepare"), 1, "{first:?}");
-    assert_eq!(count(&first, "graph launch") + count(&first, "graph capture"), 1, "{first:?}");
+    assert_eq!(
+        count(&first, "graph launch") + count(&first, "graph capture"),
+        1,
+        "{first:?}"
+    );
     assert_eq!(count(&first, "qkv gemm"), 0, "{first:?}");
     // The same bucket again: now a replay of the graph, its inputs uploaded first.
     engine.step(&plan(vec![], vec![decode(0, 22), decode(1, 11)])).unwrap();
