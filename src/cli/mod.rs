@@ -386,6 +386,14 @@ pub struct ValidateArgs {
     /// not on all. Every repeat takes the run's time on the GPU again.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=9), value_name = "N")]
     pub repeats: u32,
+    /// Before the first measured run, build this many engines like its own, warm each up on the run's first
+    /// requests and close it, so that what a process pays once (the allocator's first chunks, cuBLAS's handle, kernel
+    /// code loaded at its first launch) is not measured. On an H100 the first measured engine of a Poisson
+    /// validation ran its decode steps 4-5% slower than the next (`reports/order-h100/`); more priming engines is one
+    /// way to tell whether it is the engine's place in the process that does it. 0: none (the first run then
+    /// measures some of those one-off costs as its own workspace).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=4), value_name = "N")]
+    pub prime_engines: u32,
     /// Do not print the verdicts and the headline-metric table.
     #[arg(long, short)]
     pub quiet: bool,
@@ -465,6 +473,24 @@ mod tests {
         for bad in ["0", "1001", "x"] {
             assert!(
                 every(&format!("batchlab bench-engine --clock-every {bad}")).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn validate_primes_one_engine_unless_told_zero_to_four() {
+        let primes = |line: &str| match Cli::try_parse_from(line.split(' ')).map(|c| c.command) {
+            Ok(Command::Validate(a)) => Ok(a.prime_engines),
+            Ok(_) => panic!("not validate"),
+            Err(e) => Err(e.kind()),
+        };
+        assert_eq!(primes("batchlab validate s.toml"), Ok(1));
+        assert_eq!(primes("batchlab validate s.toml --prime-engines 0"), Ok(0));
+        assert_eq!(primes("batchlab validate s.toml --prime-engines 3"), Ok(3));
+        for bad in ["5", "-1", "x"] {
+            assert!(
+                primes(&format!("batchlab validate s.toml --prime-engines {bad}")).is_err(),
                 "{bad}"
             );
         }

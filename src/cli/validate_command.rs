@@ -32,15 +32,16 @@ pub fn validate(args: ValidateArgs) -> Result<(), CliError> {
     for warning in &notes {
         eprintln!("warning: {warning}");
     }
-    let mut backend = gpu_backend(gpu)?;
+    let mut backend = gpu_backend(gpu, args.prime_engines)?;
     validate_with(&args, &runs, &prepared, backend.as_mut(), Some(&device), notes)
 }
 
 /// The GPU engine as the backend: for each run an engine built as the simulator sizes the run (model, KV cache of
 /// `prepared.limits.kv_capacity_slots` slots in blocks of `prepared.limits.block_size`), a `GpuExecutor`, a fresh
-/// `WallClock` after the warm-up, and the memory it measured (see [`crate::validate::EngineBackend`]).
-pub fn gpu_backend(gpu: Gpu) -> Result<Box<dyn Backend>, CliError> {
-    Ok(Box::new(crate::validate::EngineBackend::new(gpu)))
+/// `WallClock` after the warm-up, and the memory it measured (see [`crate::validate::EngineBackend`]); `prime_engines`
+/// engines built, warmed up and closed before the first.
+pub fn gpu_backend(gpu: Gpu, prime_engines: u32) -> Result<Box<dyn Backend>, CliError> {
+    Ok(Box::new(crate::validate::EngineBackend::new(gpu, prime_engines)))
 }
 
 /// What identifies the device and this build's kernels, for [`check_profile`].
@@ -178,6 +179,7 @@ mod tests {
             },
             warmup_steps: 2,
             repeats: 1,
+            prime_engines: 1,
             quiet: true,
             no_report,
         }

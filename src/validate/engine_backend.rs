@@ -32,7 +32,9 @@ pub struct EngineBackend {
     gpu: Option<Gpu>,
     /// GEMM policies by profile path: the engine runs the GEMM its profile (so the cost model) finds faster.
     policies: HashMap<PathBuf, GemmPolicy>,
-    /// Whether [`EngineBackend::prime`] ran.
+    /// Engines [`EngineBackend::prime`] builds and closes before the first run's.
+    prime_engines: u32,
+    /// Whether they were.
     primed: bool,
     /// Reads the SM clock from before the first engine on (started once: its start-up would otherwise land in a
     /// measured run's first steps); `None` where NVML is not available.
@@ -48,21 +50,22 @@ const CLOCK_TOLERANCE: Duration = Duration::from_millis(25);
 const PRIMING_STEPS: u32 = 4;
 
 impl EngineBackend {
-    pub fn new(gpu: Gpu) -> Self {
+    pub fn new(gpu: Gpu, prime_engines: u32) -> Self {
         Self {
             gpu: Some(gpu),
             policies: HashMap::new(),
+            prime_engines,
             primed: false,
             clocks: None,
         }
     }
 
-    /// Before the first run: the first run's engine, built, warmed up on its own first requests and closed, so that
-    /// what a process pays once — the allocator's first chunks, cuBLAS's handle and workspace, kernel code loaded at
-    /// its first launch, the split-K scratch — is paid before any measured engine, which then meets the GPU as every
-    /// later run's engine does (and as `calibrate`'s engines do, after the kernel timings). Without it the first run
-    /// measures some of those costs as its own workspace, or, where they fall into its KV cache's allocation, not
-    /// even that.
+    /// Before the first run, once for each of `prime_engines`: the first run's engine, built, warmed up on its own
+    /// first requests and closed, so that what a process pays once — the allocator's first chunks, cuBLAS's handle
+    /// and workspace, kernel code loaded at its first launch, the split-K scratch — is paid before any measured
+    /// engine, which then meets the GPU as every later run's engine does (and as `calibrate`'s engines do, after the
+    /// kernel timings). Without it the first run measures some of those costs as its own workspace, or, where they
+    /// fall into its KV cache's allocation, not even that.
     fn prime(&mut self, gpu: Gpu, run: &PreparedRun, gemm: GemmPolicy, seed: u64) -> Result<Gpu, String> {
         let config = engine_config(run, gemm, seed);
         let engine = Engine::random(gpu, run.model.clone(), WEIGHT_SEED, config).map_err(|e| e.to_string())?;
@@ -85,7 +88,6 @@ impl EngineBackend {
             kept_by_process_mib = m.kept_by_process() as f64 / f64::from(1 << 20),
             "GPU primed: what the process keeps across engines is paid"
         );
-        self.primed = true;
         Ok(gpu)
     }
 
@@ -116,7 +118,10 @@ impl Backend for EngineBackend {
                 .clock_sampler(CLOCK_EVERY)
                 .map_err(|e| tracing::warn!("the SM clock will not be on record: {e}"))
                 .ok();
-            gpu = self.prime(gpu, run, gemm.clone(), spec.scenario.seed)?;
+            for _ in 0..self.prime_engines {
+                gpu = self.prime(gpu, run, gemm.clone(), spec.scenario.seed)?;
+            }
+            self.primed = true;
         }
         let limits = &run.limits;
         let config = engine_config(run, gemm, spec.scenario.seed);
