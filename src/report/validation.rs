@@ -125,6 +125,37 @@ fn decode_rows_table(v: &ValidationSummary) -> Option<Table> {
     Some(Table { headers, right, rows })
 }
 
+/// Each repeated run's measurements in the order taken (pass by pass): the pace of its steps against their predicted
+/// times and its output throughput, the compared one marked. `None` where no run was measured more than once.
+fn measurements_table(v: &ValidationSummary) -> Option<Table> {
+    let repeated: Vec<_> = v.runs.iter().filter(|r| r.repeat_paces.len() > 1).collect();
+    let n = repeated.iter().map(|r| r.repeat_paces.len()).max()?;
+    let mut headers = vec!["run".to_owned(), "policy".to_owned()];
+    headers.extend((1..=n).map(|k| format!("pass {k}")));
+    let mut right = vec![false, false];
+    right.extend((1..=n).map(|_| true));
+    let rows = repeated
+        .iter()
+        .map(|r| {
+            let chosen = crate::validate::median_pace(&r.repeat_paces);
+            let mut row = vec![Cell::text(&r.run), Cell::text(r.policy.clone().unwrap_or_default())];
+            row.extend((0..n).map(|k| match r.repeat_paces.get(k) {
+                Some(&p) => {
+                    let tput = r
+                        .repeat_throughputs
+                        .get(k)
+                        .map_or(String::new(), |t| format!(", {t:.1} tok/s"));
+                    let mark = if k == chosen { " (compared)" } else { "" };
+                    Cell::number(format!("×{p:.3}{tput}{mark}"), p)
+                }
+                None => Cell::text("-"),
+            }));
+            row
+        })
+        .collect();
+    Some(Table { headers, right, rows })
+}
+
 /// A table of one row per step kind: the kind as the report names it, then `cells` of it under `headers`
 /// (right-aligned).
 fn step_kind_table(v: &ValidationSummary, headers: &[&str], cells: impl Fn(&StepKindAggregate) -> Vec<Cell>) -> Table {
@@ -468,6 +499,21 @@ pub(super) fn sections(v: &ValidationSummary) -> Vec<Section> {
                     })
                     .collect(),
             }),
+        });
+    }
+
+    if let Some(table) = measurements_table(v) {
+        out.push(Section {
+            title: "Measurements, pass by pass".to_owned(),
+            paragraphs: vec![
+                "Each repeated run's measurements in the order taken, one a pass over the runs, each on an engine of \
+                 its own: the pace of its steps (the median over them of measured / predicted time; above 1, its \
+                 engine ran slower than the profile predicts) and its output throughput. The engine that a run got, \
+                 not the cost model, sets the spread of a row; an engine that ran slow in every run of one pass shows \
+                 as a column."
+                    .to_owned(),
+            ],
+            table: Some(table),
         });
     }
 

@@ -267,16 +267,21 @@ fn median_measurement(mut all: Vec<Measurement>, cost: &dyn CostModel) -> Chosen
         .map(|m| compare::compare_steps(&m.metrics.steps, &m.plans.plans, &m.parts, cost))
         .collect();
     let paces: Vec<f64> = steps.iter().map(|s| pace(s)).collect();
-    let mut order: Vec<usize> = (0..all.len()).collect();
-    // Slowest first, so that of an even count the slower middle one is taken (as the lower middle throughput was).
-    order.sort_by(|&a, &b| paces[b].total_cmp(&paces[a]));
-    let chosen = order[(all.len() - 1) / 2];
+    let chosen = median_pace(&paces);
     Chosen {
         measurement: all.swap_remove(chosen),
         steps: steps.swap_remove(chosen),
         throughputs,
         paces,
     }
+}
+
+/// Which of measurements that ran at `paces` (in the order taken; not empty) is the one compared: the median one,
+/// of an even count the slower middle one (as the lower middle throughput was).
+pub fn median_pace(paces: &[f64]) -> usize {
+    let mut order: Vec<usize> = (0..paces.len()).collect();
+    order.sort_by(|&a, &b| paces[b].total_cmp(&paces[a]));
+    order[(paces.len() - 1) / 2]
 }
 
 /// Simulates a run (described as `run` in errors) and compares it with the median-pace one of its measurements

@@ -26,7 +26,7 @@ pub use compare::{
 };
 pub use driver::{
     Backend, MeasuredMemory, MeasuredRun, PlanLog, RunValidation, ValidateError, ValidateOptions, Validation,
-    validate_runs,
+    median_pace, validate_runs,
 };
 pub use engine_backend::EngineBackend;
 pub use fingerprint::{DeviceFingerprint, ProfileCheck, check_profile};

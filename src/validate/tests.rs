@@ -947,13 +947,33 @@ fn repeated_measurements_are_taken_in_passes_and_compare_the_median_one() {
         md.contains("the measurement whose steps ran at the median pace"),
         "{md}"
     );
+    // Every measurement pass by pass, at its pace, the compared one (the median factor) marked.
+    assert!(md.contains("## Measurements, pass by pass"), "{md}");
+    for (i, run) in v.summary.runs.iter().enumerate() {
+        let factors: Vec<f64> = (i..9).step_by(3).map(|k| cycle[k % cycle.len()]).collect();
+        let line = md
+            .lines()
+            .find(|l| l.starts_with(&format!("| {} ", run.run)) && l.contains("tok/s"))
+            .unwrap_or_else(|| panic!("no row of {}: {md}", run.run));
+        let cells: Vec<&str> = line.split('|').map(str::trim).filter(|c| !c.is_empty()).collect();
+        assert_eq!(cells.len(), 5, "{line}");
+        for (cell, f) in cells[2..].iter().zip(&factors) {
+            assert!(cell.starts_with(&format!("×{f:.3}, ")), "{cell} {factors:?}");
+        }
+        let mut sorted = factors.clone();
+        sorted.sort_by(f64::total_cmp);
+        let marked: Vec<&&str> = cells.iter().filter(|c| c.ends_with("(compared)")).collect();
+        assert_eq!(marked.len(), 1, "{line}");
+        assert!(marked[0].starts_with(&format!("×{:.3}", sorted[1])), "{line}");
+    }
     // One measurement: nothing to report beside it.
     let mut once = PerturbedBackend::new(Factors::uniform(1.0));
     once.start_factors = vec![0.9, 1.2, 1.02];
     let v = validate_runs(&specs, &prepared, &mut once, &options(0), &mut |_| {}).unwrap();
     assert_eq!(once.started, 3);
     assert!(v.runs.iter().all(|r| r.repeat_throughputs.is_empty()));
-    assert!(!crate::report::validation_markdown(&v.summary, "burst").contains("Repeats:"));
+    let md = crate::report::validation_markdown(&v.summary, "burst");
+    assert!(!md.contains("Repeats:") && !md.contains("pass by pass"), "{md}");
 }
 
 /// Under open-loop arrivals a run's throughput follows the arrival rate and moves with the engine's speed only
