@@ -447,6 +447,13 @@ mod tests {
     use super::{Cli, Command, parse_pair};
     use clap::Parser;
 
+    /// The command `line` (words split at spaces) parses to, or the kind of error clap gives.
+    fn parsed(line: &str) -> Result<Command, clap::error::ErrorKind> {
+        Cli::try_parse_from(line.split(' '))
+            .map(|c| c.command)
+            .map_err(|e| e.kind())
+    }
+
     #[test]
     fn bench_kernels_takes_decode_points_or_none() {
         let args = |line: &str| match Cli::try_parse_from(line.split(' ')).unwrap().command {
@@ -463,10 +470,11 @@ mod tests {
 
     #[test]
     fn bench_engine_reads_the_clock_only_when_asked_every_1_to_1000_ms() {
-        let every = |line: &str| match Cli::try_parse_from(line.split(' ')).map(|c| c.command) {
-            Ok(Command::BenchEngine(a)) => Ok(a.clock_every),
-            Ok(_) => panic!("not bench-engine"),
-            Err(e) => Err(e.kind()),
+        let every = |line: &str| {
+            parsed(line).map(|c| match c {
+                Command::BenchEngine(a) => a.clock_every,
+                _ => panic!("not bench-engine"),
+            })
         };
         assert_eq!(every("batchlab bench-engine"), Ok(None));
         assert_eq!(every("batchlab bench-engine --clock-every 10"), Ok(Some(10)));
@@ -480,10 +488,11 @@ mod tests {
 
     #[test]
     fn validate_primes_one_engine_unless_told_zero_to_four() {
-        let primes = |line: &str| match Cli::try_parse_from(line.split(' ')).map(|c| c.command) {
-            Ok(Command::Validate(a)) => Ok(a.prime_engines),
-            Ok(_) => panic!("not validate"),
-            Err(e) => Err(e.kind()),
+        let primes = |line: &str| {
+            parsed(line).map(|c| match c {
+                Command::Validate(a) => a.prime_engines,
+                _ => panic!("not validate"),
+            })
         };
         assert_eq!(primes("batchlab validate s.toml"), Ok(1));
         assert_eq!(primes("batchlab validate s.toml --prime-engines 0"), Ok(0));
