@@ -727,9 +727,9 @@ impl Engine {
             workspace_mib = memory.workspace() / MIB,
             used_mib = used_after_setup / MIB,
             used_before_mib = used_before / MIB,
-            first_gate_up_at = %format!("{:#x}", gpu.address(&weights.layers[0].gate_up)),
+            first_gate_up_at = %format!("{:#x}", weights.layers.first().map_or(0, |l| gpu.address(&l.gate_up))),
             lm_head_at = %format!("{:#x}", gpu.address(weights.lm_head())),
-            first_k_at = %format!("{:#x}", gpu.address(&k[0])),
+            first_k_at = %format!("{:#x}", k.first().map_or(0, |b| gpu.address(b))),
             last_v_at = %format!("{:#x}", v.last().map_or(0, |b| gpu.address(b))),
             "engine ready"
         );
