@@ -388,10 +388,10 @@ pub struct ValidateArgs {
     pub repeats: u32,
     /// Before the first measured run, build this many engines like its own, warm each up on the run's first
     /// requests and close it, so that what a process pays once (the allocator's first chunks, cuBLAS's handle, kernel
-    /// code loaded at its first launch) is not measured. On an H100 the first measured engine of a Poisson
-    /// validation ran its decode steps 4-5% slower than the next (`reports/order-h100/`); more priming engines is one
-    /// way to tell whether it is the engine's place in the process that does it. 0: none (the first run then
-    /// measures some of those one-off costs as its own workspace).
+    /// code loaded at its first launch) is not measured. 0: none (the first run then measures some of those one-off
+    /// costs as its own workspace). More do not steady the engines' pace: on an H100, engines built alike ran their
+    /// steps at one of two paces about 4% apart whatever their place in the process (`reports/pace-h100/`), which
+    /// `--repeats 3` sets apart.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=4), value_name = "N")]
     pub prime_engines: u32,
     /// Do not print the verdicts and the headline-metric table.
