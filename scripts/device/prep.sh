@@ -13,3 +13,29 @@ done
 export PATH="$D/bin:$PATH"
 export CUDA_HOME=${CUDA_HOME:-/usr/local/cuda}
 nvidia-smi --query-gpu=name,uuid,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv
+
+# Seconds left of the script's LIMIT (T0 and LIMIT set by the caller).
+left() { echo $(( LIMIT - ($(date +%s) - T0) )); }
+
+# calibrate --check each model into $OUT/cal while at least $1 seconds are left, logging to $OUT/logs.
+calibrate_models() {
+  local need=$1; shift
+  for m in "$@"; do
+    local l; l=$(left)
+    if [ "$l" -lt "$need" ]; then echo "no time for calibrate $m ($l s)" >> $OUT/logs/times; return; fi
+    timeout $((l - 5)) batchlab calibrate --model $m --check --out $OUT/cal > $OUT/logs/cal-$m.txt 2>&1
+    echo "calibrate $m rc $? $(date -u +%T)" >> $OUT/logs/times
+    tail -2 $OUT/logs/cal-$m.txt
+  done
+}
+
+# bench-kernels each model into $OUT/bench while at least $1 seconds are left.
+bench_models() {
+  local need=$1; shift
+  for m in "$@"; do
+    local l; l=$(left)
+    if [ "$l" -lt "$need" ]; then echo "no time for bench $m ($l s)" >> $OUT/logs/times; return; fi
+    timeout $((l - 2)) batchlab bench-kernels --model $m --out $OUT/bench/kernels-$m.md > $OUT/logs/bench-$m.txt 2>&1
+    echo "bench $m rc $? $(date -u +%T)" >> $OUT/logs/times
+  done
+}
