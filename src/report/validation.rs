@@ -98,31 +98,26 @@ fn decode_rows_table(v: &ValidationSummary) -> Option<Table> {
         return None;
     }
     ranges.sort_unstable_by_key(|r| r.0);
-    let mut headers = vec!["run".to_owned(), "policy".to_owned()];
-    headers.extend(ranges.iter().map(|&(fewest, most)| match most {
-        Some(m) if m == fewest => format!("{m}"),
-        Some(m) => format!("{fewest}–{m}"),
-        None => format!("{fewest}+"),
-    }));
-    let mut right = vec![false, false];
-    right.extend(ranges.iter().map(|_| true));
-    let rows = v
-        .runs
-        .iter()
-        .filter(|r| !r.decode_gpu_by_rows.is_empty())
-        .map(|r| {
-            let mut row = vec![Cell::text(&r.run), Cell::text(r.policy.clone().unwrap_or_default())];
-            row.extend(ranges.iter().map(|&(fewest, most)| {
+    let columns = ranges.iter().map(|&(fewest, most)| {
+        let title = match most {
+            Some(m) if m == fewest => format!("{m}"),
+            Some(m) => format!("{fewest}–{m}"),
+            None => format!("{fewest}+"),
+        };
+        (title, true)
+    });
+    let runs = v.runs.iter().filter(|r| !r.decode_gpu_by_rows.is_empty());
+    Some(run_table(runs, columns.collect(), |r| {
+        (ranges.iter())
+            .map(|&(fewest, most)| {
                 let g = r
                     .decode_gpu_by_rows
                     .iter()
                     .find(|g| (g.fewest, g.most) == (fewest, most));
                 signed_over(g.map(|g| g.signed))
-            }));
-            row
-        })
-        .collect();
-    Some(Table { headers, right, rows })
+            })
+            .collect()
+    }))
 }
 
 /// Each repeated run's measurements in the order taken (pass by pass): the pace of its steps against their predicted
@@ -130,16 +125,11 @@ fn decode_rows_table(v: &ValidationSummary) -> Option<Table> {
 fn measurements_table(v: &ValidationSummary) -> Option<Table> {
     let repeated: Vec<_> = v.runs.iter().filter(|r| r.repeat_paces.len() > 1).collect();
     let n = repeated.iter().map(|r| r.repeat_paces.len()).max()?;
-    let mut headers = vec!["run".to_owned(), "policy".to_owned()];
-    headers.extend((1..=n).map(|k| format!("pass {k}")));
-    let mut right = vec![false, false];
-    right.extend((1..=n).map(|_| true));
-    let rows = repeated
-        .iter()
-        .map(|r| {
-            let chosen = crate::validate::median_pace(&r.repeat_paces);
-            let mut row = vec![Cell::text(&r.run), Cell::text(r.policy.clone().unwrap_or_default())];
-            row.extend((0..n).map(|k| match r.repeat_paces.get(k) {
+    let columns = (1..=n).map(|k| (format!("pass {k}"), true)).collect();
+    Some(run_table(repeated, columns, |r| {
+        let chosen = crate::validate::median_pace(&r.repeat_paces);
+        (0..n)
+            .map(|k| match r.repeat_paces.get(k) {
                 Some(&p) => {
                     let tput = r
                         .repeat_throughputs
@@ -149,11 +139,32 @@ fn measurements_table(v: &ValidationSummary) -> Option<Table> {
                     Cell::number(format!("×{p:.3}{tput}{mark}"), p)
                 }
                 None => Cell::text("-"),
-            }));
+            })
+            .collect()
+    }))
+}
+
+/// A table of one row per run of `runs`: its name and policy, then `cells` of it under `columns` (title, whether
+/// right-aligned).
+fn run_table<'a>(
+    runs: impl IntoIterator<Item = &'a RunSummary>,
+    columns: Vec<(String, bool)>,
+    cells: impl Fn(&RunSummary) -> Vec<Cell>,
+) -> Table {
+    let (titles, aligned): (Vec<String>, Vec<bool>) = columns.into_iter().unzip();
+    let mut headers = vec!["run".to_owned(), "policy".to_owned()];
+    headers.extend(titles);
+    let mut right = vec![false, false];
+    right.extend(aligned);
+    let rows = runs
+        .into_iter()
+        .map(|r| {
+            let mut row = vec![Cell::text(&r.run), Cell::text(r.policy.clone().unwrap_or_default())];
+            row.extend(cells(r));
             row
         })
         .collect();
-    Some(Table { headers, right, rows })
+    Table { headers, right, rows }
 }
 
 /// A table of one row per step kind: the kind as the report names it, then `cells` of it under `headers`
@@ -605,47 +616,38 @@ pub(super) fn sections(v: &ValidationSummary) -> Vec<Section> {
         }),
     });
 
-    let mut headers = vec!["run".to_owned(), "policy".to_owned()];
-    let mut right = vec![false, false];
-    for (_, title) in HEADLINE_METRICS {
-        headers.push(format!("{title}: measured / simulated (error)"));
-        right.push(true);
-    }
-    headers.push("decode steps: median signed error".to_owned());
-    right.push(true);
-    headers.push("plans".to_owned());
-    right.push(false);
-    let rows = v
-        .runs
-        .iter()
-        .map(|r| {
-            let mut row = vec![Cell::text(&r.run), Cell::text(r.policy.clone().unwrap_or_default())];
-            for (metric, _) in HEADLINE_METRICS {
-                let m = r.metrics.iter().find(|m| m.metric == metric);
-                row.push(match m {
-                    Some(m) => {
-                        let text = format!(
-                            "{} / {} ({})",
-                            value(metric, m.measured),
-                            value(metric, m.simulated),
-                            percent(m.rel_error)
-                        );
-                        match m.rel_error {
-                            Some(e) => Cell::number(text, e),
-                            None => Cell::text(text),
-                        }
-                    }
-                    None => Cell::text(super::render::MISSING),
-                });
-            }
-            row.push(percent_cell(r.decode_signed));
-            row.push(Cell::text(match &r.plans {
-                PlanAgreement::Identical { .. } => "identical".to_owned(),
-                PlanAgreement::Diverged { step, .. } => format!("differ from step {step}"),
-            }));
-            row
-        })
+    let mut columns: Vec<(String, bool)> = (HEADLINE_METRICS.iter())
+        .map(|(_, title)| (format!("{title}: measured / simulated (error)"), true))
         .collect();
+    columns.push(("decode steps: median signed error".to_owned(), true));
+    columns.push(("plans".to_owned(), false));
+    let runs_table = run_table(&v.runs, columns, |r| {
+        let mut row = Vec::new();
+        for (metric, _) in HEADLINE_METRICS {
+            let m = r.metrics.iter().find(|m| m.metric == metric);
+            row.push(match m {
+                Some(m) => {
+                    let text = format!(
+                        "{} / {} ({})",
+                        value(metric, m.measured),
+                        value(metric, m.simulated),
+                        percent(m.rel_error)
+                    );
+                    match m.rel_error {
+                        Some(e) => Cell::number(text, e),
+                        None => Cell::text(text),
+                    }
+                }
+                None => Cell::text(super::render::MISSING),
+            });
+        }
+        row.push(percent_cell(r.decode_signed));
+        row.push(Cell::text(match &r.plans {
+            PlanAgreement::Identical { .. } => "identical".to_owned(),
+            PlanAgreement::Diverged { step, .. } => format!("differ from step {step}"),
+        }));
+        row
+    });
     out.push(Section {
         title: "Runs".to_owned(),
         paragraphs: vec![
@@ -655,7 +657,7 @@ pub(super) fn sections(v: &ValidationSummary) -> Vec<Section> {
              simulated ones' in `simulated/`, and each run's per-step table in `runs/<run>/step_errors.parquet`."
                 .to_owned(),
         ],
-        table: Some(Table { headers, right, rows }),
+        table: Some(runs_table),
     });
     out
 }
