@@ -111,7 +111,7 @@ pub fn calibrate(args: CalibrateArgs) -> Result<(), CliError> {
         grids.push(&offset_grid);
     }
     // The SM clock throughout, summed up per phase.
-    let sampler = sample_clock(&gpu, 10);
+    let sampler = gpu.sample_clock(std::time::Duration::from_millis(10));
     let tables_started = Instant::now();
     let mut profiles = run_grids(&gpu, &cfg, &grids, "points")?.into_iter();
     let mut profile = profiles.next().expect("one profile per grid");
@@ -345,7 +345,7 @@ pub fn bench_engine(args: BenchEngineArgs) -> Result<(), CliError> {
         engines: args.engines,
         kv_tokens: args.kv_tokens,
     };
-    let sampler = args.clock_every.and_then(|ms| sample_clock(&gpu, ms));
+    let sampler = (args.clock_every).and_then(|ms| gpu.sample_clock(std::time::Duration::from_millis(ms)));
     let started = Instant::now();
     let (result, _gpu) = bench_engine(gpu, &model, at, &variants, &ours, &mut |_| pb.inc(1))
         .map_err(|e| CliError::Failed(anyhow::anyhow!(e)))?;
@@ -373,13 +373,6 @@ pub fn bench_engine(args: BenchEngineArgs) -> Result<(), CliError> {
     }
     println!("{md}");
     Ok(())
-}
-
-/// Samples `gpu`'s SM clock every `ms` milliseconds from now on; `None`, with a warning, where it cannot.
-fn sample_clock(gpu: &Gpu, ms: u64) -> Option<ClockSampler> {
-    gpu.clock_sampler(std::time::Duration::from_millis(ms))
-        .map_err(|e| tracing::warn!("the SM clock will not be on record: {e}"))
-        .ok()
 }
 
 /// The clock readings of `trace` taken from `from` to `to`, summed up; `None` without any.

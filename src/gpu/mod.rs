@@ -378,6 +378,13 @@ impl Gpu {
         clocks::ClockSampler::start(uuid.bytes.map(|b| b as u8), every)
     }
 
+    /// [`Gpu::clock_sampler`], or `None` with a warning that the SM clock will not be on record.
+    pub fn sample_clock(&self, every: std::time::Duration) -> Option<clocks::ClockSampler> {
+        self.clock_sampler(every)
+            .map_err(|e| tracing::warn!("the SM clock will not be on record: {e}"))
+            .ok()
+    }
+
     /// What the kernels were compiled for.
     pub fn target(&self) -> CompileTarget {
         self.target

@@ -114,10 +114,7 @@ impl Backend for EngineBackend {
             .take()
             .ok_or("the GPU was lost by an earlier run that failed")?;
         if !self.primed {
-            self.clocks = gpu
-                .clock_sampler(CLOCK_EVERY)
-                .map_err(|e| tracing::warn!("the SM clock will not be on record: {e}"))
-                .ok();
+            self.clocks = gpu.sample_clock(CLOCK_EVERY);
             for _ in 0..self.prime_engines {
                 gpu = self.prime(gpu, run, gemm.clone(), spec.scenario.seed)?;
             }
