@@ -1,12 +1,14 @@
 # Sourced by the other scripts here, on the GPU machine, from the repository root: unpacks the binaries built on a
 # development machine and put in the git-ignored .device/ (xz-compressed: batchlab.xz, gpu_engine.xz, ...) into
-# .device/bin, puts that on PATH and prints the card.
+# .device/bin (those of .device/old/, another build to compare with, as old-<name>), puts that on PATH and prints
+# the card.
 set -u
 D=$(pwd)/.device
 mkdir -p "$D/bin"
-for f in "$D"/*.xz; do
+for f in "$D"/*.xz "$D"/old/*.xz; do
   [ -e "$f" ] || continue
   b=$(basename "$f" .xz)
+  case $f in "$D"/old/*) b=old-$b ;; esac
   if command -v xz >/dev/null; then xz -dc "$f" > "$D/bin/$b"; else python3 -c "import lzma,sys;open(sys.argv[2],'wb').write(lzma.open(sys.argv[1]).read())" "$f" "$D/bin/$b"; fi
   chmod +x "$D/bin/$b"
 done
@@ -39,3 +41,8 @@ bench_models() {
     echo "bench $m rc $? $(date -u +%T)" >> $OUT/logs/times
   done
 }
+
+# At most 8 files come back from $OUT: when the calling script exits, whatever it wrote there goes into one
+# results.tar.xz.
+pack() { (cd "$OUT" && find . -type f ! -name results.tar.xz | sort | tar cJf results.tar.xz -T - --remove-files); }
+trap pack EXIT
