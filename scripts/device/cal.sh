@@ -1,9 +1,7 @@
 # Calibrate both models (with --check), then bench-kernels both, while LIMIT seconds (default 300) last.
 set -u
 source scripts/device/prep.sh
-mkdir -p $OUT/logs $OUT/bench $OUT/cal
-T0=$(date +%s); LIMIT=${LIMIT:-300}
-echo "rev $(cat .device/rev.txt) start $(date -u +%T)" > $OUT/logs/times
+begin 300
 calibrate_models 100 qwen2.5-1.5b qwen2.5-0.5b
 bench_models 25 qwen2.5-1.5b qwen2.5-0.5b
 cat $OUT/logs/times

@@ -4,17 +4,8 @@
 # round needs left (default 240, to leave the calibrations theirs); CAL=0: no calibration.
 set -u
 source scripts/device/prep.sh
-mkdir -p $OUT/logs $OUT/bench $OUT/cal
-T0=$(date +%s); LIMIT=${LIMIT:-440}
-echo "rev $(cat .device/rev.txt) start $(date -u +%T)" > $OUT/logs/times
-gpu_kernels --ignored --test-threads=1 --skip kernel_timings_report > $OUT/logs/gpu-kernels.txt 2>&1
-rc=$?; echo "kernel tests rc $rc $(date -u +%T)" >> $OUT/logs/times
-grep -a "test result\|FAILED\|panicked" $OUT/logs/gpu-kernels.txt | head -20
-if [ $rc -ne 0 ]; then cat $OUT/logs/times; exit 1; fi
-gpu_engine --ignored --test-threads=1 --skip transformers > $OUT/logs/gpu-engine.txt 2>&1
-rc=$?; echo "engine tests rc $rc $(date -u +%T)" >> $OUT/logs/times
-grep -a "test result\|FAILED\|panicked" $OUT/logs/gpu-engine.txt | head -20
-if [ $rc -ne 0 ]; then cat $OUT/logs/times; exit 1; fi
+begin 440
+gpu_tests gpu_kernels --skip kernel_timings_report && gpu_tests gpu_engine --skip transformers || exit 1
 # qwen2.5-0.5b alternating: the build before, this one, this one again, the build before again; then qwen2.5-1.5b.
 for x in qwen2.5-0.5b:old-batchlab:a qwen2.5-0.5b:batchlab:a qwen2.5-0.5b:batchlab:b qwen2.5-0.5b:old-batchlab:b \
   qwen2.5-1.5b:old-batchlab:a qwen2.5-1.5b:batchlab:a; do

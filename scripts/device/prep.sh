@@ -16,6 +16,24 @@ export PATH="$D/bin:$PATH"
 export CUDA_HOME=${CUDA_HOME:-/usr/local/cuda}
 nvidia-smi --query-gpu=name,uuid,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv
 
+# Starts the timed part of a script: the output folders, T0, LIMIT (default $1 seconds) and the times log.
+begin() {
+  mkdir -p $OUT/logs $OUT/bench $OUT/cal
+  T0=$(date +%s); LIMIT=${LIMIT:-$1}
+  echo "rev $(cat .device/rev.txt 2>/dev/null) start $(date -u +%T)" > $OUT/logs/times
+}
+
+# Runs a GPU test binary's ignored tests one at a time (further arguments go to it, e.g. --skip NAME), logging to
+# $OUT/logs/<binary>.txt; prints the summary and any failure, returns the binary's status.
+gpu_tests() {
+  local bin=$1; shift
+  $bin --ignored --test-threads=1 "$@" > $OUT/logs/$bin.txt 2>&1
+  local rc=$?
+  echo "$bin rc $rc $(date -u +%T)" >> $OUT/logs/times
+  grep -a "test result\|FAILED\|panicked" $OUT/logs/$bin.txt | head -20
+  return $rc
+}
+
 # Seconds left of the script's LIMIT (T0 and LIMIT set by the caller).
 left() { echo $(( LIMIT - ($(date +%s) - T0) )); }
 

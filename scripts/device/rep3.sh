@@ -3,8 +3,7 @@ set -u
 source scripts/device/prep.sh
 mkdir -p $OUT/logs
 date -u +%T > $OUT/logs/start
-gpu_engine --ignored --test-threads=1 --skip transformers > $OUT/logs/gpu-engine.txt 2>&1; echo "engine tests rc $?" >> $OUT/logs/gpu-engine.txt
-tail -5 $OUT/logs/gpu-engine.txt
+gpu_tests gpu_engine --skip transformers
 PROF=""
 if nvidia-smi --query-gpu=name --format=csv,noheader | grep -q H200; then PROF="--set cost.profile=../calibration/h200/{model}.json"; fi
 export BATCHLAB_LOG=batchlab::engine::forward=info,batchlab::validate=info

@@ -2,9 +2,7 @@
 # seconds (default 570) last; the output folder (less its runs/) comes back in results.tar.xz.
 set -u
 source scripts/device/prep.sh
-mkdir -p $OUT/logs
-T0=$(date +%s); LIMIT=${LIMIT:-570}
-echo "rev $(cat .device/rev.txt) start $(date -u +%T)" > $OUT/logs/times
+begin 570
 PROF=()
 if nvidia-smi --query-gpu=name --format=csv,noheader | grep -q H200; then
   PROF=(--set hardware.gpu=h200 --set 'cost.profile=../calibration/h200/{model}.json')
