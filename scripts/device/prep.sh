@@ -34,6 +34,9 @@ gpu_tests() {
   return $rc
 }
 
+# Whether the card is an H200 (whose profiles are calibration/h200/'s, not the default H100's).
+on_h200() { nvidia-smi --query-gpu=name --format=csv,noheader | grep -q H200; }
+
 # Seconds left of the script's LIMIT (T0 and LIMIT set by the caller).
 left() { echo $(( LIMIT - ($(date +%s) - T0) )); }
 

@@ -5,7 +5,7 @@ mkdir -p $OUT/logs
 date -u +%T > $OUT/logs/start
 gpu_tests gpu_engine --skip transformers
 PROF=""
-if nvidia-smi --query-gpu=name --format=csv,noheader | grep -q H200; then PROF="--set cost.profile=../calibration/h200/{model}.json"; fi
+if on_h200; then PROF="--set cost.profile=../calibration/h200/{model}.json"; fi
 export BATCHLAB_LOG=batchlab::engine::forward=info,batchlab::validate=info
 for p in 1 2; do
   date -u +%T >> $OUT/logs/start
@@ -16,4 +16,4 @@ for p in 1 2; do
   grep -A12 "pass by pass" $OUT/p$p/validation.md
 done
 date -u +%T >> $OUT/logs/start
-cd $OUT && rm -rf p*/runs p*/simulated/runs && tar czf res.tgz p1 p2 && rm -rf p1 p2
+rm -rf $OUT/p*/runs $OUT/p*/simulated/runs

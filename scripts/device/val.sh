@@ -4,7 +4,7 @@ set -u
 source scripts/device/prep.sh
 begin 570
 PROF=()
-if nvidia-smi --query-gpu=name --format=csv,noheader | grep -q H200; then
+if on_h200; then
   PROF=(--set hardware.gpu=h200 --set 'cost.profile=../calibration/h200/{model}.json')
 fi
 timeout $(( $(left) - 25 )) batchlab validate scenarios/seed-matrix.toml --repeats 3 --out /tmp/seed "${PROF[@]}" \
