@@ -15,5 +15,5 @@ for x in qwen2.5-0.5b:old-batchlab:a qwen2.5-0.5b:batchlab:a qwen2.5-0.5b:batchl
   echo "bench $m $b $r rc $? $(date -u +%T)" >> $OUT/logs/times
 done
 for f in $OUT/bench/*.md; do echo "== $f"; grep -a "attention decode | batch" $f | head -5; done
-[ "${CAL:-1}" = 1 ] && calibrate_models 100 qwen2.5-1.5b qwen2.5-0.5b
+[ "${CAL:-1}" = 1 ] && calibrate_models 100 qwen2.5-1.5b qwen2.5-0.5b && keep_profiles
 cat $OUT/logs/times

@@ -37,6 +37,37 @@ gpu_tests() {
 # Whether the card is an H200 (whose profiles are calibration/h200/'s, not the default H100's).
 on_h200() { nvidia-smi --query-gpu=name --format=csv,noheader | grep -q H200; }
 
+# The calibration/ folder of this card's profiles.
+card_dir() { if on_h200; then echo calibration/h200; else echo calibration/h100-80gb-hbm3; fi; }
+
+# The profiles calibrated into $OUT/cal, kept in /tmp/profiles for a later call on the same machine start (the
+# repository's copy there is replaced by the development machine's at every call) and put in calibration/ now.
+keep_profiles() {
+  ls $OUT/cal/*.json > /dev/null 2>&1 || return 0
+  mkdir -p /tmp/profiles && cp $OUT/cal/* /tmp/profiles/ && use_kept_profiles
+}
+
+# Profiles kept by an earlier call of this machine start (keep_profiles), copied into this card's calibration/.
+use_kept_profiles() {
+  ls /tmp/profiles/*.json > /dev/null 2>&1 || return 0
+  cp /tmp/profiles/* "$(card_dir)/"
+  echo "profiles of this start in $(card_dir): $(cd /tmp/profiles && echo *)" >> $OUT/logs/times
+}
+
+# validate scenarios/seed-matrix.toml --repeats 3 against this card's profiles in calibration/ while the script's
+# LIMIT lasts; the output folder, less its runs/, into $OUT/seed.
+validate_seed() {
+  local prof=()
+  if on_h200; then
+    prof=(--set hardware.gpu=h200 --set 'cost.profile=../calibration/h200/{model}.json')
+  fi
+  timeout $(( $(left) - 25 )) batchlab validate scenarios/seed-matrix.toml --repeats 3 --out /tmp/seed "${prof[@]}" \
+    > $OUT/logs/seed.txt 2>&1
+  echo "seed rc $? $(date -u +%T)" >> $OUT/logs/times
+  sed -n '/## Verdict/,/## Sensitivity/p' /tmp/seed/validation.md | head -40
+  rm -rf /tmp/seed/runs /tmp/seed/simulated/runs && mv /tmp/seed $OUT/seed
+}
+
 # Seconds left of the script's LIMIT (T0 and LIMIT set by the caller).
 left() { echo $(( LIMIT - ($(date +%s) - T0) )); }
 
