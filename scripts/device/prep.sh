@@ -61,6 +61,7 @@ validate_seed() {
   if on_h200; then
     prof=(--set hardware.gpu=h200 --set 'cost.profile=../calibration/h200/{model}.json')
   fi
+  rm -rf /tmp/seed
   timeout $(( $(left) - 25 )) batchlab validate scenarios/seed-matrix.toml --repeats 3 --out /tmp/seed "${prof[@]}" \
     > $OUT/logs/seed.txt 2>&1
   echo "seed rc $? $(date -u +%T)" >> $OUT/logs/times
