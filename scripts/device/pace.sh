@@ -4,8 +4,7 @@
 set -u
 source scripts/device/prep.sh
 mkdir -p $OUT/logs $OUT/bench
-PROF=calibration/h100-80gb-hbm3/qwen2.5-1.5b.json
-if on_h200; then PROF=calibration/h200/qwen2.5-1.5b.json; fi
+PROF=$(card_dir)/qwen2.5-1.5b.json
 export BATCHLAB_LOG=batchlab::engine::forward=info
 for kv in 2566432 default; do
   extra=""; [ $kv = default ] || extra="--kv-tokens $kv"
