@@ -1,7 +1,7 @@
 # On the development machine, right after a call of land.sh or cal.sh: unpacks the call's results.tar.xz (from the
 # folder the device tool put it in, its files_at) into /tmp/device-results and copies the profiles it holds into the
-# calibration/ folder of their card (the card named in each profile's fingerprint), so that val.sh can follow on
-# the same machine start (it stays warm only seconds after a call).
+# calibration/ folder of their card (the card named in each profile's fingerprint), to be committed (val.sh on the
+# GPU machine uses the copies land.sh kept there).
 # Usage: bash scripts/device/copyin.sh FILES_AT
 set -eu
 from=${1:?the folder that holds results.tar.xz}
