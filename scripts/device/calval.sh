@@ -1,9 +1,11 @@
-# Calibrate both models with --check (no GPU tests, no benchmark: for a second card, the kernels having passed their
-# tests on the first), put the profiles in this card's calibration/ and validate the seed matrix against them, all
-# in one call while LIMIT seconds (default 590) last.
+# Calibrate both models with --check (no benchmark, no GPU tests but a glu build's (.device/glu/) SiLU·mul kernel
+# tests and engine-against-reference tests, which choose it if they pass: for a second card, the kernels having passed
+# all their tests on the first), put the profiles in this card's calibration/ and validate the seed matrix against
+# them, all in one call while LIMIT seconds (default 590) last.
 set -u
 source scripts/device/prep.sh
 begin 590
+try_glu silu_mul the_reference
 calibrate_models 100 qwen2.5-1.5b qwen2.5-0.5b
 keep_profiles
 validate_seed

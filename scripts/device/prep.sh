@@ -1,18 +1,41 @@
 # Sourced by the other scripts here, on the GPU machine, from the repository root: unpacks the binaries built on a
 # development machine and put in the git-ignored .device/ (xz-compressed: batchlab.xz, gpu_engine.xz, ...) into
-# .device/bin (those of .device/old/, another build to compare with, as old-<name>), puts that on PATH and prints
-# the card.
+# .device/bin (those of .device/old/, another build to compare with, as old-<name>; those of .device/glu/, a build
+# with one more change to try first, as glu-<name>), puts that on PATH and prints the card. Where an earlier call of
+# this machine start chose the glu build (use_glu), its binaries take the plain names again.
 set -u
 D=$(pwd)/.device
 mkdir -p "$D/bin"
-for f in "$D"/*.xz "$D"/old/*.xz; do
+for f in "$D"/*.xz "$D"/old/*.xz "$D"/glu/*.xz; do
   [ -e "$f" ] || continue
   b=$(basename "$f" .xz)
-  case $f in "$D"/old/*) b=old-$b ;; esac
+  case $f in "$D"/old/*) b=old-$b ;; "$D"/glu/*) b=glu-$b ;; esac
   if command -v xz >/dev/null; then xz -dc "$f" > "$D/bin/$b"; else python3 -c "import lzma,sys;open(sys.argv[2],'wb').write(lzma.open(sys.argv[1]).read())" "$f" "$D/bin/$b"; fi
   chmod +x "$D/bin/$b"
 done
 export PATH="$D/bin:$PATH"
+
+# The glu build's binaries under the plain names from now on, on this machine start (/tmp/build-choice) too.
+use_glu() {
+  local f
+  for f in "$D"/bin/glu-*; do mv "$f" "$D/bin/${f##*/glu-}"; done
+  cp "$D/glu/rev.txt" "$D/rev.txt" 2>/dev/null
+  echo glu > /tmp/build-choice
+}
+[ "$(cat /tmp/build-choice 2>/dev/null)" = glu ] && [ -e "$D/bin/glu-batchlab" ] && use_glu
+
+# Whether there is a glu build whose GPU tests pass (further arguments go to both test binaries, as gpu_tests's);
+# if so, use_glu.
+try_glu() {
+  [ -e "$D/bin/glu-gpu_kernels" ] && [ -e "$D/bin/glu-gpu_engine" ] || return 1
+  if gpu_tests glu-gpu_kernels "$@" && gpu_tests glu-gpu_engine "$@"; then
+    use_glu
+    echo "glu build chosen: $(cat "$D/rev.txt")" >> $OUT/logs/times
+  else
+    echo "glu build failed its tests: the build without it" >> $OUT/logs/times
+    return 1
+  fi
+}
 export CUDA_HOME=${CUDA_HOME:-/usr/local/cuda}
 nvidia-smi --query-gpu=name,uuid,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv
 
