@@ -510,14 +510,6 @@ __device__ __forceinline__ void attn_decode_tc_impl(const half_t* __restrict__ q
                                                     float* __restrict__ part_out, float* __restrict__ part_ml,
                                                     int* __restrict__ counters, const int* __restrict__ part_plan,
                                                     int q_heads, int num_parts, int part_size, float scale) {
-    // A decode graph is launched with a grid for the most partitions its steps can need; each step's own split
-    // (the one a launch for that step alone would use) is read from part_plan = {num_parts, part_size}, written by
-    // the host before the graph runs. Blocks past it have nothing to do.
-    if (part_plan != nullptr) {
-        num_parts = part_plan[0];
-        part_size = part_plan[1];
-    }
-    if ((int)blockIdx.z >= num_parts) return;
     constexpr int STAGES = D <= 64 ? DEC_STAGES_D64 : DEC_STAGES_D128;
     constexpr int WARPS = D <= 64 ? DEC_TC_WARPS_D64 : DEC_TC_WARPS_D128;
     constexpr int THREADS = WARPS * 32;
@@ -532,40 +524,57 @@ __device__ __forceinline__ void attn_decode_tc_impl(const half_t* __restrict__ q
     half_t* kv_s = reinterpret_cast<half_t*>(smem);
     half_t* q_s = reinterpret_cast<half_t*>(smem + REGION);
 
+    // Until pdl_wait below the block reads only the step's uploaded inputs (split, context lengths, block tables),
+    // which no kernel writes, so under programmatic launch this part overlaps the kernel before. The loads are
+    // issued so that their latencies overlap: the context length and the partition's block ids together, then
+    // (after the wait) Q together with the first chunks of K and V: two global-memory round trips before the first
+    // chunk lands instead of four one after another. (On an H100, qwen2.5-0.5b's decode attention took its bytes at
+    // the copy bandwidth plus about 10 us whatever their number: 32.4 us at 64 x 2,048, 54.9 us at 256 x 1,024.)
+    //
+    // A decode graph is launched with a grid for the most partitions its steps can need; each step's own split
+    // (the one a launch for that step alone would use) is read from part_plan = {num_parts, part_size}, written by
+    // the host before the graph runs. Blocks past it have nothing to do.
+    if (part_plan != nullptr) {
+        num_parts = part_plan[0];
+        part_size = part_plan[1];
+    }
+    if ((int)blockIdx.z >= num_parts) return;
+
     const int kvh = blockIdx.x, s = blockIdx.y, part = blockIdx.z;
     const int group = q_heads / pc.kv_heads;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int ctx = max(0, min(context_lens[s], pc.max_blocks_per_seq * pc.block_size));
     const int start = part * part_size;
-    const int n = min(start + part_size, ctx) - start;
+    const int first = start / pc.block_size;
     const int* bt = pc.block_tables + (size_t)s * pc.max_blocks_per_seq;
 
     // The cache slots of the partition's tokens (-1: none), looked up once: the copy loop below then issues its
     // loads without waiting on a block-table read first. Each cache block's id is read from global memory once, not
     // once per token (at 1,024 tokens a partition, eight rounds of block-table reads a thread), into the K/V staging
-    // area, which is free until the copies start.
+    // area, which is free until the copies start. Every id the partition could span is read, before its length is
+    // known (ids past the context are read and not used; the table's row has max_blocks_per_seq of them).
     __shared__ int slot_s[DEC_PART_TC];
-    {
-        int* blk_s = reinterpret_cast<int*>(smem);  // at most DEC_PART_TC ids: far inside REGION
-        const int first = start / pc.block_size;
-        const int blocks = n > 0 ? (start + n - 1) / pc.block_size - first + 1 : 0;
-        for (int j = threadIdx.x; j < blocks; j += THREADS) blk_s[j] = bt[first + j];
-        __syncthreads();
-        for (int i = threadIdx.x; i < n; i += THREADS) {
-            const int t = start + i, blk = blk_s[t / pc.block_size - first];
-            slot_s[i] = blk < 0 || blk >= pc.num_blocks ? -1 : blk * pc.block_size + t % pc.block_size;
-        }
+    const int ctx_in = context_lens[s];
+    int* blk_s = reinterpret_cast<int*>(smem);  // at most DEC_PART_TC ids: far inside REGION
+    const int span = min((start + part_size - 1) / pc.block_size + 1, pc.max_blocks_per_seq) - first;
+    for (int j = threadIdx.x; j < span; j += THREADS) blk_s[j] = bt[first + j];
+    const int ctx = max(0, min(ctx_in, pc.max_blocks_per_seq * pc.block_size));
+    const int n = min(start + part_size, ctx) - start;
+    __syncthreads();
+    for (int i = threadIdx.x; i < n; i += THREADS) {
+        const int t = start + i, blk = blk_s[t / pc.block_size - first];
+        slot_s[i] = blk < 0 || blk >= pc.num_blocks ? -1 : blk * pc.block_size + t % pc.block_size;
     }
-    // Q rows 0..group-1 are the group's heads; rows up to 16 are zero.
+    // Q and the newest token's K and V are written by the kernels before this one.
+    pdl_wait();
+    // Q rows 0..group-1 are the group's heads; rows up to 16 are zero-filled. Its own commit group, the oldest.
     for (int c = threadIdx.x; c < 16 * (D / 8); c += THREADS) {
         const int r = c / (D / 8), ch = c % (D / 8);
-        uint4 v = make_uint4(0, 0, 0, 0);
-        if (r < group) v = *reinterpret_cast<const uint4*>(q + ((size_t)s * q_heads + kvh * group + r) * D + ch * 8);
-        *reinterpret_cast<uint4*>(q_s + r * RS + ch * 8) = v;
+        const bool ok = r < group;
+        cp_async16(smem_addr(q_s + r * RS + ch * 8), ok ? q + ((size_t)s * q_heads + kvh * group + r) * D + ch * 8 : q,
+                   ok);
     }
-    __syncthreads();
-    WarpState<D> st;
-    warp_state_init<D>(st, q_s);
+    cp_async_commit();
+    __syncthreads();  // every slot is written, every block id read: the staging area is the copies' now
     const float scale_log2 = scale * LOG2E;
 
     // Each warp streams its chunks of 16 tokens through STAGES buffers: the next STAGES - 1 chunks' K and V are in
@@ -596,6 +605,11 @@ __device__ __forceinline__ void attn_decode_tc_impl(const half_t* __restrict__ q
         if (warp * 16 + k * STRIDE < n) issue(warp * 16 + k * STRIDE, k);
         cp_async_commit();
     }
+    // Q's group, older than the STAGES - 1 chunks' just issued, has landed; the barrier shows every thread's part.
+    cp_async_wait<STAGES - 1>();
+    __syncthreads();
+    WarpState<D> st;
+    warp_state_init<D>(st, q_s);
     int buf = 0;
     for (int c0 = warp * 16; c0 < n; c0 += STRIDE) {
         const int ahead = c0 + (STAGES - 1) * STRIDE;
@@ -909,7 +923,7 @@ __device__ __forceinline__ void attn_prefill_tc_impl(const half_t* __restrict__ 
         const int* context_lens, half_t* out, float* part_out, float* part_ml, int* counters,                      \
         const int* part_plan, int q_heads, int kv_heads, int block_size, int max_blocks_per_seq, int num_blocks,  \
         int num_parts, int part_size, float scale) {                                                               \
-        pdl_begin();                                                                                               \
+        pdl_trigger(); /* attn_decode_tc_impl waits once it has read the step's uploaded inputs */                 \
         Paged pc{k_cache, v_cache, block_tables, kv_heads, block_size, max_blocks_per_seq, num_blocks};          \
         attn_decode_tc_impl<D>(q, pc, context_lens, out, part_out, part_ml, counters, part_plan, q_heads, num_parts, \
                                part_size, scale);                                                                  \

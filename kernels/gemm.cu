@@ -332,6 +332,134 @@ GEMM_SKINNY_KERNEL(gemm_s64_f16, 8, 2, 4, 2)
 // Up to 64 tokens, 16 weight rows per block, 8 warps splitting k (half the k loop per warp).
 GEMM_SKINNY_KERNEL(gemm_s64w_f16, 8, 1, 8, 2)
 
+// Staged skinny GEMM for 17 to 64 tokens. The skinny kernels above re-read every token row for each 16 or 32
+// weight rows, so at 64 tokens the tokens' traffic outweighs the weights'. Here a block of WARPS warps takes
+// 16 * WARPS weight rows and TOKS (32 or 64) token rows of its k range: the tokens are staged in shared memory a chunk of
+// 128 k at a time (cp.async, STAGES buffers) and read from there by every warp, while each warp streams its own 16
+// weight rows straight into registers, as the skinny kernels do, with the same permutation of k (thread (g, t) holds
+// the 8 halves at 32u + 8t of a unit u, for weight rows g and g + 8 and for token g of each group of 8). The next
+// chunk's weights are in flight while this chunk's products are taken. Token row r's 16-byte chunk c sits at
+// c ^ 4(r & 1) so that the two token rows a quarter-warp reads fall on distinct banks. blockIdx.x picks the weight
+// rows, blockIdx.y TOKS tokens, blockIdx.z a split-K slice of k_tiles_per_split chunks (with `partial`, as above). The
+// sums leave through the freed buffers, so that each token's outputs are stored as one contiguous run.
+template <int TOKS, int WARPS, int STAGES>
+__device__ __forceinline__ void gemm_staged_impl(const half_t* __restrict__ x, const half_t* __restrict__ w,
+                                                 const half_t* __restrict__ bias, half_t* __restrict__ y,
+                                                 float* __restrict__ partial, int M, int N, int K,
+                                                 int k_tiles_per_split) {
+    constexpr int KC = 128, CH = KC / 8, ROWS = 16 * WARPS, THREADS = WARPS * 32;
+    constexpr int RED = ROWS + 4;  // a reduction row's stride: the lanes' (2t, g) fall on distinct banks
+    static_assert(STAGES >= 2, "one chunk lands while another is used");
+    static_assert(TOKS * RED * 4 <= STAGES * TOKS * KC * 2, "the sums fit in the token buffers");
+    half_t* xs = gemm_smem;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int g = lane >> 2, t = lane & 3;
+    const int rb = blockIdx.x * ROWS, r0 = rb + warp * 16, m0 = blockIdx.y * TOKS;
+    const int chunks = (K + KC - 1) / KC;
+    const int c_begin = blockIdx.z * k_tiles_per_split;
+    const int c_end = min(chunks, c_begin + k_tiles_per_split);
+    const int n_chunks = c_end - c_begin;
+    // Token groups of 8 that hold a token of this block (the others' products are skipped, warp-uniformly).
+    const int groups = min(TOKS / 8, (M - m0 + 7) / 8);
+
+    const uint4 zero = make_uint4(0, 0, 0, 0);
+    auto load_w = [&](uint4 (&wr)[4][2], int c) {
+#pragma unroll
+        for (int u = 0; u < 4; ++u)
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                const int r = r0 + g + 8 * h, k = c * KC + u * 32 + 8 * t;
+                wr[u][h] = c < c_end && r < N && k < K ? ld_stream16(w + (size_t)r * K + k) : zero;
+            }
+    };
+    auto load_x = [&](int stage, int c) {
+        const int k0 = c * KC;
+        for (int i = tid; i < TOKS * CH; i += THREADS) {
+            const int r = i / CH, ch = i % CH;
+            const bool ok = m0 + r < M && k0 + ch * 8 < K;
+            const half_t* src = ok ? x + (size_t)(m0 + r) * K + k0 + ch * 8 : x;
+            cp_async16(smem_addr(xs + ((size_t)stage * TOKS + r) * KC + (ch ^ ((r & 1) << 2)) * 8), src, ok);
+        }
+    };
+
+    float acc[TOKS / 8][4];
+#pragma unroll
+    for (int j = 0; j < TOKS / 8; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
+    uint4 wa[4][2], wb[4][2];
+    // The weights are no kernel's output: the first chunk's may load while the kernel before still runs.
+    load_w(wa, c_begin);
+    pdl_wait();
+#pragma unroll
+    for (int s = 0; s < STAGES - 1; ++s) {
+        if (s < n_chunks) load_x(s, c_begin + s);
+        cp_async_commit();
+    }
+    for (int i = 0; i < n_chunks; ++i) {
+        const int c = c_begin + i;
+        load_w(wb, c + 1);  // zeros past the slice's end
+        cp_async_wait<STAGES - 2>();
+        __syncthreads();  // chunk i has landed for everyone, and chunk i-1's buffer is free to overwrite
+        if (i + STAGES - 1 < n_chunks) load_x((i + STAGES - 1) % STAGES, c + STAGES - 1);
+        cp_async_commit();  // an empty group keeps the wait count uniform at the tail
+        const half_t* xc = xs + (size_t)(i % STAGES) * TOKS * KC;
+#pragma unroll
+        for (int u = 0; u < 4; ++u) {
+            const u32 a0[4] = {wa[u][0].x, wa[u][1].x, wa[u][0].y, wa[u][1].y};
+            const u32 a1[4] = {wa[u][0].z, wa[u][1].z, wa[u][0].w, wa[u][1].w};
+#pragma unroll
+            for (int j = 0; j < TOKS / 8; ++j) {
+                if (j >= groups) break;
+                const int row = j * 8 + g;
+                const uint4 xv =
+                    *reinterpret_cast<const uint4*>(xc + row * KC + ((u * 4 + t) ^ ((row & 1) << 2)) * 8);
+                mma_16816(acc[j], a0, xv.x, xv.y);
+                mma_16816(acc[j], a1, xv.z, xv.w);
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < 4; ++u)
+#pragma unroll
+            for (int h = 0; h < 2; ++h) wa[u][h] = wb[u][h];
+    }
+    cp_async_wait<0>();
+    pdl_trigger();
+    __syncthreads();  // every warp is done with the token buffers
+
+    // acc[j]: weight rows g (+8) of this warp's 16, tokens j*8 + 2t (+1).
+    float* red = reinterpret_cast<float*>(gemm_smem);
+#pragma unroll
+    for (int j = 0; j < TOKS / 8; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) red[(j * 8 + 2 * t + (e & 1)) * RED + warp * 16 + g + 8 * (e >> 1)] = acc[j][e];
+    __syncthreads();
+    for (int i = tid; i < TOKS * ROWS; i += THREADS) {
+        const int tt = i / ROWS, rr = i % ROWS;
+        const int r = rb + rr, m = m0 + tt;
+        if (r >= N || m >= M) continue;
+        float v = red[tt * RED + rr];
+        if (partial != nullptr) {
+            partial[(size_t)blockIdx.z * M * N + (size_t)m * N + r] = v;
+        } else {
+            if (bias != nullptr) v += h2f(bias[r]);
+            y[(size_t)m * N + r] = f2h(v);
+        }
+    }
+}
+
+#define GEMM_STAGED_KERNEL(NAME, TOKS, WARPS, STAGES)                                                                     \
+    extern "C" __global__ void __launch_bounds__(WARPS * 32)                                                       \
+        NAME(const half_t* x, const half_t* w, const half_t* bias, half_t* y, float* partial, int M, int N, int K,  \
+             int k_tiles_per_split) {                                                                              \
+        gemm_staged_impl<TOKS, WARPS, STAGES>(x, w, bias, y, partial, M, N, K, k_tiles_per_split);                  \
+    }
+
+// Up to 64 tokens staged, 8 warps of 16 weight rows (128 a block), 3 chunks of 128 k in flight (48 KB).
+GEMM_STAGED_KERNEL(gemm_s64s_f16, 64, 8, 3)
+// The same with 4 warps (64 weight rows a block): twice the blocks, the tokens' traffic as large as the weights'.
+GEMM_STAGED_KERNEL(gemm_s64s4_f16, 64, 4, 3)
+// Up to 32 tokens staged, 8 warps of 16 weight rows, 3 chunks in flight (24 KB).
+GEMM_STAGED_KERNEL(gemm_s32s_f16, 32, 8, 3)
+
 // y[m, n] = sum over splits of partial[s][m][n] (+ bias[n]); grid-stride.
 extern "C" __global__ void gemm_splitk_reduce_f16(const float* __restrict__ partial, const half_t* __restrict__ bias,
                                                   half_t* __restrict__ y, int M, int N, int splits) {

@@ -51,10 +51,17 @@ pub enum GemmTile {
     S64,
     /// Skinny, up to 64 tokens × 16 weight rows, 8 warps splitting k.
     S64W,
+    /// Staged skinny: up to 64 tokens, staged in shared memory 128 k at a time and shared by 8 warps of 16 weight
+    /// rows each (128 a block), the weights streamed into registers.
+    S64S,
+    /// Staged skinny with 4 warps: 64 weight rows a block.
+    S64S4,
+    /// Staged skinny, up to 32 tokens, 8 warps of 16 weight rows.
+    S32S,
 }
 
 impl GemmTile {
-    pub const ALL: [GemmTile; 15] = [
+    pub const ALL: [GemmTile; 18] = [
         GemmTile::T128x128,
         GemmTile::T64x64,
         GemmTile::T64x64W8,
@@ -70,13 +77,25 @@ impl GemmTile {
         GemmTile::S32D,
         GemmTile::S64,
         GemmTile::S64W,
+        GemmTile::S64S,
+        GemmTile::S64S4,
+        GemmTile::S32S,
     ];
 
     /// Whether this is one of the skinny kernels (`gemm_s*`).
     pub fn is_skinny(self) -> bool {
         matches!(
             self,
-            Self::S8 | Self::S16 | Self::S32 | Self::S32N | Self::S32D | Self::S64 | Self::S64W
+            Self::S8
+                | Self::S16
+                | Self::S32
+                | Self::S32N
+                | Self::S32D
+                | Self::S64
+                | Self::S64W
+                | Self::S64S
+                | Self::S64S4
+                | Self::S32S
         )
     }
 
@@ -103,76 +122,23 @@ impl GemmTile {
             Self::S32D => "s32d",
             Self::S64 => "s64",
             Self::S64W => "s64w",
+            Self::S64S => "s64s",
+            Self::S64S4 => "s64s4",
+            Self::S32S => "s32s",
         }
     }
 
     /// The kernel's compile-time shape, as instantiated in kernels/gemm.cu.
     fn config(self) -> TileConfig {
         match self {
-            Self::T128x128 => TileConfig {
-                bm: 128,
-                bn: 128,
-                bk: 32,
-                stages: 4,
-                threads: 256,
-                id: KernelId::Gemm128x128F16,
-            },
-            Self::T64x64 => TileConfig {
-                bm: 64,
-                bn: 64,
-                bk: 64,
-                stages: 4,
-                threads: 128,
-                id: KernelId::Gemm64x64F16,
-            },
-            Self::T64x64W8 => TileConfig {
-                bm: 64,
-                bn: 64,
-                bk: 64,
-                stages: 4,
-                threads: 256,
-                id: KernelId::Gemm64x64W8F16,
-            },
-            Self::T16x64 => TileConfig {
-                bm: 16,
-                bn: 64,
-                bk: 64,
-                stages: 4,
-                threads: 128,
-                id: KernelId::Gemm16x64F16,
-            },
-            Self::T16x64S8 => TileConfig {
-                bm: 16,
-                bn: 64,
-                bk: 64,
-                stages: 8,
-                threads: 128,
-                id: KernelId::Gemm16x64S8F16,
-            },
-            Self::T16x128 => TileConfig {
-                bm: 16,
-                bn: 128,
-                bk: 64,
-                stages: 4,
-                threads: 256,
-                id: KernelId::Gemm16x128F16,
-            },
-            Self::T16x32 => TileConfig {
-                bm: 16,
-                bn: 32,
-                bk: 64,
-                stages: 4,
-                threads: 64,
-                id: KernelId::Gemm16x32F16,
-            },
-            Self::T32x64 => TileConfig {
-                bm: 32,
-                bn: 64,
-                bk: 64,
-                stages: 4,
-                threads: 128,
-                id: KernelId::Gemm32x64F16,
-            },
+            Self::T128x128 => TileConfig::tiled(128, 128, 32, 4, 256, KernelId::Gemm128x128F16),
+            Self::T64x64 => TileConfig::tiled(64, 64, 64, 4, 128, KernelId::Gemm64x64F16),
+            Self::T64x64W8 => TileConfig::tiled(64, 64, 64, 4, 256, KernelId::Gemm64x64W8F16),
+            Self::T16x64 => TileConfig::tiled(16, 64, 64, 4, 128, KernelId::Gemm16x64F16),
+            Self::T16x64S8 => TileConfig::tiled(16, 64, 64, 8, 128, KernelId::Gemm16x64S8F16),
+            Self::T16x128 => TileConfig::tiled(16, 128, 64, 4, 256, KernelId::Gemm16x128F16),
+            Self::T16x32 => TileConfig::tiled(16, 32, 64, 4, 64, KernelId::Gemm16x32F16),
+            Self::T32x64 => TileConfig::tiled(32, 64, 64, 4, 128, KernelId::Gemm32x64F16),
             Self::S8 => TileConfig::skinny(8, 16, 4, KernelId::GemmS8F16),
             Self::S16 => TileConfig::skinny(16, 16, 4, KernelId::GemmS16F16),
             Self::S32 => TileConfig::skinny(32, 32, 4, KernelId::GemmS32F16),
@@ -180,6 +146,9 @@ impl GemmTile {
             Self::S32D => TileConfig::skinny(32, 32, 4, KernelId::GemmS32dF16),
             Self::S64 => TileConfig::skinny(64, 32, 4, KernelId::GemmS64F16),
             Self::S64W => TileConfig::skinny(64, 16, 8, KernelId::GemmS64wF16),
+            Self::S64S => TileConfig::staged(64, 8, KernelId::GemmS64sF16),
+            Self::S64S4 => TileConfig::staged(64, 4, KernelId::GemmS64s4F16),
+            Self::S32S => TileConfig::staged(32, 8, KernelId::GemmS32sF16),
         }
     }
 }
@@ -191,9 +160,25 @@ struct TileConfig {
     stages: usize,
     threads: u32,
     id: KernelId,
+    /// The staged kernels (`gemm_s*s*`): only the token rows pass through shared memory.
+    staged: bool,
 }
 
 impl TileConfig {
+    /// A tiled kernel (`gemm_<bm>x<bn>*`): `bm` × `bn` tiles of `bk` k in `stages` shared-memory buffers, `threads`
+    /// as instantiated.
+    const fn tiled(bm: usize, bn: usize, bk: usize, stages: usize, threads: u32, id: KernelId) -> Self {
+        TileConfig {
+            bm,
+            bn,
+            bk,
+            stages,
+            threads,
+            id,
+            staged: false,
+        }
+    }
+
     /// A skinny kernel (`gemm_s*` in kernels/gemm.cu): `bm` tokens × `bn` weight rows, `warps` warps taking
     /// interleaved 32-k units (a k tile is one unit per warp), nothing staged in dynamic shared memory.
     const fn skinny(bm: usize, bn: usize, warps: usize, id: KernelId) -> Self {
@@ -204,11 +189,30 @@ impl TileConfig {
             stages: 0,
             threads: (warps * 32) as u32,
             id,
+            staged: false,
         }
     }
 
-    /// Dynamic shared memory: STAGES x (BM + BN) rows of BK + 8 halves (none for the skinny kernels).
+    /// A staged skinny kernel (`gemm_s*s*`): `bm` tokens × 16 weight rows per warp, the tokens staged in shared
+    /// memory a 128-k chunk at a time (a k tile is one chunk) in three buffers.
+    const fn staged(bm: usize, warps: usize, id: KernelId) -> Self {
+        TileConfig {
+            bm,
+            bn: 16 * warps,
+            bk: 128,
+            stages: 3,
+            threads: (warps * 32) as u32,
+            id,
+            staged: true,
+        }
+    }
+
+    /// Dynamic shared memory: STAGES x (BM + BN) rows of BK + 8 halves (none for the skinny kernels); for the staged
+    /// ones STAGES x BM token rows of BK halves, which later hold the block's f32 sums (BM rows of BN + 4).
     fn smem_bytes(&self) -> u32 {
+        if self.staged {
+            return (self.stages * self.bm * self.bk * 2).max(self.bm * (self.bn + 4) * 4) as u32;
+        }
         (self.stages * (self.bm + self.bn) * (self.bk + 8) * 2) as u32
     }
 }
