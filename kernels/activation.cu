@@ -1,38 +1,36 @@
 // SwiGLU activation: out = silu(gate) * up.
 #include "common.cuh"
 
-__device__ __forceinline__ float silu(float g) { return g / (1.0f + expf(-g)); }
-__device__ __forceinline__ u32 silu_mul_v(u32 g, u32 u) {
-    return pack2(silu(lo_f(g)) * lo_f(u), silu(hi_f(g)) * hi_f(u));
-}
-__device__ __forceinline__ uint4 silu_mul_v(uint4 g, uint4 u) {
-    return make_uint4(silu_mul_v(g.x, u.x), silu_mul_v(g.y, u.y), silu_mul_v(g.z, u.z), silu_mul_v(g.w, u.w));
-}
+// One (gate, up) pair of fp16 values -> silu(gate) * up.
+__device__ __forceinline__ float silu_mul_pair(u32 p) { return silu_mul_f(lo_f(p), hi_f(p)); }
 
-// Grid-stride over the output in vectors V (uint4: 8 values, u32: 2) of `per_row` a row.
-template <typename V>
-__device__ __forceinline__ void silu_mul_rows(const half_t* __restrict__ gate_up, half_t* __restrict__ out, int tokens,
-                                              unsigned per_row) {
-    const unsigned stride = gridDim.x * blockDim.x;
-    const unsigned total = (unsigned)tokens * per_row;
-    const V* in = reinterpret_cast<const V*>(gate_up);
-    V* o = reinterpret_cast<V*>(out);
-    for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) {
-        const unsigned t = i / per_row, p = i - t * per_row;
-        o[i] = silu_mul_v(in[(size_t)t * 2 * per_row + p], in[(size_t)t * 2 * per_row + per_row + p]);
-    }
-}
-
-// gate_up is [tokens, 2 * inter] (gate columns first, then up, as one fused gate/up GEMM writes them);
-// out is [tokens, inter]; `inter` is even and tokens * inter / 2 < 2^32 (checked by the host). Grid-stride over
-// 16-byte vectors of the output where `inter` is a multiple of 8 (every Qwen2 size), else over fp16 pairs; indices
-// are 32-bit (a 64-bit division per element made the loop compute-bound).
+// gate_up is [tokens, inter] pairs (gate, up): each output value's gate and up side by side, as the gate/up
+// weights are interleaved row by row (src/engine/device.rs; our GEMM's fused epilogue pairs them the same way).
+// out is [tokens, inter]; inter is even and tokens * inter / 2 < 2^32 (checked by the host). Both are one flat run,
+// so output value i comes from input pair i whatever its row: where tokens * inter is a multiple of 8 each thread
+// takes two 16-byte vectors of 4 pairs and writes one vector of 8 outputs, else two pairs and writes two. The
+// grid-stride index is 32-bit.
 extern "C" __global__ void silu_mul_f16(const half_t* __restrict__ gate_up, half_t* __restrict__ out, int tokens,
                                         int inter) {
     pdl_begin();
-    if ((inter & 7) == 0) {
-        silu_mul_rows<uint4>(gate_up, out, tokens, (unsigned)inter / 8);
+    const unsigned stride = gridDim.x * blockDim.x;
+    const unsigned long long values = (unsigned long long)tokens * (unsigned)inter;
+    if ((values & 7) == 0) {
+        const unsigned total = (unsigned)(values / 8);
+        const uint4* in = reinterpret_cast<const uint4*>(gate_up);
+        uint4* o = reinterpret_cast<uint4*>(out);
+        for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) {
+            const uint4 a = in[2 * (size_t)i], b = in[2 * (size_t)i + 1];
+            o[i] = make_uint4(pack2(silu_mul_pair(a.x), silu_mul_pair(a.y)), pack2(silu_mul_pair(a.z), silu_mul_pair(a.w)),
+                              pack2(silu_mul_pair(b.x), silu_mul_pair(b.y)), pack2(silu_mul_pair(b.z), silu_mul_pair(b.w)));
+        }
     } else {
-        silu_mul_rows<u32>(gate_up, out, tokens, (unsigned)inter / 2);
+        const unsigned total = (unsigned)(values / 2);
+        const uint2* in = reinterpret_cast<const uint2*>(gate_up);
+        u32* o = reinterpret_cast<u32*>(out);
+        for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) {
+            const uint2 a = in[i];
+            o[i] = pack2(silu_mul_pair(a.x), silu_mul_pair(a.y));
+        }
     }
 }

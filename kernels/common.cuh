@@ -27,6 +27,8 @@ __device__ __forceinline__ half_t f2h(float f) {
 __device__ __forceinline__ float lo_f(u32 v) { return h2f((half_t)(v & 0xffffu)); }
 __device__ __forceinline__ float hi_f(u32 v) { return h2f((half_t)(v >> 16)); }
 __device__ __forceinline__ u32 pack2(float a, float b) { return (u32)f2h(a) | ((u32)f2h(b) << 16); }
+// SwiGLU: silu(gate) * up.
+__device__ __forceinline__ float silu_mul_f(float gate, float up) { return gate / (1.0f + expf(-gate)) * up; }
 
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll

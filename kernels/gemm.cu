@@ -20,7 +20,8 @@ extern __shared__ __align__(16) half_t gemm_smem[];
 template <int BM, int BN, int BK, int WM, int WN, int STAGES>
 __device__ __forceinline__ void gemm_impl(const half_t* __restrict__ x, const half_t* __restrict__ w,
                                           const half_t* __restrict__ bias, half_t* __restrict__ y,
-                                          float* __restrict__ partial, int M, int N, int K, int k_tiles_per_split) {
+                                          float* __restrict__ partial, int M, int N, int K, int k_tiles_per_split,
+                                          int glu) {
     constexpr int WARPS_N = BN / WN;
     constexpr int THREADS = (BM / WM) * WARPS_N * 32;
     constexpr int MT = WM / 16, NT = WN / 8;
@@ -127,6 +128,26 @@ __device__ __forceinline__ void gemm_impl(const half_t* __restrict__ x, const ha
         }
         return;
     }
+    if (glu) {
+        // Columns col and col + 1 (col even) are one value's gate and up: y is [M, N / 2], N even (host-checked).
+#pragma unroll
+        for (int i = 0; i < MT; ++i) {
+#pragma unroll
+            for (int j = 0; j < NT; ++j) {
+                const int col = bn + wn * WN + j * 8 + 2 * (lane % 4);
+                if (col >= N) continue;
+                const float b0 = bias != nullptr ? h2f(bias[col]) : 0.0f;
+                const float b1 = bias != nullptr ? h2f(bias[col + 1]) : 0.0f;
+#pragma unroll
+                for (int hlf = 0; hlf < 2; ++hlf) {
+                    const int row = bm + wm * WM + i * 16 + lane / 4 + hlf * 8;
+                    if (row < M)
+                        y[(size_t)row * (N / 2) + col / 2] = f2h(silu_mul_f(acc[i][j][2 * hlf] + b0, acc[i][j][2 * hlf + 1] + b1));
+                }
+            }
+        }
+        return;
+    }
     const bool pairs_ok = (N & 1) == 0;  // (row * N + even col) is then 4-byte aligned
 #pragma unroll
     for (int i = 0; i < MT; ++i) {
@@ -155,8 +176,8 @@ __device__ __forceinline__ void gemm_impl(const half_t* __restrict__ x, const ha
 #define GEMM_KERNEL(NAME, THREADS, BM, BN, BK, WM, WN, STAGES)                                                       \
     extern "C" __global__ void __launch_bounds__(THREADS)                                                          \
         NAME(const half_t* x, const half_t* w, const half_t* bias, half_t* y, float* partial, int M, int N, int K,  \
-             int k_tiles_per_split) {                                                                              \
-        gemm_impl<BM, BN, BK, WM, WN, STAGES>(x, w, bias, y, partial, M, N, K, k_tiles_per_split);                    \
+             int k_tiles_per_split, int glu) {                                                                     \
+        gemm_impl<BM, BN, BK, WM, WN, STAGES>(x, w, bias, y, partial, M, N, K, k_tiles_per_split, glu);               \
     }
 
 // Large tiles for prefill-sized M; 8 warps of 64 x 32, k tiles of 32, 4 stages (80 KB).
@@ -210,7 +231,7 @@ template <int NT, int MT, int KW, int U>
 __device__ __forceinline__ void gemm_skinny_impl(const half_t* __restrict__ x, const half_t* __restrict__ w,
                                                  const half_t* __restrict__ bias, half_t* __restrict__ y,
                                                  float* __restrict__ partial, int M, int N, int K,
-                                                 int k_tiles_per_split) {
+                                                 int k_tiles_per_split, int glu) {
     constexpr int ROWS = 16 * MT, TOKS = 8 * NT;
     __shared__ float red[KW][TOKS][ROWS + 1];
     const int lane = threadIdx.x & 31, kw = threadIdx.x >> 5;
@@ -294,6 +315,26 @@ __device__ __forceinline__ void gemm_skinny_impl(const half_t* __restrict__ x, c
 #pragma unroll
             for (int e = 0; e < 4; ++e) red[kw][j * 8 + 2 * t + (e & 1)][i * 16 + g + 8 * (e >> 1)] = acc[i][j][e];
     __syncthreads();
+    if (glu && partial == nullptr) {
+        // Weight rows r and r + 1 (r even: r0 is) are one value's gate and up: y is [M, N / 2], N even.
+        for (int e = threadIdx.x; e < (ROWS / 2) * TOKS; e += KW * 32) {
+            const int rr = 2 * (e % (ROWS / 2)), tt = e / (ROWS / 2);
+            const int r = r0 + rr, m = m0 + tt;
+            if (r >= N || m >= M) continue;
+            float gate = 0.0f, up = 0.0f;
+#pragma unroll
+            for (int q = 0; q < KW; ++q) {
+                gate += red[q][tt][rr];
+                up += red[q][tt][rr + 1];
+            }
+            if (bias != nullptr) {
+                gate += h2f(bias[r]);
+                up += h2f(bias[r + 1]);
+            }
+            y[(size_t)m * (N / 2) + r / 2] = f2h(silu_mul_f(gate, up));
+        }
+        return;
+    }
     for (int e = threadIdx.x; e < ROWS * TOKS; e += KW * 32) {
         const int rr = e % ROWS, tt = e / ROWS;
         const int r = r0 + rr, m = m0 + tt;
@@ -313,8 +354,8 @@ __device__ __forceinline__ void gemm_skinny_impl(const half_t* __restrict__ x, c
 #define GEMM_SKINNY_KERNEL(NAME, NT, MT, KW, U)                                                                     \
     extern "C" __global__ void __launch_bounds__(KW * 32)                                                          \
         NAME(const half_t* x, const half_t* w, const half_t* bias, half_t* y, float* partial, int M, int N, int K,  \
-             int k_tiles_per_split) {                                                                              \
-        gemm_skinny_impl<NT, MT, KW, U>(x, w, bias, y, partial, M, N, K, k_tiles_per_split);                       \
+             int k_tiles_per_split, int glu) {                                                                     \
+        gemm_skinny_impl<NT, MT, KW, U>(x, w, bias, y, partial, M, N, K, k_tiles_per_split, glu);                  \
     }
 
 // Up to 8 tokens: 16 weight rows per block, 4 warps, 4 units of 32 k in flight per warp.
@@ -346,7 +387,7 @@ template <int TOKS, int WARPS, int STAGES>
 __device__ __forceinline__ void gemm_staged_impl(const half_t* __restrict__ x, const half_t* __restrict__ w,
                                                  const half_t* __restrict__ bias, half_t* __restrict__ y,
                                                  float* __restrict__ partial, int M, int N, int K,
-                                                 int k_tiles_per_split) {
+                                                 int k_tiles_per_split, int glu) {
     constexpr int KC = 128, CH = KC / 8, ROWS = 16 * WARPS, THREADS = WARPS * 32;
     constexpr int RED = ROWS + 4;  // a reduction row's stride: the lanes' (2t, g) fall on distinct banks
     static_assert(STAGES >= 2, "one chunk lands while another is used");
@@ -432,6 +473,21 @@ __device__ __forceinline__ void gemm_staged_impl(const half_t* __restrict__ x, c
 #pragma unroll
         for (int e = 0; e < 4; ++e) red[(j * 8 + 2 * t + (e & 1)) * RED + warp * 16 + g + 8 * (e >> 1)] = acc[j][e];
     __syncthreads();
+    if (glu && partial == nullptr) {
+        // Weight rows r and r + 1 (r even: rb is) are one value's gate and up: y is [M, N / 2], N even.
+        for (int i = tid; i < TOKS * (ROWS / 2); i += THREADS) {
+            const int tt = i / (ROWS / 2), rr = 2 * (i % (ROWS / 2));
+            const int r = rb + rr, m = m0 + tt;
+            if (r >= N || m >= M) continue;
+            float gate = red[tt * RED + rr], up = red[tt * RED + rr + 1];
+            if (bias != nullptr) {
+                gate += h2f(bias[r]);
+                up += h2f(bias[r + 1]);
+            }
+            y[(size_t)m * (N / 2) + r / 2] = f2h(silu_mul_f(gate, up));
+        }
+        return;
+    }
     for (int i = tid; i < TOKS * ROWS; i += THREADS) {
         const int tt = i / ROWS, rr = i % ROWS;
         const int r = rb + rr, m = m0 + tt;
@@ -449,8 +505,8 @@ __device__ __forceinline__ void gemm_staged_impl(const half_t* __restrict__ x, c
 #define GEMM_STAGED_KERNEL(NAME, TOKS, WARPS, STAGES)                                                                     \
     extern "C" __global__ void __launch_bounds__(WARPS * 32)                                                       \
         NAME(const half_t* x, const half_t* w, const half_t* bias, half_t* y, float* partial, int M, int N, int K,  \
-             int k_tiles_per_split) {                                                                              \
-        gemm_staged_impl<TOKS, WARPS, STAGES>(x, w, bias, y, partial, M, N, K, k_tiles_per_split);                  \
+             int k_tiles_per_split, int glu) {                                                                     \
+        gemm_staged_impl<TOKS, WARPS, STAGES>(x, w, bias, y, partial, M, N, K, k_tiles_per_split, glu);             \
     }
 
 // Up to 64 tokens staged, 8 warps of 16 weight rows (128 a block), 3 chunks of 128 k in flight (48 KB).
@@ -460,12 +516,27 @@ GEMM_STAGED_KERNEL(gemm_s64s4_f16, 64, 4, 3)
 // Up to 32 tokens staged, 8 warps of 16 weight rows, 3 chunks in flight (24 KB).
 GEMM_STAGED_KERNEL(gemm_s32s_f16, 32, 8, 3)
 
-// y[m, n] = sum over splits of partial[s][m][n] (+ bias[n]); grid-stride.
+// y[m, n] = sum over splits of partial[s][m][n] (+ bias[n]); grid-stride. With glu, columns 2c and 2c + 1 are
+// one value's gate and up: y[m, c] = silu(gate) * up, y is [M, N / 2] (N even), and y's index is half the pair's.
 extern "C" __global__ void gemm_splitk_reduce_f16(const float* __restrict__ partial, const half_t* __restrict__ bias,
-                                                  half_t* __restrict__ y, int M, int N, int splits) {
+                                                  half_t* __restrict__ y, int M, int N, int splits, int glu) {
     pdl_begin();
     const size_t total = (size_t)M * N;
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+    const size_t stride = (size_t)gridDim.x * blockDim.x;
+    if (glu) {
+        for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total / 2; i += stride) {
+            const size_t e = 2 * i;
+            float gate = bias != nullptr ? h2f(bias[e % N]) : 0.0f;
+            float up = bias != nullptr ? h2f(bias[(e + 1) % N]) : 0.0f;
+            for (int s = 0; s < splits; ++s) {
+                gate += partial[(size_t)s * total + e];
+                up += partial[(size_t)s * total + e + 1];
+            }
+            y[i] = f2h(silu_mul_f(gate, up));
+        }
+        return;
+    }
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) {
         float v = bias != nullptr ? h2f(bias[i % N]) : 0.0f;
         for (int s = 0; s < splits; ++s) v += partial[(size_t)s * total + i];
         y[i] = f2h(v);

@@ -332,7 +332,7 @@ pub fn bench_kernels(
             &[1, 8, 16, 32, 64, 512, 2048, 8192]
         };
         let max_m = *sizes.last().expect("sizes");
-        let mut ops = GemmOperands::new(&mut b, n, k, max_m)?;
+        let mut ops = GemmOperands::new(&mut b, n, k, max_m, false)?;
         for &t in sizes {
             let dims = (t, n, k);
             let ours = ops.time_ours(&mut b, dims, gpu.gemm_plan(t, n, k))?;
@@ -367,6 +367,28 @@ pub fn bench_kernels(
             );
         }
     }
+    // The gate/up projection through SiLU·mul as the engine runs it: ours with SiLU·mul in its epilogue (the plan
+    // calibration would pick), cuBLAS's product then the SiLU·mul kernel.
+    if let Some(&(name, n, k)) = gemm_shapes(m).iter().find(|s| s.0 == "gate_up") {
+        let sizes = [1, 8, 32, 64, 512];
+        let mut ops = GemmOperands::new(&mut b, n, k, sizes[sizes.len() - 1], true)?;
+        for t in sizes {
+            let dims = (t, n, k);
+            let best = (ops.time_candidates(&mut b, dims)?.into_iter())
+                .min_by(|a, b| a.1.total_cmp(&b.1))
+                .map_or_else(|| gpu.gemm_plan(t, n, k), |(plan, _)| plan);
+            let ours = ops.time_ours(&mut b, dims, best)?;
+            let (cublas, _) = ops.time_cublas(&mut b, dims)?;
+            push(
+                &format!("gemm {name} + silu_mul"),
+                format!("{t}×{n}×{k}"),
+                ours,
+                ((n * k + t * k + t * n / 2) * 2) as f64,
+                (2 * t * n * k) as f64,
+                Some(cublas),
+            );
+        }
+    }
     Ok(KernelBench {
         gpu_name: gpu.info().name.clone(),
         copy_gbps,
@@ -381,7 +403,9 @@ impl KernelBench {
     pub fn markdown(&self, model: &str) -> String {
         let mut s = format!(
             "Kernel benchmark, {model}, on {} — measured ceilings: device-to-device copy {:.0} GB/s, cuBLAS fp16 \
-             GEMM {:.1} TFLOP/s (8192³).\n\n",
+             GEMM {:.1} TFLOP/s (8192³). GEMMs use our default launch plan; \"gemm gate_up + silu_mul\" is the \
+             gate/up projection through SiLU·mul as the engine runs it: ours with SiLU·mul in its epilogue, at the \
+             fastest plan, against cuBLAS's product followed by the SiLU·mul kernel.\n\n",
             self.gpu_name, self.copy_gbps, self.gemm_tflops
         );
         s.push_str(

@@ -298,6 +298,9 @@ pub fn gemm_shapes(m: &ModelSpec) -> [(&'static str, usize, usize); 5] {
     ]
 }
 
+/// The weight shape whose table is measured through SiLU·mul, as the engine runs it ([`GemmTable::with_silu_mul`]).
+const FUSED_SILU_MUL: &str = "gate_up";
+
 fn curve(x: &[u32], points: Vec<(f64, f64)>) -> (Curve, Vec<f64>) {
     let (y, spread): (Vec<f64>, Vec<f64>) = points.into_iter().unzip();
     (
@@ -324,10 +327,13 @@ pub(super) struct GemmOperands {
     weights: Vec<F16Buffer>,
     x: F16Buffer,
     y: F16Buffer,
+    /// With SiLU·mul (the gate/up projection as the engine runs it): its `[m, n / 2]` output. Our kernel then
+    /// writes it from its epilogue; cuBLAS's product goes to `y` and the SiLU·mul kernel from there.
+    act: Option<F16Buffer>,
 }
 
 impl GemmOperands {
-    pub(super) fn new(b: &mut Bench<'_>, n: usize, k: usize, max_m: usize) -> Result<Self, GpuError> {
+    pub(super) fn new(b: &mut Bench<'_>, n: usize, k: usize, max_m: usize, silu_mul: bool) -> Result<Self, GpuError> {
         let copies = b.rotation(n * k * 2);
         Ok(GemmOperands {
             weights: (0..copies)
@@ -335,10 +341,16 @@ impl GemmOperands {
                 .collect::<Result<Vec<_>, _>>()?,
             x: b.random_f16(max_m * k)?,
             y: b.gpu.zeros::<u16>(max_m * n)?,
+            act: if silu_mul {
+                Some(b.gpu.zeros::<u16>(max_m * n / 2)?)
+            } else {
+                None
+            },
         })
     }
 
-    /// Median µs and spread of our kernel launched as `plan` on `dims`.
+    /// Median µs and spread of our kernel launched as `plan` on `dims` (through SiLU·mul where the operands are
+    /// for it).
     pub(super) fn time_ours(
         &mut self,
         b: &mut Bench<'_>,
@@ -346,11 +358,20 @@ impl GemmOperands {
         plan: GemmPlan,
     ) -> Result<(f64, f64), GpuError> {
         let (gpu, copies) = (b.gpu, self.weights.len());
-        let (x, weights, y) = (&self.x, &self.weights, &mut self.y);
-        b.time("gemm", |i| gpu.gemm_with(x, &weights[i % copies], None, y, dims, plan))
+        let (x, weights) = (&self.x, &self.weights);
+        match &mut self.act {
+            Some(act) => b.time("gemm silu_mul", |i| {
+                gpu.gemm_silu_mul_with(x, &weights[i % copies], act, dims, plan)
+            }),
+            None => {
+                let y = &mut self.y;
+                b.time("gemm", |i| gpu.gemm_with(x, &weights[i % copies], None, y, dims, plan))
+            }
+        }
     }
 
-    /// Median µs and spread of cuBLAS on `dims`.
+    /// Median µs and spread of cuBLAS on `dims` (then the SiLU·mul kernel, timed with it, where the operands are
+    /// for it).
     pub(super) fn time_cublas(
         &mut self,
         b: &mut Bench<'_>,
@@ -358,7 +379,13 @@ impl GemmOperands {
     ) -> Result<(f64, f64), GpuError> {
         let (gpu, copies) = (b.gpu, self.weights.len());
         let (x, weights, y) = (&self.x, &self.weights, &mut self.y);
-        b.time("gemm cublas", |i| gpu.gemm_cublas(x, &weights[i % copies], y, dims))
+        match &mut self.act {
+            Some(act) => b.time("gemm cublas silu_mul", |i| {
+                gpu.gemm_cublas(x, &weights[i % copies], y, dims)?;
+                gpu.silu_mul(y, act, dims.0, dims.1 / 2)
+            }),
+            None => b.time("gemm cublas", |i| gpu.gemm_cublas(x, &weights[i % copies], y, dims)),
+        }
     }
 
     /// Every candidate plan of our kernel on `dims` ([`gemm_candidates`]) with its median µs, in candidate order.
@@ -393,7 +420,7 @@ fn tune_gemms(b: &mut Bench<'_>, m: &ModelSpec, grid: &Grid) -> Result<Vec<Vec<T
             .collect();
         let mut tuned = Vec::new();
         if let Some(&max_m) = rows.iter().max() {
-            let mut ops = GemmOperands::new(b, n, k, max_m as usize)?;
+            let mut ops = GemmOperands::new(b, n, k, max_m as usize, name == FUSED_SILU_MUL)?;
             for &t in &rows {
                 let timed = ops.time_candidates(b, (t as usize, n, k))?;
                 // The first of equally fast plans, as the candidates come.
@@ -421,7 +448,8 @@ fn measure_gemms(
     for ((name, n, k), plans) in gemm_shapes(m).into_iter().zip(tuned) {
         let rows = gemm_rows(grid, name);
         let max_m = rows.iter().copied().max().unwrap_or(1) as usize;
-        let mut ops = GemmOperands::new(b, n, k, max_m)?;
+        let with_silu_mul = name == FUSED_SILU_MUL;
+        let mut ops = GemmOperands::new(b, n, k, max_m, with_silu_mul)?;
         let (mut ours, mut cublas) = (Vec::new(), Vec::new());
         for &t in rows {
             let dims = (t as usize, n, k);
@@ -440,6 +468,7 @@ fn measure_gemms(
             ours_spread,
             cublas_spread,
             ours_plans: plans.clone(),
+            with_silu_mul,
         });
     }
     Ok(out)

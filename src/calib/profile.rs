@@ -360,6 +360,12 @@ pub struct GemmTable {
     /// plan ([`crate::gpu::gemm_plan`]) everywhere.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ours_plans: Vec<TunedPlan>,
+    /// The times include SiLU·mul (gate/up only): our kernel applies it in its epilogue
+    /// ([`crate::gpu::Gpu::gemm_silu_mul_with`]) and cuBLAS's column is its product plus the SiLU·mul kernel, timed
+    /// together, so the two columns compare what the engine runs either way and the cost model adds no SiLU·mul of
+    /// its own. False in profiles measured before the fusion (their gate/up is the product alone).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub with_silu_mul: bool,
 }
 
 /// Our GEMM's plan for the rows up to `rows` (down to the previous grid point).
@@ -633,6 +639,7 @@ mod tests {
             ours_spread: vec![0.0; 3],
             cublas_spread: vec![spread; 3],
             ours_plans: Vec::new(),
+            with_silu_mul: false,
         }
     }
 

@@ -1,6 +1,8 @@
 //! A model's weights on the GPU, fp16, in the engine's fused layout: one QKV projection per layer
 //! (`[(q_heads + 2 kv_heads) · head_dim, hidden]`, q rows then k then v, with its fused bias) and one gate/up
-//! projection (`[2 · intermediate, hidden]`, gate rows then up: what [`Gpu::silu_mul`] expects of its input).
+//! projection (`[2 · intermediate, hidden]`, gate and up rows interleaved — row `2c` is gate row `c`, row `2c + 1`
+//! up row `c` — so each value's gate and up leave the product side by side: what [`Gpu::silu_mul`] expects of its
+//! input, and what lets our GEMM apply SiLU·mul in its epilogue, [`Gpu::gemm_silu_mul_with`]).
 
 use crate::gpu::{F16Buffer, Gpu, GpuError, mix64};
 use crate::model::ModelSpec;
@@ -17,7 +19,7 @@ pub struct LayerWeights {
     /// `[hidden, q_dim]`.
     pub o: F16Buffer,
     pub post_norm: F16Buffer,
-    /// `[2 · intermediate, hidden]`.
+    /// `[2 · intermediate, hidden]`, gate and up rows interleaved ([`interleave_rows`]).
     pub gate_up: F16Buffer,
     /// `[hidden, intermediate]`.
     pub down: F16Buffer,
@@ -32,6 +34,25 @@ pub struct GpuWeights {
     /// `[vocab, hidden]`; `None` when tied to the embedding.
     lm_head: Option<F16Buffer>,
     bytes: u64,
+}
+
+/// The rows of `gate` and `up` (each `[rows, cols]`) interleaved: gate row `c` becomes row `2c`, up row `c` row
+/// `2c + 1`.
+pub fn interleave_rows(gate: &[f32], up: &[f32], cols: usize) -> Vec<f32> {
+    assert_eq!(gate.len(), up.len(), "gate and up are the same shape");
+    (gate.chunks_exact(cols).zip(up.chunks_exact(cols)))
+        .flat_map(|(g, u)| g.iter().chain(u).copied())
+        .collect()
+}
+
+/// [`interleave_rows`] undone: (gate, up).
+pub fn deinterleave_rows(rows: &[f32], cols: usize) -> (Vec<f32>, Vec<f32>) {
+    let (mut gate, mut up) = (Vec::with_capacity(rows.len() / 2), Vec::with_capacity(rows.len() / 2));
+    for pair in rows.chunks_exact(2 * cols) {
+        gate.extend_from_slice(&pair[..cols]);
+        up.extend_from_slice(&pair[cols..]);
+    }
+    (gate, up)
 }
 
 /// Rows of the fused QKV projection.
@@ -49,7 +70,7 @@ impl GpuWeights {
         self.bytes
     }
 
-    /// Uploads host weights (f32, Hugging Face names and layout), fusing QKV and gate/up.
+    /// Uploads host weights (f32, Hugging Face names and layout), fusing QKV and gate/up (interleaved).
     pub fn upload(gpu: &Gpu, spec: &ModelSpec, host: &HostWeights) -> Result<Self, GpuError> {
         let up = |v: &[f32]| gpu.upload_f32_as_f16(v);
         let cat = |names: &[String]| -> Result<F16Buffer, GpuError> {
@@ -82,7 +103,11 @@ impl GpuWeights {
                 qkv_bias,
                 o: up(host.get(&t("self_attn.o_proj.weight")))?,
                 post_norm: up(host.get(&t("post_attention_layernorm.weight")))?,
-                gate_up: cat(&[t("mlp.gate_proj.weight"), t("mlp.up_proj.weight")])?,
+                gate_up: up(&interleave_rows(
+                    host.get(&t("mlp.gate_proj.weight")),
+                    host.get(&t("mlp.up_proj.weight")),
+                    spec.hidden as usize,
+                ))?,
                 down: up(host.get(&t("mlp.down_proj.weight")))?,
             });
         }
@@ -152,7 +177,6 @@ impl GpuWeights {
         let mut host = HostWeights::zeros(spec);
         let down = |b: &F16Buffer| gpu.download_f16_as_f32(b);
         let (h, q, kv) = (spec.hidden as usize, spec.q_dim() as usize, spec.kv_dim() as usize);
-        let i = spec.intermediate as usize;
         host.get_mut("model.embed_tokens.weight")
             .copy_from_slice(&down(&self.embedding)?);
         host.get_mut("model.norm.weight")
@@ -177,9 +201,9 @@ impl GpuWeights {
                 put(t("self_attn.k_proj.bias"), &b[q..q + kv]);
                 put(t("self_attn.v_proj.bias"), &b[q + kv..]);
             }
-            let gu = down(&w.gate_up)?;
-            put(t("mlp.gate_proj.weight"), &gu[..i * h]);
-            put(t("mlp.up_proj.weight"), &gu[i * h..]);
+            let (gate, up) = deinterleave_rows(&down(&w.gate_up)?, h);
+            put(t("mlp.gate_proj.weight"), &gate);
+            put(t("mlp.up_proj.weight"), &up);
         }
         Ok(host)
     }
@@ -207,5 +231,16 @@ mod tests {
             assert_eq!(fused, params, "{name}");
             assert_eq!(spec.weight_bytes(), 2 * params as u64, "{name}");
         }
+    }
+
+    #[test]
+    fn gate_and_up_rows_interleave_and_come_apart_again() {
+        // Two rows of three columns each: gate rows 0 and 1, up rows 0 and 1.
+        let gate = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let up = [-1.0, -2.0, -3.0, -4.0, -5.0, -6.0];
+        let rows = interleave_rows(&gate, &up, 3);
+        assert_eq!(rows, [1.0, 2.0, 3.0, -1.0, -2.0, -3.0, 4.0, 5.0, 6.0, -4.0, -5.0, -6.0]);
+        let (g, u) = deinterleave_rows(&rows, 3);
+        assert_eq!((g.as_slice(), u.as_slice()), (&gate[..], &up[..]));
     }
 }

@@ -2,9 +2,10 @@
 //! of one [`StepPlan`] (prefill chunks and decodes mixed in one pass).
 //!
 //! Per step: embedding → L × [RMSNorm → QKV GEMM (+bias) → RoPE + KV append → attention (one launch for every
-//! decode, one for every prefill chunk) → O GEMM → residual add + RMSNorm → gate/up GEMM → SiLU·up → down GEMM →
-//! residual add + next RMSNorm] → the rows that sample gathered → lm_head → argmax, and the sampled ids copied to
-//! the host, which is when the step's tokens exist. Row order and padding: see [`super::step`].
+//! decode, one for every prefill chunk) → O GEMM → residual add + RMSNorm → gate/up GEMM → SiLU·mul (in our GEMM's
+//! epilogue, or a kernel of its own after cuBLAS) → down GEMM → residual add + next RMSNorm] → the rows that sample
+//! gathered → lm_head → argmax, and the sampled ids copied to the host, which is when the step's tokens exist. Row
+//! order and padding: see [`super::step`].
 
 use std::path::Path;
 
@@ -1261,19 +1262,16 @@ impl Engine {
             probe.mark("o gemm");
             gpu.add_rmsnorm_eps(&b.proj, &mut b.residual, &w.post_norm, &mut b.normed, (t, h), eps)?;
             probe.mark("add rmsnorm");
-            gemm(
+            gate_up_silu_mul(
                 gpu,
                 policy,
-                GemmOp::GateUp,
                 &b.normed,
                 &w.gate_up,
-                None,
                 &mut b.gate_up,
-                (t, 2 * inter, h),
+                &mut b.act,
+                (t, inter, h),
+                probe,
             )?;
-            probe.mark("gate_up gemm");
-            gpu.silu_mul(&b.gate_up, &mut b.act, t, inter)?;
-            probe.mark("silu mul");
             gemm(
                 gpu,
                 policy,
@@ -1421,6 +1419,36 @@ impl HostProbe {
         }
         self.last = now;
     }
+}
+
+/// `act = silu(gate) · up` of the gate/up projection of `x` (`dims`: rows, intermediate, hidden): our GEMM applies
+/// SiLU·mul in its epilogue; with cuBLAS the product goes through `gate_up` and the SiLU·mul kernel.
+#[allow(clippy::too_many_arguments)] // the product's operands, its two outputs, the policy and the probe
+fn gate_up_silu_mul(
+    gpu: &Gpu,
+    policy: &GemmPolicy,
+    x: &F16Buffer,
+    w: &F16Buffer,
+    gate_up: &mut F16Buffer,
+    act: &mut F16Buffer,
+    (t, inter, h): (usize, usize, usize),
+    probe: &mut HostProbe,
+) -> Result<(), GpuError> {
+    let dims = (t, 2 * inter, h);
+    match policy.choice(GemmOp::GateUp, t) {
+        (GemmBackend::Ours, plan) => {
+            let plan = plan.unwrap_or_else(|| gpu.gemm_plan(dims.0, dims.1, dims.2));
+            gpu.gemm_silu_mul_with(x, w, act, dims, plan)?;
+            probe.mark("gate_up gemm");
+        }
+        (GemmBackend::Cublas, _) => {
+            gpu.gemm_cublas(x, w, gate_up, dims)?;
+            probe.mark("gate_up gemm");
+            gpu.silu_mul(gate_up, act, t, inter)?;
+            probe.mark("silu mul");
+        }
+    }
+    Ok(())
 }
 
 /// `y = x · wᵀ (+ bias)` by the backend the policy picks for (op, rows).

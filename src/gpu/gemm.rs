@@ -317,6 +317,15 @@ pub fn gemm_candidates(sms: usize, m: usize, n: usize, k: usize) -> Vec<GemmPlan
     out
 }
 
+/// What our GEMM does with its sums before storing them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Epilogue {
+    /// `y = x · wᵀ (+ bias)`.
+    Plain,
+    /// SwiGLU of each (gate, up) pair of adjacent outputs ([`Gpu::gemm_silu_mul_with`]).
+    SiluMul,
+}
+
 impl Gpu {
     /// The plan [`Gpu::gemm`] uses: [`gemm_plan`] for this GPU's SM count.
     pub fn gemm_plan(&self, m: usize, n: usize, k: usize) -> GemmPlan {
@@ -343,15 +352,50 @@ impl Gpu {
         w: &CudaSlice<u16>,
         bias: Option<&CudaSlice<u16>>,
         y: &mut CudaSlice<u16>,
-        (m, n, k): (usize, usize, usize),
+        dims: (usize, usize, usize),
         plan: GemmPlan,
     ) -> Result<(), GpuError> {
-        const OP: &str = "gemm";
-        let shape_err = |d: String| GpuError::shape(OP, d);
+        self.gemm_epilogue(x, w, bias, y, dims, plan, Epilogue::Plain)
+    }
+
+    /// The gate/up projection through SwiGLU in one product: `w`'s rows are interleaved, row `2c` a value's gate and
+    /// row `2c + 1` its up, and `y[m, c] = silu(g) · u` of that pair of outputs (`y` is `[m, n / 2]`, `n` even), so
+    /// the `[m, n]` product itself is never stored (the split-K reduction applies it where the plan splits k).
+    pub fn gemm_silu_mul_with(
+        &self,
+        x: &CudaSlice<u16>,
+        w: &CudaSlice<u16>,
+        y: &mut CudaSlice<u16>,
+        dims: (usize, usize, usize),
+        plan: GemmPlan,
+    ) -> Result<(), GpuError> {
+        self.gemm_epilogue(x, w, None, y, dims, plan, Epilogue::SiluMul)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn gemm_epilogue(
+        &self,
+        x: &CudaSlice<u16>,
+        w: &CudaSlice<u16>,
+        bias: Option<&CudaSlice<u16>>,
+        y: &mut CudaSlice<u16>,
+        (m, n, k): (usize, usize, usize),
+        plan: GemmPlan,
+        epilogue: Epilogue,
+    ) -> Result<(), GpuError> {
+        let (op, glu) = match epilogue {
+            Epilogue::Plain => ("gemm", 0i32),
+            Epilogue::SiluMul => ("gemm_silu_mul", 1i32),
+        };
+        let shape_err = |d: String| GpuError::shape(op, d);
         if k == 0 || !k.is_multiple_of(8) {
             return Err(shape_err(format!("k = {k} must be a positive multiple of 8")));
         }
-        for (what, len, needed) in [("x", x.len(), m * k), ("w", w.len(), n * k), ("y", y.len(), m * n)] {
+        if glu != 0 && !n.is_multiple_of(2) {
+            return Err(shape_err(format!("n = {n} must be even: rows alternate gate and up")));
+        }
+        let y_len = if glu != 0 { m * n / 2 } else { m * n };
+        for (what, len, needed) in [("x", x.len(), m * k), ("w", w.len(), n * k), ("y", y.len(), y_len)] {
             if len < needed {
                 return Err(shape_err(format!("{what} has {len} elements, needs {needed}")));
             }
@@ -390,10 +434,10 @@ impl Gpu {
                 Some(bias) => b.arg(bias),
                 None => b.arg(&null),
             };
-            b.arg(y).arg(&null).arg(&mi).arg(&ni).arg(&ki).arg(&kps);
+            b.arg(y).arg(&null).arg(&mi).arg(&ni).arg(&ki).arg(&kps).arg(&glu);
             // SAFETY: the gemm kernels read m*k of x, n*k of w, n of bias (or none: a null pointer) and write m*n of
-            // y; every load and store is guarded by row < m / col < n / k-chunk < k; lengths checked above. With a
-            // null `partial` they write y directly.
+            // y, or m*n/2 with glu (n even, checked); every load and store is guarded by row < m / col < n / k-chunk
+            // < k; lengths checked above. With a null `partial` they write y directly.
             unsafe { b.launch(cfg) }?;
             return Ok(());
         }
@@ -416,7 +460,8 @@ impl Gpu {
                 .arg(&mi)
                 .arg(&ni)
                 .arg(&ki)
-                .arg(&kps);
+                .arg(&kps)
+                .arg(&glu);
             // SAFETY: as above for x and w; with a non-null `partial` the kernel writes only
             // partial[z][row][col] for z < split, row < m, col < n: split*m*n floats, the scratch's size at least.
             // The scratch is reused only by work later on this same stream, so no other launch touches it meanwhile.
@@ -437,9 +482,9 @@ impl Gpu {
             Some(bias) => b.arg(bias),
             None => b.arg(&null),
         };
-        b.arg(y).arg(&mi).arg(&ni).arg(&sp);
+        b.arg(y).arg(&mi).arg(&ni).arg(&sp).arg(&glu);
         // SAFETY: the reduce kernel reads split*m*n floats of the scratch (written above), n of bias or none, and
-        // writes m*n of y (checked above), grid-stride bounded by m*n.
+        // writes m*n of y, or m*n/2 with glu (checked above), grid-stride bounded by that count.
         unsafe { b.launch(cfg) }?;
         Ok(())
     }

@@ -25,13 +25,14 @@
 //! | op | wrapper | notes |
 //! |---|---|---|
 //! | RMSNorm, residual add + RMSNorm | [`Gpu::rmsnorm`], [`Gpu::add_rmsnorm`] | one block per row |
-//! | SiLU·mul | [`Gpu::silu_mul`] | input is the fused gate/up output `[t, 2 * inter]` |
+//! | SiLU·mul | [`Gpu::silu_mul`] | input: the gate/up output `[t, 2 * inter]`, each value's gate and up side by side |
 //! | embedding gather | [`Gpu::embedding`] | bad ids give NaN rows |
 //! | greedy argmax | [`Gpu::argmax`] | ties go to the smaller index, like `torch.argmax` |
 //! | KV append + RoPE | [`Gpu::kv_append_rope`] | Qwen2 rotate-half RoPE on q and k of fused QKV rows |
 //! | decode attention | [`Gpu::attention_decode`] | paged, GQA, split along the context + merge kernel |
 //! | prefill attention | [`Gpu::attention_prefill`] | paged, GQA, causal, a chunk after an existing context |
 //! | GEMM `y = x Wᵀ + b` | [`Gpu::gemm`], [`Gpu::gemm_cublas`] | ours: mma.sync, 4 tiles, split-K |
+//! | gate/up GEMM + SiLU·mul | [`Gpu::gemm_silu_mul_with`] | ours, SiLU·mul in the epilogue (interleaved rows) |
 //!
 //! Attention has two implementations ([`AttentionKernel`]): tensor-core (mma.sync, flash-attention-2 style, the
 //! query heads of a GQA group packed into the 16 rows of an mma tile; the default) and SIMT (CUDA-core FMAs, kept

@@ -336,7 +336,8 @@ impl Gpu {
         Ok(())
     }
 
-    /// `out[t, i] = silu(gate_up[t, i]) * gate_up[t, inter + i]`; gate_up is `[tokens, 2 * inter]`, inter even.
+    /// `out[t, i] = silu(gate_up[t, 2i]) * gate_up[t, 2i + 1]`; gate_up is `[tokens, 2 * inter]` with each value's
+    /// gate and up side by side (the engine's gate/up weights are interleaved row by row), inter even.
     pub fn silu_mul(
         &self,
         gate_up: &CudaSlice<u16>,
@@ -361,9 +362,13 @@ impl Gpu {
                 format!("{tokens} × {inter} values: the kernel indexes at most 2^32 pairs"),
             ));
         }
-        // One thread per 16-byte vector of the output (or pair, where inter is not a multiple of 8), grid-stride
-        // beyond 16 blocks per SM.
-        let items = if inter.is_multiple_of(8) { pairs / 4 } else { pairs };
+        // One thread per 16-byte vector of the output (or pair, where the output's length is not a multiple of 8),
+        // grid-stride beyond 16 blocks per SM.
+        let items = if (tokens * inter).is_multiple_of(8) {
+            pairs / 4
+        } else {
+            pairs
+        };
         let blocks = items.div_ceil(256).min(self.info().sm_count as usize * 16);
         let cfg = LaunchConfig {
             grid_dim: (grid_u32(OP, blocks)?, 1, 1),
@@ -374,7 +379,8 @@ impl Gpu {
         let mut b = self.stream().launch_builder(f);
         b.arg(gate_up).arg(out).arg(&t).arg(&i);
         // SAFETY: silu_mul_f16 reads tokens*2*inter of gate_up and writes tokens*inter of out (grid-stride, bounded
-        // by tokens*inter/2 pairs); lengths checked above.
+        // by tokens*inter/8 vectors or tokens*inter/2 pairs, as the kernel picks by the same test); lengths checked
+        // above.
         unsafe { b.launch(cfg) }?;
         Ok(())
     }

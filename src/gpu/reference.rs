@@ -23,14 +23,12 @@ pub fn add_rmsnorm(x: &[f32], residual: &[f32], weight: &[f32], hidden: usize, e
     (rmsnorm(&sum, weight, hidden, eps), sum)
 }
 
-/// silu(gate) * up for rows of `[gate (inter) | up (inter)]`.
-pub fn silu_mul(gate_up: &[f32], inter: usize) -> Vec<f32> {
+/// silu(gate) * up of each (gate, up) pair: `gate_up` holds every value's gate and up side by side, as the engine's
+/// interleaved gate/up weights produce them (rows of `[g0, u0, g1, u1, …]`).
+pub fn silu_mul(gate_up: &[f32]) -> Vec<f32> {
     gate_up
-        .chunks_exact(2 * inter)
-        .flat_map(|row| {
-            let (g, u) = row.split_at(inter);
-            g.iter().zip(u).map(|(&g, &u)| g / (1.0 + (-g).exp()) * u)
-        })
+        .chunks_exact(2)
+        .map(|p| p[0] / (1.0 + (-p[0]).exp()) * p[1])
         .collect()
 }
 

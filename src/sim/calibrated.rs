@@ -1,7 +1,8 @@
 //! The calibrated cost model: a step's time composed from the per-op tables `batchlab calibrate` measured.
 //!
 //! Per layer: two RMSNorms (residual fused), the QKV, O, gate/up and down GEMMs (the faster of our kernel and
-//! cuBLAS at that token count, as the engine picks), KV append with RoPE, SiLU·mul, and attention — prefill chunks
+//! cuBLAS at that token count, as the engine picks), KV append with RoPE, SiLU·mul (within the gate/up table in
+//! profiles that measured it so, [`GemmTable::with_silu_mul`]), and attention — prefill chunks
 //! in one launch, so the launch floor is paid once and each chunk adds what it costs beyond it; decode from the
 //! batch × context table, the geometric mean of its readings at the batch's mean context and, for the batch that
 //! launches as many partitions of work, at its longest, scaled by the measured cost of mixed lengths. Then the
@@ -172,7 +173,7 @@ impl CalibratedCost {
             + self.kv_append.at(t)
             + self.o.best_us(t)
             + self.gate_up.best_us(t)
-            + self.silu_mul.at(t)
+            + self.silu_mul_us(t)
             + self.down.best_us(t);
         let mut us = self.layers * per_layer + self.embedding.at(t);
         if s.sampled_seqs > 0 {
@@ -193,6 +194,16 @@ impl CalibratedCost {
             .collect();
         let plan = StepPlan::new(Vec::new(), decodes);
         self.decode_of(&plan.shape(), Some(&plan))
+    }
+
+    /// SiLU·mul over `t` rows, where the gate/up table does not already include it (profiles measured before our
+    /// GEMM fused it, [`GemmTable::with_silu_mul`]).
+    fn silu_mul_us(&self, t: f64) -> f64 {
+        if self.gate_up.with_silu_mul {
+            0.0
+        } else {
+            self.silu_mul.at(t)
+        }
     }
 
     /// Decode attention of a step's decodes, one layer, from its shape alone ([`Self::decode_of`]).
@@ -405,6 +416,7 @@ pub(crate) mod tests {
                 ours_spread: vec![0.01; tokens.len()],
                 cublas_spread: vec![0.01; tokens.len()],
                 ours_plans: Vec::new(),
+                with_silu_mul: false,
             })
             .collect();
         let ops = OPS
@@ -488,6 +500,16 @@ pub(crate) mod tests {
         let expected = 24.0 * layer + op + (op + gemm + op) + 30.0;
         assert_eq!(c.step_time(&s), Nanos::from_us(expected));
         assert_eq!(c.plan_time(&StepPlan::default(), &s), Nanos::from_us(expected));
+        // A gate/up table measured through SiLU·mul carries its cost: no SiLU·mul of its own per layer.
+        let mut fused = synthetic_profile(&model);
+        fused
+            .gemm
+            .iter_mut()
+            .find(|t| t.name == "gate_up")
+            .unwrap()
+            .with_silu_mul = true;
+        let c = CalibratedCost::new(&fused, &model, "synthetic").unwrap();
+        assert_eq!(c.step_time(&s), Nanos::from_us(expected - 24.0 * op));
     }
 
     fn chunks(chunks: &[(u32, u32)]) -> StepPlan {
