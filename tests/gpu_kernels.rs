@@ -542,6 +542,17 @@ fn attention_prefill_matches_reference() {
     }
 }
 
+/// The automatic plan of (m, n, k), then every tile with and without split-K.
+fn every_plan(g: &Gpu, (m, n, k): (usize, usize, usize)) -> Vec<GemmPlan> {
+    let mut plans = vec![g.gemm_plan(m, n, k)];
+    for tile in GemmTile::ALL {
+        for split_k in [1, 3] {
+            plans.push(GemmPlan { tile, split_k });
+        }
+    }
+    plans
+}
+
 #[test]
 #[ignore = "needs a CUDA GPU: cargo test --release --test gpu_kernels -- --ignored"]
 fn gemm_silu_mul_matches_reference() {
@@ -561,13 +572,7 @@ fn gemm_silu_mul_matches_reference() {
         let w = rand_f16(&mut rng, n * k, -1.0, 1.0);
         let want = r::silu_mul(&r::gemm(&x, &w, None, (m, n, k)));
         let (dx, dw) = (g.upload_f32_as_f16(&x).unwrap(), g.upload_f32_as_f16(&w).unwrap());
-        let mut plans = vec![g.gemm_plan(m, n, k)];
-        for tile in GemmTile::ALL {
-            for split_k in [1, 3] {
-                plans.push(GemmPlan { tile, split_k });
-            }
-        }
-        for plan in plans {
+        for plan in every_plan(&g, (m, n, k)) {
             let mut y = g.nan_f16(m * n / 2).unwrap();
             g.gemm_silu_mul_with(&dx, &dw, &mut y, (m, n, k), plan).unwrap();
             let tag = format!("gemm_silu_mul {m}x{n}x{k} {plan:?}");
@@ -611,14 +616,7 @@ fn gemm_matches_reference() {
         let want = r::gemm(&x, &w, bias.as_deref(), (m, n, k));
         let (dx, dw) = (g.upload_f32_as_f16(&x).unwrap(), g.upload_f32_as_f16(&w).unwrap());
         let db = bias.as_ref().map(|b| g.upload_f32_as_f16(b).unwrap());
-        // The automatic plan, then every tile with and without split-K.
-        let mut plans = vec![g.gemm_plan(m, n, k)];
-        for tile in GemmTile::ALL {
-            for split_k in [1, 3] {
-                plans.push(GemmPlan { tile, split_k });
-            }
-        }
-        for plan in plans {
+        for plan in every_plan(&g, (m, n, k)) {
             let mut y = g.nan_f16(m * n).unwrap();
             g.gemm_with(&dx, &dw, db.as_ref(), &mut y, (m, n, k), plan).unwrap();
             let tag = format!("gemm {m}x{n}x{k} {plan:?} bias={}", bias.is_some());
