@@ -99,6 +99,13 @@ pub fn out_of_sample(profile: &Profile, offset: &Profile) -> Result<Vec<OpErrors
     let mut out = Vec::new();
     for m in &offset.gemm {
         let p = profile.gemm_table(&m.name)?;
+        if p.with_silu_mul != m.with_silu_mul {
+            return Err(format!(
+                "gemm {}: the profile and the offset grid did not time the same thing (one through SiLU·mul, one \
+                 without): they are of different batchlab builds",
+                m.name
+            ));
+        }
         // What the engine runs: the kernel the profile picks, measured at this point.
         let chosen = Curve {
             x: m.ours_us.x.clone(),
@@ -222,15 +229,21 @@ pub fn agreement(a: &Profile, b: &Profile) -> Result<Vec<Agreement>, String> {
     let mut out = Vec::new();
     for ga in &a.gemm {
         let gb = b.gemm_table(&ga.name)?;
+        // Tables timed through SiLU·mul in one profile and not in the other are compared all the same, and say so.
+        let timed = match (ga.with_silu_mul, gb.with_silu_mul) {
+            (true, false) => "; A through SiLU·mul, B not",
+            (false, true) => "; B through SiLU·mul, A not",
+            _ => "",
+        };
         let (ka, kb) = (curve_keys(&ga.ours_us), curve_keys(&gb.ours_us));
         out.push(agree(
-            format!("gemm {} (ours)", ga.name),
+            format!("gemm {} (ours{timed})", ga.name),
             (&ka, &ga.ours_us.y, &ga.ours_spread),
             (&kb, &gb.ours_us.y, &gb.ours_spread),
         ));
         let (ka, kb) = (curve_keys(&ga.cublas_us), curve_keys(&gb.cublas_us));
         out.push(agree(
-            format!("gemm {} (cuBLAS)", ga.name),
+            format!("gemm {} (cuBLAS{timed})", ga.name),
             (&ka, &ga.cublas_us.y, &ga.cublas_spread),
             (&kb, &gb.cublas_us.y, &gb.cublas_spread),
         ));
@@ -339,6 +352,26 @@ mod tests {
         let norm = r.iter().find(|x| x.op == "add_rmsnorm").unwrap();
         assert_eq!(norm.within_spread, norm.points - 1);
         assert!((norm.max_rel_diff - 0.05).abs() < 1e-9);
+    }
+
+    #[test]
+    fn gate_up_timed_through_silu_mul_in_one_profile_only_is_named_or_refused() {
+        let model = by_name("qwen2.5-0.5b").unwrap();
+        let a = synthetic_profile(&model);
+        let mut b = a.clone();
+        b.gemm.iter_mut().find(|t| t.name == "gate_up").unwrap().with_silu_mul = true;
+        let r = agreement(&a, &b).unwrap();
+        assert!(
+            r.iter()
+                .any(|x| x.op == "gemm gate_up (ours; B through SiLU·mul, A not)")
+        );
+        assert!(r.iter().any(|x| x.op == "gemm qkv (ours)"));
+        let err = out_of_sample(&a, &b).unwrap_err();
+        assert!(
+            err.contains("gate_up") && err.contains("different batchlab builds"),
+            "{err}"
+        );
+        assert!(out_of_sample(&b, &b).is_ok());
     }
 
     #[test]
