@@ -243,4 +243,26 @@ mod tests {
         let (g, u) = deinterleave_rows(&rows, 3);
         assert_eq!((g.as_slice(), u.as_slice()), (&gate[..], &up[..]));
     }
+
+    /// One product with the interleaved rows, then SiLU·mul of adjacent outputs (what our GEMM's epilogue and the
+    /// SiLU·mul kernel compute), equals the checkpoint's silu(x · gateᵀ) · (x · upᵀ).
+    #[test]
+    fn the_interleaved_product_through_silu_mul_is_the_mlp_activation() {
+        use crate::gpu::reference as r;
+        let (m, inter, k) = (3, 5, 4);
+        let value = |i: usize, scale: f32| ((i * 7 + 3) % 11) as f32 * scale - 0.5;
+        let x: Vec<f32> = (0..m * k).map(|i| value(i, 0.1)).collect();
+        let gate: Vec<f32> = (0..inter * k).map(|i| value(i + 1, 0.13)).collect();
+        let up: Vec<f32> = (0..inter * k).map(|i| value(i + 5, 0.07)).collect();
+        let fused = r::silu_mul(&r::gemm(&x, &interleave_rows(&gate, &up, k), None, (m, 2 * inter, k)));
+        let (g, u) = (
+            r::gemm(&x, &gate, None, (m, inter, k)),
+            r::gemm(&x, &up, None, (m, inter, k)),
+        );
+        let want: Vec<f32> = g.iter().zip(&u).map(|(&g, &u)| g / (1.0 + (-g).exp()) * u).collect();
+        assert_eq!(fused.len(), want.len());
+        for (a, b) in fused.iter().zip(&want) {
+            assert!((a - b).abs() <= 1e-6 * b.abs().max(1.0), "{a} against {b}");
+        }
+    }
 }
