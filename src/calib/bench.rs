@@ -1,7 +1,7 @@
 //! `batchlab bench-kernels`: each op of the model at shapes large enough to reach the hardware's limits, with the
 //! achieved bandwidth or FLOP/s and its fraction of the ceilings measured on the same card in the same run.
 
-use super::driver::{Bench, GemmOperands, copy_bandwidth_gbps, cublas_tflops, gemm_shapes};
+use super::driver::{Bench, FUSED_SILU_MUL, GemmOperands, copy_bandwidth_gbps, cublas_tflops, gemm_shapes};
 use crate::gpu::{
     AttentionKernel, DecodeShape, DecodeWorkspace, Gpu, GpuError, KvAppendShape, KvCacheMut, PagedKv, PagedKvLayout,
     PrefillShape,
@@ -369,7 +369,7 @@ pub fn bench_kernels(
     }
     // The gate/up projection through SiLU·mul as the engine runs it: ours with SiLU·mul in its epilogue (the plan
     // calibration would pick), cuBLAS's product then the SiLU·mul kernel.
-    if let Some(&(name, n, k)) = gemm_shapes(m).iter().find(|s| s.0 == "gate_up") {
+    if let Some(&(name, n, k)) = gemm_shapes(m).iter().find(|s| s.0 == FUSED_SILU_MUL) {
         let sizes = [1, 8, 32, 64, 512];
         let mut ops = GemmOperands::new(&mut b, n, k, sizes[sizes.len() - 1], true)?;
         for t in sizes {

@@ -299,7 +299,7 @@ pub fn gemm_shapes(m: &ModelSpec) -> [(&'static str, usize, usize); 5] {
 }
 
 /// The weight shape whose table is measured through SiLU·mul, as the engine runs it ([`GemmTable::with_silu_mul`]).
-const FUSED_SILU_MUL: &str = "gate_up";
+pub(super) const FUSED_SILU_MUL: &str = "gate_up";
 
 fn curve(x: &[u32], points: Vec<(f64, f64)>) -> (Curve, Vec<f64>) {
     let (y, spread): (Vec<f64>, Vec<f64>) = points.into_iter().unzip();

@@ -383,18 +383,16 @@ impl Gpu {
         plan: GemmPlan,
         epilogue: Epilogue,
     ) -> Result<(), GpuError> {
-        let (op, glu) = match epilogue {
-            Epilogue::Plain => ("gemm", 0i32),
-            Epilogue::SiluMul => ("gemm_silu_mul", 1i32),
-        };
+        let silu_mul = epilogue == Epilogue::SiluMul;
+        let op = if silu_mul { "gemm_silu_mul" } else { "gemm" };
         let shape_err = |d: String| GpuError::shape(op, d);
         if k == 0 || !k.is_multiple_of(8) {
             return Err(shape_err(format!("k = {k} must be a positive multiple of 8")));
         }
-        if glu != 0 && !n.is_multiple_of(2) {
+        if silu_mul && !n.is_multiple_of(2) {
             return Err(shape_err(format!("n = {n} must be even: rows alternate gate and up")));
         }
-        let y_len = if glu != 0 { m * n / 2 } else { m * n };
+        let y_len = if silu_mul { m * n / 2 } else { m * n };
         for (what, len, needed) in [("x", x.len(), m * k), ("w", w.len(), n * k), ("y", y.len(), y_len)] {
             if len < needed {
                 return Err(shape_err(format!("{what} has {len} elements, needs {needed}")));
@@ -426,6 +424,7 @@ impl Gpu {
         };
         let null: u64 = 0;
         let kps = per_split as i32;
+        let glu = i32::from(silu_mul);
         let f = self.kernels().get(tc.id);
         if split == 1 {
             let mut b = self.stream().launch_builder(f);
