@@ -126,6 +126,18 @@ calibrate_models() {
   done
 }
 
+# calibrate model $2 once more (without --check) into $OUT/cal2 while at least $1 seconds are left, and compare
+# it with the profile calibrate_models wrote into $OUT/cal (issue 3's calibrate-twice agreement).
+calibrate_again() {
+  local l; l=$(left)
+  if [ "$l" -lt "$1" ]; then echo "no time to calibrate $2 again ($l s)" >> $OUT/logs/times; return; fi
+  mkdir -p $OUT/cal2
+  timeout $((l - 5)) batchlab calibrate --model $2 --out $OUT/cal2 > $OUT/logs/cal2-$2.txt 2>&1
+  echo "calibrate $2 again rc $? $(date -u +%T)" >> $OUT/logs/times
+  batchlab compare-profiles $OUT/cal/$2.json $OUT/cal2/$2.json > $OUT/cal2/agreement.txt 2>&1
+  grep -a "all\*\*\|run times" $OUT/cal2/agreement.txt
+}
+
 # bench-kernels each model into $OUT/bench while at least $1 seconds are left.
 bench_models() {
   local need=$1; shift
