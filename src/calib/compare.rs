@@ -1,7 +1,7 @@
 //! Judging profiles: how well one predicts points it never measured (an offset grid), and whether two calibrations
 //! of the same card agree within their measured spread.
 
-use super::interp::{Curve, PrefillSurface, Surface};
+use super::interp::{Curve, PrefillLaunch, PrefillSurface, Surface};
 use super::profile::Profile;
 use crate::metrics::percentile_sorted;
 use crate::sim::calibrated::CalibratedCost;
@@ -143,7 +143,7 @@ pub fn out_of_sample(profile: &Profile, offset: &Profile) -> Result<Vec<OpErrors
         out.push(curve_errors(m.name.clone(), true, |x| table.at(x), &m.us));
     }
     // As the calibrated cost model reads them.
-    let prefill = PrefillSurface::new(&profile.attention_prefill.us);
+    let prefill = PrefillSurface::new(&profile.attention_prefill.us, PrefillLaunch::of(&profile.fingerprint));
     out.push(surface_errors(
         "attention prefill",
         ("chunk", "offset"),

@@ -5,6 +5,9 @@
 //! fine grid is mostly measurement noise and, extended far, multiplies it), below it the first point holds
 //! (launch-bound regime).
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::model::{DECODE_PARTITION_MIN, DECODE_UNSPLIT_MAX};
@@ -131,21 +134,38 @@ impl Surface {
 /// (prefill attention grows with the square of the chunk), the excess per unit of work is nearly flat, and straight
 /// lines between grid points fit it far better. `floor` is the smallest measured value (the launch floor).
 #[derive(Clone, Debug)]
-pub struct WorkSurface {
+pub struct WorkSurface<W> {
     floor: f64,
     per_work: Surface,
-    work: fn(f64, f64) -> f64,
+    work: W,
 }
 
-impl WorkSurface {
-    pub fn new(measured: &Surface, work: fn(f64, f64) -> f64) -> WorkSurface {
+/// The work of a grid point (x, y) a [`WorkSurface`] divides its time by.
+pub trait Work {
+    fn of(&self, x: f64, y: f64) -> f64;
+}
+
+impl Work for fn(f64, f64) -> f64 {
+    fn of(&self, x: f64, y: f64) -> f64 {
+        self(x, y)
+    }
+}
+
+impl Work for PrefillLaunch {
+    fn of(&self, chunk: f64, offset: f64) -> f64 {
+        self.work(chunk, offset)
+    }
+}
+
+impl<W: Work> WorkSurface<W> {
+    pub fn new(measured: &Surface, work: W) -> WorkSurface<W> {
         let floor = measured.z.iter().copied().fold(f64::INFINITY, f64::min);
         let ny = measured.y.len();
         let z = measured
             .z
             .iter()
             .enumerate()
-            .map(|(i, &t)| (t - floor) / work(measured.x[i / ny], measured.y[i % ny]).max(1.0))
+            .map(|(i, &t)| (t - floor) / work.of(measured.x[i / ny], measured.y[i % ny]).max(1.0))
             .collect();
         WorkSurface {
             floor,
@@ -159,12 +179,112 @@ impl WorkSurface {
     }
 
     pub fn at(&self, x: f64, y: f64) -> f64 {
-        self.floor + self.per_work.at(x, y).max(0.0) * (self.work)(x, y).max(1.0)
+        self.floor + self.per_work.at(x, y).max(0.0) * self.work.of(x, y).max(1.0)
     }
 
     pub fn floor(&self) -> f64 {
         self.floor
     }
+}
+
+/// How much more an SM does with a second block of a prefill launch resident beside the first: each further
+/// block adds this share of one block's own rate (two blocks run at 1.7 times one, each at 0.85 of its rate
+/// alone). One constant for every card and model, chosen in sample: predicting each interior chunk row of a
+/// profile's prefill grid from its two neighbours, the H100 profiles of both models (kernels 2d0bba9b2426) and the
+/// H200's (5a0ce37cecb6) were read best between 0.6 and 0.8 (mean errors 3.1-3.8%; at 0.7 3.4-4.0%), against
+/// 8.2-10.0% with work counted in attention pairs.
+pub const PREFILL_SHARING: f64 = 0.7;
+
+/// A prefill attention launch of one chunk as the tensor-core kernel spreads it: blocks of `rows` (token, head of
+/// group) query rows, `group` query heads a kv head, a row of blocks per kv head; each block walks the keys up to
+/// its last token in whole [`PREFILL_KEY_TILE`]s; `resident` blocks fit an SM at once, `sms` SMs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PrefillLaunch {
+    pub sms: u32,
+    pub kv_heads: u32,
+    pub group: u32,
+    pub rows: u32,
+    pub resident: u32,
+}
+
+impl PrefillLaunch {
+    /// The launch a profile's prefill table was measured with: its card's SMs, its model's heads.
+    pub fn of(f: &crate::calib::profile::Fingerprint) -> PrefillLaunch {
+        let m = &f.model;
+        let head_dim = m.head_dim as usize;
+        PrefillLaunch {
+            sms: f.sm_count.max(1),
+            kv_heads: m.kv_heads.max(1),
+            group: (m.heads / m.kv_heads.max(1)).max(1),
+            rows: crate::gpu::ops::prefill_block_rows() as u32,
+            resident: crate::gpu::ops::prefill_resident_blocks(&f.compute_capability, head_dim) as u32,
+        }
+    }
+
+    /// The keys the block of query tile `tile` walks, for a chunk of `chunk` tokens after `offset`.
+    fn keys(&self, tile: u64, chunk: u64, offset: u64) -> f64 {
+        let (rows, group) = (u64::from(self.rows), u64::from(self.group));
+        let last = ((rows * tile + rows - 1) / group + 1).min(chunk);
+        let tile_keys = PREFILL_KEY_TILE as u64;
+        ((offset + last).div_ceil(tile_keys) * tile_keys) as f64
+    }
+
+    /// The launch's time in units of one block's time per key, alone on an SM: the SM that finishes last. While
+    /// the launch fits the GPU at once, block b sits on SM b mod SMs beside the others there, which share it (n
+    /// blocks run at 1 + [`PREFILL_SHARING`]·(n − 1) blocks' rate together); beyond that each block starts, in
+    /// launch order, where a resident slot frees first. Where every block has an SM to itself the longest
+    /// block (the chunk's last rows, offset + chunk keys) sets the time, not the pairs all of them score: chunks
+    /// whose blocks just fill the SMs cost far less per pair than chunks with a few blocks more.
+    pub fn work(&self, chunk: f64, offset: f64) -> f64 {
+        let (chunk, offset) = (chunk.max(1.0).ceil() as u64, offset.max(0.0).ceil() as u64);
+        let tiles = (chunk * u64::from(self.group)).div_ceil(u64::from(self.rows));
+        let blocks = tiles * u64::from(self.kv_heads);
+        let (sms, resident) = (u64::from(self.sms), u64::from(self.resident.clamp(1, MAX_RESIDENT)));
+        let keys = |b: u64| self.keys(b % tiles, chunk, offset);
+        if blocks <= sms * resident {
+            let mut longest = 0.0f64;
+            let mut on_sm = [0.0f64; MAX_RESIDENT as usize];
+            for sm in 0..sms.min(blocks) {
+                let n = (blocks - sm).div_ceil(sms) as usize;
+                for (i, k) in on_sm[..n].iter_mut().enumerate() {
+                    *k = keys(sm + i as u64 * sms);
+                }
+                longest = longest.max(shared_time(&mut on_sm[..n]));
+            }
+            longest
+        } else {
+            // Every slot taken as busy throughout: each runs at its share of a full SM's rate.
+            let rate = (1.0 + PREFILL_SHARING * (resident - 1) as f64) / resident as f64;
+            let mut slots: BinaryHeap<Reverse<u64>> = (0..sms * resident).map(|_| Reverse(0)).collect();
+            let mut end = 0.0f64;
+            for b in 0..blocks {
+                let Reverse(free) = slots.pop().unwrap_or(Reverse(0));
+                let done = f64::from_bits(free) + keys(b) / rate;
+                end = end.max(done);
+                // Non-negative floats order as their bits do.
+                slots.push(Reverse(done.to_bits()));
+            }
+            end
+        }
+    }
+}
+
+/// The most blocks of a prefill launch an SM is taken to hold at once (its threads allow 16 of 128).
+const MAX_RESIDENT: u32 = 16;
+
+/// Time for the blocks of `keys` sharing one SM from the start (n of them run at 1 + [`PREFILL_SHARING`]·(n − 1)
+/// blocks' rate together, split evenly), until the last is done. Sorts `keys`.
+fn shared_time(keys: &mut [f64]) -> f64 {
+    keys.sort_by(f64::total_cmp);
+    let n = keys.len();
+    let (mut t, mut done) = (0.0, 0.0);
+    for (i, &k) in keys.iter().enumerate() {
+        let active = (n - i) as f64;
+        let each = (1.0 + PREFILL_SHARING * (active - 1.0)) / active;
+        t += (k - done) / each;
+        done = k;
+    }
+    t
 }
 
 /// Query rows one prefill attention block takes (the tensor-core kernel's tile).
@@ -176,19 +296,21 @@ pub const PREFILL_KEY_TILE: f64 = crate::gpu::ops::PREFILL_KEY_TILE as f64;
 /// Prefill attention's time over chunk × offset. A chunk of at most one query tile is one block per kv head, whose
 /// time grows with the keys it walks (offset + chunk), a line in both: read straight from the measured surface
 /// (out of sample on an H100 and an H200, chunk 48 × offset 64 within 4%, against 22% per unit of work). Longer
-/// chunks spread over blocks whose work grows with the pairs they score: a [`WorkSurface`] over
-/// [`prefill_pairs`].
+/// chunks spread over blocks and SMs: a [`WorkSurface`] over the launch's work as [`PrefillLaunch::work`] counts
+/// it (out of sample on an H100, qwen2.5-1.5b's chunks of 700 within 5.5% where counting attention pairs read them
+/// 10-14% slow: their 132 blocks fill the 132 SMs one each, the grid's 768 puts two on some).
 #[derive(Clone, Debug)]
 pub struct PrefillSurface {
     measured: Surface,
-    work: WorkSurface,
+    work: WorkSurface<PrefillLaunch>,
 }
 
 impl PrefillSurface {
-    pub fn new(measured: &Surface) -> PrefillSurface {
+    /// The surface of a prefill table measured with `launch`'s geometry ([`PrefillLaunch::of`] its profile).
+    pub fn new(measured: &Surface, launch: PrefillLaunch) -> PrefillSurface {
         PrefillSurface {
             measured: measured.clone(),
-            work: WorkSurface::new(measured, prefill_pairs),
+            work: WorkSurface::new(measured, launch),
         }
     }
 
@@ -242,6 +364,55 @@ pub fn prefill_pairs(chunk: f64, offset: f64) -> f64 {
 mod tests {
     use super::*;
 
+    /// qwen2.5-1.5b's prefill launch on an H100: 132 SMs, 2 kv heads of 6 query heads, 64 rows a block, two
+    /// blocks an SM.
+    fn h100_1_5b() -> PrefillLaunch {
+        PrefillLaunch {
+            sms: 132,
+            kv_heads: 2,
+            group: 6,
+            rows: 64,
+            resident: 2,
+        }
+    }
+
+    /// Where every block has an SM to itself the launch takes its longest block's keys: the chunk's last rows,
+    /// offset + chunk rounded up to whole key tiles.
+    #[test]
+    fn a_launch_within_one_block_an_sm_takes_its_longest_block() {
+        let l = h100_1_5b();
+        // 700 tokens × 6 heads = 4,200 rows: 66 blocks a kv head, 132 in all, one an SM.
+        assert_eq!(l.work(700.0, 3500.0), 4224.0);
+        // 704 tokens: 66 blocks again (4,224 rows), the last walks 3,500 + 704 keys, in 66 tiles of 64.
+        assert_eq!(l.work(704.0, 3500.0), 4224.0);
+        // 768 tokens: 144 blocks, the last 12 beside the first 12 on the first 12 SMs.
+        assert!(l.work(768.0, 3500.0) > 4288.0);
+    }
+
+    /// Two blocks on one SM run at 1 + s times one's rate together: the shorter done after 2·k₁ / (1 + s), the
+    /// longer alone for the rest. Beyond what SMs hold at once, blocks wait for a slot.
+    #[test]
+    fn blocks_sharing_an_sm_and_waiting_for_one_are_timed() {
+        let one = PrefillLaunch {
+            sms: 1,
+            kv_heads: 2,
+            group: 1,
+            rows: 64,
+            resident: 2,
+        };
+        // A chunk of 64 tokens: one block per kv head, both walking 64 + 64 keys, together at 1.7 blocks' rate.
+        let s = PREFILL_SHARING;
+        assert!((one.work(64.0, 64.0) - 2.0 * 128.0 / (1.0 + s)).abs() < 1e-9);
+        // 128 tokens: 4 blocks (128 and 192 keys per kv head), two slots of rate (1 + s) / 2 each: the blocks
+        // take 128, 192 (the first kv head) then 128, 192 (the second), each in the first slot to free.
+        let rate = (1.0 + s) / 2.0;
+        let slots = [128.0 / rate + 128.0 / rate, 192.0 / rate + 192.0 / rate];
+        assert!((one.work(128.0, 64.0) - slots[0].max(slots[1])).abs() < 1e-9);
+        // More SMs: one block each, the longest alone.
+        let many = PrefillLaunch { sms: 8, ..one };
+        assert_eq!(many.work(128.0, 64.0), 192.0);
+    }
+
     #[test]
     fn curve_interpolates_and_extends() {
         let c = Curve::new(vec![1.0, 2.0, 4.0], vec![10.0, 12.0, 20.0]);
@@ -292,14 +463,14 @@ mod tests {
             }
         };
         let z = x.iter().flat_map(|&c| y.iter().map(move |&o| t(c, o))).collect();
-        let p = PrefillSurface::new(&Surface { x, y, z });
+        let p = PrefillSurface::new(&Surface { x, y, z }, h100_1_5b());
         // A line in chunk and offset: exact between grid points (where offset + chunk is whole key tiles).
         assert!((p.at(48.0, 80.0) - t(48.0, 80.0)).abs() < 1e-9);
         assert!((p.at(16.0, 2032.0) - t(16.0, 2032.0)).abs() < 1e-9);
         // Per unit of work beyond the tile, exact at the grid's points.
         assert!((p.at(512.0, 4096.0) - t(512.0, 4096.0)).abs() < 1e-9);
         // Per unit of work the tile's own points would be read far off: 48 × 80 from the 32 and 64 rows.
-        let work = WorkSurface::new(&p.measured, prefill_pairs);
+        let work = WorkSurface::new(&p.measured, prefill_pairs as fn(f64, f64) -> f64);
         assert!((work.at(48.0, 80.0) - t(48.0, 80.0)).abs() > 0.1);
         assert_eq!(p.floor(), 3.01);
     }
@@ -313,7 +484,7 @@ mod tests {
             .iter()
             .flat_map(|&c| y.iter().map(move |&o| 3.0 + 0.01 * c + 0.02 * o))
             .collect();
-        let p = PrefillSurface::new(&Surface { x, y, z });
+        let p = PrefillSurface::new(&Surface { x, y, z }, h100_1_5b());
         // 48 + 100 = 148 keys: three tiles, as 48 + 144 = 192.
         assert_eq!(p.at(48.0, 100.0), p.at(48.0, 144.0));
         assert!(p.at(48.0, 100.0) > p.at(48.0, 80.0));
@@ -332,7 +503,7 @@ mod tests {
             .flat_map(|&c| y.iter().map(move |&o| 3.0 + 0.002 * prefill_pairs(c, o)))
             .collect();
         let s = Surface { x, y, z };
-        let w = WorkSurface::new(&s, prefill_pairs);
+        let w = WorkSurface::new(&s, prefill_pairs as fn(f64, f64) -> f64);
         for (c, o) in [(200.0, 100.0), (48.0, 3000.0), (700.0, 0.0)] {
             let exact = 3.0 + 0.002 * prefill_pairs(c, o);
             assert!(

@@ -72,6 +72,31 @@ fn prefill_tc_rows() -> usize {
     16 * super::compile::prefill_tc_warps()
 }
 
+/// Query rows ((token, head of group) pairs) one tensor-core prefill attention block takes.
+pub fn prefill_block_rows() -> usize {
+    prefill_tc_rows()
+}
+
+/// Shared memory an SM offers its blocks on a card of compute capability `cc` ("9.0"), by the CUDA programming
+/// guide's table: 228 KiB on 9.0 and 10.x, 164 KiB on 8.0 and 8.7, 100 KiB on the others from 8.6 on (8.9, 12.x).
+fn shared_memory_per_sm(cc: &str) -> usize {
+    let kib = match cc {
+        "9.0" | "10.0" | "10.1" | "10.3" => 228,
+        "8.0" | "8.7" => 164,
+        _ => 100,
+    };
+    kib * 1024
+}
+
+/// Tensor-core prefill attention blocks for heads of `head_dim` values one SM holds at once on a card of compute
+/// capability `cc`, as its shared memory allows (each block also takes 1 KiB the runtime reserves) and its 2,048
+/// threads: two on an H100 for heads of 128 values, four for heads of 64. Registers are not counted.
+pub fn prefill_resident_blocks(cc: &str, head_dim: usize) -> usize {
+    let per_block = prefill_tc_smem_bytes(head_dim) as usize + 1024;
+    let by_threads = 2048 / (32 * super::compile::prefill_tc_warps());
+    (shared_memory_per_sm(cc) / per_block).clamp(1, by_threads)
+}
+
 /// Query rows per prefill block (`PF_ROWS`).
 const PREFILL_ROWS: usize = 32;
 

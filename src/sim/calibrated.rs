@@ -9,7 +9,7 @@
 //! embedding, the final norm, lm_head and argmax over the sampled rows, and the step's measured host overhead.
 
 use super::CostModel;
-use crate::calib::interp::{Curve, PrefillSurface, Surface, decode_attention_at, prefill_pairs};
+use crate::calib::interp::{Curve, PrefillLaunch, PrefillSurface, Surface, decode_attention_at, prefill_pairs};
 use crate::calib::profile::{EngineSteps, GemmTable, Profile, StepKind, StepParts, decode_splits, graph_rows};
 use crate::model::{ModelSpec, StepShape};
 use crate::sched::{DecodeSeq, StepPlan};
@@ -71,7 +71,7 @@ impl CalibratedCost {
             kv_append: op("kv_append_rope")?,
             embedding: op("embedding")?,
             argmax: op("argmax")?,
-            prefill: PrefillSurface::new(&profile.attention_prefill.us),
+            prefill: PrefillSurface::new(&profile.attention_prefill.us, PrefillLaunch::of(f)),
             prefill_pairs_per_us: peak_prefill_rate(&profile.attention_prefill.us),
             heterogeneity: None,
             decode,
