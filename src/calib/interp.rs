@@ -376,6 +376,17 @@ mod tests {
         }
     }
 
+    /// As many blocks an SM holds as its shared memory allows: on an H100 two for heads of 128 values (87 KB
+    /// each), four for heads of 64; one on a card of 100 KB.
+    #[test]
+    fn resident_prefill_blocks_follow_shared_memory() {
+        use crate::gpu::ops::prefill_resident_blocks;
+        assert_eq!(prefill_resident_blocks("9.0", 128), 2);
+        assert_eq!(prefill_resident_blocks("9.0", 64), 4);
+        assert_eq!(prefill_resident_blocks("8.9", 128), 1);
+        assert_eq!(prefill_resident_blocks("8.0", 64), 3);
+    }
+
     /// Where every block has an SM to itself the launch takes its longest block's keys: the chunk's last rows,
     /// offset + chunk rounded up to whole key tiles.
     #[test]

@@ -89,8 +89,9 @@ fn shared_memory_per_sm(cc: &str) -> usize {
 }
 
 /// Tensor-core prefill attention blocks for heads of `head_dim` values one SM holds at once on a card of compute
-/// capability `cc`, as its shared memory allows (each block also takes 1 KiB the runtime reserves) and its 2,048
-/// threads: two on an H100 for heads of 128 values, four for heads of 64. Registers are not counted.
+/// capability `cc`, as its shared memory allows (each block also takes 1 KiB the runtime reserves) and the 2,048
+/// threads an SM holds at most: two on an H100 for heads of 128 values, four for heads of 64. Registers are not
+/// counted.
 pub fn prefill_resident_blocks(cc: &str, head_dim: usize) -> usize {
     let per_block = prefill_tc_smem_bytes(head_dim) as usize + 1024;
     let by_threads = 2048 / (32 * super::compile::prefill_tc_warps());
