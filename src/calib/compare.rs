@@ -183,6 +183,8 @@ pub struct Agreement {
     pub max_rel_diff: f64,
     /// Points only one of the two measured (their grids differ there): not compared.
     pub unmatched: usize,
+    /// Of each point outside the spread: how far apart the two are (relative) and the spread it was held to.
+    pub outside: Vec<(f64, f64)>,
 }
 
 /// The coordinates of a table's points, in the order of its values: a curve's x, a surface's (x, y) row by row.
@@ -203,6 +205,7 @@ fn agree(
 ) -> Agreement {
     let (mut points, mut within) = (0, 0);
     let mut max_rel: f64 = 0.0;
+    let mut outside = Vec::new();
     for (i, key) in ka.iter().enumerate().take(a.len()) {
         let Some(j) = kb.iter().take(b.len()).position(|k| k == key) else {
             continue;
@@ -213,6 +216,8 @@ fn agree(
         let tolerance = sa.get(i).copied().unwrap_or(0.0).max(sb.get(j).copied().unwrap_or(0.0));
         if d <= tolerance {
             within += 1;
+        } else {
+            outside.push((d, tolerance));
         }
     }
     Agreement {
@@ -221,7 +226,28 @@ fn agree(
         within_spread: within,
         max_rel_diff: max_rel,
         unmatched: a.len().min(ka.len()) + b.len().min(kb.len()) - 2 * points,
+        outside,
     }
+}
+
+/// One sentence on the points of `rows` outside their spread, if any: how far apart the two profiles put them (the
+/// median and the largest relative difference) against the spreads they were held to (median).
+pub fn outside_summary(rows: &[Agreement]) -> Option<String> {
+    let mut diffs: Vec<f64> = rows.iter().flat_map(|r| r.outside.iter().map(|o| o.0)).collect();
+    let mut spreads: Vec<f64> = rows.iter().flat_map(|r| r.outside.iter().map(|o| o.1)).collect();
+    if diffs.is_empty() {
+        return None;
+    }
+    diffs.sort_by(f64::total_cmp);
+    spreads.sort_by(f64::total_cmp);
+    Some(format!(
+        "The {} point(s) outside their spread are {:.2}% apart at the median and {:.2}% at most, against spreads of \
+         {:.2}% at the median.",
+        diffs.len(),
+        100.0 * percentile_sorted(&diffs, 50.0),
+        100.0 * diffs[diffs.len() - 1],
+        100.0 * percentile_sorted(&spreads, 50.0)
+    ))
 }
 
 /// How two calibrations of one model agree, table by table, over the points both measured.
@@ -352,6 +378,18 @@ mod tests {
         let norm = r.iter().find(|x| x.op == "add_rmsnorm").unwrap();
         assert_eq!(norm.within_spread, norm.points - 1);
         assert!((norm.max_rel_diff - 0.05).abs() < 1e-9);
+        // The one point outside, 5% apart against its 1% spread, is the summary's.
+        assert_eq!(norm.outside.len(), 1);
+        let line = outside_summary(&r).unwrap();
+        assert!(
+            line.starts_with("The 1 point(s) outside their spread are 5.00% apart"),
+            "{line}"
+        );
+        assert!(
+            line.contains("5.00% at most") && line.contains("spreads of 1.00%"),
+            "{line}"
+        );
+        assert!(outside_summary(&agreement(&a, &a).unwrap()).is_none());
     }
 
     #[test]

@@ -7,7 +7,7 @@ use super::{
 };
 use crate::calib::Profile;
 use crate::calib::bench;
-use crate::calib::compare::{OpErrors, PointError, agreement, out_of_sample};
+use crate::calib::compare::{OpErrors, PointError, agreement, out_of_sample, outside_summary};
 use crate::calib::driver::{CalibrateConfig, Grid, calibrate_grids, tuning_points};
 use crate::calib::engine_steps;
 use crate::calib::profile::{ClockSummary, EngineSteps};
@@ -487,6 +487,9 @@ pub fn compare_profiles(args: CompareProfilesArgs) -> Result<(), CliError> {
         "| **all** | {points} | {within} ({:.1}%) | |",
         100.0 * within as f64 / points.max(1) as f64
     );
+    if let Some(line) = outside_summary(&rows) {
+        println!("\n{line}");
+    }
     let unmatched: usize = rows.iter().map(|r| r.unmatched).sum();
     if unmatched > 0 {
         let tables: Vec<&str> = (rows.iter().filter(|r| r.unmatched > 0))

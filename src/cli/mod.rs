@@ -88,7 +88,8 @@ pub enum Command {
     /// out/baseline.md
     BaselineReport(BaselineReportArgs),
     /// Compare two calibration profiles of one model: per table, how many of the points both measured agree within
-    /// their measured spread (points of one grid only are counted apart). Example: batchlab compare-profiles
+    /// their measured spread (points of one grid only are counted apart), and how far apart the others are.
+    /// Example: batchlab compare-profiles
     /// calibration/h200/repeat/qwen2.5-0.5b.first.json calibration/h200/repeat/qwen2.5-0.5b.json
     CompareProfiles(CompareProfilesArgs),
     /// Compare the headline metrics of two summaries of the same runs, run by run: a `validate` folder (measured)
