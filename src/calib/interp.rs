@@ -387,6 +387,46 @@ mod tests {
         assert_eq!(prefill_resident_blocks("8.0", 64), 3);
     }
 
+    /// Mean error of reading each interior chunk row of a prefill table (beyond one query tile) per unit of
+    /// `work` from the rows either side of it, as [`PREFILL_SHARING`] was chosen.
+    fn leave_row_out_error(t: &Surface, work: impl Fn(f64, f64) -> f64) -> f64 {
+        let floor = t.z.iter().copied().fold(f64::INFINITY, f64::min);
+        let ny = t.y.len();
+        let per_work = |i: usize, j: usize| (t.z[i * ny + j] - floor) / work(t.x[i], t.y[j]);
+        let mut errors = Vec::new();
+        for i in 1..t.x.len() - 1 {
+            if t.x[i - 1] <= PREFILL_QUERY_TILE {
+                continue;
+            }
+            for j in 0..ny {
+                let w = lerp(
+                    &[t.x[i - 1], t.x[i + 1]],
+                    &[per_work(i - 1, j), per_work(i + 1, j)],
+                    t.x[i],
+                );
+                let predicted = floor + w * work(t.x[i], t.y[j]);
+                errors.push((predicted - t.z[i * ny + j]).abs() / t.z[i * ny + j]);
+            }
+        }
+        errors.iter().sum::<f64>() / errors.len() as f64
+    }
+
+    /// On the committed H100 profiles' own prefill grids, the launch's work reads a chunk row from its neighbours
+    /// within 5% on average, pairs only within 8-10%.
+    #[test]
+    fn the_launch_work_reads_the_committed_prefill_grids_better_than_pairs() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("calibration/h100-80gb-hbm3");
+        for model in ["qwen2.5-0.5b", "qwen2.5-1.5b"] {
+            let p = crate::calib::profile::Profile::load(&dir.join(format!("{model}.json"))).unwrap();
+            let launch = PrefillLaunch::of(&p.fingerprint);
+            let t = &p.attention_prefill.us;
+            let by_launch = leave_row_out_error(t, |c, o| launch.work(c, o));
+            let by_pairs = leave_row_out_error(t, prefill_pairs);
+            assert!(by_launch < 0.05, "{model}: {by_launch}");
+            assert!(by_launch < 0.6 * by_pairs, "{model}: {by_launch} against {by_pairs}");
+        }
+    }
+
     /// Where every block has an SM to itself the launch takes its longest block's keys: the chunk's last rows,
     /// offset + chunk rounded up to whole key tiles.
     #[test]
