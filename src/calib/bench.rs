@@ -374,9 +374,9 @@ pub fn bench_kernels(
         let mut ops = GemmOperands::new(&mut b, n, k, sizes[sizes.len() - 1], true)?;
         for t in sizes {
             let dims = (t, n, k);
-            let best = (ops.time_candidates(&mut b, dims)?.into_iter())
-                .min_by(|a, b| a.1.total_cmp(&b.1))
-                .map_or_else(|| gpu.gemm_plan(t, n, k), |(plan, _)| plan);
+            let best = ops
+                .fastest_plan(&mut b, dims)?
+                .unwrap_or_else(|| gpu.gemm_plan(t, n, k));
             let ours = ops.time_ours(&mut b, dims, best)?;
             let (cublas, _) = ops.time_cublas(&mut b, dims)?;
             push(

@@ -399,6 +399,20 @@ impl GemmOperands {
             .map(|plan| Ok((plan, self.time_ours(b, dims, plan)?.0)))
             .collect()
     }
+
+    /// The fastest of [`Self::time_candidates`]: the first of equally fast plans, as the candidates come (`None`
+    /// without candidates).
+    pub(super) fn fastest_plan(
+        &mut self,
+        b: &mut Bench<'_>,
+        dims: (usize, usize, usize),
+    ) -> Result<Option<GemmPlan>, GpuError> {
+        let timed = self.time_candidates(b, dims)?;
+        Ok(timed
+            .into_iter()
+            .reduce(|best, c| if c.1 < best.1 { c } else { best })
+            .map(|(plan, _)| plan))
+    }
 }
 
 /// Timings the plan search of `tune_gemms` makes on `grid` (for a progress bar).
@@ -422,10 +436,7 @@ fn tune_gemms(b: &mut Bench<'_>, m: &ModelSpec, grid: &Grid) -> Result<Vec<Vec<T
         if let Some(&max_m) = rows.iter().max() {
             let mut ops = GemmOperands::new(b, n, k, max_m as usize, name == FUSED_SILU_MUL)?;
             for &t in &rows {
-                let timed = ops.time_candidates(b, (t as usize, n, k))?;
-                // The first of equally fast plans, as the candidates come.
-                let fastest = timed.into_iter().reduce(|best, c| if c.1 < best.1 { c } else { best });
-                if let Some((plan, _)) = fastest {
+                if let Some(plan) = ops.fastest_plan(b, (t as usize, n, k))? {
                     tuned.push(TunedPlan { rows: t, plan });
                 }
             }

@@ -216,7 +216,7 @@ impl PrefillLaunch {
             sms: f.sm_count.max(1),
             kv_heads: m.kv_heads.max(1),
             group: (m.heads / m.kv_heads.max(1)).max(1),
-            rows: crate::gpu::ops::prefill_block_rows() as u32,
+            rows: crate::gpu::ops::prefill_tc_rows() as u32,
             resident: crate::gpu::ops::prefill_resident_blocks(&f.compute_capability, head_dim) as u32,
         }
     }

@@ -67,14 +67,9 @@ pub fn decode_round_tokens(head_dim: usize) -> usize {
 /// Cached tokens per tile of the tensor-core prefill kernel (`PF_TC_BK`): a block walks its keys in whole tiles.
 pub const PREFILL_KEY_TILE: usize = 64;
 
-/// Query rows ((token, head) pairs) per tensor-core prefill block (`PF_TC_ROWS`).
-fn prefill_tc_rows() -> usize {
+/// Query rows ((token, head of group) pairs) per tensor-core prefill block (`PF_TC_ROWS`).
+pub fn prefill_tc_rows() -> usize {
     16 * super::compile::prefill_tc_warps()
-}
-
-/// Query rows ((token, head of group) pairs) one tensor-core prefill attention block takes.
-pub fn prefill_block_rows() -> usize {
-    prefill_tc_rows()
 }
 
 /// Shared memory an SM offers its blocks on a card of compute capability `cc` ("9.0"), by the CUDA programming
