@@ -1,15 +1,19 @@
-# Do fresh engines of one build draw one of two paces (reports/pace-h100/)? Eight engines one after another, each
-# timing the same decode points, sized as validate sizes Poisson's continuous run (a KV cache of 95% of the free
-# memory), then eight with a KV cache of only what the points need: whether the draw follows the big allocation.
+# Which engines of a process run at the profile's pace (reports/poisson-h100-sweep/: in eleven validate processes
+# the third engine built was the fastest, most others 2-5% slower than the profile)? Eight engines one after another
+# in one bench-engine process, each timing the same decode points, sized as validate sizes Poisson's continuous run
+# (a KV cache of 95% of the free memory), then with a KV cache of only what the points need: once as CUDA's pool
+# does by default (each engine's memory back to the driver before the next), once with the pool keeping it for the
+# next engine (--keep-freed-memory; not with the big cache, whose second copy would not fit beside the first if the
+# pool could not reuse it).
 set -u
 source scripts/device/prep.sh
 mkdir -p $OUT/logs $OUT/bench
 PROF=$(card_dir)/qwen2.5-1.5b.json
 export BATCHLAB_LOG=batchlab::engine::forward=info
-for kv in 2566432 default; do
-  extra=""; [ $kv = default ] || extra="--kv-tokens $kv"
+for v in kv95 small small-keep; do
+  case $v in kv95) extra="--kv-tokens 2566432" ;; small-keep) extra="--keep-freed-memory" ;; *) extra="" ;; esac
   timeout 200 batchlab bench-engine --model qwen2.5-1.5b --gemm ours --launch pdl --plans $PROF \
-    --decode 1x400,4x500,24x1500 --engines 8 $extra --out $OUT/bench/engines-kv-$kv.md > $OUT/logs/kv-$kv.txt 2>&1
-  echo "kv $kv rc $? $(date -u +%T)" >> $OUT/logs/times
+    --decode 1x400,4x500,24x1500 --engines 8 $extra --out $OUT/bench/engines-$v.md > $OUT/logs/$v.txt 2>&1
+  echo "$v rc $? $(date -u +%T)" >> $OUT/logs/times
 done
 cat $OUT/logs/times

@@ -345,6 +345,10 @@ pub fn bench_engine(args: BenchEngineArgs) -> Result<(), CliError> {
         engines: args.engines,
         kv_tokens: args.kv_tokens,
     };
+    if args.keep_freed_memory {
+        gpu.keep_freed_memory()
+            .map_err(|e| CliError::Failed(anyhow::anyhow!(e)))?;
+    }
     let sampler = (args.clock_every).and_then(|ms| gpu.sample_clock(std::time::Duration::from_millis(ms)));
     let started = Instant::now();
     let (result, _gpu) = bench_engine(gpu, &model, at, &variants, &ours, &mut |_| pb.inc(1))
@@ -360,6 +364,11 @@ pub fn bench_engine(args: BenchEngineArgs) -> Result<(), CliError> {
     md.push_str(&match issue_cpu.as_str() {
         "none" => "\nThe thread issuing the GPU's work was not pinned to a CPU core (--cpu none).\n".to_string(),
         c => format!("\nThe thread issuing the GPU's work was pinned to CPU {c} (--cpu).\n"),
+    });
+    md.push_str(if args.keep_freed_memory {
+        "\nThe allocator's pool kept the memory each engine freed for the next (--keep-freed-memory).\n"
+    } else {
+        "\nThe memory each engine freed went back to the driver at the next synchronisation (CUDA's default).\n"
     });
     if let Some(path) = &args.plans {
         md.push_str(&format!(

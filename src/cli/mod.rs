@@ -251,6 +251,12 @@ pub struct BenchEngineArgs {
     /// holds (never fewer than the points need) [default: what the points need].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub kv_tokens: Option<u64>,
+    /// Keep the memory each engine frees in the allocator's pool for the next engine, instead of CUDA's default
+    /// (releasing it at the next synchronisation, so that each engine maps what the driver hands out then): whether
+    /// what an engine's buffers are mapped to sets its pace (`reports/poisson-h100-sweep/`). With --engines; the
+    /// memory an engine reports using is then not what it newly mapped.
+    #[arg(long)]
+    pub keep_freed_memory: bool,
     /// Read the SM clock through NVML every MS milliseconds while the steps are timed, as `calibrate` and
     /// `validate` do (every 10 ms), and report its median, its lowest and how often power or thermal management
     /// held it down: whether the clock moved the timings. Timing once with it and once without shows whether the
@@ -467,6 +473,18 @@ mod tests {
         );
         assert!(args("batchlab bench-kernels").is_empty());
         assert!(Cli::try_parse_from(["batchlab", "bench-kernels", "--decode", "3x0"]).is_err());
+    }
+
+    #[test]
+    fn bench_engine_keeps_freed_memory_only_when_asked() {
+        let keep = |line: &str| {
+            parsed(line).map(|c| match c {
+                Command::BenchEngine(a) => a.keep_freed_memory,
+                _ => panic!("not bench-engine"),
+            })
+        };
+        assert_eq!(keep("batchlab bench-engine --engines 8"), Ok(false));
+        assert_eq!(keep("batchlab bench-engine --engines 8 --keep-freed-memory"), Ok(true));
     }
 
     #[test]

@@ -337,6 +337,33 @@ impl Gpu {
         &self.info
     }
 
+    /// Makes the device's default memory pool (the one cudarc's stream-ordered allocations come from) keep the
+    /// memory freed to it, with no release threshold, instead of handing it back to the driver at the next
+    /// synchronisation (CUDA's default): buffers allocated after others were freed then reuse what those were mapped
+    /// to. For `bench-engine --keep-freed-memory`, which asks whether that sets an engine's pace; the free memory the
+    /// driver reports no longer falls when an engine reuses the pool's memory.
+    pub fn keep_freed_memory(&self) -> Result<(), GpuError> {
+        no_panic(|| {
+            let dev = drv::device::get(self.info.ordinal as i32)?;
+            let mut pool: drv_sys::CUmemoryPool = std::ptr::null_mut();
+            // SAFETY: `pool` is valid for one handle write and `dev` is a device handle from cuDeviceGet.
+            unsafe { drv_sys::cuDeviceGetDefaultMemPool(&mut pool, dev) }.result()?;
+            let mut threshold: u64 = u64::MAX;
+            // SAFETY: the release threshold is a cuuint64_t, which `threshold` is valid to read as; `pool` is the
+            // device's default pool, returned by the driver just above and never destroyed.
+            unsafe {
+                drv_sys::cuMemPoolSetAttribute(
+                    pool,
+                    drv_sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+                    (&mut threshold as *mut u64).cast(),
+                )
+            }
+            .result()?;
+            tracing::info!("the default memory pool keeps what is freed to it");
+            Ok(())
+        })
+    }
+
     /// Pins the calling thread, the one that will issue this GPU's work, as `choice` says (see [`affinity`]). The
     /// host's time per launch on a core is measured as the median of five rounds of 200 launches of a one-block
     /// kernel (after one round that warms the core up), back to back as an eager step issues them.
