@@ -396,9 +396,9 @@ pub struct ValidateArgs {
     /// Before the first measured run, build this many engines like its own, warm each up on the run's first
     /// requests and close it, so that what a process pays once (the allocator's first chunks, cuBLAS's handle, kernel
     /// code loaded at its first launch) is not measured. 0: none (the first run then measures some of those one-off
-    /// costs as its own workspace). More do not steady the engines' pace: on an H100, engines built alike ran their
-    /// steps at one of two paces about 4% apart whatever their place in the process (`reports/pace-h100/`), which
-    /// `--repeats 3` sets apart.
+    /// costs as its own workspace). More do not steady the engines' pace: on H100s, in every process measured, the
+    /// third engine built (priming ones counted) ran its steps fastest and most others 2-5% slower
+    /// (`reports/poisson-h100-sweep/`), which `--repeats 3` sets apart.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=4), value_name = "N")]
     pub prime_engines: u32,
     /// Do not print the verdicts and the headline-metric table.
