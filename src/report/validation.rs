@@ -135,8 +135,12 @@ fn measurements_table(v: &ValidationSummary) -> Option<Table> {
                         .repeat_throughputs
                         .get(k)
                         .map_or(String::new(), |t| format!(", {t:.1} tok/s"));
+                    let engine = r
+                        .repeat_engines
+                        .get(k)
+                        .map_or(String::new(), |e| format!(", engine #{e}"));
                     let mark = if k == chosen { " (compared)" } else { "" };
-                    Cell::number(format!("×{p:.3}{tput}{mark}"), p)
+                    Cell::number(format!("×{p:.3}{tput}{engine}{mark}"), p)
                 }
                 None => Cell::text("-"),
             })
@@ -519,7 +523,8 @@ pub(super) fn sections(v: &ValidationSummary) -> Vec<Section> {
             paragraphs: vec![
                 "Each repeated run's measurements in the order taken, one a pass over the runs, each on an engine of \
                  its own: the pace of its steps (the median over them of measured / predicted time; above 1, its \
-                 engine ran slower than the profile predicts) and its output throughput. The engine that a run got, \
+                 engine ran slower than the profile predicts), its output throughput and which engine of the process \
+                 it ran on (where the GPU engine ran it). The engine that a run got, \
                  not the cost model, sets the spread of a row; an engine that ran slow in every run of one pass shows \
                  as a column."
                     .to_owned(),
@@ -620,6 +625,10 @@ pub(super) fn sections(v: &ValidationSummary) -> Vec<Section> {
         .map(|(_, title)| (format!("{title}: measured / simulated (error)"), true))
         .collect();
     columns.push(("decode steps: median signed error".to_owned(), true));
+    let engines = v.runs.iter().any(|r| r.engine.is_some());
+    if engines {
+        columns.push(("engine".to_owned(), true));
+    }
     columns.push(("plans".to_owned(), false));
     let runs_table = run_table(&v.runs, columns, |r| {
         let mut row = Vec::new();
@@ -642,6 +651,12 @@ pub(super) fn sections(v: &ValidationSummary) -> Vec<Section> {
             });
         }
         row.push(percent_cell(r.decode_signed));
+        if engines {
+            row.push(match r.engine {
+                Some(e) => Cell::number(format!("#{e}"), f64::from(e)),
+                None => Cell::text(super::render::MISSING),
+            });
+        }
         row.push(Cell::text(match &r.plans {
             PlanAgreement::Identical { .. } => "identical".to_owned(),
             PlanAgreement::Diverged { step, .. } => format!("differ from step {step}"),
@@ -651,8 +666,10 @@ pub(super) fn sections(v: &ValidationSummary) -> Vec<Section> {
     out.push(Section {
         title: "Runs".to_owned(),
         paragraphs: vec![
-            "Each run's headline metrics measured and simulated, and the median signed error of its decode-only \
-             steps' predicted times (positive: predicted too slow). Every summary column of both is in \
+            "Each run's headline metrics measured and simulated, the median signed error of its decode-only \
+             steps' predicted times (positive: predicted too slow) and, where the GPU engine ran it, which engine of \
+             the validating process did (#1 the first built, priming engines counted: on H100s the third engine a \
+             process built ran its steps fastest). Every summary column of both is in \
              `runs/<run>/comparison.csv` (all runs: `validation.csv`); the measured runs' tables are in `runs/`, the \
              simulated ones' in `simulated/`, and each run's per-step table in `runs/<run>/step_errors.parquet`."
                 .to_owned(),

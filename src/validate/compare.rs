@@ -691,6 +691,13 @@ pub struct RunSummary {
     /// measurements were chosen by pace (they were chosen by median output throughput).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub repeat_paces: Vec<f64>,
+    /// Which engine of the validating process ran the compared measurement, counting from 1 every engine it built
+    /// (priming ones too). `None` where the backend builds none (or in validations written before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<u32>,
+    /// Measured with `--repeats N`: which engine of the process ran each measurement, in the order taken.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repeat_engines: Vec<u32>,
     /// The median signed error of the run's decode-only steps (positive: predicted too slow): an engine whose every
     /// decode step ran slower than another's at the same shapes shows here run by run. `None` without decode steps
     /// (or in validations written before it was kept).
@@ -1004,6 +1011,8 @@ pub fn aggregate(runs: &[RunValidation]) -> ValidationSummary {
                 metrics: r.metrics.clone(),
                 repeat_throughputs: r.repeat_throughputs.clone(),
                 repeat_paces: r.repeat_paces.clone(),
+                engine: r.engine,
+                repeat_engines: r.repeat_engines.clone(),
                 decode_signed: median_p95_max(
                     (r.steps.iter())
                         .filter(|s| s.kind == StepKind::Decode)

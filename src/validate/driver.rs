@@ -35,6 +35,13 @@ pub trait MeasuredRun: Executor {
         Vec::new()
     }
 
+    /// Which engine of the process the execution runs on, counting from 1 the engines the backend built before it
+    /// (priming ones too); `None` where the backend builds none. On H100s the third engine a process built ran its
+    /// steps fastest (`reports/poisson-h100-sweep/`), so the report shows it beside each run's pace.
+    fn engine_ordinal(&self) -> Option<u32> {
+        None
+    }
+
     /// Ends the execution (its engine is released) and returns the memory the run used, measured; `None` when the
     /// backend cannot measure it, in which case the measured summary keeps the simulator's memory model and the
     /// report says so.
@@ -117,6 +124,11 @@ pub struct RunValidation {
     pub repeat_throughputs: Vec<f64>,
     /// With `--repeats N` (N > 1): each measurement's pace, in the order taken (the compared one is the median).
     pub repeat_paces: Vec<f64>,
+    /// Which engine of the process ran the compared measurement ([`MeasuredRun::engine_ordinal`]).
+    pub engine: Option<u32>,
+    /// With `--repeats N` (N > 1): which engine of the process ran each measurement, in the order taken (empty
+    /// where the backend builds none).
+    pub repeat_engines: Vec<u32>,
 }
 
 impl RunValidation {
@@ -168,6 +180,8 @@ struct Measurement {
     plans: PlanLog,
     parts: Vec<MeasuredParts>,
     memory_measured: bool,
+    /// [`MeasuredRun::engine_ordinal`].
+    engine: Option<u32>,
 }
 
 /// Starts an execution of the run, warms it up, serves the run on its clock and finishes it.
@@ -222,6 +236,7 @@ fn measure(
         source,
     })?;
     let parts = execution.step_parts();
+    let engine = execution.engine_ordinal();
     let memory = execution.finish();
     let mut metrics = recorder.finish(prepared.memory, prepared.slo);
     if let Some(m) = memory {
@@ -232,6 +247,7 @@ fn measure(
         plans,
         parts,
         memory_measured: memory.is_some(),
+        engine,
     })
 }
 
@@ -253,6 +269,7 @@ struct Chosen {
     steps: Vec<StepComparison>,
     throughputs: Vec<f64>,
     paces: Vec<f64>,
+    engines: Vec<u32>,
 }
 
 /// Of several measurements of one run, the one whose engine ran at the median pace ([`pace`]; of an even count the
@@ -267,12 +284,14 @@ fn median_measurement(mut all: Vec<Measurement>, cost: &dyn CostModel) -> Chosen
         .map(|m| compare::compare_steps(&m.metrics.steps, &m.plans.plans, &m.parts, cost))
         .collect();
     let paces: Vec<f64> = steps.iter().map(|s| pace(s)).collect();
+    let engines = all.iter().filter_map(|m| m.engine).collect();
     let chosen = median_pace(&paces);
     Chosen {
         measurement: all.swap_remove(chosen),
         steps: steps.swap_remove(chosen),
         throughputs,
         paces,
+        engines,
     }
 }
 
@@ -300,14 +319,16 @@ fn compare_run(
                 plans: measured_plans,
                 parts: _,
                 memory_measured,
+                engine,
             },
         steps,
         throughputs,
         paces,
+        engines,
     } = median_measurement(all, prepared.cost.as_ref());
     // Kept for --repeats only.
-    let (repeat_throughputs, repeat_paces) = if options.repeats > 1 {
-        (throughputs, paces)
+    let (repeat_throughputs, repeat_paces, repeat_engines) = if options.repeats > 1 {
+        (throughputs, paces, engines)
     } else {
         Default::default()
     };
@@ -349,6 +370,8 @@ fn compare_run(
         memory_measured,
         repeat_throughputs,
         repeat_paces,
+        engine,
+        repeat_engines,
     })
 }
 

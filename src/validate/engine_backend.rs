@@ -36,6 +36,8 @@ pub struct EngineBackend {
     prime_engines: u32,
     /// Whether they were.
     primed: bool,
+    /// Engines built so far, priming ones included.
+    built: u32,
     /// Reads the SM clock from before the first engine on (started once: its start-up would otherwise land in a
     /// measured run's first steps); `None` where NVML is not available.
     clocks: Option<ClockSampler>,
@@ -56,6 +58,7 @@ impl EngineBackend {
             policies: HashMap::new(),
             prime_engines,
             primed: false,
+            built: 0,
             clocks: None,
         }
     }
@@ -69,6 +72,7 @@ impl EngineBackend {
     fn prime(&mut self, gpu: Gpu, run: &PreparedRun, gemm: GemmPolicy, seed: u64) -> Result<Gpu, String> {
         let config = engine_config(run, gemm, seed);
         let engine = Engine::random(gpu, run.model.clone(), WEIGHT_SEED, config).map_err(|e| e.to_string())?;
+        self.built += 1;
         let warmup = warmup_workload(run, PRIMING_STEPS);
         let mut executor = GpuExecutor::new(engine, &warmup);
         let mut scheduler = new_scheduler(run.policy, run.limits);
@@ -123,6 +127,11 @@ impl Backend for EngineBackend {
         let limits = &run.limits;
         let config = engine_config(run, gemm, spec.scenario.seed);
         let engine = Engine::random(gpu, run.model.clone(), WEIGHT_SEED, config).map_err(|e| e.to_string())?;
+        self.built += 1;
+        tracing::info!(
+            engine = self.built,
+            "engine built for a measured run (counting the process's engines from 1)"
+        );
         if engine.memory().workspace() != run.workspace.computed_bytes {
             tracing::warn!(
                 engine = engine.memory().workspace(),
@@ -153,6 +162,7 @@ impl Backend for EngineBackend {
             parts: Vec::new(),
             windows: Vec::new(),
             clocks: self.clocks.as_ref(),
+            ordinal: self.built,
         }))
     }
 }
@@ -185,6 +195,8 @@ struct EngineRun<'a> {
     windows: Vec<(Instant, Instant)>,
     /// The backend's clock sampler, reading the SM clock throughout.
     clocks: Option<&'a ClockSampler>,
+    /// Which engine of the process this run's is, from 1.
+    ordinal: u32,
 }
 
 impl EngineRun<'_> {
@@ -224,6 +236,10 @@ impl MeasuredRun for EngineRun<'_> {
         self.parts.clear();
         self.windows.clear();
         Box::new(WallClock::new())
+    }
+
+    fn engine_ordinal(&self) -> Option<u32> {
+        Some(self.ordinal)
     }
 
     fn step_parts(&mut self) -> Vec<MeasuredParts> {

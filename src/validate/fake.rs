@@ -91,6 +91,8 @@ struct PerturbedRun<'a> {
     executed: Rc<Cell<u64>>,
     parts: Option<(f64, f64)>,
     timed: Vec<MeasuredParts>,
+    /// The execution's place among those the backend started, from 1 (as an engine's among a process's engines).
+    engine: u32,
 }
 
 impl Executor for PerturbedRun<'_> {
@@ -119,6 +121,10 @@ impl MeasuredRun for PerturbedRun<'_> {
 
     fn step_parts(&mut self) -> Vec<MeasuredParts> {
         std::mem::take(&mut self.timed)
+    }
+
+    fn engine_ordinal(&self) -> Option<u32> {
+        Some(self.engine)
     }
 
     fn finish(self: Box<Self>) -> Option<MeasuredMemory> {
@@ -160,6 +166,7 @@ impl Backend for PerturbedBackend {
             executed: self.executed.clone(),
             parts: self.parts,
             timed: Vec::new(),
+            engine: self.started as u32,
         }))
     }
 }

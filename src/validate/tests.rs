@@ -635,7 +635,7 @@ fn step_errors_are_also_given_per_policy() {
     assert!(md.contains("## Step time by policy"), "{md}");
     assert!(md.contains("| static     | decode-only  |"), "{md}");
     assert!(md.contains("decode steps: median signed error"), "{md}");
-    assert!(md.contains("-4.76% | identical |"), "{md}");
+    assert!(md.contains("-4.76% |     #1 | identical |"), "{md}");
     // One policy: no such table.
     let one = validate(POISSON, &mut PerturbedBackend::new(Factors::uniform(1.0)), 0);
     assert!(one.summary.steps_by_policy.is_empty());
@@ -928,6 +928,10 @@ fn repeated_measurements_are_taken_in_passes_and_compare_the_median_one() {
             assert!((p - f).abs() < 1e-4, "{paces:?} {factors:?}");
         }
         let chosen = factors.iter().position(|&f| f == median).unwrap();
+        // Pass by pass: run i's measurements were the (i + 1)th, (i + 4)th and (i + 7)th executions started.
+        let engines: Vec<u32> = (0..3).map(|k| (i + 3 * k + 1) as u32).collect();
+        assert_eq!(run.repeat_engines, engines, "run {i}");
+        assert_eq!(run.engine, Some(engines[chosen]), "run {i}");
         let compared = run.metrics.iter().find(|m| m.metric == "output_tok_per_s").unwrap();
         assert!(
             close(compared.measured.unwrap(), t[chosen]),
@@ -957,9 +961,20 @@ fn repeated_measurements_are_taken_in_passes_and_compare_the_median_one() {
             .unwrap_or_else(|| panic!("no row of {}: {md}", run.run));
         let cells: Vec<&str> = line.split('|').map(str::trim).filter(|c| !c.is_empty()).collect();
         assert_eq!(cells.len(), 5, "{line}");
-        for (cell, f) in cells[2..].iter().zip(&factors) {
+        for ((k, cell), f) in cells[2..].iter().enumerate().zip(&factors) {
             assert!(cell.starts_with(&format!("×{f:.3}, ")), "{cell} {factors:?}");
+            let engine = format!(", engine #{}", i + 3 * k + 1);
+            assert!(
+                cell.ends_with(&engine) || cell.ends_with(&format!("{engine} (compared)")),
+                "{cell}"
+            );
         }
+        // The runs table names the compared measurement's engine.
+        let row = md
+            .lines()
+            .rfind(|l| l.starts_with(&format!("| {} ", run.run)))
+            .unwrap_or_else(|| panic!("no runs row of {}: {md}", run.run));
+        assert!(row.contains(&format!(" #{} | ", run.engine.unwrap())), "{row}");
         let mut sorted = factors.clone();
         sorted.sort_by(f64::total_cmp);
         let marked: Vec<&&str> = cells.iter().filter(|c| c.ends_with("(compared)")).collect();
@@ -971,7 +986,14 @@ fn repeated_measurements_are_taken_in_passes_and_compare_the_median_one() {
     once.start_factors = vec![0.9, 1.2, 1.02];
     let v = validate_runs(&specs, &prepared, &mut once, &options(0), &mut |_| {}).unwrap();
     assert_eq!(once.started, 3);
-    assert!(v.runs.iter().all(|r| r.repeat_throughputs.is_empty()));
+    assert!(
+        v.runs
+            .iter()
+            .all(|r| r.repeat_throughputs.is_empty() && r.repeat_engines.is_empty())
+    );
+    // Measured once each: the runs' engines are the executions in order.
+    let engines: Vec<Option<u32>> = v.runs.iter().map(|r| r.engine).collect();
+    assert_eq!(engines, vec![Some(1), Some(2), Some(3)]);
     let md = crate::report::validation_markdown(&v.summary, "burst");
     assert!(!md.contains("Repeats:") && !md.contains("pass by pass"), "{md}");
 }
