@@ -4,7 +4,8 @@
 # (a KV cache of 95% of the free memory), then with a KV cache of only what the points need: once as CUDA's pool
 # does by default (each engine's memory back to the driver before the next), once with the pool keeping it for the
 # next engine (--keep-freed-memory; not with the big cache, whose second copy would not fit beside the first if the
-# pool could not reuse it).
+# pool could not reuse it). Then the continuous run of Poisson at 32 req/s validated four times (--repeats 4, one
+# priming engine): the paces of a validate process's engines #2 to #5, named in its pass-by-pass table.
 set -u
 source scripts/device/prep.sh
 mkdir -p $OUT/logs $OUT/bench
@@ -16,4 +17,10 @@ for v in kv95 small small-keep; do
     --decode 1x400,4x500,24x1500 --engines 8 $extra --out $OUT/bench/engines-$v.md > $OUT/logs/$v.txt 2>&1
   echo "$v rc $? $(date -u +%T)" >> $OUT/logs/times
 done
+card_profile_args
+timeout 200 batchlab validate scenarios/poisson.toml --set 'sweep.workload.rate=[32]' \
+  --set 'sweep.scheduler.policy=["continuous"]' --repeats 4 --no-report --out /tmp/val32 "${PROF[@]}" \
+  > $OUT/logs/validate-32.txt 2>&1
+echo "validate 32 rc $? $(date -u +%T)" >> $OUT/logs/times
+cp /tmp/val32/validation.md $OUT/bench/validate-32.md 2>/dev/null
 cat $OUT/logs/times
