@@ -13,12 +13,12 @@ PROF=$(card_dir)/qwen2.5-1.5b.json
 export BATCHLAB_LOG=batchlab::engine::forward=info
 for v in kv95 small small-keep; do
   case $v in kv95) extra="--kv-tokens 2566432" ;; small-keep) extra="--keep-freed-memory" ;; *) extra="" ;; esac
-  timeout 200 batchlab bench-engine --model qwen2.5-1.5b --gemm ours --launch pdl --plans $PROF \
+  timeout 140 batchlab bench-engine --model qwen2.5-1.5b --gemm ours --launch pdl --plans $PROF \
     --decode 1x400,4x500,24x1500 --engines 8 $extra --out $OUT/bench/engines-$v.md > $OUT/logs/$v.txt 2>&1
   echo "$v rc $? $(date -u +%T)" >> $OUT/logs/times
 done
 card_profile_args
-timeout 200 batchlab validate scenarios/poisson.toml --set 'sweep.workload.rate=[32]' \
+timeout 140 batchlab validate scenarios/poisson.toml --set 'sweep.workload.rate=[32]' \
   --set 'sweep.scheduler.policy=["continuous"]' --repeats 4 --no-report --out /tmp/val32 "${PROF[@]}" \
   > $OUT/logs/validate-32.txt 2>&1
 echo "validate 32 rc $? $(date -u +%T)" >> $OUT/logs/times
