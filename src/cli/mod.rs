@@ -401,6 +401,13 @@ pub struct ValidateArgs {
     /// (`reports/poisson-h100-sweep/`), which `--repeats 3` sets apart.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=4), value_name = "N")]
     pub prime_engines: u32,
+    /// An experiment on engine pace: keep the memory each engine frees in the allocator's pool for the next one
+    /// (as `bench-engine --keep-freed-memory`), so that every engine after the first reuses what the one before it
+    /// was mapped to. Memory is then not measured (an engine's use no longer shows in the driver's free memory: the
+    /// report says so), and a KV cache sized from the free memory would shrink from one engine to the next: give the
+    /// scenario a capacity (`--set memory.kv_capacity_tokens=N`) that two engines' caches fit in.
+    #[arg(long)]
+    pub keep_freed_memory: bool,
     /// Do not print the verdicts and the headline-metric table.
     #[arg(long, short)]
     pub quiet: bool,
@@ -485,6 +492,14 @@ mod tests {
         };
         assert_eq!(keep("batchlab bench-engine --engines 8"), Ok(false));
         assert_eq!(keep("batchlab bench-engine --engines 8 --keep-freed-memory"), Ok(true));
+        let keep = |line: &str| {
+            parsed(line).map(|c| match c {
+                Command::Validate(a) => a.keep_freed_memory,
+                _ => panic!("not validate"),
+            })
+        };
+        assert_eq!(keep("batchlab validate s.toml"), Ok(false));
+        assert_eq!(keep("batchlab validate s.toml --keep-freed-memory"), Ok(true));
     }
 
     #[test]

@@ -38,6 +38,8 @@ pub struct EngineBackend {
     primed: bool,
     /// Engines built so far, priming ones included.
     built: u32,
+    /// Whether engines' memory is measured (not where the pool keeps what engines free: `without_memory`).
+    measure_memory: bool,
     /// Reads the SM clock from before the first engine on (started once: its start-up would otherwise land in a
     /// measured run's first steps); `None` where NVML is not available.
     clocks: Option<ClockSampler>,
@@ -59,7 +61,17 @@ impl EngineBackend {
             prime_engines,
             primed: false,
             built: 0,
+            measure_memory: true,
             clocks: None,
+        }
+    }
+
+    /// The same backend, its runs' memory not measured: where the allocator's pool keeps what engines free
+    /// (`validate --keep-freed-memory`), an engine's use does not show in the driver's free memory.
+    pub fn without_memory(self) -> Self {
+        Self {
+            measure_memory: false,
+            ..self
         }
     }
 
@@ -163,6 +175,7 @@ impl Backend for EngineBackend {
             windows: Vec::new(),
             clocks: self.clocks.as_ref(),
             ordinal: self.built,
+            measure_memory: self.measure_memory,
         }))
     }
 }
@@ -197,6 +210,8 @@ struct EngineRun<'a> {
     clocks: Option<&'a ClockSampler>,
     /// Which engine of the process this run's is, from 1.
     ordinal: u32,
+    /// Whether [`MeasuredRun::finish`] gives the memory the engine measured.
+    measure_memory: bool,
 }
 
 impl EngineRun<'_> {
@@ -264,6 +279,9 @@ impl MeasuredRun for EngineRun<'_> {
             2 * 2 * u64::from(spec.layers) * (layout.block_size * layout.kv_heads * layout.head_dim) as u64;
         let (gpu, measured) = engine.close();
         *self.home = Some(gpu);
+        if !self.measure_memory {
+            return None;
+        }
         let m = match measured {
             Ok(m) => m,
             Err(e) => {
