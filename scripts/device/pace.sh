@@ -9,11 +9,11 @@
 set -u
 source scripts/device/prep.sh
 mkdir -p $OUT/logs $OUT/bench
-PROF=$(card_dir)/qwen2.5-1.5b.json
+PLANS=$(card_dir)/qwen2.5-1.5b.json
 export BATCHLAB_LOG=batchlab::engine::forward=info
 for v in default keep; do
   extra=""; [ $v = keep ] && extra="--keep-freed-memory"
-  timeout 130 batchlab bench-engine --model qwen2.5-1.5b --gemm ours --launch pdl --plans $PROF \
+  timeout 130 batchlab bench-engine --model qwen2.5-1.5b --gemm ours --launch pdl --plans $PLANS \
     --decode 1x400,4x500,24x1500 --engines 8 $extra --out $OUT/bench/engines-$v.md > $OUT/logs/bench-$v.txt 2>&1
   echo "bench $v rc $? $(date -u +%T)" >> $OUT/logs/times
 done
