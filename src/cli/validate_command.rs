@@ -32,10 +32,6 @@ pub fn validate(args: ValidateArgs) -> Result<(), CliError> {
     for warning in &notes {
         eprintln!("warning: {warning}");
     }
-    if args.keep_freed_memory {
-        gpu.keep_freed_memory()
-            .map_err(|e| CliError::Failed(anyhow::anyhow!(e)))?;
-    }
     let mut backend = gpu_backend(gpu, args.prime_engines, args.keep_freed_memory)?;
     validate_with(&args, &runs, &prepared, backend.as_mut(), Some(&device), notes)
 }
@@ -43,15 +39,18 @@ pub fn validate(args: ValidateArgs) -> Result<(), CliError> {
 /// The GPU engine as the backend: for each run an engine built as the simulator sizes the run (model, KV cache of
 /// `prepared.limits.kv_capacity_slots` slots in blocks of `prepared.limits.block_size`), a `GpuExecutor`, a fresh
 /// `WallClock` after the warm-up, and the memory it measured (see [`crate::validate::EngineBackend`]); `prime_engines`
-/// engines built, warmed up and closed before the first; with `keep_freed_memory` (the pool set to keep what is
-/// freed, [`Gpu::keep_freed_memory`]) memory is not measured.
+/// engines built, warmed up and closed before the first; with `keep_freed_memory` the device's pool is set to keep
+/// what engines free ([`Gpu::keep_freed_memory`]) and, since their use then no longer shows in the driver's free
+/// memory, memory is not measured.
 pub fn gpu_backend(gpu: Gpu, prime_engines: u32, keep_freed_memory: bool) -> Result<Box<dyn Backend>, CliError> {
-    let backend = crate::validate::EngineBackend::new(gpu, prime_engines);
-    Ok(Box::new(if keep_freed_memory {
-        backend.without_memory()
-    } else {
-        backend
-    }))
+    if !keep_freed_memory {
+        return Ok(Box::new(crate::validate::EngineBackend::new(gpu, prime_engines)));
+    }
+    gpu.keep_freed_memory()
+        .map_err(|e| CliError::Failed(anyhow::anyhow!(e)))?;
+    Ok(Box::new(
+        crate::validate::EngineBackend::new(gpu, prime_engines).without_memory(),
+    ))
 }
 
 /// What identifies the device and this build's kernels, for [`check_profile`].
