@@ -253,8 +253,9 @@ pub struct BenchEngineArgs {
     pub kv_tokens: Option<u64>,
     /// Keep the memory each engine frees in the allocator's pool for the next engine, instead of CUDA's default
     /// (releasing it at the next synchronisation, so that each engine maps what the driver hands out then): whether
-    /// what an engine's buffers are mapped to sets its pace (`reports/poisson-h100-sweep/`). With --engines; the
-    /// memory an engine reports using is then not what it newly mapped.
+    /// what an engine's buffers are mapped to sets its pace. Measured on an H100 (`reports/pace-keep-h100/`): it
+    /// does not; the third engine of a process stands apart either way. With --engines; the memory an engine
+    /// reports using is then not what it newly mapped.
     #[arg(long)]
     pub keep_freed_memory: bool,
     /// Read the SM clock through NVML every MS milliseconds while the steps are timed, as `calibrate` and
@@ -403,7 +404,7 @@ pub struct ValidateArgs {
     pub prime_engines: u32,
     /// An experiment on engine pace: keep the memory each engine frees in the allocator's pool for the next one
     /// (as `bench-engine --keep-freed-memory`), so that every engine after the first reuses what the one before it
-    /// was mapped to. Memory is then not measured (an engine's use no longer shows in the driver's free memory: the
+    /// was mapped to (which did not even the engines' paces in `bench-engine`: `reports/pace-keep-h100/`). Memory is then not measured (an engine's use no longer shows in the driver's free memory: the
     /// report says so), and a KV cache sized from the free memory would shrink from one engine to the next: give the
     /// scenario a capacity (`--set memory.kv_capacity_tokens=N`) that two engines' caches fit in.
     #[arg(long)]
