@@ -404,9 +404,10 @@ pub struct ValidateArgs {
     pub prime_engines: u32,
     /// An experiment on engine pace: keep the memory each engine frees in the allocator's pool for the next one
     /// (as `bench-engine --keep-freed-memory`), so that every engine after the first reuses what the one before it
-    /// was mapped to (which did not even the engines' paces in `bench-engine`: `reports/pace-keep-h100/`). Memory is then not measured (an engine's use no longer shows in the driver's free memory: the
-    /// report says so), and a KV cache sized from the free memory would shrink from one engine to the next: give the
-    /// scenario a capacity (`--set memory.kv_capacity_tokens=N`) that two engines' caches fit in.
+    /// was mapped to (which did not even the engines' paces in `bench-engine`: `reports/pace-keep-h100/`). Memory
+    /// is then not measured (an engine's use no longer shows in the driver's free memory: the report says so), and
+    /// a KV cache sized from the free memory would shrink from one engine to the next: give the scenario a capacity
+    /// (`--set memory.kv_capacity_tokens=N`) that two engines' caches fit in.
     #[arg(long)]
     pub keep_freed_memory: bool,
     /// Do not print the verdicts and the headline-metric table.
