@@ -340,8 +340,9 @@ impl Gpu {
     /// Makes the device's default memory pool (the one cudarc's stream-ordered allocations come from) keep the
     /// memory freed to it, with no release threshold, instead of handing it back to the driver at the next
     /// synchronisation (CUDA's default): buffers allocated after others were freed then reuse what those were mapped
-    /// to. For `bench-engine --keep-freed-memory`, which asks whether that sets an engine's pace; the free memory the
-    /// driver reports no longer falls when an engine reuses the pool's memory.
+    /// to. For `bench-engine --keep-freed-memory` and `validate --keep-freed-memory`, which ask whether that sets an
+    /// engine's pace (on an H100 it did not: `reports/pace-keep-h100/`); the free memory the driver reports no longer
+    /// falls when an engine reuses the pool's memory.
     pub fn keep_freed_memory(&self) -> Result<(), GpuError> {
         no_panic(|| {
             let dev = drv::device::get(self.info.ordinal as i32)?;
