@@ -66,6 +66,9 @@ pub struct EnginePoint {
     pub variant: EngineVariant,
     /// Which of the engines built for the variant one after another timed it (`--engines`), from 1; `None` with one.
     pub engine: Option<u32>,
+    /// Which of the engine's sets of decode graphs replayed it (`--recapture`), from 1; `None` where the graphs were
+    /// never captured again (and for prefills).
+    pub graphs: Option<u32>,
     pub what: String,
     /// Tokens the step produces (decode) or computes (prefill).
     pub tokens: u64,
@@ -94,6 +97,7 @@ impl EnginePoint {
         EnginePoint {
             variant,
             engine: None,
+            graphs: None,
             what,
             tokens,
             step_us,
@@ -111,6 +115,18 @@ impl EnginePoint {
 
     pub fn gbps(&self) -> f64 {
         self.bytes / (self.step_us * 1e-6) / 1e9
+    }
+
+    /// The variant, and which engine and graph set timed it where there were several.
+    pub fn label(&self) -> String {
+        let mut s = self.variant.label();
+        if let Some(e) = self.engine {
+            s.push_str(&format!(", engine {e}"));
+        }
+        if let Some(g) = self.graphs {
+            s.push_str(&format!(", graphs {g}"));
+        }
+        s
     }
 
     /// The floor as a share of the measured step (1 = at the floor).
@@ -178,6 +194,9 @@ pub struct BenchPoints<'a> {
     /// A KV cache of this many token slots, at least what the points need (`None`: that), as `validate` gives a
     /// run's engine what 95% of the free memory holds.
     pub kv_tokens: Option<u64>,
+    /// After every decode point was timed, each engine drops its decode graphs, captures them anew and times every
+    /// decode point again, this many times.
+    pub recaptures: u32,
 }
 
 /// Measures the ceilings, then each point on an engine with seeded random weights, once per variant; `ours` is how
@@ -204,6 +223,7 @@ pub fn bench_engine(
         context,
         engines,
         kv_tokens,
+        recaptures,
     } = at;
     // The sequence decoding between prefills grows by `after` tokens per step timed.
     let running_longest = after.map_or(0, |n| RUNNING_CONTEXT + n * (REPEATS as u32 + 1) * prefill.len() as u32);
@@ -258,12 +278,21 @@ pub fn bench_engine(
             next_id: 0,
             samples: &mut samples,
         };
-        for &(b, c) in decode {
-            let ids = bench.prefilled(b, c)?;
-            let calls = host_calls_of(&mut bench, |b| b.decode_steps(&ids, c, None))?;
-            bench.release(&ids);
-            labels.resize(bench.samples.len(), (None, calls));
-            on_point("engine decode");
+        // The graph set (from 1) that replayed each sample, where the graphs were captured again.
+        let mut graph_sets: Vec<Option<u32>> = Vec::new();
+        for set in 1..=recaptures + 1 {
+            if set > 1 {
+                bench.engine.recapture_decode_graphs()?;
+            }
+            // Every set decodes sequences prefilled anew at the same contexts.
+            for &(b, c) in decode {
+                let ids = bench.prefilled(b, c)?;
+                let calls = host_calls_of(&mut bench, |b| b.decode_steps(&ids, c, None))?;
+                bench.release(&ids);
+                labels.resize(bench.samples.len(), (None, calls));
+                graph_sets.resize(bench.samples.len(), (recaptures > 0).then_some(set));
+                on_point("engine decode");
+            }
         }
         let running = match after {
             Some(_) => bench.prefilled(1, RUNNING_CONTEXT)?,
@@ -284,11 +313,15 @@ pub fn bench_engine(
         gpu = bench.engine.into_gpu();
         let ceilings = (copy_gbps, gemm_tflops);
         let engine = (engines > 1).then_some(engine);
-        points.extend((samples.iter().zip(labels)).map(|(x, (n, host_calls))| EnginePoint {
-            engine,
-            host_calls,
-            ..point(model, variant, x, n, ceilings)
-        }));
+        graph_sets.resize(samples.len(), None);
+        points.extend(
+            (samples.iter().zip(labels).zip(graph_sets)).map(|((x, (n, host_calls)), graphs)| EnginePoint {
+                engine,
+                graphs,
+                host_calls,
+                ..point(model, variant, x, n, ceilings)
+            }),
+        );
     }
     Ok((
         EngineBench {
@@ -369,6 +402,12 @@ impl EngineBench {
              slots (`--step-tokens`, `--context`, `--kv-tokens`).\n\n",
             self.model, self.gpu_name, self.copy_gbps, self.gemm_tflops, self.step_tokens, self.context, self.kv_tokens
         );
+        if self.points.iter().any(|p| p.graphs.is_some()) {
+            s.push_str(
+                "Graphs N: the decode points timed again on the same engine after it dropped its decode graphs and \
+                 captured them anew N − 1 times (`--recapture`), on sequences prefilled anew at the same contexts.\n\n",
+            );
+        }
         s.push_str(
             "| variant | point | step ms | host issue ms | tokens/s | GB/s | TFLOP/s | floor ms | share of the floor |\n",
         );
@@ -376,10 +415,7 @@ impl EngineBench {
         for p in &self.points {
             s.push_str(&format!(
                 "| {} | {} | {:.3} | {:.3} | {:.0} | {:.0} | {:.1} | {:.3} | {:.0}% |\n",
-                match p.engine {
-                    Some(e) => format!("{}, engine {e}", p.variant.label()),
-                    None => p.variant.label(),
-                },
+                p.label(),
                 p.what,
                 p.step_us / 1e3,
                 p.issue_us / 1e3,
@@ -394,18 +430,18 @@ impl EngineBench {
         s
     }
 
-    /// The host's time per step by kind of call, for each point of the first engine of each variant whose calls were
-    /// timed; empty without any.
+    /// The host's time per step by kind of call, for each point of the first engine of each variant (its first graph
+    /// set) whose calls were timed; empty without any.
     fn host_calls_markdown(&self) -> String {
         let timed: Vec<&EnginePoint> = (self.points.iter())
-            .filter(|p| p.engine.unwrap_or(1) == 1 && !p.host_calls.is_empty())
+            .filter(|p| p.engine.unwrap_or(1) == 1 && p.graphs.unwrap_or(1) == 1 && !p.host_calls.is_empty())
             .collect();
         if timed.is_empty() {
             return String::new();
         }
         let mut s = format!(
             "\nHost issue by call: where the host's time to issue a step goes, per step over the {REPEATS} timed steps \
-             of each point (first engine of each variant; the clock read once a call). `prepare`: the step's inputs \
+             of each point (first engine of each variant, its first decode graphs; the clock read once a call). `prepare`: the step's inputs \
              built on the host; `upload`: copied to the GPU; a graph's launch, or each op's kernel launches over \
              every layer.\n\n| variant | point | call | calls a step | µs a step | µs a call |\n|---|---|---|---:|---:|---:|\n"
         );
@@ -582,6 +618,49 @@ mod tests {
             md.contains("| prefill 4 × 64 tokens, after 8 decode steps | 2.300 | 2.100 |"),
             "{md}"
         );
+    }
+
+    #[test]
+    fn a_point_replayed_from_a_recaptured_graph_set_is_named_so_and_gives_no_host_calls() {
+        let m = by_name("qwen2.5-0.5b").unwrap();
+        let variant = EngineVariant::ALL[0];
+        let calls = vec![HostCalls {
+            what: "prepare",
+            calls: 5,
+            total: std::time::Duration::from_micros(50),
+        }];
+        let set = |engine, graphs, what: &'static str| EnginePoint {
+            engine: Some(engine),
+            graphs: Some(graphs),
+            host_calls: vec![HostCalls {
+                what,
+                ..calls[0].clone()
+            }],
+            ..point(&m, variant, &sample(4, 500), None, (3000.0, 700.0))
+        };
+        let bench = bench_of(
+            &m.name,
+            vec![set(1, 1, "prepare"), set(1, 2, "upload"), set(3, 2, "upload")],
+        );
+        let md = bench.markdown();
+        assert!(md.contains("Graphs N: the decode points timed again"), "{md}");
+        assert!(
+            md.contains("| our GEMM, PDL, engine 3, graphs 2 | decode batch 4 × context 500 |"),
+            "{md}"
+        );
+        assert!(md.contains("| our GEMM, PDL, engine 1, graphs 1 |"), "{md}");
+        // Host calls of the first engine's first graph set only.
+        assert!(md.contains("| decode batch 4 × context 500 | prepare |"), "{md}");
+        assert!(!md.contains("| upload |"), "{md}");
+        // Without recaptures, no note.
+        let once = EngineBench {
+            points: vec![EnginePoint {
+                graphs: None,
+                ..bench.points[0].clone()
+            }],
+            ..bench
+        };
+        assert!(!once.markdown().contains("Graphs N"));
     }
 
     #[test]

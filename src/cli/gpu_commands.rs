@@ -333,7 +333,7 @@ pub fn bench_engine(args: BenchEngineArgs) -> Result<(), CliError> {
     let prefill_runs = prefill.len() * if after.is_some() { 2 } else { 1 };
     let engines = args.engines.max(1) as usize;
     let pb = progress(
-        (decode.len() + prefill_runs) * variants.len() * engines + 2,
+        (decode.len() * (args.recapture as usize + 1) + prefill_runs) * variants.len() * engines + 2,
         "engine steps",
     );
     let at = BenchPoints {
@@ -344,6 +344,7 @@ pub fn bench_engine(args: BenchEngineArgs) -> Result<(), CliError> {
         context: args.context,
         engines: args.engines,
         kv_tokens: args.kv_tokens,
+        recaptures: args.recapture,
     };
     if args.keep_freed_memory {
         gpu.keep_freed_memory()

@@ -247,6 +247,11 @@ pub struct BenchEngineArgs {
     /// engines of one build run the same step at the same speed.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=16))]
     pub engines: u32,
+    /// After every decode point was timed, have each engine drop its decode graphs, capture and instantiate them
+    /// anew, and time every decode point again (on sequences prefilled anew), N times: whether a decode step's pace
+    /// belongs to the engine or to the set of graphs it replays. Rows say which set ("graphs 2").
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=16))]
+    pub recapture: u32,
     /// Give each engine a KV cache of N token slots, as `validate` gives a run's engine what 95% of the free memory
     /// holds (never fewer than the points need) [default: what the points need].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
@@ -502,6 +507,19 @@ mod tests {
         };
         assert_eq!(keep("batchlab validate s.toml"), Ok(false));
         assert_eq!(keep("batchlab validate s.toml --keep-freed-memory"), Ok(true));
+    }
+
+    #[test]
+    fn bench_engine_recaptures_its_graphs_0_to_16_times() {
+        let recapture = |line: &str| {
+            parsed(line).map(|c| match c {
+                Command::BenchEngine(a) => a.recapture,
+                _ => panic!("not bench-engine"),
+            })
+        };
+        assert_eq!(recapture("batchlab bench-engine"), Ok(0));
+        assert_eq!(recapture("batchlab bench-engine --engines 4 --recapture 2"), Ok(2));
+        assert!(recapture("batchlab bench-engine --recapture 17").is_err());
     }
 
     #[test]

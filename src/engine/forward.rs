@@ -761,11 +761,26 @@ impl Engine {
         Ok(engine)
     }
 
+    /// The engine with its decode graphs ([`Engine::capture_graphs`]).
+    fn with_graphs(mut self) -> Result<Self, EngineError> {
+        self.capture_graphs()?;
+        Ok(self)
+    }
+
+    /// Drops every decode graph and captures and instantiates them all again, as at start-up (each launched once):
+    /// whether a step's pace belongs to its engine or to the graphs it replays (`bench-engine --recapture`). Without
+    /// decode graphs, nothing.
+    pub fn recapture_decode_graphs(&mut self) -> Result<(), EngineError> {
+        self.gpu.synchronize()?;
+        self.graphs.clear();
+        self.capture_graphs()
+    }
+
     /// Captures a decode graph for every bucket the buffers hold, largest first (so the workspaces grow once),
     /// again while a capture moved a workspace an earlier one uses.
-    fn with_graphs(mut self) -> Result<Self, EngineError> {
+    fn capture_graphs(&mut self) -> Result<(), EngineError> {
         if !self.config.decode_graphs {
-            return Ok(self);
+            return Ok(());
         }
         let limit = self.bufs.seqs.min(self.bufs.rows);
         let buckets: Vec<usize> = GRAPH_BUCKETS.iter().rev().copied().filter(|&b| b <= limit).collect();
@@ -787,7 +802,7 @@ impl Engine {
         self.gpu.synchronize()?;
         let used = self.record_memory()?;
         tracing::debug!(buckets = buckets.len(), used_mib = used / MIB, "decode graphs captured");
-        Ok(self)
+        Ok(())
     }
 
     /// Launches every captured decode graph once, smallest first, each on its bucket's padding step with the
