@@ -624,17 +624,13 @@ mod tests {
     fn a_point_replayed_from_a_recaptured_graph_set_is_named_so_and_gives_no_host_calls() {
         let m = by_name("qwen2.5-0.5b").unwrap();
         let variant = EngineVariant::ALL[0];
-        let calls = vec![HostCalls {
-            what: "prepare",
-            calls: 5,
-            total: std::time::Duration::from_micros(50),
-        }];
         let set = |engine, graphs, what: &'static str| EnginePoint {
             engine: Some(engine),
             graphs: Some(graphs),
             host_calls: vec![HostCalls {
                 what,
-                ..calls[0].clone()
+                calls: 5,
+                total: std::time::Duration::from_micros(50),
             }],
             ..point(&m, variant, &sample(4, 500), None, (3000.0, 700.0))
         };
