@@ -4,6 +4,7 @@
 use super::interp::{Curve, PrefillLaunch, PrefillSurface, Surface};
 use super::profile::Profile;
 use crate::metrics::percentile_sorted;
+use crate::model::cublas_rows;
 use crate::sim::calibrated::CalibratedCost;
 
 /// Relative prediction errors of one op over the points of the other grid.
@@ -106,18 +107,35 @@ pub fn out_of_sample(profile: &Profile, offset: &Profile) -> Result<Vec<OpErrors
                 m.name
             ));
         }
-        // What the engine runs: the kernel the profile picks, measured at this point.
+        // What the engine runs: the kernel the profile picks, measured at this point — cuBLAS on the rows the
+        // engine runs it on (padded where the profile's table is: the offset grid timed it there).
+        let runs_on = |x: f64| {
+            if p.cublas_padded {
+                cublas_rows(x as u64) as f64
+            } else {
+                x
+            }
+        };
+        let chosen = (m.ours_us.x.iter().enumerate())
+            .map(|(i, &x)| {
+                if p.ours_faster(x) {
+                    return Ok(m.ours_us.y[i]);
+                }
+                let at = runs_on(x);
+                (m.cublas_us.x.iter().position(|&c| c == at))
+                    .map(|j| m.cublas_us.y[j])
+                    .ok_or_else(|| {
+                        format!(
+                            "gemm {}: the engine runs cuBLAS on {at} rows for {x}, which the offset grid did not time \
+                             (measured by another batchlab build?)",
+                            m.name
+                        )
+                    })
+            })
+            .collect::<Result<Vec<f64>, String>>()?;
         let chosen = Curve {
             x: m.ours_us.x.clone(),
-            y: (m.ours_us.x.iter().enumerate())
-                .map(|(i, &x)| {
-                    if p.ours_faster(x) {
-                        m.ours_us.y[i]
-                    } else {
-                        m.cublas_us.y[i]
-                    }
-                })
-                .collect(),
+            y: chosen,
         };
         out.push(curve_errors(
             format!("gemm {} (engine's choice)", m.name),
@@ -131,8 +149,15 @@ pub fn out_of_sample(profile: &Profile, offset: &Profile) -> Result<Vec<OpErrors
             |x| p.ours_us.at(x),
             &m.ours_us,
         ));
+        // Where the engine pads cuBLAS's rows, the offset grid timed it on the rows it pads to: points of the
+        // profile's own grid, timed a second time (no interpolation, only run-to-run variation).
+        let what = if p.cublas_padded {
+            "cuBLAS, on the padded rows"
+        } else {
+            "cuBLAS"
+        };
         out.push(curve_errors(
-            format!("gemm {} (cuBLAS)", m.name),
+            format!("gemm {} ({what})", m.name),
             false,
             |x| p.cublas_us.at(x),
             &m.cublas_us,
@@ -328,6 +353,42 @@ mod tests {
         let qkv = errors.iter().find(|e| e.op == "gemm qkv (ours)").unwrap();
         assert!(qkv.max() < 1e-12, "{qkv:?}");
         assert!(errors.iter().all(|e| e.median() < 1e-9), "{errors:?}");
+    }
+
+    /// Where the engine pads cuBLAS's rows, the engine's choice at an offset row count is cuBLAS timed on the rows
+    /// it pads to, against the profile's time there: a kernel cuBLAS picks at those rows alone (here twice as fast
+    /// as the line through its neighbours) is no error.
+    #[test]
+    fn the_engines_choice_of_a_padded_cublas_is_its_padded_rows() {
+        let model = by_name("qwen2.5-0.5b").unwrap();
+        let mut p = synthetic_profile(&model);
+        let fast = |x: f64| if x == 336.0 { 0.5 } else { 1.0 };
+        for g in &mut p.gemm {
+            g.ours_us.y.iter_mut().for_each(|y| *y *= 3.0);
+            let x: Vec<f64> = crate::model::cublas_grid(8192).into_iter().map(f64::from).collect();
+            g.cublas_us = Curve::new(x.clone(), x.iter().map(|&r| (5.5 + 0.011 * r) * fast(r)).collect());
+            g.cublas_spread = vec![0.0; x.len()];
+            g.cublas_padded = true;
+        }
+        p.check().unwrap();
+        let mut offset = p.clone();
+        for g in &mut offset.gemm {
+            g.ours_us = Curve::new(vec![333.0], vec![100.0]);
+            g.cublas_us = Curve::new(vec![336.0], vec![(5.5 + 0.011 * 336.0) * 0.5]);
+            g.cublas_padded = false;
+        }
+        let errors = out_of_sample(&p, &offset).unwrap();
+        let chosen = errors.iter().find(|e| e.op == "gemm qkv (engine's choice)").unwrap();
+        assert!(chosen.max() < 1e-12, "{chosen:?}");
+        assert!(errors.iter().any(|e| e.op == "gemm qkv (cuBLAS, on the padded rows)"));
+        // Not padded, the engine would run cuBLAS on 333 rows, which this offset grid did not time: refused.
+        for g in &mut p.gemm {
+            g.cublas_padded = false;
+        }
+        assert!(
+            out_of_sample(&p, &offset).is_err(),
+            "the offset grid did not time 333 rows for cuBLAS"
+        );
     }
 
     /// Mixed-length decode points are priced as a step's decodes are (`CalibratedCost::decode_attention_us`): an

@@ -15,7 +15,7 @@ use crate::gpu::{
     PagedKvLayout, PrefillShape, TUNED_MAX_ROWS, Timing, gemm_candidates, kernel_driver_version, kernel_source_hash,
 };
 use crate::metrics::percentile_sorted;
-use crate::model::ModelSpec;
+use crate::model::{ModelSpec, cublas_grid, cublas_rows};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::time::Instant;
@@ -27,6 +27,12 @@ pub struct Grid {
     pub tokens: Vec<u32>,
     /// Rows for lm_head and argmax over the vocabulary (sequences sampled in a step).
     pub sampled_rows: Vec<u32>,
+    /// The row counts cuBLAS is timed at, for the step's tokens and for the sampled rows. A profile's: every row
+    /// count the engine pads cuBLAS to ([`cublas_grid`]), so that it never runs where it was not timed (its tables
+    /// are then [`GemmTable::cublas_padded`]). The offset grid's: those its own row counts pad to, which is what the
+    /// engine runs there.
+    pub cublas_tokens: Vec<u32>,
+    pub cublas_sampled_rows: Vec<u32>,
     pub prefill_chunks: Vec<u32>,
     pub prefill_offsets: Vec<u32>,
     pub decode_batches: Vec<u32>,
@@ -47,6 +53,8 @@ impl Grid {
         Grid {
             sampled_rows: tokens.iter().copied().filter(|&t| t <= 1024).collect(),
             tokens,
+            cublas_tokens: cublas_grid(8192),
+            cublas_sampled_rows: cublas_grid(1024),
             prefill_chunks: vec![
                 1, 16, 32, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096,
             ],
@@ -65,9 +73,18 @@ impl Grid {
     /// A second grid with no point in common with [`Grid::standard`] (off the tile edges too): interpolation
     /// tested out of sample.
     pub fn offset() -> Grid {
+        let tokens = vec![5, 11, 23, 45, 90, 170, 333, 700, 1300, 2600, 5000, 7000];
+        let sampled_rows = vec![3, 12, 45, 90, 333, 700];
+        let padded = |rows: &[u32]| {
+            let mut v: Vec<u32> = rows.iter().map(|&r| cublas_rows(u64::from(r)) as u32).collect();
+            v.dedup();
+            v
+        };
         Grid {
-            tokens: vec![5, 11, 23, 45, 90, 170, 333, 700, 1300, 2600, 5000, 7000],
-            sampled_rows: vec![3, 12, 45, 90, 333, 700],
+            cublas_tokens: padded(&tokens),
+            cublas_sampled_rows: padded(&sampled_rows),
+            tokens,
+            sampled_rows,
             prefill_chunks: vec![48, 200, 700, 3000],
             prefill_offsets: vec![64, 900, 3500, 7000],
             decode_batches: vec![3, 12, 40, 80, 160],
@@ -78,7 +95,9 @@ impl Grid {
 
     /// How many points the grid measures (for progress).
     pub fn points(&self) -> usize {
-        let gemms = 2 * (4 * self.tokens.len() + self.sampled_rows.len());
+        let gemms = 4 * (self.tokens.len() + self.cublas_tokens.len())
+            + self.sampled_rows.len()
+            + self.cublas_sampled_rows.len();
         let ops = 4 * self.tokens.len() + self.sampled_rows.len();
         gemms
             + ops
@@ -312,12 +331,21 @@ fn curve(x: &[u32], points: Vec<(f64, f64)>) -> (Curve, Vec<f64>) {
     )
 }
 
-/// The row counts a GEMM is measured at: sampled rows for lm_head, the step's tokens for the others.
+/// The row counts our GEMM is measured at: sampled rows for lm_head, the step's tokens for the others.
 fn gemm_rows<'a>(grid: &'a Grid, name: &str) -> &'a [u32] {
     if name == "lm_head" {
         &grid.sampled_rows
     } else {
         &grid.tokens
+    }
+}
+
+/// The row counts cuBLAS is measured at, likewise.
+fn cublas_rows_of<'a>(grid: &'a Grid, name: &str) -> &'a [u32] {
+    if name == "lm_head" {
+        &grid.cublas_sampled_rows
+    } else {
+        &grid.cublas_tokens
     }
 }
 
@@ -446,8 +474,8 @@ fn tune_gemms(b: &mut Bench<'_>, m: &ModelSpec, grid: &Grid) -> Result<Vec<Vec<T
     Ok(out)
 }
 
-/// Both GEMM tables of every weight shape; ours launched with `tuned`'s plans (per shape, as [`tune_gemms`] gives
-/// them) where they cover the rows, as the engine launches it.
+/// Both GEMM tables of every weight shape, each at its own row counts; ours launched with `tuned`'s plans (per
+/// shape, as [`tune_gemms`] gives them) where they cover the rows, as the engine launches it.
 fn measure_gemms(
     b: &mut Bench<'_>,
     m: &ModelSpec,
@@ -457,19 +485,22 @@ fn measure_gemms(
     let gpu = b.gpu;
     let mut out = Vec::new();
     for ((name, n, k), plans) in gemm_shapes(m).into_iter().zip(tuned) {
-        let rows = gemm_rows(grid, name);
-        let max_m = rows.iter().copied().max().unwrap_or(1) as usize;
+        let (rows, cublas_at) = (gemm_rows(grid, name), cublas_rows_of(grid, name));
+        let max_m = rows.iter().chain(cublas_at).copied().max().unwrap_or(1) as usize;
         let with_silu_mul = name == FUSED_SILU_MUL;
         let mut ops = GemmOperands::new(b, n, k, max_m, with_silu_mul)?;
-        let (mut ours, mut cublas) = (Vec::new(), Vec::new());
+        let mut ours = Vec::new();
         for &t in rows {
             let dims = (t as usize, n, k);
             let plan = tuned_plan(plans, dims.0).unwrap_or_else(|| gpu.gemm_plan(t as usize, n, k));
             ours.push(ops.time_ours(b, dims, plan)?);
-            cublas.push(ops.time_cublas(b, dims)?);
         }
+        let cublas = (cublas_at.iter())
+            .map(|&t| ops.time_cublas(b, (t as usize, n, k)))
+            .collect::<Result<Vec<_>, _>>()?;
         let (ours_us, ours_spread) = curve(rows, ours);
-        let (cublas_us, cublas_spread) = curve(rows, cublas);
+        let (cublas_us, cublas_spread) = curve(cublas_at, cublas);
+        let last = cublas_at.last().copied().unwrap_or(1);
         out.push(GemmTable {
             name: name.into(),
             n: n as u32,
@@ -480,6 +511,7 @@ fn measure_gemms(
             cublas_spread,
             ours_plans: plans.clone(),
             with_silu_mul,
+            cublas_padded: cublas_at == cublas_grid(last).as_slice(),
         });
     }
     Ok(out)
@@ -1000,6 +1032,34 @@ mod tests {
         assert_eq!(*s.tokens.last().unwrap(), 8192);
         // Every offset row count falls strictly between two tile edges.
         assert!(o.tokens.iter().all(|t| t % 16 != 0));
+    }
+
+    /// cuBLAS is timed wherever the engine may run it: a profile at every row count it pads to (our kernel's rows
+    /// among them, where the engine's rules change), the offset grid where its own row counts pad to.
+    #[test]
+    fn cublas_is_timed_on_the_rows_the_engine_runs_it_on() {
+        let (s, o) = (Grid::standard(), Grid::offset());
+        assert_eq!(
+            (s.cublas_tokens.clone(), s.cublas_sampled_rows.clone()),
+            (cublas_grid(8192), cublas_grid(1024))
+        );
+        assert!(s.tokens.iter().all(|t| s.cublas_tokens.contains(t)));
+        assert!(s.sampled_rows.iter().all(|t| s.cublas_sampled_rows.contains(t)));
+        assert_eq!(
+            o.cublas_tokens,
+            [8, 16, 32, 48, 96, 176, 336, 704, 1344, 2624, 5056, 7040]
+        );
+        assert_eq!(o.cublas_sampled_rows, [4, 16, 48, 96, 336, 704]);
+        for (rows, padded) in [(&o.tokens, &o.cublas_tokens), (&o.sampled_rows, &o.cublas_sampled_rows)] {
+            assert!(
+                rows.iter()
+                    .all(|&r| padded.contains(&(cublas_rows(u64::from(r)) as u32)))
+            );
+        }
+        // Ours at 88 row counts, cuBLAS at 180, for each of four weight shapes; lm_head at 32 and 68.
+        let gemms = 4 * (88 + 180) + 32 + 68;
+        let rest = 4 * 88 + 32 + 16 * 12 + s.decode_batches.len() * s.decode_contexts.len() + 24;
+        assert_eq!(s.points(), gemms + rest);
     }
 
     #[test]

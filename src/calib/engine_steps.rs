@@ -311,7 +311,8 @@ pub fn ours_with_tuned_plans(profile: &Profile) -> Result<GemmPolicy, String> {
     policy_by(profile, |_, _| GemmBackend::Ours)
 }
 
-/// One rule per grid point of each GEMM table, its backend from `backend(table, rows)`, its plan the tuned one.
+/// One rule per grid point of our kernel in each GEMM table, its backend from `backend(table, rows)`, its plan the
+/// tuned one; cuBLAS padded where the table timed it so ([`GemmTable::cublas_padded`]), up to the grid's end.
 fn policy_by(profile: &Profile, backend: impl Fn(&GemmTable, f64) -> GemmBackend) -> Result<GemmPolicy, String> {
     let mut rules = Vec::new();
     for (name, op) in [
@@ -322,21 +323,23 @@ fn policy_by(profile: &Profile, backend: impl Fn(&GemmTable, f64) -> GemmBackend
         ("lm_head", GemmOp::LmHead),
     ] {
         let table = profile.gemm_table(name)?;
-        for &x in &table.cublas_us.x {
+        for &x in &table.ours_us.x {
             let rows = x as usize;
             rules.push(GemmRule {
                 op,
                 max_rows: rows,
                 backend: backend(table, x),
                 plan: tuned_plan(&table.ours_plans, rows),
+                pad: table.cublas_padded,
             });
         }
-        let last = table.cublas_us.x.last().copied().unwrap_or(1.0);
+        let last = table.ours_us.x.last().copied().unwrap_or(1.0);
         rules.push(GemmRule {
             op,
             max_rows: usize::MAX,
             backend: backend(table, last),
             plan: None,
+            pad: false,
         });
     }
     Ok(GemmPolicy {
@@ -872,6 +875,34 @@ mod tests {
             }
         }
         assert_eq!(both, [true, true], "the profile picks each backend somewhere");
+    }
+
+    /// A profile that timed cuBLAS at every padded row count has the engine run it padded, within its grid only;
+    /// the rules stay at our kernel's points.
+    #[test]
+    fn cublas_runs_padded_where_the_profile_timed_it_so() {
+        let mut profile = committed_h100_profile();
+        let policy = gemm_policy(&profile).expect("every GEMM table");
+        assert!(
+            policy.rules.iter().all(|r| !r.pad),
+            "a profile of before: cuBLAS on the rows asked"
+        );
+        for t in &mut profile.gemm {
+            let last = t.cublas_us.x.last().copied().unwrap() as u32;
+            let x: Vec<f64> = crate::model::cublas_grid(last).into_iter().map(f64::from).collect();
+            t.cublas_us = crate::calib::interp::Curve::new(x.clone(), x.iter().map(|&r| t.cublas_us.at(r)).collect());
+            t.cublas_spread = vec![0.0; x.len()];
+            t.cublas_padded = true;
+        }
+        profile.check().unwrap();
+        let policy = gemm_policy(&profile).expect("every GEMM table");
+        let qkv: Vec<&GemmRule> = policy.rules.iter().filter(|r| r.op == GemmOp::Qkv).collect();
+        assert_eq!(qkv.len(), profile.gemm_table("qkv").unwrap().ours_us.x.len() + 1);
+        assert!(qkv[..qkv.len() - 1].iter().all(|r| r.pad) && !qkv[qkv.len() - 1].pad);
+        let cublas_at = |rows| (policy.backend(GemmOp::Qkv, rows), policy.cublas_m(GemmOp::Qkv, rows));
+        assert_eq!(cublas_at(333), (GemmBackend::Cublas, 336));
+        assert_eq!(cublas_at(8191).1, 8192);
+        assert_eq!(cublas_at(9000).1, 9000, "beyond the grid, the rows asked");
     }
 
     #[test]

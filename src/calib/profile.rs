@@ -5,7 +5,7 @@
 //! calibrations of the same card agree when their medians differ by less than it.
 
 use super::interp::{Curve, Surface};
-use crate::model::{DECODE_UNSPLIT_MAX, ModelSpec};
+use crate::model::{DECODE_UNSPLIT_MAX, ModelSpec, cublas_grid, cublas_rows};
 use crate::sched::{DecodeSeq, PrefillChunk, StepPlan};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -366,6 +366,13 @@ pub struct GemmTable {
     /// its own. False in profiles measured before the fusion (their gate/up is the product alone).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub with_silu_mul: bool,
+    /// cuBLAS was timed at every row count [`cublas_rows`] pads to, up to its last (`cublas_us.x` is
+    /// [`cublas_grid`] of it), and the engine runs it padded so ([`crate::engine::GemmRule::pad`]): the cost model
+    /// reads cuBLAS at the padded rows' own point, never between two. Its rules and the choice between the kernels
+    /// stay at `ours_us`'s points (a subset). False in profiles measured before (cuBLAS timed where ours was, read
+    /// on a line between them and run on the rows asked).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cublas_padded: bool,
 }
 
 /// Our GEMM's plan for the rows up to `rows` (down to the previous grid point).
@@ -401,17 +408,39 @@ impl GemmTable {
 
     /// (ours chosen, the chosen kernel's time), each table looked up once: the cost model asks per step. Beyond the
     /// grid the choice stays the last point's (the engine's rules end there) while the time is extrapolated. The
-    /// choice is the grid point's at or above the token count: the engine's rule for those rows.
+    /// choice is our grid point's at or above the token count: the engine's rule for those rows.
     fn choose(&self, tokens: f64) -> (bool, f64) {
-        let last = self.cublas_us.x.len() - 1;
-        let i = self.cublas_us.x.partition_point(|&x| x < tokens).min(last);
-        let spread = self.cublas_spread.get(i).copied().unwrap_or(0.0);
-        let point = self.cublas_us.x[i];
-        let ours = self.ours_us.at(point) <= self.cublas_us.y[i] * (1.0 + spread);
-        if ours {
+        let last = self.ours_us.x.len() - 1;
+        let point = self.ours_us.x[self.ours_us.x.partition_point(|&x| x < tokens).min(last)];
+        let (cublas, spread) = self.cublas_point(point);
+        if self.ours_us.at(point) <= cublas * (1.0 + spread) {
             (true, self.ours_us.at(tokens))
         } else {
-            (false, self.cublas_us.at(tokens))
+            (false, self.cublas_at(tokens))
+        }
+    }
+
+    /// cuBLAS's time and spread at one of its grid points (the line between its neighbours if it is not one).
+    fn cublas_point(&self, rows: f64) -> (f64, f64) {
+        let x = &self.cublas_us.x;
+        let i = x.partition_point(|&v| v < rows).min(x.len() - 1);
+        let spread = self.cublas_spread.get(i).copied().unwrap_or(0.0);
+        if x[i] == rows {
+            (self.cublas_us.y[i], spread)
+        } else {
+            (self.cublas_us.at(rows), spread)
+        }
+    }
+
+    /// What cuBLAS takes for `tokens` rows as the engine runs it: where it runs padded ([`GemmTable::cublas_padded`])
+    /// the time measured at the padded rows, beyond the grid the line extended; else the line between the grid
+    /// points around the rows.
+    pub fn cublas_at(&self, tokens: f64) -> f64 {
+        let last = self.cublas_us.x.last().copied().unwrap_or(0.0);
+        if self.cublas_padded && tokens <= last {
+            self.cublas_point(cublas_rows(tokens.ceil().max(1.0) as u64) as f64).0
+        } else {
+            self.cublas_us.at(tokens)
         }
     }
 }
@@ -556,6 +585,17 @@ impl Profile {
             g.cublas_us
                 .check()
                 .map_err(|e| format!("gemm {}: cublas: {e}", g.name))?;
+            if g.cublas_padded {
+                let last = g.cublas_us.x.last().copied().unwrap_or(1.0) as u32;
+                let grid: Vec<f64> = cublas_grid(last).into_iter().map(f64::from).collect();
+                if g.cublas_us.x != grid {
+                    return Err(format!(
+                        "gemm {}: cublas_padded, but cuBLAS was not timed at every row count the engine pads to up \
+                         to {last} (1, 2, 4, 8, then multiples of 16 to 1024 and of 64 beyond)",
+                        g.name
+                    ));
+                }
+            }
         }
         for o in &self.ops {
             o.us.check().map_err(|e| format!("op {}: {e}", o.name))?;
@@ -640,6 +680,7 @@ mod tests {
             cublas_spread: vec![spread; 3],
             ours_plans: Vec::new(),
             with_silu_mul: false,
+            cublas_padded: false,
         }
     }
 
@@ -656,6 +697,47 @@ mod tests {
         assert!(!t.ours_faster(64.0) && t.best_us(64.0) > 8.0);
         // Within cuBLAS's spread ours is kept: 10 ≤ 8 × 1.3.
         assert!(table(&[4.0, 6.0, 10.0], &[5.0, 7.0, 8.0], 0.3).ours_faster(24.0));
+    }
+
+    /// Where the engine pads cuBLAS's rows, cuBLAS costs what was measured at the padded rows, never a line between
+    /// two of its points; the kernel is still chosen at our grid's points, a subset of cuBLAS's.
+    #[test]
+    fn a_padded_cublas_costs_its_padded_rows() {
+        let grid: Vec<f64> = cublas_grid(64).into_iter().map(f64::from).collect();
+        // cuBLAS 9 µs everywhere but at 48 rows, where it picks a kernel twice as fast.
+        let cublas: Vec<f64> = grid.iter().map(|&x| if x == 48.0 { 4.5 } else { 9.0 }).collect();
+        let t = GemmTable {
+            ours_us: Curve::new(vec![1.0, 16.0, 64.0], vec![4.0, 6.0, 20.0]),
+            cublas_us: Curve::new(grid.clone(), cublas),
+            ours_spread: vec![0.0; 3],
+            cublas_spread: vec![0.0; grid.len()],
+            cublas_padded: true,
+            ..table(&[0.0; 3], &[0.0; 3], 0.0)
+        };
+        let p = |t: &GemmTable| {
+            let mut p =
+                crate::sim::calibrated::tests::synthetic_profile(&crate::model::by_name("qwen2.5-0.5b").unwrap());
+            for g in p.gemm.iter_mut().filter(|g| g.name == t.name) {
+                *g = t.clone();
+            }
+            p
+        };
+        assert_eq!(p(&t).check(), Ok(()));
+        // 17 to 64 rows run cuBLAS (the 64-row rule: 20 > 9): 33 to 48 rows at 48's 4.5 µs, 49 at 64's 9.
+        assert!(!t.ours_faster(17.0));
+        assert_eq!((t.best_us(33.0), t.best_us(48.0), t.best_us(49.0)), (4.5, 4.5, 9.0));
+        assert_eq!(t.cublas_at(40.0), 4.5);
+        // Read on a line, 40 rows would be 6.75 µs: what a table not timed for padding gives.
+        let unpadded = GemmTable {
+            cublas_padded: false,
+            ..t.clone()
+        };
+        assert_eq!(unpadded.best_us(40.0), 6.75);
+        // A padded table must hold every row count the engine pads to.
+        let mut gap = t.clone();
+        gap.cublas_us = Curve::new(vec![1.0, 16.0, 64.0], vec![9.0; 3]);
+        gap.cublas_spread = vec![0.0; 3];
+        assert!(p(&gap).check().unwrap_err().contains("not timed at every row count"));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use crate::gpu::{
     DecodePlan, DecodeShape, DecodeWorkspace, F16Buffer, GemmPlan, Gpu, GpuError, I32Buffer, KvAppendShape, KvCacheMut,
     PagedKv, PagedKvLayout, PrefillShape, Staging, Succession,
 };
-use crate::model::{ActivationBuffers, BufferSize, EngineSizing, ModelError, ModelSpec, graph_partitions};
+use crate::model::{ActivationBuffers, BufferSize, EngineSizing, ModelError, ModelSpec, cublas_rows, graph_partitions};
 use crate::sched::{ReqId, StepPlan};
 
 use super::device::{GpuWeights, qkv_dim};
@@ -83,7 +83,8 @@ pub enum GemmOp {
 }
 
 /// `backend` for `op` when the GEMM has at most `max_rows` rows; with our kernel, launched as `plan` where one is
-/// given (the plan calibration found fastest for these rows), else as [`crate::gpu::gemm_plan`] picks.
+/// given (the plan calibration found fastest for these rows), else as [`crate::gpu::gemm_plan`] picks; with
+/// cuBLAS, on the rows asked or, with `pad`, on [`cublas_rows`] of them (where the profile timed cuBLAS).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct GemmRule {
     pub op: GemmOp,
@@ -91,6 +92,8 @@ pub struct GemmRule {
     pub backend: GemmBackend,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<GemmPlan>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pad: bool,
 }
 
 /// Which backend runs each GEMM: the first rule matching (op, rows), else `default`. A calibration profile knows
@@ -120,10 +123,20 @@ impl GemmPolicy {
 
     /// The backend for (op, rows) and, for our kernel, the launch plan its rule names (`None`: the default plan).
     pub fn choice(&self, op: GemmOp, rows: usize) -> (GemmBackend, Option<GemmPlan>) {
-        self.rules
-            .iter()
-            .find(|r| r.op == op && rows <= r.max_rows)
+        self.rule(op, rows)
             .map_or((self.default, None), |r| (r.backend, r.plan))
+    }
+
+    /// The rows a cuBLAS GEMM of (op, rows) runs on: [`cublas_rows`] of them where its rule pads, else `rows`.
+    pub fn cublas_m(&self, op: GemmOp, rows: usize) -> usize {
+        match self.rule(op, rows) {
+            Some(r) if r.pad => cublas_rows(rows as u64) as usize,
+            _ => rows,
+        }
+    }
+
+    fn rule(&self, op: GemmOp, rows: usize) -> Option<&GemmRule> {
+        self.rules.iter().find(|r| r.op == op && rows <= r.max_rows)
     }
 }
 
@@ -1360,7 +1373,7 @@ fn warm_cublas(
             GemmOp::LmHead => (&b.final_rows, w.lm_head(), &mut b.logits, vocab, h, sampled),
         };
         for m in warm_rows(most).filter(|&m| policy.backend(op, m) == GemmBackend::Cublas) {
-            warmed += usize::from(gpu.warm_cublas(x, weight, y, (m, n, k))?);
+            warmed += usize::from(gpu.warm_cublas(x, weight, y, (policy.cublas_m(op, m), n, k))?);
         }
     }
     Ok(warmed)
@@ -1457,7 +1470,7 @@ fn gate_up_silu_mul(
             probe.mark("gate_up gemm");
         }
         (GemmBackend::Cublas, _) => {
-            gpu.gemm_cublas(x, w, gate_up, dims)?;
+            gpu.gemm_cublas(x, w, gate_up, (policy.cublas_m(GemmOp::GateUp, t), dims.1, dims.2))?;
             probe.mark("gate_up gemm");
             gpu.silu_mul(gate_up, act, t, inter)?;
             probe.mark("silu mul");
@@ -1482,7 +1495,7 @@ fn gemm(
         (GemmBackend::Ours, Some(plan)) => gpu.gemm_with(x, w, bias, y, dims, plan),
         (GemmBackend::Ours, None) => gpu.gemm(x, w, bias, y, dims),
         (GemmBackend::Cublas, _) => {
-            gpu.gemm_cublas(x, w, y, dims)?;
+            gpu.gemm_cublas(x, w, y, (policy.cublas_m(op, dims.0), dims.1, dims.2))?;
             match bias {
                 Some(bias) => gpu.add_bias(y, bias, dims.0, dims.1),
                 None => Ok(()),
@@ -1540,6 +1553,7 @@ mod tests {
             max_rows: 64,
             backend,
             plan: None,
+            pad: false,
         };
         let ours_but = |backend| GemmPolicy {
             default: GemmBackend::Ours,
@@ -1562,18 +1576,21 @@ mod tests {
                         tile: crate::gpu::GemmTile::S16,
                         split_k: 2,
                     }),
+                    pad: false,
                 },
                 GemmRule {
                     op: GemmOp::Qkv,
                     max_rows: 64,
                     backend: GemmBackend::Cublas,
                     plan: None,
+                    pad: true,
                 },
                 GemmRule {
                     op: GemmOp::Down,
                     max_rows: usize::MAX,
                     backend: GemmBackend::Ours,
                     plan: None,
+                    pad: false,
                 },
             ],
         };
@@ -1583,6 +1600,9 @@ mod tests {
             Some(("s16", 2))
         );
         assert_eq!(p.choice(GemmOp::Down, 9), (GemmBackend::Ours, None));
+        // cuBLAS runs on the padded rows where its rule says so, elsewhere on the rows asked.
+        assert_eq!((p.cublas_m(GemmOp::Qkv, 17), p.cublas_m(GemmOp::Qkv, 45)), (32, 48));
+        assert_eq!((p.cublas_m(GemmOp::Qkv, 9), p.cublas_m(GemmOp::Down, 9)), (9, 9));
         assert_eq!(p.backend(GemmOp::Qkv, 17), GemmBackend::Cublas);
         assert_eq!(p.backend(GemmOp::Qkv, 4096), GemmBackend::Cublas);
         assert_eq!(p.backend(GemmOp::Down, 4096), GemmBackend::Ours);

@@ -10,9 +10,10 @@ pub use accounting::{OpCost, OpKind, StepOps};
 pub use catalog::{CATALOG, by_name};
 pub use hf::from_hf_config;
 pub use workspace::{
-    ALLOCATION_GRANULE_BYTES, ActivationBuffers, BufferSize, DECODE_PARTITION_MAX, DECODE_PARTITION_MIN,
-    DECODE_UNSPLIT_MAX, DEFAULT_RUNTIME_OVERHEAD_BYTES, DEFAULT_SM_COUNT, DecodeAttentionWorkspace, EngineSizing,
-    EngineWorkspace, GRAPH_BUCKETS, decode_partition, decode_partition_within, graph_partitions, mapped_workspace,
+    ALLOCATION_GRANULE_BYTES, ActivationBuffers, BufferSize, CUBLAS_PADDED_MAX, DECODE_PARTITION_MAX,
+    DECODE_PARTITION_MIN, DECODE_UNSPLIT_MAX, DEFAULT_RUNTIME_OVERHEAD_BYTES, DEFAULT_SM_COUNT,
+    DecodeAttentionWorkspace, EngineSizing, EngineWorkspace, GRAPH_BUCKETS, cublas_grid, cublas_rows, decode_partition,
+    decode_partition_within, graph_partitions, mapped_workspace,
 };
 
 use serde::{Deserialize, Serialize};

@@ -43,6 +43,41 @@ pub const DECODE_UNSPLIT_MAX: u64 = 512;
 /// Batch sizes decode graphs are captured for; a step's decodes are padded up to the next one (`engine::step`).
 pub const GRAPH_BUCKETS: [usize; 13] = [1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256];
 
+/// The most rows the engine pads a cuBLAS GEMM to ([`cublas_rows`]); beyond, cuBLAS runs on the rows asked.
+pub const CUBLAS_PADDED_MAX: u64 = 8192;
+
+/// The rows the engine runs a cuBLAS GEMM on where a calibration profile timed cuBLAS at these row counts
+/// ([`cublas_grid`]; `GemmTable::cublas_padded`): `rows` rounded up to 1, 2, 4 or 8, to a multiple of 16 up to
+/// 1,024 and of 64 up to [`CUBLAS_PADDED_MAX`] (at most 15 rows more up to 1,024, 63 beyond: 6.2% of 1,025),
+/// unchanged beyond. cuBLAS picks its
+/// kernel by the shape, and between two row counts it was timed at it may pick another that runs a third faster or
+/// slower than both (seen on an H100: qwen2.5-1.5b's gate/up at 333 rows 42% faster than the line through 320
+/// and 384 rows): run only at row counts it was timed at, it costs what was measured. The extra rows read whatever
+/// the buffers hold and their output is never read; the buffers are sized for them ([`ActivationBuffers`]).
+pub fn cublas_rows(rows: u64) -> u64 {
+    match rows {
+        0..=2 => rows.max(1),
+        3..=4 => 4,
+        5..=8 => 8,
+        9..=1024 => rows.div_ceil(16) * 16,
+        1025..=CUBLAS_PADDED_MAX => rows.div_ceil(64) * 64,
+        _ => rows,
+    }
+}
+
+/// Every row count [`cublas_rows`] pads to, up to `max` (at most [`CUBLAS_PADDED_MAX`]): where calibration times
+/// cuBLAS.
+pub fn cublas_grid(max: u32) -> Vec<u32> {
+    let max = u64::from(max).min(CUBLAS_PADDED_MAX);
+    let mut v = Vec::new();
+    let mut r = 1;
+    while r <= max {
+        v.push(r as u32);
+        r = cublas_rows(r + 1);
+    }
+    v
+}
+
 /// The context step at which the engine looks for the most partitions a graph bucket can need.
 const GRAPH_CONTEXT_STEP: u64 = 128;
 
@@ -158,6 +193,8 @@ pub struct ActivationBuffers {
 impl ActivationBuffers {
     pub fn new(spec: &ModelSpec, rows: u64, seqs: u64, table_width: u64) -> Self {
         let (rows, seqs, width) = (rows.max(1), seqs.max(1), table_width.max(1));
+        // What a GEMM reads or writes holds the rows a padded cuBLAS GEMM runs on ([`cublas_rows`]).
+        let (g, gs) = (cublas_rows(rows), cublas_rows(seqs));
         let (h, i, v) = (
             u64::from(spec.hidden),
             u64::from(spec.intermediate),
@@ -169,15 +206,15 @@ impl ActivationBuffers {
             seqs,
             table_width: width,
             residual: BufferSize::f16(rows * h),
-            normed: BufferSize::f16(rows * h),
-            qkv: BufferSize::f16(rows * qkv),
+            normed: BufferSize::f16(g * h),
+            qkv: BufferSize::f16(g * qkv),
             q: BufferSize::f16(rows * q),
-            attn: BufferSize::f16(rows * q),
-            proj: BufferSize::f16(rows * h),
-            gate_up: BufferSize::f16(rows * 2 * i),
-            act: BufferSize::f16(rows * i),
-            final_rows: BufferSize::f16(seqs * h),
-            logits: BufferSize::f16(seqs * v),
+            attn: BufferSize::f16(g * q),
+            proj: BufferSize::f16(g * h),
+            gate_up: BufferSize::f16(g * 2 * i),
+            act: BufferSize::f16(g * i),
+            final_rows: BufferSize::f16(gs * h),
+            logits: BufferSize::f16(gs * v),
             tokens: BufferSize::i32(rows),
             positions: BufferSize::i32(rows),
             slots: BufferSize::i32(rows),
@@ -384,6 +421,58 @@ impl ModelSpec {
 mod tests {
     use super::*;
     use crate::model::by_name;
+
+    #[test]
+    fn cublas_runs_on_at_most_15_rows_more_to_1024_and_63_beyond_on_its_grid() {
+        let pairs = [
+            (0, 1),
+            (1, 1),
+            (2, 2),
+            (3, 4),
+            (5, 8),
+            (9, 16),
+            (333, 336),
+            (1024, 1024),
+            (1025, 1088),
+        ];
+        for (rows, padded) in pairs {
+            assert_eq!(cublas_rows(rows), padded, "{rows}");
+        }
+        assert_eq!((cublas_rows(8192), cublas_rows(8193)), (8192, 8193));
+        let grid = cublas_grid(8192);
+        assert_eq!(grid.len(), 4 + 64 + 112);
+        assert_eq!(
+            (grid[..5].to_vec(), *grid.last().unwrap()),
+            (vec![1, 2, 4, 8, 16], 8192)
+        );
+        for rows in 1..=8192u64 {
+            let p = cublas_rows(rows);
+            assert!(p >= rows && grid.contains(&(p as u32)), "{rows}");
+            assert!(p - rows <= if rows <= 1024 { 15 } else { 63 }, "{rows} → {p}");
+            assert_eq!(cublas_rows(p), p, "a grid point pads to itself");
+        }
+        assert_eq!(cublas_grid(1024).last(), Some(&1024));
+        assert_eq!(cublas_grid(20000).last(), Some(&8192));
+    }
+
+    #[test]
+    fn buffers_hold_the_rows_a_padded_cublas_gemm_runs_on() {
+        let spec = by_name("qwen2.5-0.5b").unwrap();
+        let (b, on_grid) = (
+            ActivationBuffers::new(&spec, 1000, 24, 8),
+            ActivationBuffers::new(&spec, 1008, 32, 8),
+        );
+        // 1,000 rows pad to 1,008 and 24 sequences to 32, for what a GEMM touches; the rest is as asked.
+        for (name, size) in b.list() {
+            let want = on_grid.list().iter().find(|(n, _)| *n == name).unwrap().1;
+            match name {
+                "normed" | "qkv" | "attn" | "proj" | "gate_up" | "act" | "final_rows" | "logits" => {
+                    assert_eq!(size, want, "{name}")
+                }
+                _ => assert!(size.bytes() < want.bytes() || name == "decode_split", "{name}"),
+            }
+        }
+    }
 
     #[test]
     fn buffers_by_hand() {

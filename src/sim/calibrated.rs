@@ -417,6 +417,7 @@ pub(crate) mod tests {
                 cublas_spread: vec![0.01; tokens.len()],
                 ours_plans: Vec::new(),
                 with_silu_mul: false,
+                cublas_padded: false,
             })
             .collect();
         let ops = OPS
