@@ -27,10 +27,8 @@ pub struct Grid {
     pub tokens: Vec<u32>,
     /// Rows for lm_head and argmax over the vocabulary (sequences sampled in a step).
     pub sampled_rows: Vec<u32>,
-    /// The row counts cuBLAS is timed at, for the step's tokens and for the sampled rows. A profile's: every row
-    /// count the engine pads cuBLAS to ([`cublas_grid`]), so that it never runs where it was not timed (its tables
-    /// are then [`GemmTable::cublas_padded`]). The offset grid's: those its own row counts pad to, which is what the
-    /// engine runs there.
+    /// The row counts cuBLAS is timed at, for the step's tokens and for the sampled rows: where our kernel is
+    /// ([`Grid::standard`], [`Grid::offset`]), or where the engine runs cuBLAS padded ([`Grid::with_padded_cublas`]).
     pub cublas_tokens: Vec<u32>,
     pub cublas_sampled_rows: Vec<u32>,
     pub prefill_chunks: Vec<u32>,
@@ -52,9 +50,9 @@ impl Grid {
         let tokens = tile_edges(8192);
         Grid {
             sampled_rows: tokens.iter().copied().filter(|&t| t <= 1024).collect(),
+            cublas_tokens: tokens.clone(),
+            cublas_sampled_rows: tokens.iter().copied().filter(|&t| t <= 1024).collect(),
             tokens,
-            cublas_tokens: cublas_grid(8192),
-            cublas_sampled_rows: cublas_grid(1024),
             prefill_chunks: vec![
                 1, 16, 32, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096,
             ],
@@ -75,14 +73,9 @@ impl Grid {
     pub fn offset() -> Grid {
         let tokens = vec![5, 11, 23, 45, 90, 170, 333, 700, 1300, 2600, 5000, 7000];
         let sampled_rows = vec![3, 12, 45, 90, 333, 700];
-        let padded = |rows: &[u32]| {
-            let mut v: Vec<u32> = rows.iter().map(|&r| cublas_rows(u64::from(r)) as u32).collect();
-            v.dedup();
-            v
-        };
         Grid {
-            cublas_tokens: padded(&tokens),
-            cublas_sampled_rows: padded(&sampled_rows),
+            cublas_tokens: tokens.clone(),
+            cublas_sampled_rows: sampled_rows.clone(),
             tokens,
             sampled_rows,
             prefill_chunks: vec![48, 200, 700, 3000],
@@ -91,6 +84,30 @@ impl Grid {
             decode_contexts: vec![100, 700, 1300, 2600, 5000],
             mixed: mixed_batches(&[8, 32, 128], 12),
         }
+    }
+
+    /// The grid with cuBLAS timed where the engine runs it padded ([`cublas_rows`]; `calibrate --pad-cublas`): a
+    /// profile's grid (`every`) at every row count the engine pads to, up to its largest, so that its tables are
+    /// [`GemmTable::cublas_padded`] and the engine never runs cuBLAS where it was not timed; another (the offset
+    /// grid) at the row counts its own pad to, what the engine runs there.
+    pub fn with_padded_cublas(mut self, every: bool) -> Grid {
+        let padded = |rows: &[u32]| -> Vec<u32> {
+            let most = rows.iter().copied().max().unwrap_or(1);
+            if every {
+                return cublas_grid(most);
+            }
+            let mut v: Vec<u32> = rows.iter().map(|&r| cublas_rows(u64::from(r)) as u32).collect();
+            v.dedup();
+            v
+        };
+        self.cublas_tokens = padded(&self.tokens);
+        self.cublas_sampled_rows = padded(&self.sampled_rows);
+        self
+    }
+
+    /// [`Grid::with_padded_cublas`] where `pad`, else the grid as it is.
+    pub fn with_padded_cublas_if(self, pad: bool, every: bool) -> Grid {
+        if pad { self.with_padded_cublas(every) } else { self }
     }
 
     /// How many points the grid measures (for progress).
@@ -158,6 +175,8 @@ pub struct CalibrateConfig {
     pub passes: usize,
     pub block_size: u32,
     pub grid: Grid,
+    /// Leave the GPU idle after each point as long as timing it took ([`Bench::cool_down`]).
+    pub cool_down: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -195,6 +214,8 @@ pub struct Bench<'a> {
     on_point: &'a mut dyn FnMut(&str),
     /// Time through CUDA graph replays (cleared when a capture fails).
     graphs: bool,
+    /// After each point, leave the GPU idle as long as timing it took ([`Bench::cool_down`]).
+    cool_down: bool,
 }
 
 impl<'a> Bench<'a> {
@@ -206,7 +227,16 @@ impl<'a> Bench<'a> {
             rng: ChaCha8Rng::seed_from_u64(0x0ba7c41ab),
             on_point,
             graphs: true,
+            cool_down: false,
         }
+    }
+
+    /// From now on leave the GPU idle after each point as long as timing it took (`calibrate --cool-down`): at
+    /// most half the time busy, so that a long run of heavy points (large GEMMs) does not hold the card at its
+    /// power limit and its clock down for the points after them, which the points measured later, in lighter
+    /// company, do not see.
+    pub fn cool_down(&mut self, on: bool) {
+        self.cool_down = on;
     }
 
     /// Median µs per launch and spread of `op`, which gets a running index (to rotate inputs). The launches are
@@ -219,6 +249,7 @@ impl<'a> Bench<'a> {
         what: &str,
         mut op: impl FnMut(usize) -> Result<(), GpuError>,
     ) -> Result<(f64, f64), GpuError> {
+        let started = Instant::now();
         // Also allocates whatever the op creates on first use (scratch, workspaces): never inside a capture.
         let probe = self.gpu.time(1, 3, &mut op)?;
         let single_us = (probe.median_ms * 1e3).max(0.1);
@@ -249,6 +280,9 @@ impl<'a> Bench<'a> {
                 Ok(())
             })?,
         };
+        if self.cool_down {
+            std::thread::sleep(started.elapsed());
+        }
         (self.on_point)(what);
         let (us, spread) = summarize(&t);
         Ok((us / launches as f64, spread))
@@ -918,6 +952,7 @@ pub fn calibrate_grids(
     }
     let started = Instant::now();
     let mut b = Bench::new(gpu, cfg.warmup, cfg.repeats, on_point);
+    b.cool_down(cfg.cool_down);
     warm_up(gpu)?;
     let copy_gbps = copy_bandwidth_gbps(&mut b, 1 << 30)?;
     let gemm_tflops = cublas_tflops(&mut b, 8192)?;
@@ -1034,11 +1069,17 @@ mod tests {
         assert!(o.tokens.iter().all(|t| t % 16 != 0));
     }
 
-    /// cuBLAS is timed wherever the engine may run it: a profile at every row count it pads to (our kernel's rows
-    /// among them, where the engine's rules change), the offset grid where its own row counts pad to.
+    /// cuBLAS is timed where our kernel is, or (padded) wherever the engine may run it: a profile at every row
+    /// count it pads to (our kernel's rows among them, where the engine's rules change), the offset grid where its
+    /// own row counts pad to.
     #[test]
     fn cublas_is_timed_on_the_rows_the_engine_runs_it_on() {
         let (s, o) = (Grid::standard(), Grid::offset());
+        assert_eq!((&s.cublas_tokens, &s.cublas_sampled_rows), (&s.tokens, &s.sampled_rows));
+        assert_eq!((&o.cublas_tokens, &o.cublas_sampled_rows), (&o.tokens, &o.sampled_rows));
+        let rest = 4 * 88 + 32 + 16 * 12 + s.decode_batches.len() * s.decode_contexts.len() + 24;
+        assert_eq!(s.points(), 4 * 2 * 88 + 2 * 32 + rest);
+        let (s, o) = (s.with_padded_cublas(true), o.with_padded_cublas(false));
         assert_eq!(
             (s.cublas_tokens.clone(), s.cublas_sampled_rows.clone()),
             (cublas_grid(8192), cublas_grid(1024))
@@ -1057,9 +1098,7 @@ mod tests {
             );
         }
         // Ours at 88 row counts, cuBLAS at 180, for each of four weight shapes; lm_head at 32 and 68.
-        let gemms = 4 * (88 + 180) + 32 + 68;
-        let rest = 4 * 88 + 32 + 16 * 12 + s.decode_batches.len() * s.decode_contexts.len() + 24;
-        assert_eq!(s.points(), gemms + rest);
+        assert_eq!(s.points(), 4 * (88 + 180) + 32 + 68 + rest);
     }
 
     #[test]

@@ -98,14 +98,15 @@ pub fn calibrate(args: CalibrateArgs) -> Result<(), CliError> {
         repeats: args.target.repeats,
         passes: args.passes,
         block_size: args.block_size,
-        grid: Grid::standard(),
+        grid: Grid::standard().with_padded_cublas_if(args.pad_cublas, true),
+        cool_down: args.cool_down,
     };
     eprintln!(
         "calibrating {} on {} ({} SMs, compute capability {}.{})",
         model.name, info.name, info.sm_count, info.compute_capability.0, info.compute_capability.1
     );
     // With --check the offset grid is measured in the same run, pass for pass with the profile's own grid.
-    let offset_grid = Grid::offset();
+    let offset_grid = Grid::offset().with_padded_cublas_if(args.pad_cublas, false);
     let mut grids = vec![&cfg.grid];
     if args.check {
         grids.push(&offset_grid);

@@ -182,6 +182,18 @@ pub struct CalibrateArgs {
     /// Tokens per KV block the attention tables are measured with.
     #[arg(long, default_value_t = 16)]
     pub block_size: u32,
+    /// Time cuBLAS at every row count the engine would pad it to (1, 2, 4, 8, multiples of 16 to 1024 and of 64
+    /// to 8192) and have the engine run it padded so with this profile: no cuBLAS time is ever read between two
+    /// measured row counts. An experiment (`reports/padded-cublas-h100/`): on an H100 it mended cuBLAS's kernel
+    /// switches between grid points (the QKV projection's p95 from 14-23% to 6.5-7%), but the heavier run of large
+    /// GEMMs held the card's clock down, and the large GEMMs' tables came out 10-20% slower than the same shapes
+    /// timed in the offset grid.
+    #[arg(long)]
+    pub pad_cublas: bool,
+    /// Leave the GPU idle after each timed point as long as timing it took, so that a run of heavy points does
+    /// not hold the card at its power limit (and its clock down) for the points after them. An experiment.
+    #[arg(long)]
+    pub cool_down: bool,
 }
 
 #[derive(Debug, Args)]
@@ -507,6 +519,18 @@ mod tests {
         };
         assert_eq!(keep("batchlab validate s.toml"), Ok(false));
         assert_eq!(keep("batchlab validate s.toml --keep-freed-memory"), Ok(true));
+    }
+
+    #[test]
+    fn calibrate_pads_cublas_and_cools_down_only_when_asked() {
+        let flags = |line: &str| {
+            parsed(line).map(|c| match c {
+                Command::Calibrate(a) => (a.pad_cublas, a.cool_down),
+                _ => panic!("not calibrate"),
+            })
+        };
+        assert_eq!(flags("batchlab calibrate --model qwen2.5-0.5b"), Ok((false, false)));
+        assert_eq!(flags("batchlab calibrate --pad-cublas --cool-down"), Ok((true, true)));
     }
 
     #[test]
