@@ -114,13 +114,14 @@ validate_poisson() {
 # Seconds left of the script's LIMIT (T0 and LIMIT set by the caller).
 left() { echo $(( LIMIT - ($(date +%s) - T0) )); }
 
-# calibrate --check each model into $OUT/cal while at least $1 seconds are left, logging to $OUT/logs.
+# calibrate --check (and $CAL_FLAGS, e.g. --pad-cublas) each model into $OUT/cal while at least $1 seconds are left,
+# logging to $OUT/logs.
 calibrate_models() {
   local need=$1; shift
   for m in "$@"; do
     local l; l=$(left)
     if [ "$l" -lt "$need" ]; then echo "no time for calibrate $m ($l s)" >> $OUT/logs/times; return; fi
-    timeout $((l - 5)) batchlab calibrate --model $m --check --out $OUT/cal > $OUT/logs/cal-$m.txt 2>&1
+    timeout $((l - 5)) batchlab calibrate --model $m --check ${CAL_FLAGS:-} --out $OUT/cal > $OUT/logs/cal-$m.txt 2>&1
     echo "calibrate $m rc $? $(date -u +%T)" >> $OUT/logs/times
     tail -2 $OUT/logs/cal-$m.txt
   done

@@ -185,13 +185,15 @@ pub struct CalibrateArgs {
     /// Time cuBLAS at every row count the engine would pad it to (1, 2, 4, 8, multiples of 16 to 1024 and of 64
     /// to 8192) and have the engine run it padded so with this profile: no cuBLAS time is ever read between two
     /// measured row counts. An experiment (`reports/padded-cublas-h100/`): on an H100 it mended cuBLAS's kernel
-    /// switches between grid points (the QKV projection's p95 from 14-23% to 6.5-7%), but the heavier run of large
-    /// GEMMs held the card's clock down, and the large GEMMs' tables came out 10-20% slower than the same shapes
-    /// timed in the offset grid.
+    /// switches between grid points (the QKV projection's p95 out of sample from 13.6-23.4% to 6.5-7.0%), but its
+    /// longer run of large GEMMs held the card's clock down, and their tables came out up to 24% slower than the
+    /// same shapes timed again in the offset grid (p95 over all ops 12.0-12.5%).
     #[arg(long)]
     pub pad_cublas: bool,
     /// Leave the GPU idle after each timed point as long as timing it took, so that a run of heavy points does
-    /// not hold the card at its power limit (and its clock down) for the points after them. An experiment.
+    /// not hold the card at its power limit (and its clock down) for the points after them. An experiment, not yet
+    /// measured to the end: it doubles the time the tables take (qwen2.5-1.5b with --check --pad-cublas ran past
+    /// 245 s on an H100).
     #[arg(long)]
     pub cool_down: bool,
 }

@@ -49,11 +49,12 @@ pub const CUBLAS_PADDED_MAX: u64 = 8192;
 /// The rows the engine runs a cuBLAS GEMM on where a calibration profile timed cuBLAS at these row counts
 /// ([`cublas_grid`]; `GemmTable::cublas_padded`): `rows` rounded up to 1, 2, 4 or 8, to a multiple of 16 up to
 /// 1,024 and of 64 up to [`CUBLAS_PADDED_MAX`] (at most 15 rows more up to 1,024, 63 beyond: 6.2% of 1,025),
-/// unchanged beyond. cuBLAS picks its
-/// kernel by the shape, and between two row counts it was timed at it may pick another that runs a third faster or
-/// slower than both (seen on an H100: qwen2.5-1.5b's gate/up at 333 rows 42% faster than the line through 320
-/// and 384 rows): run only at row counts it was timed at, it costs what was measured. The extra rows read whatever
-/// the buffers hold and their output is never read; the buffers are sized for them ([`ActivationBuffers`]).
+/// unchanged beyond. cuBLAS picks its kernel by the shape, and between two row counts it was timed at it may pick
+/// one far faster or slower than the line through both (on an H100 the line read qwen2.5-1.5b's gate/up at 333
+/// rows 42.5% above what it took): run only at row counts it was timed at, it costs what was measured
+/// (`reports/padded-cublas-h100/`: up to 1,024 rows within 0.4–0.8% at the median). The extra rows read
+/// whatever the buffers hold and their output is never read; the buffers are sized for them
+/// ([`ActivationBuffers`]).
 pub fn cublas_rows(rows: u64) -> u64 {
     match rows {
         0..=2 => rows.max(1),
