@@ -273,8 +273,9 @@ pub struct BenchEngineArgs {
     /// Keep the memory each engine frees in the allocator's pool for the next engine, instead of CUDA's default
     /// (releasing it at the next synchronisation, so that each engine maps what the driver hands out then): whether
     /// what an engine's buffers are mapped to sets its pace. Measured on an H100 (`reports/pace-keep-h100/`): it
-    /// does not; the third engine of a process stands apart either way. With --engines; the memory an engine
-    /// reports using is then not what it newly mapped.
+    /// does not; the third engine of a process stood apart either way (on another H100 no engine did,
+    /// `reports/padded-cublas-h100/`). With --engines; the memory an engine reports using is then not what it
+    /// newly mapped.
     #[arg(long)]
     pub keep_freed_memory: bool,
     /// Read the SM clock through NVML every MS milliseconds while the steps are timed, as `calibrate` and
