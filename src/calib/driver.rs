@@ -187,6 +187,11 @@ pub enum CalibError {
     Unsupported(String),
 }
 
+/// The GPU time (warm-up and timed launches) from which a point counts as heavy for [`Bench::cool_down`]: a
+/// large GEMM's (qwen2.5-1.5b's gate/up at 5,056 rows, about 0.5 ms a launch, times ten launches), not the 2 ms of
+/// a short op's.
+pub const COOL_DOWN_MIN_MS: f64 = 4.0;
+
 /// Time a timed repeat aims to span (µs).
 pub const GROUP_US: f64 = 200.0;
 /// Fewest launches in a timed graph where that stays short: more than any input rotation cycles through.
@@ -214,7 +219,7 @@ pub struct Bench<'a> {
     on_point: &'a mut dyn FnMut(&str),
     /// Time through CUDA graph replays (cleared when a capture fails).
     graphs: bool,
-    /// After each point, leave the GPU idle as long as timing it took ([`Bench::cool_down`]).
+    /// After each heavy point, leave the GPU idle as long as it kept it busy ([`Bench::cool_down`]).
     cool_down: bool,
 }
 
@@ -231,10 +236,11 @@ impl<'a> Bench<'a> {
         }
     }
 
-    /// From now on leave the GPU idle after each point as long as timing it took (`calibrate --cool-down`): at
-    /// most half the time busy, so that a long run of heavy points (large GEMMs) does not hold the card at its
-    /// power limit and its clock down for the points after them, which the points measured later, in lighter
-    /// company, do not see.
+    /// From now on, after each point that kept the GPU busy for [`COOL_DOWN_MIN_MS`] or more (its warm-up and
+    /// timed launches), leave it idle as long (`calibrate --cool-down`): so that a long run of heavy points (large
+    /// GEMMs) does not hold the card at its power limit and its clock down for the points after them, which the
+    /// points measured later, in lighter company, do not see. Light points, most of the grid and most of its wall
+    /// time (host work between short launches), are not slowed.
     pub fn cool_down(&mut self, on: bool) {
         self.cool_down = on;
     }
@@ -249,7 +255,6 @@ impl<'a> Bench<'a> {
         what: &str,
         mut op: impl FnMut(usize) -> Result<(), GpuError>,
     ) -> Result<(f64, f64), GpuError> {
-        let started = Instant::now();
         // Also allocates whatever the op creates on first use (scratch, workspaces): never inside a capture.
         let probe = self.gpu.time(1, 3, &mut op)?;
         let single_us = (probe.median_ms * 1e3).max(0.1);
@@ -280,8 +285,9 @@ impl<'a> Bench<'a> {
                 Ok(())
             })?,
         };
-        if self.cool_down {
-            std::thread::sleep(started.elapsed());
+        let busy_ms = t.samples_ms.iter().sum::<f64>() + self.warmup as f64 * t.median_ms;
+        if self.cool_down && busy_ms >= COOL_DOWN_MIN_MS {
+            std::thread::sleep(std::time::Duration::from_secs_f64(busy_ms / 1e3));
         }
         (self.on_point)(what);
         let (us, spread) = summarize(&t);

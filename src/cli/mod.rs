@@ -190,10 +190,10 @@ pub struct CalibrateArgs {
     /// same shapes timed again in the offset grid (p95 over all ops 12.0-12.5%).
     #[arg(long)]
     pub pad_cublas: bool,
-    /// Leave the GPU idle after each timed point as long as timing it took, so that a run of heavy points does
-    /// not hold the card at its power limit (and its clock down) for the points after them. An experiment, not yet
-    /// measured to the end: it doubles the time the tables take (qwen2.5-1.5b with --check --pad-cublas ran past
-    /// 245 s on an H100).
+    /// After each point that kept the GPU busy for 4 ms or more (large GEMMs), leave it idle as long, so that a
+    /// run of heavy points does not hold the card at its power limit (and its clock down) for the points after
+    /// them. An experiment, not measured yet (a first version idled after every point, which doubled the tables'
+    /// time: qwen2.5-1.5b with --check --pad-cublas ran past 245 s on an H100).
     #[arg(long)]
     pub cool_down: bool,
 }
