@@ -441,9 +441,9 @@ impl EngineBench {
         }
         let mut s = format!(
             "\nHost issue by call: where the host's time to issue a step goes, per step over the {REPEATS} timed steps \
-             of each point (first engine of each variant, its first decode graphs; the clock read once a call). `prepare`: the step's inputs \
-             built on the host; `upload`: copied to the GPU; a graph's launch, or each op's kernel launches over \
-             every layer.\n\n| variant | point | call | calls a step | µs a step | µs a call |\n|---|---|---|---:|---:|---:|\n"
+             of each point (first engine of each variant, its first decode graphs; the clock read once a call). \
+             `prepare`: the step's inputs built on the host; `upload`: copied to the GPU; a graph's launch, or each \
+             op's kernel launches over every layer.\n\n| variant | point | call | calls a step | µs a step | µs a call |\n|---|---|---|---:|---:|---:|\n"
         );
         for p in timed {
             // Every step marks `prepare` once.

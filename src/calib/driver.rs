@@ -175,7 +175,7 @@ pub struct CalibrateConfig {
     pub passes: usize,
     pub block_size: u32,
     pub grid: Grid,
-    /// Leave the GPU idle after each point as long as timing it took ([`Bench::cool_down`]).
+    /// Leave the GPU idle after each heavy point as long as it kept it busy ([`Bench::cool_down`]).
     pub cool_down: bool,
 }
 
