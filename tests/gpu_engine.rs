@@ -144,6 +144,7 @@ fn tuned_ours() -> GemmPolicy {
     GemmPolicy {
         default: GemmBackend::Ours,
         rules,
+        graph_ours_rows: 0,
     }
 }
 
@@ -163,6 +164,7 @@ fn padded_cublas() -> GemmPolicy {
     GemmPolicy {
         default: GemmBackend::Cublas,
         rules,
+        graph_ours_rows: 0,
     }
 }
 
@@ -433,8 +435,19 @@ fn decode_graphs_launch_the_steps_own_partitions() {
 #[test]
 #[ignore = "needs a CUDA GPU: cargo test --release --test gpu_engine -- --ignored"]
 fn mixed_step_and_chunked_prefill_match_the_reference() {
-    // cuBLAS, cuBLAS on padded rows, then our kernel launched with tuned plans (steps of 3 to 29 rows).
-    for policy in [GemmPolicy::always(GemmBackend::Cublas), padded_cublas(), tuned_ours()] {
+    // cuBLAS, cuBLAS on padded rows (then with decode graphs of up to 4 rows running our kernel, as a profile
+    // may have them: the decodes of three sequences replay the graph of 4), then our kernel launched with tuned
+    // plans (steps of 3 to 29 rows).
+    let graph_ours = GemmPolicy {
+        graph_ours_rows: 4,
+        ..padded_cublas()
+    };
+    for policy in [
+        GemmPolicy::always(GemmBackend::Cublas),
+        padded_cublas(),
+        graph_ours,
+        tuned_ours(),
+    ] {
         mixed_step_and_chunked_prefill(policy);
     }
 }

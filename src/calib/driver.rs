@@ -995,7 +995,7 @@ pub fn calibrate_grids(
                 attention_decode,
                 decode_mixed,
             } = merge_passes(p);
-            Profile {
+            let mut profile = Profile {
                 format: PROFILE_FORMAT,
                 fingerprint: Fingerprint {
                     gpu_name: info.name.clone(),
@@ -1021,6 +1021,7 @@ pub fn calibrate_grids(
                 decode_mixed,
                 step_overhead_us: 0.0,
                 engine: None,
+                graph_ours_rows: 0,
                 run: CalibrationRun {
                     seconds,
                     warmup: cfg.warmup as u32,
@@ -1031,7 +1032,10 @@ pub fn calibrate_grids(
                     clock_engine_steps: None,
                     issue_cpu: None,
                 },
-            }
+            };
+            // Decided from the tables, before the engine steps are measured with it.
+            profile.graph_ours_rows = profile.graph_ours_rows_of();
+            profile
         })
         .collect())
 }

@@ -35,8 +35,25 @@ pub struct Profile {
     /// host and GPU work (synchronisation, the token copy). Absent in profiles measured before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub engine: Option<EngineSteps>,
+    /// Decode graphs of up to this many rows run our GEMM for every projection ([`Profile::graph_ours_rows_of`]),
+    /// so that their kernels launch programmatically (PDL), which a graph holding any cuBLAS kernel forgoes; the
+    /// engine steps of [`Profile::engine`] were measured so, and the cost model prices such steps with our
+    /// kernel's tables. 0 (profiles measured before): decode graphs run the faster kernel of each projection.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub graph_ours_rows: u32,
     pub run: CalibrationRun,
 }
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
+}
+
+/// What programmatic dependent launch saves a decode graph per layer at least, where every kernel of the graph is
+/// ours: in calibrate's engine steps of every H100 profile on record, the decode graphs holding a cuBLAS kernel
+/// (which run serially) spent 100–200 µs more beyond their kernels' time than the graphs of our kernels alone, at
+/// neighbouring row counts: 5–7 µs per layer (qwen2.5-0.5b's 24 layers, qwen2.5-1.5b's 28). The lower bound of what
+/// was seen, so that a graph gives cuBLAS up only where that surely pays.
+pub const PDL_GAIN_PER_LAYER_US: f64 = 4.0;
 
 /// Decode-only, prefill-only and mixed steps differ in the kernels they launch, so each has its own line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -388,6 +405,38 @@ pub fn tuned_plan(plans: &[TunedPlan], rows: usize) -> Option<crate::gpu::GemmPl
     plans.iter().find(|t| rows <= t.rows as usize).map(|t| t.plan)
 }
 
+impl Profile {
+    /// The largest decode graph bucket ([`crate::model::GRAPH_BUCKETS`]) up to which, bucket by bucket, what
+    /// cuBLAS saves over our kernel in the step's projections (every layer's four and lm_head, where the tables pick
+    /// cuBLAS) is less than what programmatic launch saves a graph of our kernels alone
+    /// ([`PDL_GAIN_PER_LAYER_US`] a layer): decode graphs of up to that many rows run our GEMM everywhere. 0 on
+    /// GPUs before sm_90 (no programmatic launch) or where even one row's graph gains from cuBLAS.
+    pub fn graph_ours_rows_of(&self) -> u32 {
+        let major = (self.fingerprint.compute_capability.split('.').next())
+            .and_then(|m| m.parse::<u32>().ok())
+            .unwrap_or(0);
+        if major < 9 {
+            return 0;
+        }
+        let layers = f64::from(self.fingerprint.model.layers);
+        let mut most = 0;
+        for &b in &crate::model::GRAPH_BUCKETS {
+            let rows = b as f64;
+            let saved: f64 = (self.gemm.iter())
+                .map(|g| {
+                    let times = if g.name == "lm_head" { 1.0 } else { layers };
+                    times * (g.ours_us.at(rows) - g.best_us(rows)).max(0.0)
+                })
+                .sum();
+            if saved >= PDL_GAIN_PER_LAYER_US * layers {
+                break;
+            }
+            most = b as u32;
+        }
+        most
+    }
+}
+
 impl GemmTable {
     /// The time of the kernel the engine runs at this token count (see [`GemmTable::ours_faster`]), linear between
     /// the grid points around it. A GEMM's time is not flat over the rows of one tile (a partial tile loads fewer
@@ -697,6 +746,36 @@ mod tests {
         assert!(!t.ours_faster(64.0) && t.best_us(64.0) > 8.0);
         // Within cuBLAS's spread ours is kept: 10 ≤ 8 × 1.3.
         assert!(table(&[4.0, 6.0, 10.0], &[5.0, 7.0, 8.0], 0.3).ours_faster(24.0));
+    }
+
+    /// Decode graphs give cuBLAS up up to the largest bucket where what it saves over our kernel (every layer's
+    /// projections and lm_head) stays under what programmatic launch saves a graph of our kernels alone.
+    #[test]
+    fn decode_graphs_run_our_gemm_where_cublas_saves_less_than_programmatic_launch() {
+        let load = |name: &str| {
+            let path = format!("{}/calibration/h100-80gb-hbm3/{name}.json", env!("CARGO_MANIFEST_DIR"));
+            Profile::load(Path::new(&path)).expect("committed profile")
+        };
+        // The committed H100 profiles: cuBLAS saves qwen2.5-1.5b 101 µs at 16 rows and 137 µs at 24 (against 4 µs
+        // × 28 layers), qwen2.5-0.5b 87 µs at 24 rows and 114 µs at 32 (against 96 µs).
+        let (p05, p15) = (load("qwen2.5-0.5b"), load("qwen2.5-1.5b"));
+        assert_eq!((p05.graph_ours_rows_of(), p15.graph_ours_rows_of()), (24, 16));
+        assert_eq!(
+            (p05.graph_ours_rows, p15.graph_ours_rows),
+            (0, 0),
+            "measured before: not set"
+        );
+        // No programmatic launch before sm_90.
+        let mut ampere = p15.clone();
+        ampere.fingerprint.compute_capability = "8.6".into();
+        assert_eq!(ampere.graph_ours_rows_of(), 0);
+        // Where cuBLAS wins big from one row on, no graph gives it up.
+        let mut fast_cublas = p15;
+        for g in &mut fast_cublas.gemm {
+            g.cublas_us.y.iter_mut().for_each(|y| *y /= 2.0);
+            g.cublas_spread.iter_mut().for_each(|s| *s = 0.0);
+        }
+        assert_eq!(fast_cublas.graph_ours_rows_of(), 0);
     }
 
     /// Where the engine pads cuBLAS's rows, cuBLAS costs what was measured at the padded rows, never a line between

@@ -97,11 +97,19 @@ pub struct GemmRule {
 }
 
 /// Which backend runs each GEMM: the first rule matching (op, rows), else `default`. A calibration profile knows
-/// per weight shape and row count which backend is faster; it becomes rules here.
+/// per weight shape and row count which backend is faster; it becomes rules here. Decode graphs of up to
+/// `graph_ours_rows` rows run our kernel for every GEMM instead (with the rules' plans): a graph holding a cuBLAS
+/// kernel runs serially, without programmatic launch ([`GemmPolicy::in_graph`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct GemmPolicy {
     pub default: GemmBackend,
     pub rules: Vec<GemmRule>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub graph_ours_rows: usize,
+}
+
+fn is_zero(v: &usize) -> bool {
+    *v == 0
 }
 
 impl GemmPolicy {
@@ -109,7 +117,28 @@ impl GemmPolicy {
         Self {
             default: backend,
             rules: Vec::new(),
+            graph_ours_rows: 0,
         }
+    }
+
+    /// The policy a decode graph of `rows` rows runs: our kernel for every GEMM, launched with the rules' plans,
+    /// where `rows` is at most `graph_ours_rows`; else this one.
+    pub fn in_graph(&self, rows: usize) -> std::borrow::Cow<'_, GemmPolicy> {
+        use std::borrow::Cow;
+        if rows > self.graph_ours_rows {
+            return Cow::Borrowed(self);
+        }
+        let rules = (self.rules.iter())
+            .map(|r| GemmRule {
+                backend: GemmBackend::Ours,
+                ..*r
+            })
+            .collect();
+        Cow::Owned(GemmPolicy {
+            default: GemmBackend::Ours,
+            rules,
+            graph_ours_rows: self.graph_ours_rows,
+        })
     }
 
     /// Whether any GEMM this policy runs goes to cuBLAS.
@@ -1204,8 +1233,13 @@ impl Engine {
             decode_split,
             ..
         } = self;
-        let policy = &config.gemm;
         let t = x.rows();
+        // A decode graph's capture: within `graph_ours_rows`, our kernel for every GEMM (programmatic launch).
+        let policy = match graph_parts {
+            Some(_) if config.succession == Succession::Programmatic => config.gemm.in_graph(t),
+            _ => std::borrow::Cow::Borrowed(&config.gemm),
+        };
+        let policy = policy.as_ref();
         let (h, inter, vocab) = (spec.hidden as usize, spec.intermediate as usize, spec.vocab as usize);
         let (qh, q_dim, qkv) = (spec.heads as usize, spec.q_dim() as usize, qkv_dim(spec));
         let eps = spec.rms_eps as f32;
@@ -1558,6 +1592,7 @@ mod tests {
         let ours_but = |backend| GemmPolicy {
             default: GemmBackend::Ours,
             rules: vec![rule(GemmBackend::Ours), rule(backend)],
+            graph_ours_rows: 0,
         };
         assert!(ours_but(GemmBackend::Cublas).uses_cublas());
         assert!(!ours_but(GemmBackend::Ours).uses_cublas());
@@ -1593,6 +1628,7 @@ mod tests {
                     pad: false,
                 },
             ],
+            graph_ours_rows: 32,
         };
         assert_eq!(p.backend(GemmOp::Qkv, 16), GemmBackend::Ours);
         assert_eq!(
@@ -1600,6 +1636,14 @@ mod tests {
             Some(("s16", 2))
         );
         assert_eq!(p.choice(GemmOp::Down, 9), (GemmBackend::Ours, None));
+        // A decode graph of up to 32 rows runs our kernel for every GEMM, with the rules' plans; larger ones, and
+        // every step launched kernel by kernel, the rules' backends.
+        let graph = p.in_graph(17);
+        assert_eq!(graph.backend(GemmOp::Qkv, 17), GemmBackend::Ours);
+        assert_eq!(graph.choice(GemmOp::Qkv, 9).1, p.choice(GemmOp::Qkv, 9).1);
+        assert_eq!(graph.backend(GemmOp::Qkv, 4096), GemmBackend::Ours);
+        assert!(matches!(p.in_graph(33), std::borrow::Cow::Borrowed(_)));
+        assert_eq!(p.in_graph(33).backend(GemmOp::Qkv, 33), GemmBackend::Cublas);
         // cuBLAS runs on the padded rows where its rule says so, elsewhere on the rows asked.
         assert_eq!((p.cublas_m(GemmOp::Qkv, 17), p.cublas_m(GemmOp::Qkv, 45)), (32, 48));
         assert_eq!((p.cublas_m(GemmOp::Qkv, 9), p.cublas_m(GemmOp::Down, 9)), (9, 9));

@@ -48,6 +48,8 @@ pub struct CalibratedCost {
     graph_buckets: Vec<u32>,
     /// The engine's batch limit: a decode step whose graph would have more rows is launched kernel by kernel.
     batch_limit: Option<u32>,
+    /// Decode graphs of up to this many rows run our GEMM for every projection ([`Profile::graph_ours_rows`]).
+    graph_ours_rows: u32,
     describe: String,
 }
 
@@ -85,6 +87,7 @@ impl CalibratedCost {
                 .as_ref()
                 .map_or_else(Vec::new, |e| e.graph_buckets.clone()),
             batch_limit: None,
+            graph_ours_rows: profile.graph_ours_rows,
             describe: format!(
                 "calibrated: {} ({} on {}, {})",
                 source, f.model.name, f.gpu_name, f.date
@@ -146,7 +149,8 @@ impl CalibratedCost {
     }
 
     /// Every kernel but attention of the step as the engine runs it: a graphed decode step's dense layers, lm_head
-    /// and sampling over all the graph's rows (the padding rows compute and sample too; their attention is empty).
+    /// and sampling over all the graph's rows (the padding rows compute and sample too; their attention is empty),
+    /// with our GEMM for every projection where the graph has at most [`Profile::graph_ours_rows`] rows.
     fn dense_as_run_us(&self, s: &StepShape) -> f64 {
         match self.graph_rows(s) {
             Some(rows) => {
@@ -156,29 +160,35 @@ impl CalibratedCost {
                     sampled_seqs: s.sampled_seqs + pad,
                     ..*s
                 };
-                self.dense_us(&padded)
+                self.dense_with(&padded, rows <= self.graph_ours_rows)
             }
             None => self.dense_us(s),
         }
     }
 
-    /// Every kernel of the step but attention, in µs.
+    /// Every kernel of the step but attention, in µs, each projection by the kernel the tables pick.
     pub fn dense_us(&self, s: &StepShape) -> f64 {
+        self.dense_with(s, false)
+    }
+
+    /// [`Self::dense_us`], or with our GEMM for every projection (`ours`).
+    fn dense_with(&self, s: &StepShape, ours: bool) -> f64 {
         let t = s.tokens as f64;
         if s.tokens == 0 {
             return 0.0;
         }
+        let gemm = |g: &GemmTable, rows: f64| if ours { g.ours_us.at(rows) } else { g.best_us(rows) };
         let per_layer = 2.0 * self.norm.at(t)
-            + self.qkv.best_us(t)
+            + gemm(&self.qkv, t)
             + self.kv_append.at(t)
-            + self.o.best_us(t)
-            + self.gate_up.best_us(t)
+            + gemm(&self.o, t)
+            + gemm(&self.gate_up, t)
             + self.silu_mul_us(t)
-            + self.down.best_us(t);
+            + gemm(&self.down, t);
         let mut us = self.layers * per_layer + self.embedding.at(t);
         if s.sampled_seqs > 0 {
             let rows = s.sampled_seqs as f64;
-            us += self.norm.at(rows) + self.lm_head.best_us(rows) + self.argmax.at(rows);
+            us += self.norm.at(rows) + gemm(&self.lm_head, rows) + self.argmax.at(rows);
         }
         us
     }
@@ -470,6 +480,7 @@ pub(crate) mod tests {
             decode_mixed: vec![],
             step_overhead_us: 30.0,
             engine: None,
+            graph_ours_rows: 0,
             run: CalibrationRun {
                 seconds: 1.0,
                 warmup: 3,
@@ -583,6 +594,30 @@ pub(crate) mod tests {
         let ks = c.kernels_us(&plan, &split);
         assert!((c.plan_time(&plan, &split).as_ms() * 1e3 - (ks + 260.0)).abs() < 1e-3);
         // Between measured buckets the gap is linear, beyond them the nearest.
+        // Graphs of up to four rows run our GEMM for every projection and are priced with its tables. The
+        // synthetic profile's own kernel is the faster everywhere (5 + 0.01·t against cuBLAS's 5.5 + 0.011·t);
+        // made twice as slow here, the tables pick cuBLAS, which a graph of up to four rows does not run.
+        let mut slow_ours = p.clone();
+        for g in &mut slow_ours.gemm {
+            g.ours_us.y.iter_mut().for_each(|y| *y *= 2.0);
+        }
+        let picked = CalibratedCost::new(&slow_ours, &model, "synthetic").unwrap();
+        slow_ours.graph_ours_rows = 4;
+        let ours = CalibratedCost::new(&slow_ours, &model, "synthetic").unwrap();
+        let gemm_us = |c: &CalibratedCost, rows: f64, ours: bool| {
+            let g = |t: &GemmTable| if ours { t.ours_us.at(rows) } else { t.best_us(rows) };
+            c.layers * (g(&c.qkv) + g(&c.o) + g(&c.gate_up) + g(&c.down)) + g(&c.lm_head)
+        };
+        let (kp, ko) = (picked.kernels_us(&plan, &three), ours.kernels_us(&plan, &three));
+        let more = gemm_us(&ours, 4.0, true) - gemm_us(&ours, 4.0, false);
+        assert!(more > 0.0 && (ko - kp - more).abs() < 1e-9, "{kp} {ko} {more}");
+        // Eight rows: beyond it, as picked; a step launched kernel by kernel (a prefill) as picked too.
+        let mut eight = four;
+        for _ in 0..4 {
+            eight.add_decode(512, true);
+        }
+        assert_eq!(ours.kernels_us(&plan, &eight), picked.kernels_us(&plan, &eight));
+        assert_eq!(ours.dense_us(&four), picked.dense_us(&four));
         let e = p.engine.as_ref().unwrap();
         assert_eq!(e.step_us(StepKind::Decode, 1.0, 0.0, Some(3), false), 150.0);
         assert_eq!(e.step_us(StepKind::Decode, 1.0, 0.0, Some(1), false), 100.0);
