@@ -529,15 +529,22 @@ fn measure_gemms(
         let max_m = rows.iter().chain(cublas_at).copied().max().unwrap_or(1) as usize;
         let with_silu_mul = name == FUSED_SILU_MUL;
         let mut ops = GemmOperands::new(b, n, k, max_m, with_silu_mul)?;
-        let mut ours = Vec::new();
-        for &t in rows {
+        // Row by row over both lists, ours then cuBLAS at a row both time, so that the two kernels at one row
+        // count see the card in the same state (clock, temperature).
+        let mut every: Vec<u32> = rows.iter().chain(cublas_at).copied().collect();
+        every.sort_unstable();
+        every.dedup();
+        let (mut ours, mut cublas) = (Vec::new(), Vec::new());
+        for t in every {
             let dims = (t as usize, n, k);
-            let plan = tuned_plan(plans, dims.0).unwrap_or_else(|| gpu.gemm_plan(t as usize, n, k));
-            ours.push(ops.time_ours(b, dims, plan)?);
+            if rows.contains(&t) {
+                let plan = tuned_plan(plans, dims.0).unwrap_or_else(|| gpu.gemm_plan(t as usize, n, k));
+                ours.push(ops.time_ours(b, dims, plan)?);
+            }
+            if cublas_at.contains(&t) {
+                cublas.push(ops.time_cublas(b, dims)?);
+            }
         }
-        let cublas = (cublas_at.iter())
-            .map(|&t| ops.time_cublas(b, (t as usize, n, k)))
-            .collect::<Result<Vec<_>, _>>()?;
         let (ours_us, ours_spread) = curve(rows, ours);
         let (cublas_us, cublas_spread) = curve(cublas_at, cublas);
         let last = cublas_at.last().copied().unwrap_or(1);
