@@ -59,8 +59,8 @@ __device__ __forceinline__ void gemm_impl(const half_t* __restrict__ x, const ha
     zero_acc(acc);
 
     // The weights are no kernel's output: while the kernel before this one may still run, start loading this
-    // block's first weight tiles and ask L2 for the rest of its slice (128-byte lines: BK halves of a row).
-    pdl_trigger();
+    // block's first weight tiles and ask L2 for the rest of its slice (128-byte lines: BK halves of a row). The next
+    // kernel is let launch only once the main loop is done (below), as in the skinny and staged kernels.
 #pragma unroll
     for (int st = 0; st < STAGES - 1; ++st)
         if (st < ktiles) load_w(st, st);
@@ -109,6 +109,7 @@ __device__ __forceinline__ void gemm_impl(const half_t* __restrict__ x, const ha
         }
     }
     cp_async_wait<0>();
+    pdl_trigger();
 
     if (partial != nullptr) {
         float* part = partial + (size_t)blockIdx.z * M * N;
