@@ -405,7 +405,7 @@ pub struct ValidateArgs {
     #[arg(long, default_value_t = crate::sim::run::WARMUP_STEPS, value_name = "N")]
     pub warmup_steps: u32,
     /// Measure each run this many times, each on a freshly built engine after its own warm-up, and compare the
-    /// measurement whose steps ran at the median pace (the median over its steps of measured / predicted time:
+    /// measurement whose steps ran at the median pace (their measured time in all over their predicted time:
     /// under bursts mostly the one of median output throughput; under open-loop arrivals, whose throughput the
     /// arrival rate sets, the median engine all the same; every measurement's throughput and pace are reported
     /// beside it). Short runs (a burst of a few requests takes 0.1 s) move by a few percent from one measurement to

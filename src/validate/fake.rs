@@ -61,6 +61,9 @@ pub struct PerturbedBackend {
     pub parts: Option<(f64, f64)>,
     /// A factor on top of the others for each execution started, in turn (cycling); empty: none.
     pub start_factors: Vec<f64>,
+    /// (execution, step, extra): the step with this index (from 0, warm-up included) of the execution started with
+    /// this index (from 0, over every run) takes `extra` longer, as a host interruption makes a step.
+    pub stall: Option<(usize, u64, Nanos)>,
     /// Executions started, over every run.
     pub started: usize,
     /// The run (its index) of each execution started, in order.
@@ -77,6 +80,7 @@ impl PerturbedBackend {
             fail_start: None,
             parts: None,
             start_factors: Vec::new(),
+            stall: None,
             started: 0,
             started_runs: Vec::new(),
         }
@@ -91,6 +95,10 @@ struct PerturbedRun<'a> {
     executed: Rc<Cell<u64>>,
     parts: Option<(f64, f64)>,
     timed: Vec<MeasuredParts>,
+    /// (step, extra): this execution's stalled step, if any.
+    stall: Option<(u64, Nanos)>,
+    /// Steps this execution ran.
+    steps: u64,
     /// The execution's place among those the backend started, from 1 (as an engine's among a process's engines).
     engine: u32,
 }
@@ -98,6 +106,11 @@ struct PerturbedRun<'a> {
 impl Executor for PerturbedRun<'_> {
     fn execute(&mut self, plan: &StepPlan, shape: &StepShape) -> Result<Nanos, ExecError> {
         self.executed.set(self.executed.get() + 1);
+        let step = self.steps;
+        self.steps += 1;
+        let stalled = (self.stall)
+            .filter(|&(at, _)| at == step)
+            .map_or(Nanos::ZERO, |(_, extra)| extra);
         let predicted = self.cost.plan_time(plan, shape).0 as f64;
         let factor = self.factors.of(kind_of(shape)) * self.extra;
         if let (Some((issue, gpu)), Some(p)) = (self.parts, self.cost.plan_parts(plan, shape)) {
@@ -109,7 +122,7 @@ impl Executor for PerturbedRun<'_> {
                 slowed: Some(!self.timed.len().is_multiple_of(2)),
             });
         }
-        Ok(Nanos((predicted * factor).round() as u64))
+        Ok(Nanos((predicted * factor).round() as u64 + stalled.0))
     }
 }
 
@@ -146,6 +159,9 @@ impl Backend for PerturbedBackend {
             0 => extra,
             n => extra * self.start_factors[self.started % n],
         };
+        let stall = (self.stall)
+            .filter(|&(execution, _, _)| execution == self.started)
+            .map(|(_, step, extra)| (step, extra));
         self.started += 1;
         self.started_runs.push(spec.index);
         let memory = self.memory_factor.map(|f| {
@@ -166,6 +182,8 @@ impl Backend for PerturbedBackend {
             executed: self.executed.clone(),
             parts: self.parts,
             timed: Vec::new(),
+            stall,
+            steps: 0,
             engine: self.started as u32,
         }))
     }

@@ -1021,3 +1021,28 @@ fn repeated_open_loop_runs_compare_the_median_engine() {
     assert_eq!(run.repeat_paces.len(), 3);
     assert!((run.repeat_paces[2] - 1.05).abs() < 1e-4, "{:?}", run.repeat_paces);
 }
+
+/// A stall (one step far longer than predicted, as a host interruption makes) counts against the measurement it fell
+/// on: of three at paces a fraction of a percent apart, the stalled one is not the one compared, even where the
+/// median over its steps would have put it in the middle.
+#[test]
+fn a_stalled_measurement_is_not_the_median_one() {
+    let mut backend = PerturbedBackend::new(Factors::uniform(1.0));
+    // Without the stall the third measurement would be the median one.
+    backend.start_factors = vec![1.0, 1.004, 1.002];
+    backend.stall = Some((2, 5, Nanos::from_ms(50.0)));
+    let (specs, prepared) = runs(BURST);
+    let opts = ValidateOptions {
+        repeats: 3,
+        ..options(0)
+    };
+    let v = validate_runs(&specs[..1], &prepared[..1], &mut backend, &opts, &mut |_| {}).unwrap();
+    let run = &v.runs[0];
+    let paces = &run.repeat_paces;
+    assert!(paces[2] > paces[1] && paces[1] > paces[0], "{paces:?}");
+    let want = (1.0 - 1.004) / 1.004;
+    assert!(
+        run.steps.iter().all(|s| (s.signed_error() - want).abs() < 1e-4),
+        "the compared measurement is the second, unstalled one"
+    );
+}
