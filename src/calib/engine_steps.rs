@@ -905,7 +905,9 @@ mod tests {
         assert_eq!(cublas_at(8191).1, 8192);
         assert_eq!(cublas_at(9000).1, 9000, "beyond the grid, the rows asked");
         // The decode graphs' own choice comes with the profile.
-        assert_eq!(policy.graph_ours_rows, 0);
+        assert_eq!(policy.graph_ours_rows, profile.graph_ours_rows as usize);
+        profile.graph_ours_rows = 0;
+        assert_eq!(gemm_policy(&profile).unwrap().graph_ours_rows, 0);
         profile.graph_ours_rows = 24;
         assert_eq!(gemm_policy(&profile).unwrap().graph_ours_rows, 24);
     }
