@@ -45,6 +45,9 @@ def main(paths):
             if s["kind"] != "decode" or s.get("serving_us") is not None:
                 continue
             gaps.setdefault(s["decode_seqs"], []).append(round(s["gpu_us"] - s["kernels_us"]))
+        ours_rows = p.get("graph_ours_rows", 0)
+        if ours_rows:
+            print(f"  (graphs of up to {ours_rows} rows run our GEMM for every projection: graph_ours_rows)")
         for rows in sorted(gaps):
             names, saved = [], 0.0
             for g in p["gemm"]:
@@ -53,6 +56,8 @@ def main(paths):
                     names.append(g["name"])
                     saved += each * (1 if g["name"] == "lm_head" else layers)
             cublas = f"cuBLAS for {', '.join(names)}, saving {saved:.0f} µs" if names else "our kernel only"
+            if names and rows <= ours_rows:
+                cublas = f"our kernel only in the graph (the tables: {cublas})"
             print(f"  {rows:>3} sequences: gaps {gaps[rows]} µs; {cublas}")
 
 
