@@ -302,9 +302,9 @@ fn verdict_lines(v: &ValidationSummary) -> Vec<String> {
             let (p_median, p_most) = median_and_most(paced);
             format!(
                 "the measurement whose steps ran at the median pace against their predicted times (their measured \
-                 time in all over their predicted time in all) is the one compared (under bursts mostly the one of median \
-                 throughput; under open-loop arrivals, whose throughput the arrival rate sets, the median engine all \
-                 the same); the pace ranged over {p_median} at the median run, {p_most} at most"
+                 time in all over their predicted time in all) is the one compared (under bursts mostly the one of \
+                 median throughput; under open-loop arrivals, whose throughput the arrival rate sets, the median \
+                 engine all the same); the pace ranged over {p_median} at the median run, {p_most} at most"
             )
         };
         out.push(format!(
