@@ -95,6 +95,7 @@ validate_seed() {
     > $OUT/logs/seed.txt 2>&1
   echo "seed rc $? $(date -u +%T)" >> $OUT/logs/times
   sed -n '/## Verdict/,/## Sensitivity/p' /tmp/seed/validation.md | head -40
+  keep_steps /tmp/seed seed
   rm -rf /tmp/seed/runs /tmp/seed/simulated/runs && mv /tmp/seed $OUT/seed
 }
 
@@ -108,6 +109,7 @@ validate_poisson() {
     --repeats "${2:-1}" --out /tmp/poisson "${PROF[@]}" > $OUT/logs/poisson.txt 2>&1
   echo "poisson $1 repeats ${2:-1} rc $? $(date -u +%T)" >> $OUT/logs/times
   sed -n '/## Verdict/,/## Summary/p' /tmp/poisson/validation.md | head -12
+  keep_steps /tmp/poisson poisson
   rm -rf /tmp/poisson/runs /tmp/poisson/simulated/runs && mv /tmp/poisson $OUT/poisson
 }
 
@@ -150,7 +152,22 @@ bench_models() {
   done
 }
 
-# At most 8 files come back from $OUT: when the calling script exits, whatever it wrote there goes into one
-# results.tar.xz.
-pack() { (cd "$OUT" && find . -type f ! -name results.tar.xz | sort | tar cJf results.tar.xz -T - --remove-files); }
+# At most 8 files come back from $OUT, each of at most 16 MiB: when the calling script exits, whatever it wrote there
+# goes into one results.tar.xz, but for the per-step tables keep_steps put beside it (steps-*.tar).
+pack() {
+  (cd "$OUT" && find . -type f ! -name results.tar.xz ! -name 'steps-*.tar' | sort |
+    tar cJf results.tar.xz -T - --remove-files)
+}
+
+# Each run's per-step table (runs/<run>/step_errors.parquet: every measured step's plan, measured and predicted
+# times) of the validate folder $1, as $OUT/steps-$2.tar, where it stays under 15 MiB (so that it comes back);
+# else nothing.
+keep_steps() {
+  local tarball=$OUT/steps-$2.tar
+  (cd "$1" && find runs -name step_errors.parquet | sort | tar cf "$tarball" -T -) 2>/dev/null
+  if [ ! -s "$tarball" ] || [ "$(stat -c %s "$tarball")" -gt $((15 * 1024 * 1024)) ]; then
+    echo "per-step tables of $2 not kept ($(du -h "$tarball" 2>/dev/null | cut -f1))" >> $OUT/logs/times
+    rm -f "$tarball"
+  fi
+}
 trap pack EXIT
