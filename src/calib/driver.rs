@@ -371,21 +371,12 @@ fn curve(x: &[u32], points: Vec<(f64, f64)>) -> (Curve, Vec<f64>) {
     )
 }
 
-/// The row counts our GEMM is measured at: sampled rows for lm_head, the step's tokens for the others.
-fn gemm_rows<'a>(grid: &'a Grid, name: &str) -> &'a [u32] {
+/// The row counts a GEMM is measured at, (ours, cuBLAS): sampled rows for lm_head, the step's tokens for the others.
+fn gemm_rows<'a>(grid: &'a Grid, name: &str) -> (&'a [u32], &'a [u32]) {
     if name == "lm_head" {
-        &grid.sampled_rows
+        (&grid.sampled_rows, &grid.cublas_sampled_rows)
     } else {
-        &grid.tokens
-    }
-}
-
-/// The row counts cuBLAS is measured at, likewise.
-fn cublas_rows_of<'a>(grid: &'a Grid, name: &str) -> &'a [u32] {
-    if name == "lm_head" {
-        &grid.cublas_sampled_rows
-    } else {
-        &grid.cublas_tokens
+        (&grid.tokens, &grid.cublas_tokens)
     }
 }
 
@@ -486,7 +477,7 @@ impl GemmOperands {
 /// Timings the plan search of `tune_gemms` makes on `grid` (for a progress bar).
 pub fn tuning_points(m: &ModelSpec, grid: &Grid, sms: usize) -> usize {
     (gemm_shapes(m).iter())
-        .flat_map(|&(name, n, k)| gemm_rows(grid, name).iter().map(move |&t| (t as usize, n, k)))
+        .flat_map(|&(name, n, k)| gemm_rows(grid, name).0.iter().map(move |&t| (t as usize, n, k)))
         .map(|(t, n, k)| gemm_candidates(sms, t, n, k).len())
         .sum()
 }
@@ -497,7 +488,7 @@ pub fn tuning_points(m: &ModelSpec, grid: &Grid, sms: usize) -> usize {
 fn tune_gemms(b: &mut Bench<'_>, m: &ModelSpec, grid: &Grid) -> Result<Vec<Vec<TunedPlan>>, GpuError> {
     let mut out = Vec::new();
     for (name, n, k) in gemm_shapes(m) {
-        let rows: Vec<u32> = (gemm_rows(grid, name).iter().copied())
+        let rows: Vec<u32> = (gemm_rows(grid, name).0.iter().copied())
             .filter(|&t| t as usize <= TUNED_MAX_ROWS)
             .collect();
         let mut tuned = Vec::new();
@@ -525,7 +516,7 @@ fn measure_gemms(
     let gpu = b.gpu;
     let mut out = Vec::new();
     for ((name, n, k), plans) in gemm_shapes(m).into_iter().zip(tuned) {
-        let (rows, cublas_at) = (gemm_rows(grid, name), cublas_rows_of(grid, name));
+        let (rows, cublas_at) = gemm_rows(grid, name);
         let max_m = rows.iter().chain(cublas_at).copied().max().unwrap_or(1) as usize;
         let with_silu_mul = name == FUSED_SILU_MUL;
         let mut ops = GemmOperands::new(b, n, k, max_m, with_silu_mul)?;
