@@ -593,7 +593,6 @@ pub(crate) mod tests {
         }
         let ks = c.kernels_us(&plan, &split);
         assert!((c.plan_time(&plan, &split).as_ms() * 1e3 - (ks + 260.0)).abs() < 1e-3);
-        // Between measured buckets the gap is linear, beyond them the nearest.
         // Graphs of up to four rows run our GEMM for every projection and are priced with its tables. The
         // synthetic profile's own kernel is the faster everywhere (5 + 0.01·t against cuBLAS's 5.5 + 0.011·t);
         // made twice as slow here, the tables pick cuBLAS, which a graph of up to four rows does not run.
@@ -618,6 +617,7 @@ pub(crate) mod tests {
         }
         assert_eq!(ours.kernels_us(&plan, &eight), picked.kernels_us(&plan, &eight));
         assert_eq!(ours.dense_us(&four), picked.dense_us(&four));
+        // Between measured buckets the gap is linear, beyond them the nearest.
         let e = p.engine.as_ref().unwrap();
         assert_eq!(e.step_us(StepKind::Decode, 1.0, 0.0, Some(3), false), 150.0);
         assert_eq!(e.step_us(StepKind::Decode, 1.0, 0.0, Some(1), false), 100.0);
