@@ -187,13 +187,15 @@ pub struct CalibrateArgs {
     /// measured row counts. An experiment (`reports/padded-cublas-h100/`): on an H100 it mended cuBLAS's kernel
     /// switches between grid points (the QKV projection's p95 out of sample from 13.6-23.4% to 6.5-7.0%), but its
     /// longer run of large GEMMs held the card's clock down, and their tables came out up to 24% slower than the
-    /// same shapes timed again in the offset grid (p95 over all ops 12.0-12.5%).
+    /// same shapes timed again in the offset grid (p95 over all ops 12.0-12.5%); with --cool-down as well, those
+    /// came within 5% (`reports/graph-ours-h100/`).
     #[arg(long)]
     pub pad_cublas: bool,
     /// After each point that kept the GPU busy for 4 ms or more (large GEMMs), leave it idle as long, so that a
     /// run of heavy points does not hold the card at its power limit (and its clock down) for the points after
-    /// them. An experiment, not measured yet (a first version idled after every point, which doubled the tables'
-    /// time: qwen2.5-1.5b with --check --pad-cublas ran past 245 s on an H100).
+    /// them. An experiment: on an H100 with --pad-cublas, every projection's GEMM within 5% at the p95 out of
+    /// sample and all ops within 7.4% (qwen2.5-1.5b) and 6.0% (0.5b), in 182.6 and 107.3 s with --check
+    /// (`reports/graph-ours-h100/`; a first version idled after every point and ran past 245 s).
     #[arg(long)]
     pub cool_down: bool,
 }
