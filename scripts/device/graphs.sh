@@ -7,15 +7,7 @@
 set -u
 source scripts/device/prep.sh
 begin ${LIMIT:-200}
-PLANS=$(card_dir)/qwen2.5-1.5b.json
-export BATCHLAB_LOG=batchlab::engine::forward=info
-run() {
-  local name=$1; shift
-  timeout 120 batchlab bench-engine --model qwen2.5-1.5b --gemm ours --launch pdl --plans $PLANS \
-    --decode 1x400,4x500,24x1500 --prefill 1x64 "$@" --out $OUT/bench/$name.md > $OUT/logs/$name.txt 2>&1
-  echo "$name rc $? $(date -u +%T)" >> $OUT/logs/times
-}
-run engines4-recapture2 --engines 4 --recapture 2
-run engine1-recapture7 --engines 1 --recapture 7
-run engines6 --engines 6
+graph_set_bench 120 engines4-recapture2 --engines 4 --recapture 2
+graph_set_bench 120 engine1-recapture7 --engines 1 --recapture 7
+graph_set_bench 120 engines6 --engines 6
 cat $OUT/logs/times

@@ -10,15 +10,8 @@ source scripts/device/prep.sh
 begin 590
 gpu_tests gpu_engine the_reference the_measured_workspace
 if ! on_h200; then
-  PLANS=$(card_dir)/qwen2.5-1.5b.json
-  for v in "engines4-recapture2 --engines 4 --recapture 2" "engines6 --engines 6"; do
-    set -- $v
-    name=$1; shift
-    BATCHLAB_LOG=batchlab::engine::forward=info timeout 100 batchlab bench-engine --model qwen2.5-1.5b --gemm ours \
-      --launch pdl --plans $PLANS --decode 1x400,4x500,24x1500 --prefill 1x64 "$@" --out $OUT/bench/$name.md \
-      > $OUT/logs/$name.txt 2>&1
-    echo "$name rc $? $(date -u +%T)" >> $OUT/logs/times
-  done
+  graph_set_bench 100 engines4-recapture2 --engines 4 --recapture 2
+  graph_set_bench 100 engines6 --engines 6
 fi
 CAL_FLAGS=--pad-cublas calibrate_models 100 qwen2.5-1.5b qwen2.5-0.5b
 keep_profiles

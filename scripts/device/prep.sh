@@ -152,6 +152,17 @@ bench_models() {
   done
 }
 
+# bench-engine of qwen2.5-1.5b at pace-keep-h100's decode points (our GEMM, programmatic graphs, the plans of this
+# card's profile) and one small prefill, with the engine's graph captures logged, for at most $1 seconds, into
+# $OUT/bench/$2.md; further arguments go to bench-engine (--engines N, --recapture N).
+graph_set_bench() {
+  local limit=$1 name=$2; shift 2
+  BATCHLAB_LOG=batchlab::engine::forward=info timeout $limit batchlab bench-engine --model qwen2.5-1.5b --gemm ours \
+    --launch pdl --plans "$(card_dir)/qwen2.5-1.5b.json" --decode 1x400,4x500,24x1500 --prefill 1x64 "$@" \
+    --out $OUT/bench/$name.md > $OUT/logs/$name.txt 2>&1
+  echo "$name rc $? $(date -u +%T)" >> $OUT/logs/times
+}
+
 # At most 8 files come back from $OUT, each of at most 16 MiB: when the calling script exits, whatever it wrote there
 # goes into one results.tar.xz, but for the per-step tables keep_steps put beside it (steps-*.tar).
 pack() {
