@@ -164,18 +164,18 @@ graph_set_bench() {
 }
 
 # At most 8 files come back from $OUT, each of at most 16 MiB: when the calling script exits, whatever it wrote there
-# goes into one results.tar.xz, but for the per-step tables keep_steps put beside it (steps-*.tar).
+# goes into one results.tar.xz, but for the per-step tables keep_steps put beside it (steps-*.tar.xz).
 pack() {
-  (cd "$OUT" && find . -type f ! -name results.tar.xz ! -name 'steps-*.tar' | sort |
+  (cd "$OUT" && find . -type f ! -name results.tar.xz ! -name 'steps-*.tar.xz' | sort |
     tar cJf results.tar.xz -T - --remove-files)
 }
 
-# Each run's per-step table (runs/<run>/step_errors.parquet: every measured step's plan, measured and predicted
-# times) of the validate folder $1, as $OUT/steps-$2.tar, where it stays under 15 MiB (so that it comes back);
-# else nothing.
+# Each run's per-step table (runs/<run>/step_errors.parquet and .csv: every measured step's plan, measured and
+# predicted times) of the validate folder $1, as $OUT/steps-$2.tar.xz, where it stays under 15 MiB (so that it comes
+# back); else nothing.
 keep_steps() {
-  local tarball=$OUT/steps-$2.tar
-  (cd "$1" && find runs -name step_errors.parquet | sort | tar cf "$tarball" -T -) 2>/dev/null
+  local tarball=$OUT/steps-$2.tar.xz
+  (cd "$1" && find runs -name 'step_errors.*' | sort | tar cJf "$tarball" -T -) 2>/dev/null
   if [ ! -s "$tarball" ] || [ "$(stat -c %s "$tarball")" -gt $((15 * 1024 * 1024)) ]; then
     echo "per-step tables of $2 not kept ($(du -h "$tarball" 2>/dev/null | cut -f1))" >> $OUT/logs/times
     rm -f "$tarball"
