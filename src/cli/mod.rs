@@ -182,22 +182,26 @@ pub struct CalibrateArgs {
     /// Tokens per KV block the attention tables are measured with.
     #[arg(long, default_value_t = 16)]
     pub block_size: u32,
-    /// Time cuBLAS at every row count the engine would pad it to (1, 2, 4, 8, multiples of 16 to 1024 and of 64
-    /// to 8192) and have the engine run it padded so with this profile: no cuBLAS time is ever read between two
-    /// measured row counts. An experiment (`reports/padded-cublas-h100/`): on an H100 it mended cuBLAS's kernel
-    /// switches between grid points (the QKV projection's p95 out of sample from 13.6-23.4% to 6.5-7.0%), but its
-    /// longer run of large GEMMs held the card's clock down, and their tables came out up to 24% slower than the
-    /// same shapes timed again in the offset grid (p95 over all ops 12.0-12.5%); with --cool-down as well, those
-    /// came within 5% (`reports/graph-ours-h100/`).
-    #[arg(long)]
+    /// Time cuBLAS only where the engine runs it as it comes, at the grid's row counts, and have the engine run
+    /// it unpadded with this profile (the profiles before 2026-12-07 10:20 UTC). By default cuBLAS is timed at every
+    /// row count the engine pads it to (1, 2, 4, 8, multiples of 16 to 1024 and of 64 to 8192) and run padded so:
+    /// no cuBLAS time is ever read between two measured row counts, where cuBLAS's kernel switches had put the QKV
+    /// projection 13.6-23.4% off at the p95 out of sample on an H100 (`reports/padded-cublas-h100/`).
+    #[arg(long = "unpadded-cublas", action = clap::ArgAction::SetFalse)]
     pub pad_cublas: bool,
-    /// After each point that kept the GPU busy for 4 ms or more (large GEMMs), leave it idle as long, so that a
-    /// run of heavy points does not hold the card at its power limit (and its clock down) for the points after
-    /// them. An experiment: on an H100 with --pad-cublas, every projection's GEMM within 5% at the p95 out of
-    /// sample and all ops within 7.4% (qwen2.5-1.5b) and 6.0% (0.5b), in 182.6 and 107.3 s with --check
-    /// (`reports/graph-ours-h100/`; a first version idled after every point and ran past 245 s).
-    #[arg(long)]
+    /// Time every point back to back. By default, after each point that kept the GPU busy for 4 ms or more (large
+    /// GEMMs), calibrate leaves it idle as long, so that a run of heavy points does not hold the card at its power
+    /// limit (and its clock down) for the points after them: with padded cuBLAS alone the large GEMMs' tables came
+    /// out up to 24% slower than the same shapes timed again; with both, every projection's GEMM within 4.5% at the
+    /// p95 out of sample on an H100 (`calibration/README.md`), at 13-34% more time.
+    #[arg(long = "no-cool-down", action = clap::ArgAction::SetFalse)]
     pub cool_down: bool,
+    /// The default since 2026-12-07 (accepted, as the scripts of before pass it).
+    #[arg(long = "pad-cublas", hide = true)]
+    pub pad_cublas_default: bool,
+    /// The default since 2026-12-07 (accepted, as the scripts of before pass it).
+    #[arg(long = "cool-down", hide = true)]
+    pub cool_down_default: bool,
 }
 
 #[derive(Debug, Args)]
@@ -527,15 +531,17 @@ mod tests {
     }
 
     #[test]
-    fn calibrate_pads_cublas_and_cools_down_only_when_asked() {
+    fn calibrate_pads_cublas_and_cools_down_unless_told_not_to() {
         let flags = |line: &str| {
             parsed(line).map(|c| match c {
                 Command::Calibrate(a) => (a.pad_cublas, a.cool_down),
                 _ => panic!("not calibrate"),
             })
         };
-        assert_eq!(flags("batchlab calibrate --model qwen2.5-0.5b"), Ok((false, false)));
+        assert_eq!(flags("batchlab calibrate --model qwen2.5-0.5b"), Ok((true, true)));
         assert_eq!(flags("batchlab calibrate --pad-cublas --cool-down"), Ok((true, true)));
+        assert_eq!(flags("batchlab calibrate --unpadded-cublas"), Ok((false, true)));
+        assert_eq!(flags("batchlab calibrate --no-cool-down"), Ok((true, false)));
     }
 
     #[test]
