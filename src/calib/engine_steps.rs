@@ -883,9 +883,15 @@ mod tests {
     #[test]
     fn cublas_runs_padded_where_the_profile_timed_it_so() {
         let mut profile = committed_h100_profile();
-        assert!(profile.gemm.iter().all(|t| t.cublas_padded), "the committed profiles timed cuBLAS padded");
+        assert!(
+            profile.gemm.iter().all(|t| t.cublas_padded),
+            "the committed profiles timed cuBLAS padded"
+        );
         let policy = gemm_policy(&profile).expect("every GEMM table");
-        assert!(policy.rules.iter().any(|r| r.pad), "the engine runs cuBLAS padded with them");
+        assert!(
+            policy.rules.iter().any(|r| r.pad),
+            "the engine runs cuBLAS padded with them"
+        );
         // The same tables as a profile of before read them (`calibrate --unpadded-cublas`): cuBLAS on the rows asked.
         for t in &mut profile.gemm {
             t.cublas_padded = false;
