@@ -86,10 +86,10 @@ impl Grid {
         }
     }
 
-    /// The grid with cuBLAS timed where the engine runs it padded ([`cublas_rows`]; `calibrate --pad-cublas`): a
-    /// profile's grid (`every`) at every row count the engine pads to, up to its largest, so that its tables are
-    /// [`GemmTable::cublas_padded`] and the engine never runs cuBLAS where it was not timed; another (the offset
-    /// grid) at the row counts its own pad to, what the engine runs there.
+    /// The grid with cuBLAS timed where the engine runs it padded ([`cublas_rows`]; `calibrate`'s default, not with
+    /// `--unpadded-cublas`): a profile's grid (`every`) at every row count the engine pads to, up to its largest, so
+    /// that its tables are [`GemmTable::cublas_padded`] and the engine never runs cuBLAS where it was not timed;
+    /// another (the offset grid) at the row counts its own pad to, what the engine runs there.
     pub fn with_padded_cublas(mut self, every: bool) -> Grid {
         let padded = |rows: &[u32]| -> Vec<u32> {
             let most = rows.iter().copied().max().unwrap_or(1);
@@ -237,10 +237,10 @@ impl<'a> Bench<'a> {
     }
 
     /// From now on, after each point that kept the GPU busy for [`COOL_DOWN_MIN_MS`] or more (its warm-up and
-    /// timed launches), leave it idle as long (`calibrate --cool-down`): so that a long run of heavy points (large
-    /// GEMMs) does not hold the card at its power limit and its clock down for the points after them, which the
-    /// points measured later, in lighter company, do not see. Light points, most of the grid and most of its wall
-    /// time (host work between short launches), are not slowed.
+    /// timed launches), leave it idle as long (`calibrate`'s default, not with `--no-cool-down`): so that a long run
+    /// of heavy points (large GEMMs) does not hold the card at its power limit and its clock down for the points
+    /// after them, which the points measured later, in lighter company, do not see. Light points, most of the grid
+    /// and most of its wall time (host work between short launches), are not slowed.
     pub fn cool_down(&mut self, on: bool) {
         self.cool_down = on;
     }
