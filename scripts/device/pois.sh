@@ -5,5 +5,9 @@ set -u
 source scripts/device/prep.sh
 begin 570
 use_kept_profiles
+# Each engine's set-up and every decode graph captured again in mid-serving (after a workspace moved) in the log
+# (logs/poisson.txt), in the order the runs build their engines: whether a run whose graph bucket ran off its
+# profile (reports/pad-cool-h100/) had one.
+export BATCHLAB_LOG=${BATCHLAB_LOG:-warn,batchlab::engine::forward=info}
 validate_poisson "${RATES:-[16,32]}" "${REPEATS:-1}"
 cat $OUT/logs/times

@@ -1133,7 +1133,9 @@ impl Engine {
                 } else {
                     // A workspace moved (or the buffers were reallocated): this step captures the graph anew.
                     let (scratch, workspace) = self.graph_moved(b).unwrap_or_default();
-                    tracing::debug!(bucket = b, scratch, workspace, "decode graph captured again in a step");
+                    // Info, not debug: rare, and a graph captured in mid-serving was seen to replay slower than
+                    // one launched once right after its capture (`replay_all_graphs`).
+                    tracing::info!(bucket = b, scratch, workspace, "decode graph captured again in a step");
                     self.capture(b, &p, parts)?;
                     probe.mark("graph capture");
                 }

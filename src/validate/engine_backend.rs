@@ -142,6 +142,7 @@ impl Backend for EngineBackend {
         self.built += 1;
         tracing::info!(
             engine = self.built,
+            run = %spec.name,
             "engine built for a measured run (counting the process's engines from 1)"
         );
         if engine.memory().workspace() != run.workspace.computed_bytes {
