@@ -182,10 +182,10 @@ pub struct CalibrateArgs {
     /// Tokens per KV block the attention tables are measured with.
     #[arg(long, default_value_t = 16)]
     pub block_size: u32,
-    /// Time cuBLAS only where the engine runs it as it comes, at the grid's row counts, and have the engine run
-    /// it unpadded with this profile (the profiles before 2026-12-07 10:20 UTC). By default cuBLAS is timed at every
-    /// row count the engine pads it to (1, 2, 4, 8, multiples of 16 to 1024 and of 64 to 8192) and run padded so:
-    /// no cuBLAS time is ever read between two measured row counts, where cuBLAS's kernel switches had put the QKV
+    /// Time cuBLAS at the grid's row counts only and have the engine run it on a step's own rows with this
+    /// profile, as profiles were calibrated before 2026-12-07 10:20 UTC. By default cuBLAS is timed at every row
+    /// count the engine pads it to (1, 2, 4, 8, multiples of 16 to 1024 and of 64 to 8192) and run padded so: no
+    /// cuBLAS time is ever read between two measured row counts, where cuBLAS's kernel switches had put the QKV
     /// projection 13.6-23.4% off at the p95 out of sample on an H100 (`reports/padded-cublas-h100/`).
     #[arg(long = "unpadded-cublas", action = clap::ArgAction::SetFalse)]
     pub pad_cublas: bool,
@@ -197,10 +197,10 @@ pub struct CalibrateArgs {
     #[arg(long = "no-cool-down", action = clap::ArgAction::SetFalse)]
     pub cool_down: bool,
     /// The default since 2026-12-07 (accepted, as the scripts of before pass it).
-    #[arg(long = "pad-cublas", hide = true)]
+    #[arg(long = "pad-cublas", hide = true, conflicts_with = "pad_cublas")]
     pub pad_cublas_default: bool,
     /// The default since 2026-12-07 (accepted, as the scripts of before pass it).
-    #[arg(long = "cool-down", hide = true)]
+    #[arg(long = "cool-down", hide = true, conflicts_with = "cool_down")]
     pub cool_down_default: bool,
 }
 
@@ -542,6 +542,8 @@ mod tests {
         assert_eq!(flags("batchlab calibrate --pad-cublas --cool-down"), Ok((true, true)));
         assert_eq!(flags("batchlab calibrate --unpadded-cublas"), Ok((false, true)));
         assert_eq!(flags("batchlab calibrate --no-cool-down"), Ok((true, false)));
+        assert!(flags("batchlab calibrate --pad-cublas --unpadded-cublas").is_err());
+        assert!(flags("batchlab calibrate --cool-down --no-cool-down").is_err());
     }
 
     #[test]
