@@ -98,14 +98,7 @@ fn decode_rows_table(v: &ValidationSummary) -> Option<Table> {
         return None;
     }
     ranges.sort_unstable_by_key(|r| r.0);
-    let columns = ranges.iter().map(|&(fewest, most)| {
-        let title = match most {
-            Some(m) if m == fewest => format!("{m}"),
-            Some(m) => format!("{fewest}–{m}"),
-            None => format!("{fewest}+"),
-        };
-        (title, true)
-    });
+    let columns = ranges.iter().map(|&(fewest, most)| (rows_title(fewest, most), true));
     let runs = v.runs.iter().filter(|r| !r.decode_gpu_by_rows.is_empty());
     Some(run_table(runs, columns.collect(), |r| {
         (ranges.iter())
@@ -118,6 +111,50 @@ fn decode_rows_table(v: &ValidationSummary) -> Option<Table> {
             })
             .collect()
     }))
+}
+
+/// A range of rows as the decode-rows table heads it: "16", "9–16", "257+".
+fn rows_title(fewest: u32, most: Option<u32>) -> String {
+    match most {
+        Some(m) if m == fewest => format!("{m}"),
+        Some(m) => format!("{fewest}–{m}"),
+        None => format!("{fewest}+"),
+    }
+}
+
+/// A run's decode steps of one graph bucket whose GPU time the model missed by more than this at the median (signed,
+/// either way) over at least [`BUCKET_OFF_STEPS`] steps: the run's engine off its profile at those rows for the whole
+/// run — on an H100, qwen2.5-1.5b's 16-row graph ran 5–10% faster than priced in three of four Poisson runs' engines
+/// and slower in the fourth's (`reports/pad-cool-h100/`) — whose error the run's latencies then carry.
+const BUCKET_OFF: f64 = 0.05;
+const BUCKET_OFF_STEPS: u64 = 20;
+
+/// The verdict line on graph buckets off their profile for a whole run ([`BUCKET_OFF`]); `None` where none is.
+fn buckets_off_line(v: &ValidationSummary) -> Option<String> {
+    let off: Vec<String> = (v.runs.iter())
+        .flat_map(|r| {
+            (r.decode_gpu_by_rows.iter())
+                .filter(|g| g.signed.steps >= BUCKET_OFF_STEPS && g.signed.median.abs() > BUCKET_OFF)
+                .map(move |g| {
+                    format!(
+                        "{} at {} rows {:+.2}%",
+                        r.run,
+                        rows_title(g.fewest, g.most),
+                        100.0 * g.signed.median
+                    )
+                })
+        })
+        .collect();
+    (!off.is_empty()).then(|| {
+        format!(
+            "Decode graph buckets: in {} run-bucket pair(s) the decode steps' GPU time was off the model by more than \
+             {:.0}% at the median over the whole run ({}; positive: priced too slow): the run's engine ran those rows \
+             off its profile, and the run's latencies carry that error (\"Decode steps by rows, run by run\").",
+            off.len(),
+            100.0 * BUCKET_OFF,
+            off.join(", ")
+        )
+    })
 }
 
 /// Each repeated run's measurements in the order taken (pass by pass): the pace of its steps against their predicted
@@ -269,6 +306,7 @@ fn verdict_lines(v: &ValidationSummary) -> Vec<String> {
             STALL.as_ms()
         ));
     }
+    out.extend(buckets_off_line(v));
     let unmeasured = v.runs.iter().filter(|r| !r.memory_measured).count();
     if unmeasured > 0 {
         out.push(format!(

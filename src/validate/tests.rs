@@ -324,6 +324,31 @@ fn decode_steps_are_given_run_by_run_by_their_graph_buckets_rows() {
     assert!(md.contains("## Decode steps by rows, run by run"), "{md}");
     assert!(md.contains("3–4"), "{md}");
     assert!(md.contains("25.00% ("), "{md}");
+    // Every bucket 25% off for the whole run: the verdict names each run and bucket with enough steps.
+    let off = (v.summary.runs.iter())
+        .flat_map(|r| &r.decode_gpu_by_rows)
+        .filter(|g| g.signed.steps >= 20)
+        .count();
+    assert!(off > 0, "some bucket has 20 steps");
+    assert!(
+        md.contains(&format!("- Decode graph buckets: in {off} run-bucket pair(s)")),
+        "{md}"
+    );
+    for r in &v.summary.runs {
+        for g in r.decode_gpu_by_rows.iter().filter(|g| g.signed.steps >= 20) {
+            let rows = match g.most {
+                Some(m) if m == g.fewest => m.to_string(),
+                Some(m) => format!("{}–{m}", g.fewest),
+                None => format!("{}+", g.fewest),
+            };
+            assert!(md.contains(&format!("{} at {rows} rows +25.00%", r.run)), "{md}");
+        }
+    }
+    // GPU time as predicted: no bucket is off.
+    let (scenario, mut backend) = calibrated_burst();
+    backend.parts = Some((1.0, 1.0));
+    let exact = validate(&scenario, &mut backend, 0);
+    assert!(!crate::report::validation_markdown(&exact.summary, "burst").contains("Decode graph buckets"));
     // Without the GPU's time (the analytic model gives no parts): no such table.
     let plain = validate(BURST, &mut PerturbedBackend::new(Factors::uniform(1.0)), 0);
     assert!(plain.summary.runs.iter().all(|r| r.decode_gpu_by_rows.is_empty()));
