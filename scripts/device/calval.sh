@@ -1,5 +1,5 @@
-# Calibrate both models with --check (no benchmark, no GPU tests but a glu build's (.device/glu/) SiLU·mul kernel
-# tests and engine-against-reference tests, which choose it if they pass: for a second card, the kernels having passed
+# Calibrate both models with --check (no benchmark, no GPU tests but, with GLU=1, a glu build's (.device/glu/) SiLU·mul
+# kernel tests and engine-against-reference tests, which choose it if they pass: for a second card, the kernels having passed
 # all their tests on the first), put the profiles in this card's calibration/ and validate the seed matrix against
 # them, calibrating qwen2.5-0.5b a second time between the two where time allows (calibrate_again: issue 3's
 # calibrate-twice agreement), all in one call while LIMIT seconds (default 590) last.

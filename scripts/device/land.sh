@@ -1,5 +1,5 @@
-# Kernel and engine GPU tests of the glu build where there is one (.device/glu/; if they pass it is the build measured
-# from then on, on this machine start too), else of this build (a failure stops the script); bench-kernels of
+# Kernel and engine GPU tests of the glu build where there is one and GLU=1 (.device/glu/; if they pass it is the build
+# measured from then on, on this machine start too), else of this build (a failure stops the script); bench-kernels of
 # qwen2.5-0.5b with the build before (.device/old/batchlab.xz) and this one, twice each, alternating (then
 # qwen2.5-1.5b once each); then calibrate both with this build (with --check) while LIMIT seconds (default 440) last.
 # AB_NEED: the seconds a bench round needs left (default 240, to leave the calibrations theirs); CAL=0: no

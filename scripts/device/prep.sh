@@ -25,8 +25,10 @@ use_glu() {
 [ "$(cat /tmp/build-choice 2>/dev/null)" = glu ] && [ -e "$D/bin/glu-batchlab" ] && use_glu
 
 # Whether there is a glu build whose GPU tests pass (further arguments go to both test binaries, as gpu_tests's);
-# if so, use_glu.
+# if so, use_glu. Only with GLU=1 in the environment: .device/glu/ may hold an experiment meant for one script's A/B
+# (trigger.sh), not for the profiles a calibrating script measures.
 try_glu() {
+  [ "${GLU:-0}" = 1 ] || { echo "glu build not tried (GLU=1 not set)" >> $OUT/logs/times; return 1; }
   [ -e "$D/bin/glu-gpu_kernels" ] && [ -e "$D/bin/glu-gpu_engine" ] || return 1
   if gpu_tests glu-gpu_kernels "$@" && gpu_tests glu-gpu_engine "$@"; then
     use_glu

@@ -7,7 +7,7 @@
 # of qwen2.5-1.5b at 4, 8 and 16 sequences over 134 to 4,102 tokens, our GEMM with the committed profile's plans,
 # programmatic graphs, three engines a pass (is a step's pace an engine's?), the builds alternating (this, glu, glu,
 # this), while LIMIT (default 320) seconds last. If the glu build is faster and one-moded, calibrate and validate
-# with it next (calval.sh chooses it once its tests pass: `try_glu`).
+# with it next (`GLU=1 bash scripts/device/calval.sh` chooses it once its tests pass: `try_glu`).
 set -u
 source scripts/device/prep.sh
 begin 320
