@@ -177,6 +177,8 @@ pub struct CalibrateConfig {
     pub grid: Grid,
     /// Leave the GPU idle after each heavy point as long as it kept it busy ([`Bench::cool_down`]).
     pub cool_down: bool,
+    /// At most this many rows for [`Profile::graph_ours_rows`] (`None`: as the tables decide).
+    pub graph_ours_rows_max: Option<u32>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -1031,16 +1033,29 @@ pub fn calibrate_grids(
                     issue_cpu: None,
                 },
             };
-            // Decided from the tables, before the engine steps are measured with it.
-            profile.graph_ours_rows = profile.graph_ours_rows_of();
+            // Decided from the tables (within the cap asked for), before the engine steps are measured with it.
+            profile.graph_ours_rows = capped(profile.graph_ours_rows_of(), cfg.graph_ours_rows_max);
             profile
         })
         .collect())
 }
 
+/// `rows` within `cap`, where there is one.
+fn capped(rows: u32, cap: Option<u32>) -> u32 {
+    cap.map_or(rows, |c| rows.min(c))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn graph_ours_rows_stay_within_the_cap() {
+        assert_eq!(capped(16, None), 16);
+        assert_eq!(capped(16, Some(8)), 8);
+        assert_eq!(capped(4, Some(8)), 4);
+        assert_eq!(capped(16, Some(0)), 0);
+    }
 
     #[test]
     fn offset_grid_shares_no_point_with_the_standard_one() {

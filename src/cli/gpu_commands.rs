@@ -100,6 +100,7 @@ pub fn calibrate(args: CalibrateArgs) -> Result<(), CliError> {
         block_size: args.block_size,
         grid: Grid::standard().with_padded_cublas_if(args.pad_cublas, true),
         cool_down: args.cool_down,
+        graph_ours_rows_max: args.graph_ours_rows_max,
     };
     eprintln!(
         "calibrating {} on {} ({} SMs, compute capability {}.{})",

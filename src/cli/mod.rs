@@ -196,6 +196,13 @@ pub struct CalibrateArgs {
     /// p95 out of sample on an H100 (`calibration/README.md`), at 13-34% more time.
     #[arg(long = "no-cool-down", action = clap::ArgAction::SetFalse)]
     pub cool_down: bool,
+    /// Cap the profile's `graph_ours_rows` at N: decode graphs of up to that many rows run our GEMM for every
+    /// projection (their kernels then launch programmatically), larger ones the faster kernel of each (cuBLAS where
+    /// the tables say so, launched serially), wherever the tables would have put the line. On an H100 qwen2.5-1.5b's
+    /// 16-row graph of our kernels ran 5-10% faster than its profile in some engines and slower in others
+    /// (`reports/pad-cool-h100/`); 8 keeps its 16-row graph on the faster kernels. 0: no graph on ours alone.
+    #[arg(long, value_name = "N")]
+    pub graph_ours_rows_max: Option<u32>,
     /// The default since 2026-12-07 (accepted, as the scripts of before pass it).
     #[arg(long = "pad-cublas", hide = true, conflicts_with = "pad_cublas")]
     pub pad_cublas_default: bool,
@@ -544,6 +551,15 @@ mod tests {
         assert_eq!(flags("batchlab calibrate --no-cool-down"), Ok((true, false)));
         assert!(flags("batchlab calibrate --pad-cublas --unpadded-cublas").is_err());
         assert!(flags("batchlab calibrate --cool-down --no-cool-down").is_err());
+        let cap = |line: &str| {
+            parsed(line).map(|c| match c {
+                Command::Calibrate(a) => a.graph_ours_rows_max,
+                _ => panic!("not calibrate"),
+            })
+        };
+        assert_eq!(cap("batchlab calibrate"), Ok(None));
+        assert_eq!(cap("batchlab calibrate --graph-ours-rows-max 8"), Ok(Some(8)));
+        assert!(cap("batchlab calibrate --graph-ours-rows-max x").is_err());
     }
 
     #[test]
