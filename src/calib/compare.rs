@@ -4,7 +4,6 @@
 use super::interp::{Curve, PrefillLaunch, PrefillSurface, Surface};
 use super::profile::Profile;
 use crate::metrics::percentile_sorted;
-use crate::model::cublas_rows;
 use crate::sim::calibrated::CalibratedCost;
 
 /// Relative prediction errors of one op over the points of the other grid.
@@ -109,19 +108,12 @@ pub fn out_of_sample(profile: &Profile, offset: &Profile) -> Result<Vec<OpErrors
         }
         // What the engine runs: the kernel the profile picks, measured at this point — cuBLAS on the rows the
         // engine runs it on (padded where the profile's table is: the offset grid timed it there).
-        let runs_on = |x: f64| {
-            if p.cublas_padded {
-                cublas_rows(x as u64) as f64
-            } else {
-                x
-            }
-        };
         let chosen = (m.ours_us.x.iter().enumerate())
             .map(|(i, &x)| {
                 if p.ours_faster(x) {
                     return Ok(m.ours_us.y[i]);
                 }
-                let at = runs_on(x);
+                let at = p.padded_rows(x).unwrap_or(x);
                 (m.cublas_us.x.iter().position(|&c| c == at))
                     .map(|j| m.cublas_us.y[j])
                     .ok_or_else(|| {

@@ -481,16 +481,21 @@ impl GemmTable {
         }
     }
 
-    /// What cuBLAS takes for `tokens` rows as the engine runs it: where it runs padded ([`GemmTable::cublas_padded`])
+    /// What cuBLAS takes for `tokens` rows as the engine runs it: where it runs padded ([`GemmTable::padded_rows`])
     /// the time measured at the padded rows, beyond the grid the line extended; else the line between the grid
     /// points around the rows.
     pub fn cublas_at(&self, tokens: f64) -> f64 {
-        let last = self.cublas_us.x.last().copied().unwrap_or(0.0);
-        if self.cublas_padded && tokens <= last {
-            self.cublas_point(cublas_rows(tokens.ceil().max(1.0) as u64) as f64).0
-        } else {
-            self.cublas_us.at(tokens)
+        match self.padded_rows(tokens) {
+            Some(rows) => self.cublas_point(rows).0,
+            None => self.cublas_us.at(tokens),
         }
+    }
+
+    /// The rows cuBLAS runs on for `tokens` where the engine runs it padded ([`GemmTable::cublas_padded`], within
+    /// the grid): [`cublas_rows`] of them, a point of cuBLAS's table. `None` where it runs on the rows asked.
+    pub fn padded_rows(&self, tokens: f64) -> Option<f64> {
+        let last = self.cublas_us.x.last().copied().unwrap_or(0.0);
+        (self.cublas_padded && tokens <= last).then(|| cublas_rows(tokens.ceil().max(1.0) as u64) as f64)
     }
 }
 
