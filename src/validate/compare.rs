@@ -688,8 +688,8 @@ pub struct RunSummary {
     pub repeat_throughputs: Vec<f64>,
     /// Measured with `--repeats N`: each measurement's pace (its steps' measured time in all over their predicted
     /// time in all; in validations written before 0f0a3de, 2026-12-07 09:50 UTC, the median over its steps of
-    /// measured / predicted time), in the order taken; the median one is the one compared. Empty in validations written before
-    /// measurements were chosen by pace (they were chosen by median output throughput).
+    /// measured / predicted time), in the order taken; the median one is the one compared. Empty in validations
+    /// written before measurements were chosen by pace (they were chosen by median output throughput).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub repeat_paces: Vec<f64>,
     /// Which engine of the validating process ran the compared measurement, counting from 1 every engine it built
