@@ -6,12 +6,5 @@
 set -u
 source scripts/device/prep.sh
 begin 450
-for m in qwen2.5-1.5b qwen2.5-0.5b; do
-  l=$(left)
-  if [ "$l" -lt 110 ]; then echo "no time for calibrate $m ($l s)" >> $OUT/logs/times; break; fi
-  timeout $((l - 5)) batchlab calibrate --model $m --check --pad-cublas --cool-down --out $OUT/cal \
-    > $OUT/logs/cal-$m.txt 2>&1
-  echo "calibrate $m rc $? $(date -u +%T)" >> $OUT/logs/times
-  tail -2 $OUT/logs/cal-$m.txt
-done
+CAL_FLAGS="--pad-cublas --cool-down" calibrate_models 110 qwen2.5-1.5b qwen2.5-0.5b
 cat $OUT/logs/times
