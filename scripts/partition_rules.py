@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""Score rules for decode attention's partition size against a `bench-kernels --mixed` sweep, offline.
+
+`batchlab bench-kernels --model M --mixed` times decode attention over the 42 batches of mixed context lengths
+calibration measures, each at every partition size (its last table, "Decode attention at every partition size").
+That table names each batch by its size, mean and longest context only; the contexts themselves are read from
+calibration profiles of the same model (their `decode_mixed`, which hold the same batches: calibrate draws them
+alike on every card). For each rule this prints how many batches it puts within 5% of their fastest partition, and
+the mean, 90th percentile and worst of (time at the rule's partition) / (fastest time), then the batches each rule
+misses most. Needs nothing but Python. Usage:
+
+    python3 scripts/partition_rules.py SWEEP.md PROFILE.json [PROFILE.json ...] [--sms N] [--kv-heads N]
+
+--sms and --kv-heads default to the first profile's card and model.
+
+The rules (each halves the largest partition, 1,024 tokens, down to 256, or to 512 where the longest context fits in
+one, while its count of blocks is below its threshold):
+  at-longest      kv heads x sequences x ceil(longest / p) < SMs  (the engine's rule, model::decode_partition)
+  at-longest/2    the same count < SMs / 2
+  with-work       kv heads x sum of ceil(context / p) < SMs  (the blocks that have work)
+  with-work/2     the same count < SMs / 2
+"""
+import argparse
+import json
+import math
+import re
+import statistics
+import sys
+
+PARTITION_MAX = 1024
+PARTITION_MIN = 256
+UNSPLIT_MAX = 512
+
+
+def halved(longest, blocks, threshold):
+    floor = UNSPLIT_MAX if longest <= UNSPLIT_MAX else PARTITION_MIN
+    p = PARTITION_MAX
+    while p > floor and blocks(p) < threshold:
+        p //= 2
+    return p
+
+
+def rules(sms, kv):
+    def at_longest(c, threshold):
+        longest = max(c)
+        return halved(longest, lambda p: kv * len(c) * max(1, math.ceil(longest / p)), threshold)
+
+    def with_work(c, threshold):
+        return halved(max(c), lambda p: kv * sum(max(1, math.ceil(x / p)) for x in c), threshold)
+
+    return {
+        "at-longest": lambda c: at_longest(c, sms),
+        "at-longest/2": lambda c: at_longest(c, sms / 2),
+        "with-work": lambda c: with_work(c, sms),
+        "with-work/2": lambda c: with_work(c, sms / 2),
+    }
+
+
+def sweep(path):
+    """(batch, mean, longest) -> {partition: µs} from the sweep's last table."""
+    text = open(path, encoding="utf-8").read()
+    marker = "Decode attention at every partition size"
+    if marker not in text:
+        sys.exit(f"{path}: no '{marker}' table (run bench-kernels with --mixed)")
+    lines = text.split(marker, 1)[1].splitlines()
+    header = next((l for l in lines if l.startswith("| shape")), None)
+    if header is None:
+        sys.exit(f"{path}: the partition table has no header")
+    sizes = [int(h.split()[-1]) for h in header.strip("|").split("|")[1:]]
+    out = {}
+    for line in lines:
+        m = re.match(r"\| batch (\d+) of mixed contexts \(mean (\d+), longest (\d+)\) \|(.*)\|\s*$", line)
+        if m:
+            times = [float(x) for x in m.group(4).split("|")]
+            out[(int(m.group(1)), int(m.group(2)), int(m.group(3)))] = dict(zip(sizes, times))
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("sweep")
+    ap.add_argument("profiles", nargs="+")
+    ap.add_argument("--sms", type=int)
+    ap.add_argument("--kv-heads", type=int)
+    a = ap.parse_args()
+    contexts = {}
+    first = None
+    for path in a.profiles:
+        p = json.load(open(path, encoding="utf-8"))
+        first = first or p
+        for d in p.get("decode_mixed", []):
+            c = d["contexts"]
+            contexts[(len(c), round(sum(c) / len(c)), max(c))] = c
+    sms = a.sms or first["fingerprint"]["sm_count"]
+    kv = a.kv_heads or first["fingerprint"]["model"]["kv_heads"]
+    timed = sweep(a.sweep)
+    missing = [k for k in timed if k not in contexts]
+    if missing:
+        sys.exit(f"no profile holds the contexts of {len(missing)} batch(es), e.g. {missing[0]}: pass more profiles")
+    print(f"{len(timed)} mixed batches, {sms} SMs, {kv} kv heads\n")
+    print("| rule | within 5% of the fastest | mean | 90th percentile | worst |")
+    print("|---|---:|---:|---:|---:|")
+    worst = {}
+    for name, rule in rules(sms, kv).items():
+        ratios = []
+        for key, t in timed.items():
+            p = rule(contexts[key])
+            ratios.append((t[p] / min(t.values()), key, p))
+        r = sorted(x[0] for x in ratios)
+        p90 = r[min(len(r) - 1, math.ceil(0.9 * len(r)) - 1)]
+        within = sum(x <= 1.05 for x in r)
+        print(f"| {name} | {within} of {len(r)} | {statistics.mean(r):.3f}x | {p90:.3f}x | {r[-1]:.3f}x |")
+        worst[name] = sorted(ratios, reverse=True)[:5]
+    for name, rows in worst.items():
+        print(f"\n{name}, the batches it misses most:")
+        for ratio, (n, mean, longest), p in rows:
+            print(f"  batch {n} (mean {mean}, longest {longest}): partition {p}, {ratio:.2f}x the fastest")
+
+
+if __name__ == "__main__":
+    main()
