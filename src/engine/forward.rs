@@ -843,7 +843,20 @@ impl Engine {
         self.replay_all_graphs()?;
         self.gpu.synchronize()?;
         let used = self.record_memory()?;
-        tracing::debug!(buckets = buckets.len(), used_mib = used / MIB, "decode graphs captured");
+        // Where the buffers the graphs hold beside the engine's own lie (the GEMM split-K scratch is the process's,
+        // decode attention's workspace the engine's): what to set beside each engine's pace (`validate` names the
+        // engine of each run; reports/pace-keep-h100/).
+        let [part_out, part_ml, counters] = self.decode_ws.addresses(&self.gpu);
+        tracing::info!(
+            buckets = buckets.len(),
+            used_mib = used / MIB,
+            gemm_scratch_at = %format!("{:#x}", self.gpu.scratch_address()),
+            gemm_scratch_generation = self.gpu.scratch_generation(),
+            decode_partials_at = %format!("{part_out:#x}"),
+            decode_max_sum_at = %format!("{part_ml:#x}"),
+            decode_counters_at = %format!("{counters:#x}"),
+            "decode graphs captured"
+        );
         Ok(())
     }
 

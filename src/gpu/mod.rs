@@ -436,6 +436,12 @@ impl Gpu {
         self.scratch_generation.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Where the GEMM split-K scratch starts on the device (0: none allocated yet), for the logs.
+    pub fn scratch_address(&self) -> u64 {
+        let scratch = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
+        scratch.as_ref().map_or(0, |s| self.address(s))
+    }
+
     /// Waits for all work issued so far, surfacing any asynchronous kernel error.
     pub fn synchronize(&self) -> Result<(), GpuError> {
         self.stream.synchronize()?;

@@ -255,6 +255,16 @@ impl DecodeWorkspace {
         self.generation
     }
 
+    /// Where its buffers start on the device (partial outputs, their max and sum, the counters; 0 where one is
+    /// not allocated yet), for the logs.
+    pub fn addresses(&self, gpu: &Gpu) -> [u64; 3] {
+        [
+            self.part_out.as_ref().map_or(0, |b| gpu.address(b)),
+            self.part_ml.as_ref().map_or(0, |b| gpu.address(b)),
+            self.counters.as_ref().map_or(0, |b| gpu.address(b)),
+        ]
+    }
+
     /// Whether every merge counter is zero, as it must be between launches (none allocated yet: true). Waits for
     /// the stream.
     pub fn counters_at_rest(&self, gpu: &Gpu) -> Result<bool, GpuError> {
