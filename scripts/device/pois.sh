@@ -5,7 +5,8 @@ set -u
 source scripts/device/prep.sh
 begin 570
 use_kept_profiles
-# Each engine's set-up and every decode graph captured again in mid-serving (after a workspace moved) in the log
+# Each engine's set-up (its buffers' addresses, and, once its decode graphs are captured, the GEMM split-K scratch's
+# and decode attention's workspace's) and every decode graph captured again in mid-serving (after a workspace moved) in the log
 # (logs/poisson.txt), in the order the runs build their engines: whether a run whose graph bucket ran off its
 # profile (reports/pad-cool-h100/) had one.
 export BATCHLAB_LOG=${BATCHLAB_LOG:-warn,batchlab::engine::forward=info}
