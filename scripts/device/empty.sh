@@ -24,4 +24,4 @@ bench glu-batchlab qwen2.5-0.5b
 bench glu-batchlab qwen2.5-1.5b
 bench batchlab qwen2.5-1.5b
 cat $OUT/logs/times
-[ -n "$choice" ] && echo "$choice" > /tmp/build-choice
+if [ -n "$choice" ]; then echo "$choice" > /tmp/build-choice; fi
