@@ -539,24 +539,20 @@ mod tests {
 
     #[test]
     fn calibrate_pads_cublas_and_cools_down_unless_told_not_to() {
-        let flags = |line: &str| {
+        let calibrate = |line: &str| {
             parsed(line).map(|c| match c {
-                Command::Calibrate(a) => (a.pad_cublas, a.cool_down),
+                Command::Calibrate(a) => a,
                 _ => panic!("not calibrate"),
             })
         };
+        let flags = |line: &str| calibrate(line).map(|a| (a.pad_cublas, a.cool_down));
         assert_eq!(flags("batchlab calibrate --model qwen2.5-0.5b"), Ok((true, true)));
         assert_eq!(flags("batchlab calibrate --pad-cublas --cool-down"), Ok((true, true)));
         assert_eq!(flags("batchlab calibrate --unpadded-cublas"), Ok((false, true)));
         assert_eq!(flags("batchlab calibrate --no-cool-down"), Ok((true, false)));
         assert!(flags("batchlab calibrate --pad-cublas --unpadded-cublas").is_err());
         assert!(flags("batchlab calibrate --cool-down --no-cool-down").is_err());
-        let cap = |line: &str| {
-            parsed(line).map(|c| match c {
-                Command::Calibrate(a) => a.graph_ours_rows_max,
-                _ => panic!("not calibrate"),
-            })
-        };
+        let cap = |line: &str| calibrate(line).map(|a| a.graph_ours_rows_max);
         assert_eq!(cap("batchlab calibrate"), Ok(None));
         assert_eq!(cap("batchlab calibrate --graph-ours-rows-max 8"), Ok(Some(8)));
         assert!(cap("batchlab calibrate --graph-ours-rows-max x").is_err());
