@@ -247,6 +247,29 @@ fn explain_lists_runs_without_writing() {
     assert!(!tmp.path().join("out").exists());
 }
 
+/// `batchlab … | head`: the reader has closed the pipe when batchlab prints; it stops without a panic or a backtrace.
+#[test]
+fn a_reader_that_stops_early_ends_batchlab_quietly() {
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_batchlab"))
+        .args([
+            "check-profile",
+            "calibration/h100-80gb-hbm3/qwen2.5-0.5b.json",
+            "calibration/h100-80gb-hbm3/qwen2.5-0.5b.offset.json",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(writer)
+        .output()
+        .expect("the binary runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"),
+        "{stderr}"
+    );
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+}
+
 #[test]
 fn models_and_gpus_list_the_catalogs() {
     let models = String::from_utf8_lossy(&ok(&["models"]).stdout).to_string();

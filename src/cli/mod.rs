@@ -470,6 +470,7 @@ pub struct BenchArgs {
 }
 
 pub fn main() -> ExitCode {
+    quiet_when_the_reader_stops();
     let cli = Cli::parse();
     init_tracing();
     match commands::run(cli.command) {
@@ -479,6 +480,19 @@ pub fn main() -> ExitCode {
             ExitCode::from(e.exit_code())
         }
     }
+}
+
+/// A reader that stops early (`batchlab check-profile … | head`) closes the pipe under `print!`, which then panics:
+/// no fault of batchlab's, so it ends quietly there, with the status a shell tool killed by SIGPIPE has (141).
+fn quiet_when_the_reader_stops() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info.payload_as_str().unwrap_or("");
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
 }
 
 fn init_tracing() {
