@@ -26,6 +26,7 @@ use std::collections::BinaryHeap;
 use std::path::Path;
 
 use batchlab::calib::Profile;
+use batchlab::metrics::percentile_sorted;
 
 /// Blocks of the decode kernel an SM holds at once (registers and shared memory allow two on an H100 or H200, for
 /// heads of 64 and of 128 values).
@@ -187,16 +188,12 @@ fn launch_us(l: &Launch, p: &Params, contexts: &[u32]) -> f64 {
     p.launch + t
 }
 
-/// Median, p95 and largest of |e|, in percent.
+/// Median, p95 and largest of |e|, in percent (the percentiles as `check-profile` takes them).
 fn summary(errors: &[f64]) -> String {
     let mut e: Vec<f64> = errors.iter().map(|x| x.abs() * 100.0).collect();
     e.sort_by(f64::total_cmp);
-    let q = |f: f64| {
-        let pos = f * (e.len() - 1) as f64;
-        let (i, j) = (pos.floor() as usize, (pos.ceil() as usize).min(e.len() - 1));
-        e[i] + (pos - i as f64) * (e[j] - e[i])
-    };
-    format!("{:.2}% / {:.2}% / {:.2}%", q(0.5), q(0.95), e[e.len() - 1])
+    let q = |f: f64| percentile_sorted(&e, f);
+    format!("{:.2}% / {:.2}% / {:.2}%", q(50.0), q(95.0), e[e.len() - 1])
 }
 
 /// Nelder–Mead from x0 (steps of 0.3 in each coordinate), `iters` iterations.
