@@ -134,11 +134,11 @@ fn launch_us(l: &Launch, p: &Params, contexts: &[u32]) -> f64 {
     let mut timed: BinaryHeap<Due> = BinaryHeap::new();
     let mut streaming: BinaryHeap<Due> = BinaryHeap::new();
     let mut streamed = vec![false; blocks.len()];
+    // Block i taking a slot at t: its prologue's end.
+    let start = |i: usize, t: f64| Due(t + if blocks[i].bytes > 0.0 { p.alpha } else { p.alpha_e }, i);
     let slots = (l.sms * RESIDENT) as usize;
     let mut next = blocks.len().min(slots);
-    for (i, b) in blocks.iter().enumerate().take(next) {
-        timed.push(Due(if b.bytes > 0.0 { p.alpha } else { p.alpha_e }, i));
-    }
+    timed.extend((0..next).map(|i| start(i, 0.0)));
     // The epilogue of block i, which has just finished its work at t.
     let epilogue = |i: usize, unmerged: &mut Vec<u32>| {
         let g = blocks[i].group;
@@ -179,8 +179,7 @@ fn launch_us(l: &Launch, p: &Params, contexts: &[u32]) -> f64 {
         } else {
             done += 1;
             if next < blocks.len() {
-                let b = &blocks[next];
-                timed.push(Due(t + if b.bytes > 0.0 { p.alpha } else { p.alpha_e }, next));
+                timed.push(start(next, t));
                 next += 1;
             }
         }
@@ -274,7 +273,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("|---|---|---|---|---|---|");
     for path in &paths {
         let profile = Profile::load(Path::new(path))?;
-        let offset = Profile::load(Path::new(&path.replace(".json", ".offset.json")))?;
+        let offset = Profile::load(&Path::new(path).with_extension("offset.json"))?;
         let launch = Launch::of(&profile);
         let (uniform, mixed) = points(&profile, 64.0);
         let (offset_uniform, offset_mixed) = points(&offset, 0.0);
