@@ -9,11 +9,12 @@ alike on every card). For each rule this prints how many batches it puts within 
 the mean, 90th percentile and worst of (time at the rule's partition) / (fastest time), then the batches each rule
 misses most. Needs nothing but Python. Usage:
 
-    python3 scripts/partition_rules.py SWEEP.md PROFILE.json [PROFILE.json ...] [--sms N] [--kv-heads N]
+    python3 scripts/partition_rules.py SWEEP.md PROFILE.json [PROFILE.json ...] [--sms N] [--kv-heads N] [--largest N]
 
---sms and --kv-heads default to the first profile's card and model.
+--sms and --kv-heads default to the first profile's card and model; --largest (default 1,024, the kernel's
+DEC_PART_TC) is the partition the rules start from, for a sweep of a build whose blocks take more.
 
-The rules (each halves the largest partition, 1,024 tokens, down to 256, or to 512 where the longest context fits in
+The rules (each halves the largest partition down to 256, or to 512 where the longest context fits in
 one, while its count of blocks is below its threshold):
   at-longest      kv heads x sequences x ceil(longest / p) < SMs  (the engine's rule, model::decode_partition)
   at-longest/2    the same count < SMs / 2
@@ -32,21 +33,21 @@ PARTITION_MIN = 256
 UNSPLIT_MAX = 512
 
 
-def halved(longest, blocks, threshold):
+def halved(longest, blocks, threshold, largest):
     floor = UNSPLIT_MAX if longest <= UNSPLIT_MAX else PARTITION_MIN
-    p = PARTITION_MAX
+    p = largest
     while p > floor and blocks(p) < threshold:
         p //= 2
     return p
 
 
-def rules(sms, kv):
+def rules(sms, kv, largest):
     def at_longest(c, threshold):
         longest = max(c)
-        return halved(longest, lambda p: kv * len(c) * max(1, math.ceil(longest / p)), threshold)
+        return halved(longest, lambda p: kv * len(c) * max(1, math.ceil(longest / p)), threshold, largest)
 
     def with_work(c, threshold):
-        return halved(max(c), lambda p: kv * sum(max(1, math.ceil(x / p)) for x in c), threshold)
+        return halved(max(c), lambda p: kv * sum(max(1, math.ceil(x / p)) for x in c), threshold, largest)
 
     return {
         "at-longest": lambda c: at_longest(c, sms),
@@ -82,6 +83,7 @@ def main():
     ap.add_argument("profiles", nargs="+")
     ap.add_argument("--sms", type=int)
     ap.add_argument("--kv-heads", type=int)
+    ap.add_argument("--largest", type=int, default=PARTITION_MAX)
     a = ap.parse_args()
     contexts = {}
     first = None
@@ -97,11 +99,11 @@ def main():
     missing = [k for k in timed if k not in contexts]
     if missing:
         sys.exit(f"no profile holds the contexts of {len(missing)} batch(es), e.g. {missing[0]}: pass more profiles")
-    print(f"{len(timed)} mixed batches, {sms} SMs, {kv} kv heads\n")
+    print(f"{len(timed)} mixed batches, {sms} SMs, {kv} kv heads, partitions from {a.largest} tokens\n")
     print("| rule | within 5% of the fastest | mean | 90th percentile | worst |")
     print("|---|---:|---:|---:|---:|")
     worst = {}
-    for name, rule in rules(sms, kv).items():
+    for name, rule in rules(sms, kv, a.largest).items():
         ratios = []
         for key, t in timed.items():
             p = rule(contexts[key])
