@@ -20,6 +20,10 @@ one, while its count of blocks is below its threshold):
   at-longest/2    the same count < SMs / 2
   with-work       kv heads x sum of ceil(context / p) < SMs  (the blocks that have work)
   with-work/2     the same count < SMs / 2
+and, with --largest above 1,024, one that takes the larger partitions only where no sequence is short:
+  long-only       at-longest/2 from --largest where every context is at least 1,024 tokens, else at-longest from 1,024
+
+The sweep's uniform batches (batch N x context C) are scored too, apart from the mixed ones.
 """
 import argparse
 import json
@@ -49,16 +53,26 @@ def rules(sms, kv, largest):
     def with_work(c, threshold):
         return halved(max(c), lambda p: kv * sum(max(1, math.ceil(x / p)) for x in c), threshold, largest)
 
-    return {
+    def long_only(c):
+        if min(c) >= PARTITION_MAX:
+            return at_longest(c, sms / 2)
+        longest = max(c)
+        return halved(longest, lambda p: kv * len(c) * max(1, math.ceil(longest / p)), sms, PARTITION_MAX)
+
+    out = {
         "at-longest": lambda c: at_longest(c, sms),
         "at-longest/2": lambda c: at_longest(c, sms / 2),
         "with-work": lambda c: with_work(c, sms),
         "with-work/2": lambda c: with_work(c, sms / 2),
     }
+    if largest > PARTITION_MAX:
+        out["long-only"] = long_only
+    return out
 
 
 def sweep(path):
-    """(batch, mean, longest) -> {partition: µs} from the sweep's last table."""
+    """The sweep's last table: {(batch, mean, longest): {partition: µs}} of its mixed batches and
+    {(batch, context): {partition: µs}} of its uniform ones."""
     text = open(path, encoding="utf-8").read()
     marker = "Decode attention at every partition size"
     if marker not in text:
@@ -68,13 +82,18 @@ def sweep(path):
     if header is None:
         sys.exit(f"{path}: the partition table has no header")
     sizes = [int(h.split()[-1]) for h in header.strip("|").split("|")[1:]]
-    out = {}
+    mixed, uniform = {}, {}
     for line in lines:
         m = re.match(r"\| batch (\d+) of mixed contexts \(mean (\d+), longest (\d+)\) \|(.*)\|\s*$", line)
         if m:
             times = [float(x) for x in m.group(4).split("|")]
-            out[(int(m.group(1)), int(m.group(2)), int(m.group(3)))] = dict(zip(sizes, times))
-    return out
+            mixed[(int(m.group(1)), int(m.group(2)), int(m.group(3)))] = dict(zip(sizes, times))
+            continue
+        m = re.match(r"\| batch (\d+) × context (\d+) \|(.*)\|\s*$", line)
+        if m:
+            times = [float(x) for x in m.group(3).split("|")]
+            uniform[(int(m.group(1)), int(m.group(2)))] = dict(zip(sizes, times))
+    return mixed, uniform
 
 
 def main():
@@ -95,7 +114,7 @@ def main():
             contexts[(len(c), round(sum(c) / len(c)), max(c))] = c
     sms = a.sms or first["fingerprint"]["sm_count"]
     kv = a.kv_heads or first["fingerprint"]["model"]["kv_heads"]
-    timed = sweep(a.sweep)
+    timed, uniform = sweep(a.sweep)
     missing = [k for k in timed if k not in contexts]
     if missing:
         sys.exit(f"no profile holds the contexts of {len(missing)} batch(es), e.g. {missing[0]}: pass more profiles")
@@ -117,6 +136,18 @@ def main():
         print(f"\n{name}, the batches it misses most:")
         for ratio, (n, mean, longest), p in rows:
             print(f"  batch {n} (mean {mean}, longest {longest}): partition {p}, {ratio:.2f}x the fastest")
+    if uniform:
+        names = list(rules(sms, kv, a.largest))
+        print(f"\n{len(uniform)} uniform batches: each rule's partition, µs (its time over the fastest)\n")
+        print("| shape | fastest | " + " | ".join(names) + " |")
+        print("|---|---:|" + "---:|" * len(names))
+        for (n, ctx), t in uniform.items():
+            best = min(t.values())
+            cells = []
+            for rule in rules(sms, kv, a.largest).values():
+                p = rule([ctx] * n)
+                cells.append(f"{p}: {t[p]:.2f} ({t[p] / best:.2f}x)")
+            print(f"| batch {n} × context {ctx} | {best:.2f} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
