@@ -46,9 +46,9 @@ def halved(longest, blocks, threshold, largest):
 
 
 def rules(sms, kv, largest):
-    def at_longest(c, threshold):
+    def at_longest(c, threshold, start=largest):
         longest = max(c)
-        return halved(longest, lambda p: kv * len(c) * max(1, math.ceil(longest / p)), threshold, largest)
+        return halved(longest, lambda p: kv * len(c) * max(1, math.ceil(longest / p)), threshold, start)
 
     def with_work(c, threshold):
         return halved(max(c), lambda p: kv * sum(max(1, math.ceil(x / p)) for x in c), threshold, largest)
@@ -56,8 +56,7 @@ def rules(sms, kv, largest):
     def long_only(c):
         if min(c) >= PARTITION_MAX:
             return at_longest(c, sms / 2)
-        longest = max(c)
-        return halved(longest, lambda p: kv * len(c) * max(1, math.ceil(longest / p)), sms, PARTITION_MAX)
+        return at_longest(c, sms, PARTITION_MAX)
 
     out = {
         "at-longest": lambda c: at_longest(c, sms),
