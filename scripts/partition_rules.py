@@ -121,7 +121,8 @@ def main():
     print("| rule | within 5% of the fastest | mean | 90th percentile | worst |")
     print("|---|---:|---:|---:|---:|")
     worst = {}
-    for name, rule in rules(sms, kv, a.largest).items():
+    ruleset = rules(sms, kv, a.largest)
+    for name, rule in ruleset.items():
         ratios = []
         for key, t in timed.items():
             p = rule(contexts[key])
@@ -136,14 +137,13 @@ def main():
         for ratio, (n, mean, longest), p in rows:
             print(f"  batch {n} (mean {mean}, longest {longest}): partition {p}, {ratio:.2f}x the fastest")
     if uniform:
-        names = list(rules(sms, kv, a.largest))
         print(f"\n{len(uniform)} uniform batches: each rule's partition, µs (its time over the fastest)\n")
-        print("| shape | fastest | " + " | ".join(names) + " |")
-        print("|---|---:|" + "---:|" * len(names))
+        print("| shape | fastest | " + " | ".join(ruleset) + " |")
+        print("|---|---:|" + "---:|" * len(ruleset))
         for (n, ctx), t in uniform.items():
             best = min(t.values())
             cells = []
-            for rule in rules(sms, kv, a.largest).values():
+            for rule in ruleset.values():
                 p = rule([ctx] * n)
                 cells.append(f"{p}: {t[p]:.2f} ({t[p] / best:.2f}x)")
             print(f"| batch {n} × context {ctx} | {best:.2f} | " + " | ".join(cells) + " |")
